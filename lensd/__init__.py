@@ -1,0 +1,1 @@
+"""lensd: a job-tracking daemon and query library for many model fits."""

@@ -1,0 +1,116 @@
+"""The errors lensd raises, one tree so callers can catch ``LensdError`` and nothing else.
+
+    LensdError                      code "error",        exit 1
+    ├── InvalidRecord               code "invalid",      exit 1   a record or event failed validation
+    ├── QueryError                  code "query",        exit 1   a predicate cannot be built or compiled
+    │   └── QuerySyntaxError        code "syntax",       exit 2   text of `lensd query` does not parse
+    ├── ProtocolError               code "protocol",     exit 1   bad frame, bad hello, unknown op
+    │   └── FrameTooLarge           code "too_large",    exit 1
+    ├── StorageError                code "storage",      exit 1   sqlite failed (disk full, locked, corrupt)
+    │   └── UnsupportedDatabase     code "schema",       exit 1   not a lensd database, or a newer schema
+    ├── IngestError                 code "ingest",       exit 1   a PyAutoFit folder cannot be read
+    ├── DaemonError                 code "daemon",       exit 1   the daemon answered with an error
+    ├── AlreadyRunning              code "running",      exit 1   another daemon holds the database
+    └── DaemonUnavailable           code "unavailable",  exit 3   nothing answers on the socket
+
+Each class carries the wire ``code`` used in error replies (SPEC §6) and the CLI ``exit_code``
+(SPEC §5), so the boundaries convert errors without a lookup table of their own.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class LensdError(Exception):
+    """Base of every error lensd raises on purpose."""
+
+    code: ClassVar[str] = "error"
+    exit_code: ClassVar[int] = 1
+
+
+class InvalidRecord(LensdError):
+    code = "invalid"
+
+
+class QueryError(LensdError):
+    code = "query"
+
+
+class QuerySyntaxError(QueryError):
+    """A text expression does not parse; ``text`` and ``position`` let the CLI draw a caret."""
+
+    code = "syntax"
+    exit_code = 2
+
+    def __init__(self, message: str, text: str = "", position: int = 0) -> None:
+        super().__init__(message)
+        self.text = text
+        self.position = position
+
+    def pointed(self) -> str:
+        """The message, the expression and a caret under the problem, for a terminal."""
+        return f"{self.args[0]}\n  {self.text}\n  {' ' * self.position}^"
+
+
+class ProtocolError(LensdError):
+    code = "protocol"
+
+
+class FrameTooLarge(ProtocolError):
+    code = "too_large"
+
+
+class StorageError(LensdError):
+    code = "storage"
+
+
+class UnsupportedDatabase(StorageError):
+    code = "schema"
+
+
+class IngestError(LensdError):
+    code = "ingest"
+
+
+class DaemonError(LensdError):
+    """An error reply from the daemon; ``remote_code`` is the code it sent."""
+
+    code = "daemon"
+
+    def __init__(self, message: str, remote_code: str = "error") -> None:
+        super().__init__(message)
+        self.remote_code = remote_code
+
+
+class AlreadyRunning(LensdError):
+    code = "running"
+
+
+class DaemonUnavailable(LensdError):
+    code = "unavailable"
+    exit_code = 3
+
+
+_BY_CODE: dict[str, type[LensdError]] = {
+    cls.code: cls
+    for cls in (
+        LensdError, InvalidRecord, QueryError, QuerySyntaxError, ProtocolError, FrameTooLarge,
+        StorageError, UnsupportedDatabase, IngestError, AlreadyRunning, DaemonUnavailable,
+    )
+}
+
+
+def from_wire(code: str, message: str) -> LensdError:
+    """The local error for an error reply, so a client raises what the daemon raised."""
+    cls = _BY_CODE.get(code)
+    if cls is None or cls is QuerySyntaxError:
+        return DaemonError(message, code)
+    return cls(message)
+
+
+__all__ = [
+    "AlreadyRunning", "DaemonError", "DaemonUnavailable", "FrameTooLarge", "IngestError",
+    "InvalidRecord", "LensdError", "ProtocolError", "QueryError", "QuerySyntaxError",
+    "StorageError", "UnsupportedDatabase", "from_wire",
+]

@@ -1,0 +1,71 @@
+"""Reading PyAutoFit ``model.json`` trees: which classes sit where, and which values are fixed.
+
+The model is data from an untrusted file, so it is walked, never instantiated: class paths are
+kept as strings and nothing named in them is imported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+STRUCTURAL_TYPES = frozenset({"model", "collection", "instance", "tuple_prior", "dict", "list"})
+# Keys of a prior node that describe the prior rather than name a child parameter.
+_PRIOR_KEYS = frozenset({"type", "id", "class_path", "arguments"})
+
+
+def _join(prefix: str, key: str) -> str:
+    return f"{prefix}.{key}" if prefix else key
+
+
+def _children(node: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
+    arguments = node.get("arguments")
+    if isinstance(arguments, Mapping):
+        for key, child in arguments.items():
+            yield str(key), child
+
+
+def walk(model: Any, prefix: str = "") -> Iterator[tuple[str, str, Any]]:
+    """Yield ``(path, kind, payload)`` for every node: kind is "class", "constant" or "prior".
+
+    "class" carries the class path; "constant" the fixed value; "prior" the prior's type name.
+    """
+    if isinstance(model, Mapping):
+        node_type = model.get("type")
+        if node_type == "Constant":
+            yield prefix, "constant", model.get("value")
+            return
+        if node_type in STRUCTURAL_TYPES or (node_type is None and "arguments" in model):
+            class_path = model.get("class_path")
+            if isinstance(class_path, str) and class_path:
+                yield prefix, "class", class_path
+            for key, child in _children(model):
+                yield from walk(child, _join(prefix, key))
+            return
+        if isinstance(node_type, str):
+            yield prefix, "prior", node_type
+            return
+        return
+    if isinstance(model, (int, float, str, bool)) or model is None:
+        if prefix:
+            yield prefix, "constant", model
+
+
+def class_nodes(model: Any) -> dict[str, str]:
+    """Path → class path of every node that names a class (``""`` is the root)."""
+    return {path: payload for path, kind, payload in walk(model) if kind == "class"}
+
+
+def constants(model: Any) -> dict[str, Any]:
+    """Path → fixed value, for parameters the search did not vary."""
+    return {path: payload for path, kind, payload in walk(model) if kind == "constant"}
+
+
+def prior_paths(model: Any) -> list[str]:
+    """Paths of the free parameters, in the model's own order."""
+    return [path for path, kind, _ in walk(model) if kind == "prior"]
+
+
+def class_name(class_path: str) -> str:
+    """The bare class name: ``lensmodels.Isothermal`` → ``Isothermal``."""
+    return class_path.rsplit(".", 1)[-1]

@@ -1,0 +1,172 @@
+"""The database layout, its PRAGMAs, and migrations keyed on a schema version.
+
+Queryable facts live in narrow indexed tables so that every predicate of the query language is
+an index search:
+
+- ``fits``: one row per fit, its columns (SPEC §2) and JSON copies of model, search, info, job,
+  summary and the max-likelihood instance, for loading a fit without touching the payloads.
+- ``facts``: ``(fit_key, kind, key) -> num | txt | json`` for the max-likelihood instance values
+  (kind 0), median values (1), info (2) and job (3). A number (or bool) goes to ``num``, a string to
+  ``txt``, anything else (lists, dicts, null) to ``json``, so numbers compare as numbers and strings
+  as strings, as they would in Python.
+- ``nodes``: ``(fit_key, path) -> class_path, class_name`` for every model node that names a class.
+- ``payloads``: ``(fit_key, name) -> msgpack blob`` for samples and files, read only when asked for.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Final
+
+from lensd.errors import UnsupportedDatabase
+
+SCHEMA_VERSION: Final = 1
+APPLICATION_ID: Final = 0x4C454E53  # "LENS": marks the file as a lensd database
+
+KIND_VALUE: Final = 0
+KIND_MEDIAN: Final = 1
+KIND_INFO: Final = 2
+KIND_JOB: Final = 3
+
+FIT_COLUMNS: Final = (
+    "id", "name", "path_prefix", "unique_tag", "status", "max_log_likelihood", "log_evidence",
+    "parent_id", "is_grid_search", "model", "search", "info", "job", "summary", "instance", "error",
+    "progress", "n_samples", "seq", "source", "source_sig", "created_at", "updated_at",
+    "completed_at", "last_event_at",
+)
+
+_DDL_V1: Final = """
+CREATE TABLE IF NOT EXISTS lensd_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS fits (
+    fit_key            INTEGER PRIMARY KEY,
+    id                 TEXT NOT NULL UNIQUE,
+    name               TEXT,
+    path_prefix        TEXT,
+    unique_tag         TEXT,
+    status             TEXT NOT NULL,
+    max_log_likelihood REAL,
+    log_evidence       REAL,
+    parent_id          TEXT,
+    is_grid_search     INTEGER NOT NULL DEFAULT 0,
+    model              TEXT,
+    search             TEXT,
+    info               TEXT,
+    job                TEXT,
+    summary            TEXT,
+    instance           TEXT,
+    error              TEXT,
+    progress           REAL,
+    n_samples          INTEGER,
+    seq                INTEGER,
+    source             TEXT,
+    source_sig         TEXT,
+    created_at         REAL,
+    updated_at         REAL,
+    completed_at       REAL,
+    last_event_at      REAL
+);
+CREATE INDEX IF NOT EXISTS fits_unique_tag ON fits(unique_tag);
+CREATE INDEX IF NOT EXISTS fits_name ON fits(name);
+CREATE INDEX IF NOT EXISTS fits_path_prefix ON fits(path_prefix);
+CREATE INDEX IF NOT EXISTS fits_status ON fits(status, last_event_at);
+CREATE INDEX IF NOT EXISTS fits_max_log_likelihood ON fits(max_log_likelihood);
+CREATE INDEX IF NOT EXISTS fits_log_evidence ON fits(log_evidence);
+CREATE INDEX IF NOT EXISTS fits_parent_id ON fits(parent_id);
+CREATE INDEX IF NOT EXISTS fits_source ON fits(source);
+CREATE TABLE IF NOT EXISTS facts (
+    fit_key INTEGER NOT NULL,
+    kind    INTEGER NOT NULL,
+    key     TEXT NOT NULL,
+    num     REAL,
+    txt     TEXT,
+    json    TEXT
+);
+CREATE INDEX IF NOT EXISTS facts_num ON facts(kind, key, num, fit_key);
+CREATE INDEX IF NOT EXISTS facts_txt ON facts(kind, key, txt, fit_key);
+CREATE INDEX IF NOT EXISTS facts_fit ON facts(fit_key, kind);
+CREATE TABLE IF NOT EXISTS nodes (
+    fit_key    INTEGER NOT NULL,
+    path       TEXT NOT NULL,
+    class_path TEXT NOT NULL,
+    class_name TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS nodes_class_path ON nodes(path, class_path, fit_key);
+CREATE INDEX IF NOT EXISTS nodes_class_name ON nodes(path, class_name, fit_key);
+CREATE INDEX IF NOT EXISTS nodes_fit ON nodes(fit_key);
+CREATE TABLE IF NOT EXISTS payloads (
+    fit_key INTEGER NOT NULL,
+    name    TEXT NOT NULL,
+    data    BLOB NOT NULL,
+    PRIMARY KEY (fit_key, name)
+);
+"""
+
+# Migrations from version N to N + 1; the list's index is N - 1. Empty while only v1 exists.
+MIGRATIONS: Final[list[str]] = []
+
+
+def writer_pragmas(durability: str = "full") -> list[str]:
+    """PRAGMAs of the one writer connection; ``full`` survives power loss, ``normal`` a crash."""
+    synchronous = "FULL" if durability == "full" else "NORMAL"
+    return [
+        "PRAGMA journal_mode=WAL",
+        f"PRAGMA synchronous={synchronous}",
+        "PRAGMA busy_timeout=10000",
+        "PRAGMA cache_size=-65536",
+        "PRAGMA temp_store=MEMORY",
+        "PRAGMA foreign_keys=OFF",
+    ]
+
+
+READER_PRAGMAS: Final = ["PRAGMA busy_timeout=10000", "PRAGMA cache_size=-32768", "PRAGMA query_only=1"]
+
+
+def create_statements() -> list[str]:
+    """Every statement that makes a new database current, in order."""
+    statements = [s.strip() for s in _DDL_V1.split(";") if s.strip()]
+    statements += [f"PRAGMA application_id={APPLICATION_ID}", f"PRAGMA user_version={SCHEMA_VERSION}"]
+    return statements
+
+
+def check_version(application_id: int, user_version: int, has_tables: bool) -> int:
+    """The version to migrate from (0 for an empty file); refuses foreign or newer files."""
+    if user_version == 0 and application_id == 0 and not has_tables:
+        return 0
+    if application_id != APPLICATION_ID:
+        raise UnsupportedDatabase("not a lensd database (its application_id is not lensd's)")
+    if user_version > SCHEMA_VERSION:
+        raise UnsupportedDatabase(
+            f"database schema version {user_version} is newer than this lensd ({SCHEMA_VERSION}); upgrade lensd"
+        )
+    return user_version
+
+
+def read_version(conn: sqlite3.Connection) -> int:
+    """Check a connection's database is one lensd can read; returns its schema version."""
+    try:
+        application_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        user_version = conn.execute("PRAGMA user_version").fetchone()[0]
+        has_tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] > 0
+    except sqlite3.DatabaseError as exc:
+        raise UnsupportedDatabase(f"not a readable sqlite database: {exc}") from None
+    return check_version(application_id, user_version, has_tables)
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Bring a writable connection's database to SCHEMA_VERSION, in one transaction."""
+    version = read_version(conn)
+    if version == SCHEMA_VERSION:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if version == 0:
+            for statement in create_statements():
+                conn.execute(statement)
+        else:
+            for step in MIGRATIONS[version - 1:]:
+                conn.executescript(step)
+            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
