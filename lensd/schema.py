@@ -170,3 +170,28 @@ def migrate(conn: sqlite3.Connection) -> None:
     except BaseException:
         conn.execute("ROLLBACK")
         raise
+
+
+def encode_fact(value: object) -> tuple[float | None, str | None, str | None]:
+    """The ``(num, txt, json)`` columns of a fact, so SQL compares values as Python would.
+
+    Numbers and bools go to ``num`` (bools as 1.0/0.0, as Python's ``True == 1``); strings to
+    ``txt``; None to ``json='null'``; NaN to ``json='NaN'`` (sqlite stores NaN as NULL, and NaN
+    equals nothing in Python either); anything else to its JSON text, so it is kept but only
+    ``.is_none()`` tests it.
+    """
+    import json
+    import math
+
+    if isinstance(value, bool):
+        return (1.0 if value else 0.0), None, None
+    if isinstance(value, (int, float)):
+        number = float(value)
+        if math.isnan(number):
+            return None, None, "NaN"
+        return number, None, None
+    if isinstance(value, str):
+        return None, value, None
+    if value is None:
+        return None, None, "null"
+    return None, None, json.dumps(value, sort_keys=True, default=str)
