@@ -81,7 +81,7 @@ class Instance:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Instance):
             return NotImplemented
-        return self._class_path == other._class_path and self._children == other._children
+        return bool(self._class_path == other._class_path and self._children == other._children)
 
     def __hash__(self) -> int:
         return hash((self._class_path, tuple(self._children)))

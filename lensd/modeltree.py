@@ -46,9 +46,8 @@ def walk(model: Any, prefix: str = "") -> Iterator[tuple[str, str, Any]]:
             yield prefix, "prior", node_type
             return
         return
-    if isinstance(model, (int, float, str, bool)) or model is None:
-        if prefix:
-            yield prefix, "constant", model
+    if (isinstance(model, (int, float, str, bool)) or model is None) and prefix:
+        yield prefix, "constant", model
 
 
 def class_nodes(model: Any) -> dict[str, str]:

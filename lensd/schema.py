@@ -136,7 +136,8 @@ def check_version(application_id: int, user_version: int, has_tables: bool) -> i
         raise UnsupportedDatabase("not a lensd database (its application_id is not lensd's)")
     if user_version > SCHEMA_VERSION:
         raise UnsupportedDatabase(
-            f"database schema version {user_version} is newer than this lensd ({SCHEMA_VERSION}); upgrade lensd"
+            f"database schema version {user_version} is newer than this lensd"
+            f" ({SCHEMA_VERSION}); upgrade lensd"
         )
     return user_version
 

@@ -1,0 +1,228 @@
+"""The single writer: the only code that writes to a lensd database.
+
+``BatchWriter`` applies a batch of operations in one ``BEGIN IMMEDIATE`` transaction made of
+``executemany`` calls. ``GroupCommitter`` feeds it: submissions wait in a bounded memory stream,
+and the committer drains whatever is waiting (up to ``batch_max``, or ``batch_ms`` after the first),
+commits, then answers every waiter. A flood makes senders wait instead of growing memory. If a batch
+fails, its operations are retried one by one so that one bad record fails alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from lensd import schema
+from lensd.errors import LensdError, StorageError
+from lensd.ops import Op
+from lensd.rows import Existing, plan_batch
+
+log = logging.getLogger("lensd.writer")
+_LOOKUP_CHUNK = 500
+
+
+def storage_error(exc: BaseException) -> StorageError:
+    """A sqlite error as a message a user can act on."""
+    text = str(exc)
+    if "full" in text:
+        return StorageError(f"database or disk is full: {text}; free space, then resend")
+    if "locked" in text or "busy" in text:
+        return StorageError(f"database is locked by another process: {text}")
+    return StorageError(f"sqlite error: {text}")
+
+
+def prepare_database(path: str | Path, durability: str = "full") -> None:
+    """Create or migrate the database file (one short synchronous connection, before serving)."""
+    conn = sqlite3.connect(str(path), isolation_level=None)
+    try:
+        for pragma in schema.writer_pragmas(durability):
+            conn.execute(pragma)
+        schema.migrate(conn)
+    except sqlite3.Error as exc:
+        raise storage_error(exc) from None
+    finally:
+        conn.close()
+
+
+class BatchWriter:
+    """One aiosqlite connection that writes batches; there is never a second one per database."""
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+        self._next_key = 1
+        self.batches = 0
+        self.records = 0
+
+    @classmethod
+    async def open(cls, path: str | Path, durability: str = "full") -> BatchWriter:
+        prepare_database(path, durability)
+        conn = await aiosqlite.connect(str(path), isolation_level=None)
+        for pragma in schema.writer_pragmas(durability):
+            await conn.execute(pragma)
+        writer = cls(conn)
+        async with conn.execute("SELECT coalesce(max(fit_key), 0) + 1 FROM fits") as cursor:
+            row = await cursor.fetchone()
+        writer._next_key = int(row[0]) if row else 1
+        return writer
+
+    async def close(self) -> None:
+        try:
+            await self._conn.execute("PRAGMA optimize")
+        except sqlite3.Error:
+            pass
+        await self._conn.close()
+
+    async def _existing(self, ids: Sequence[str]) -> dict[str, Existing]:
+        found: dict[str, Existing] = {}
+        unique = list(dict.fromkeys(ids))
+        for start in range(0, len(unique), _LOOKUP_CHUNK):
+            chunk = unique[start:start + _LOOKUP_CHUNK]
+            marks = ", ".join("?" * len(chunk))
+            sql = f"SELECT id, fit_key, seq, created_at FROM fits WHERE id IN ({marks})"  # noqa: S608
+            async with self._conn.execute(sql, chunk) as cursor:
+                async for fit_id, key, seq, created in cursor:
+                    found[fit_id] = Existing(key, seq, created)
+        return found
+
+    async def _apply(self, ops: list[Op]) -> list[str]:
+        await self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            existing = await self._existing([i for op in ops for i in op.ids])
+            plan, outcomes, next_key = plan_batch(ops, existing, self._next_key, time.time())
+            for sql, rows in plan.statements:
+                await self._conn.executemany(sql, rows)
+            await self._conn.execute("COMMIT")
+        except BaseException:
+            try:
+                await self._conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            raise
+        self._next_key = next_key
+        self.batches += 1
+        self.records += len(ops)
+        return outcomes
+
+    async def apply(self, ops: list[Op]) -> list[str | LensdError]:
+        """Commit ``ops``; one outcome per op: "applied", "duplicate", or the error for that op."""
+        if not ops:
+            return []
+        try:
+            return list(await self._apply(ops))
+        except sqlite3.Error as exc:
+            if len(ops) == 1:
+                log.warning("write failed: %s", exc)
+                return [storage_error(exc)]
+        results: list[str | LensdError] = []
+        for op in ops:  # find the bad one: each alone
+            try:
+                results.extend(await self._apply([op]))
+            except sqlite3.Error as exc:
+                log.warning("write failed for %s: %s", op.ids[:1], exc)
+                results.append(storage_error(exc))
+        return results
+
+
+@dataclass
+class _Submission:
+    ops: list[Op]
+    done: anyio.Event = field(default_factory=anyio.Event)
+    outcomes: list[str | LensdError] = field(default_factory=list)
+
+
+class GroupCommitter:
+    """The queue in front of the writer: many senders, one batch per commit."""
+
+    def __init__(self, writer: BatchWriter, batch_max: int = 512, batch_ms: float = 2.0,
+                 queue_max: int = 4096) -> None:
+        self.writer = writer
+        self.batch_max = batch_max
+        self.batch_ms = batch_ms
+        send, receive = anyio.create_memory_object_stream[_Submission](queue_max)
+        self._send: MemoryObjectSendStream[_Submission] = send
+        self._receive: MemoryObjectReceiveStream[_Submission] = receive
+        self.batch_sizes: list[int] = []
+        self.committed_at: list[tuple[float, int]] = []
+
+    @property
+    def queue_depth(self) -> int:
+        return self._send.statistics().current_buffer_used
+
+    async def submit(self, ops: list[Op]) -> list[str | LensdError]:
+        """Queue ``ops`` and wait until they are committed (or failed)."""
+        item = _Submission(ops)
+        await self._send.send(item)
+        await item.done.wait()
+        return item.outcomes
+
+    def close(self) -> None:
+        """Stop taking submissions; ``run`` commits what is queued, then returns."""
+        self._send.close()
+
+    async def run(self) -> None:
+        """Commit batches until ``close`` is called and the queue is empty."""
+        async with self._receive:
+            async for first in self._receive:
+                batch = [first]
+                size = len(first.ops)
+                deadline = anyio.current_time() + self.batch_ms / 1000
+                while size < self.batch_max:
+                    item = await self._next_before(deadline)
+                    if item is None:
+                        break
+                    batch.append(item)
+                    size += len(item.ops)
+                await self._commit(batch)
+
+    async def _next_before(self, deadline: float) -> _Submission | None:
+        """The next waiting submission, if one arrives before ``deadline``."""
+        try:
+            return self._receive.receive_nowait()
+        except anyio.WouldBlock:
+            pass
+        except anyio.EndOfStream:
+            return None
+        with anyio.move_on_after(max(0.0, deadline - anyio.current_time())):
+            try:
+                return await self._receive.receive()
+            except anyio.EndOfStream:
+                return None
+        return None
+
+    async def _commit(self, batch: list[_Submission]) -> None:
+        ops = [op for item in batch for op in item.ops]
+        with anyio.CancelScope(shield=True):
+            try:
+                outcomes = await self.writer.apply(ops)
+            except Exception as exc:  # never leave a waiter hanging
+                log.exception("batch of %d failed", len(ops))
+                error = exc if isinstance(exc, LensdError) else StorageError(str(exc))
+                outcomes = [error] * len(ops)
+        position = 0
+        for item in batch:
+            item.outcomes = outcomes[position:position + len(item.ops)]
+            position += len(item.ops)
+            item.done.set()
+        self.batch_sizes.append(len(ops))
+        del self.batch_sizes[:-1000]
+        self.committed_at.append((time.monotonic(), len(ops)))
+        cutoff = time.monotonic() - 60
+        while self.committed_at and self.committed_at[0][0] < cutoff:
+            self.committed_at.pop(0)
+
+    def stats(self) -> dict[str, Any]:
+        sizes = self.batch_sizes
+        recent = sum(n for _, n in self.committed_at)
+        return {"queue_depth": self.queue_depth,
+                "mean_batch": (sum(sizes) / len(sizes)) if sizes else 0.0,
+                "records_per_s": recent / 60.0,
+                "batches": self.writer.batches, "records": self.writer.records}

@@ -1,0 +1,206 @@
+"""Plan a batch of write operations as rows for ``executemany``.
+
+The writer reads what it needs to know about the batch's fits in one query (key, seq,
+created_at), then this module works out, in plain Python, every row to delete, insert and update.
+The writer then runs one ``executemany`` per statement, so a batch of any size costs a handful of
+calls into sqlite, never one awaited call per record.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from lensd import codec, modeltree
+from lensd.ops import MarkLost, Op, Touch, Upsert
+from lensd.records import Record
+from lensd.schema import FIT_COLUMNS, KIND_INFO, KIND_JOB, KIND_MEDIAN, KIND_VALUE, encode_fact
+
+APPLIED = "applied"
+DUPLICATE = "duplicate"
+
+UPSERT_FIT_SQL = (
+    f"INSERT INTO fits (fit_key, {', '.join(FIT_COLUMNS)}) "  # noqa: S608 - fixed column names
+    f"VALUES ({', '.join('?' * (len(FIT_COLUMNS) + 1))}) "
+    "ON CONFLICT(fit_key) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in FIT_COLUMNS if c != "created_at")
+)
+INSERT_FACT_SQL = "INSERT INTO facts (fit_key, kind, key, num, txt, json) VALUES (?, ?, ?, ?, ?, ?)"
+INSERT_NODE_SQL = "INSERT INTO nodes (fit_key, path, class_path, class_name) VALUES (?, ?, ?, ?)"
+INSERT_PAYLOAD_SQL = "INSERT OR REPLACE INTO payloads (fit_key, name, data) VALUES (?, ?, ?)"
+DELETE_FACTS_SQL = "DELETE FROM facts WHERE fit_key = ?"
+DELETE_FACT_KIND_SQL = "DELETE FROM facts WHERE fit_key = ? AND kind = ?"
+DELETE_NODES_SQL = "DELETE FROM nodes WHERE fit_key = ?"
+DELETE_PAYLOADS_SQL = "DELETE FROM payloads WHERE fit_key = ?"
+TOUCH_SQL = ("UPDATE fits SET last_event_at = ?, "
+             "status = CASE WHEN status = 'lost' THEN 'running' ELSE status END WHERE id = ?")
+MARK_LOST_SQL = ("UPDATE fits SET status = 'lost', updated_at = ? "
+                 "WHERE status = 'running' AND last_event_at < ?")
+
+SAMPLES_PAYLOAD = "samples"
+FILE_PAYLOAD_PREFIX = "file:"
+
+
+@dataclass(frozen=True)
+class Existing:
+    """What the writer knows of a stored fit before the batch."""
+
+    fit_key: int
+    seq: int | None
+    created_at: float | None
+
+
+@dataclass
+class _Pending:
+    """The state one fit will have after the batch: a whole row, or column changes."""
+
+    fit_key: int
+    seq: int | None
+    row: dict[str, Any] | None = None  # set when the fit is written whole
+    columns: dict[str, Any] = field(default_factory=dict)
+    replace_all: bool = False
+    facts: dict[int, Mapping[str, Any]] = field(default_factory=dict)
+    nodes: dict[str, str] | None = None
+    payloads: dict[str, bytes] = field(default_factory=dict)
+
+
+@dataclass
+class Plan:
+    """Statement → parameter rows, in the order the writer must run them."""
+
+    statements: list[tuple[str, list[tuple[Any, ...]]]] = field(default_factory=list)
+
+    def add(self, sql: str, rows: Iterable[tuple[Any, ...]]) -> None:
+        rows = list(rows)
+        if rows:
+            self.statements.append((sql, rows))
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, sort_keys=True, default=str)
+
+
+def record_row(record: Record, created_at: float, now: float) -> dict[str, Any]:
+    """The ``fits`` row of a whole record."""
+    return {
+        "id": record.id, "name": record.name, "path_prefix": record.path_prefix,
+        "unique_tag": record.unique_tag, "status": record.status,
+        "max_log_likelihood": record.max_log_likelihood, "log_evidence": record.log_evidence,
+        "parent_id": record.parent_id, "is_grid_search": int(record.is_grid_search),
+        "model": _json(record.model), "search": _json(record.search), "info": _json(record.info),
+        "job": _json(record.job), "summary": _json(record.summary), "instance": _json(record.instance),
+        "error": record.error, "progress": record.progress, "n_samples": record.n_samples,
+        "seq": None, "source": record.source, "source_sig": record.source_sig,
+        "created_at": record.created_at or created_at, "updated_at": now,
+        "completed_at": record.completed_at if record.completed_at is not None
+        else (now if record.status in ("completed", "failed") else None),
+        "last_event_at": now,
+    }
+
+
+def record_payloads(record: Record) -> dict[str, bytes]:
+    payloads = {f"{FILE_PAYLOAD_PREFIX}{name}": codec.pack(value) for name, value in record.files.items()}
+    if record.samples is not None:
+        payloads[SAMPLES_PAYLOAD] = codec.pack(record.samples.to_wire())
+    return payloads
+
+
+def _minimal_row(fit_id: str, created_at: float, now: float) -> dict[str, Any]:
+    row = dict.fromkeys(FIT_COLUMNS)
+    row.update(id=fit_id, status="running", is_grid_search=0, created_at=created_at, updated_at=now,
+               last_event_at=now)
+    return row
+
+
+def plan_batch(
+    ops: list[Op], existing: Mapping[str, Existing], next_key: int, now: float
+) -> tuple[Plan, list[str], int]:
+    """Rows for a batch; returns the plan, one outcome per op (APPLIED/DUPLICATE), the next free key."""
+    pending: dict[str, _Pending] = {}
+    outcomes: list[str] = []
+    touches: list[tuple[Any, ...]] = []
+    lost_cutoffs: list[float] = []
+
+    def pending_for(fit_id: str) -> _Pending:
+        nonlocal next_key
+        if fit_id not in pending:
+            known = existing.get(fit_id)
+            if known is None:
+                pending[fit_id] = _Pending(next_key, None, row=_minimal_row(fit_id, now, now),
+                                           replace_all=True)
+                next_key += 1
+            else:
+                pending[fit_id] = _Pending(known.fit_key, known.seq)
+        return pending[fit_id]
+
+    for op in ops:
+        if isinstance(op, Touch):
+            touches.extend((now, fit_id) for fit_id in op.fit_ids)
+            outcomes.append(APPLIED)
+            continue
+        if isinstance(op, MarkLost):
+            lost_cutoffs.append(op.cutoff)
+            outcomes.append(APPLIED)
+            continue
+        fit_id = op.record.id if isinstance(op, Upsert) else op.id
+        state = pending_for(fit_id)
+        if op.seq is not None and state.seq is not None and op.seq <= state.seq:
+            outcomes.append(DUPLICATE)
+            continue
+        if op.seq is not None:
+            state.seq = op.seq
+        if isinstance(op, Upsert):
+            known = existing.get(fit_id)
+            created = known.created_at if known and known.created_at else now
+            state.row, state.columns, state.replace_all = record_row(op.record, created, now), {}, True
+            state.facts = {KIND_VALUE: op.record.instance, KIND_MEDIAN: op.record.median,
+                           KIND_INFO: op.record.info or {}, KIND_JOB: op.record.job or {}}
+            state.nodes = modeltree.class_nodes(op.record.model or {})
+            state.payloads = record_payloads(op.record)
+        else:
+            changes = dict(op.columns, updated_at=now, last_event_at=now)
+            if op.columns.get("status") == "failed":
+                changes["completed_at"] = now
+            if state.row is not None:
+                state.row.update(changes)
+            else:
+                state.columns.update(changes)
+            if op.samples is not None:
+                state.payloads[SAMPLES_PAYLOAD] = codec.pack(op.samples.to_wire())
+            if op.instance is not None:
+                state.facts[KIND_VALUE] = op.instance
+                (state.row if state.row is not None else state.columns)["instance"] = _json(op.instance)
+        outcomes.append(APPLIED)
+
+    plan = Plan()
+    whole = [s for s in pending.values() if s.replace_all]
+    plan.add(DELETE_FACTS_SQL, ((s.fit_key,) for s in whole))
+    plan.add(DELETE_NODES_SQL, ((s.fit_key,) for s in whole))
+    plan.add(DELETE_PAYLOADS_SQL, ((s.fit_key,) for s in whole))
+    plan.add(DELETE_FACT_KIND_SQL, ((s.fit_key, kind) for s in pending.values() if not s.replace_all
+                                    for kind in s.facts))
+    plan.add(UPSERT_FIT_SQL, ((s.fit_key, *(dict(s.row, seq=s.seq)[c] for c in FIT_COLUMNS))
+                              for s in whole if s.row is not None))
+    by_columns: dict[tuple[str, ...], list[tuple[Any, ...]]] = defaultdict(list)
+    for s in pending.values():
+        if not s.replace_all and (s.columns or s.seq is not None):
+            columns = dict(s.columns, seq=s.seq)
+            names = tuple(sorted(columns))
+            by_columns[names].append((*(columns[n] for n in names), s.fit_key))
+    for names, rows in by_columns.items():
+        assignments = ", ".join(f"{name} = ?" for name in names)
+        plan.add(f"UPDATE fits SET {assignments} WHERE fit_key = ?", rows)  # noqa: S608 - names are ours
+    plan.add(INSERT_FACT_SQL, ((s.fit_key, kind, key, *encode_fact(value))
+                               for s in pending.values() for kind, values in s.facts.items()
+                               for key, value in values.items()))
+    plan.add(INSERT_NODE_SQL, ((s.fit_key, path, class_path, modeltree.class_name(class_path))
+                               for s in pending.values() if s.nodes
+                               for path, class_path in s.nodes.items()))
+    plan.add(INSERT_PAYLOAD_SQL, ((s.fit_key, name, data) for s in pending.values()
+                                  for name, data in s.payloads.items()))
+    plan.add(TOUCH_SQL, touches)
+    plan.add(MARK_LOST_SQL, ((now, cutoff) for cutoff in lost_cutoffs))
+    return plan, outcomes, next_key
