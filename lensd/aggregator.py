@@ -1,0 +1,177 @@
+"""Aggregators: the query API over a database file (sync) or a daemon's socket (async).
+
+Both share ``_Base``, which holds an immutable ``QueryState`` and returns a new aggregator from
+every refinement (``query``, ``order_by``, slices, ``limit``, ``grid_searches``), as PyAutoFit's
+aggregator does. Only iterating touches the database, a page at a time.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator, Sequence
+from copy import copy
+from typing import TYPE_CHECKING, Any, Self
+
+from lensd import store
+from lensd.errors import QueryError
+from lensd.query import Predicate, QueryFields, QueryState
+from lensd.store import Fit
+
+if TYPE_CHECKING:
+    import sqlite3
+
+    from lensd.client import Client
+
+
+class _Base(QueryFields):
+    _state: QueryState
+
+    def _with(self, state: QueryState) -> Self:
+        new = copy(self)
+        new._state = state
+        return new
+
+    @property
+    def state(self) -> QueryState:
+        """The immutable description of what this aggregator selects."""
+        return self._state
+
+    def query(self, predicate: Predicate) -> Self:
+        """Fits matching ``predicate`` too (combined with any earlier query by ``&``)."""
+        return self._with(self._state.where(predicate))
+
+    def order_by(self, key: Any, reverse: bool = False) -> Self:
+        return self._with(self._state.ordered(key, reverse))
+
+    def limit(self, n: int) -> Self:
+        return self._with(self._state.limited(n))
+
+    def __getitem__(self, item: slice) -> Self:
+        if not isinstance(item, slice):
+            raise QueryError("index an aggregator with a slice (agg[:10]); iterate for single fits")
+        return self._with(self._state.sliced(item.start, item.stop, item.step))
+
+    def grid_searches(self) -> Self:
+        """Grid-search and sensitivity-map parents only; ``.children()`` reaches their cells."""
+        return self._with(self._state.grids())
+
+    def _children_state(self, parent_ids: Sequence[str]) -> QueryState:
+        from lensd.query import Column
+
+        state = QueryState(predicate=Column("parent_id").in_(list(parent_ids)),
+                           completed_only=self._state.completed_only, top_level_only=False)
+        return state
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self._state!r}>"
+
+
+class Aggregator(_Base):
+    """Query a lensd database file directly: read-only, safe while the daemon writes."""
+
+    def __init__(self, conn: sqlite3.Connection, state: QueryState, path: str = "") -> None:
+        self._conn = conn
+        self._state = state
+        self._path = path
+
+    @classmethod
+    def from_database(cls, path: str | os.PathLike[str], completed_only: bool = False,
+                      top_level_only: bool = True) -> Aggregator:
+        conn = store.open_readonly(path)
+        return cls(conn, QueryState(completed_only=completed_only, top_level_only=top_level_only),
+                   os.fspath(path))
+
+    def __len__(self) -> int:
+        sql, params = store.compiler.select_count(self._state)
+        row = next(store.stream(self._conn, sql, params))
+        return int(row[0])
+
+    def __iter__(self) -> Iterator[Fit]:
+        return self.fits()
+
+    def fits(self) -> Iterator[Fit]:
+        load = store.payload_loader(self._conn)
+        sql, params = store.fit_rows_sql(self._state)
+        for row in store.stream(self._conn, sql, params):
+            yield Fit(store.row_dict(row), load)
+
+    def values(self, name: str) -> Iterator[Any]:
+        """One value per fit that has ``name``: "samples", "info", "model", "instance", a file..."""
+        sql, params = store.values_plan(self._state, name)
+        for row in store.stream(self._conn, sql, params, page=32):
+            value = store.decode_value(name, row)
+            if value is not None:
+                yield value
+
+    def children(self) -> Aggregator:
+        """The cells and sensitivity fits of the selected grid searches."""
+        parents = [fit.id for fit in self.fits()]
+        return self._with(self._children_state(parents))
+
+    def to_rows(self, columns: Sequence[str] | None = None, median: bool = False) -> Iterator[dict[str, Any]]:
+        from lensd.table import rows_of
+
+        return rows_of(self.fits(), columns, median)
+
+    def to_dataframe(self, columns: Sequence[str] | None = None, median: bool = False) -> Any:
+        from lensd.table import dataframe_of
+
+        return dataframe_of(self.to_rows(columns, median))
+
+    def _repr_html_(self) -> str:
+        from lensd.table import html_table
+
+        return html_table(self[:20].to_rows(), len(self))
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+class AsyncAggregator(_Base):
+    """The same queries, answered by the daemon over its socket and streamed in pages."""
+
+    def __init__(self, client: Client, state: QueryState) -> None:
+        self._client = client
+        self._state = state
+
+    @classmethod
+    async def connect(cls, socket: str | os.PathLike[str] | None = None, completed_only: bool = False,
+                      top_level_only: bool = True) -> AsyncAggregator:
+        from lensd.client import Client
+
+        client = await Client.open(socket)
+        return cls(client, QueryState(completed_only=completed_only, top_level_only=top_level_only))
+
+    async def count(self) -> int:
+        reply = await self._client.request("count", query=self._state.to_wire())
+        return int(reply["count"])
+
+    async def fits(self) -> AsyncIterator[Fit]:
+        async for row in self._client.stream("query", query=self._state.to_wire()):
+            yield Fit(row)
+
+    async def values(self, name: str) -> AsyncIterator[Any]:
+        async for item in self._client.stream("values", name=name, query=self._state.to_wire()):
+            value = store.decode_value(name, item)
+            if value is not None:
+                yield value
+
+    async def children(self) -> AsyncAggregator:
+        parents = [fit.id async for fit in self.fits()]
+        return self._with(self._children_state(parents))
+
+    async def to_rows(self, columns: Sequence[str] | None = None,
+                      median: bool = False) -> list[dict[str, Any]]:
+        from lensd.table import rows_of
+
+        fits = [fit async for fit in self.fits()]
+        return list(rows_of(iter(fits), columns, median))
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()

@@ -1,0 +1,203 @@
+"""One client connection: handshake, then requests handled concurrently until the peer leaves.
+
+A client's failure stays here: framing errors get an error frame and close this connection only;
+errors in one request become an error reply for that request. Writes are answered only after the
+group committer reports their commit.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from anyio.abc import SocketStream, TaskGroup
+
+from lensd import __version__, protocol
+from lensd.daemon.reads import ReadStream
+from lensd.errors import LensdError, ProtocolError, StorageError
+from lensd.ops import op_from_request
+
+if TYPE_CHECKING:
+    from lensd.daemon.server import Daemon
+
+log = logging.getLogger("lensd.connection")
+_READ_CHUNK = 1 << 16
+
+
+@dataclass
+class _Credit:
+    """Pages the client has asked for on one stream, and whether it cancelled."""
+
+    pages: int = 1
+    cancelled: bool = False
+    wake: anyio.Event = field(default_factory=anyio.Event)
+
+    def poke(self) -> None:
+        self.wake.set()
+        self.wake = anyio.Event()
+
+
+class Connection:
+    def __init__(self, daemon: Daemon, stream: SocketStream) -> None:
+        self.daemon = daemon
+        self.stream = stream
+        self.decoder = protocol.FrameDecoder(daemon.settings.max_frame)
+        self.send_lock = anyio.Lock()
+        self.credits: dict[int, _Credit] = {}
+        self.reading = anyio.CancelScope()
+
+    def finish(self) -> None:
+        """Stop reading requests and end open read streams; pending writes still get answers."""
+        self.reading.cancel()
+        for credit in self.credits.values():
+            credit.cancelled = True
+            credit.poke()
+
+    async def send(self, message: dict[str, Any]) -> None:
+        try:
+            frame = protocol.encode_frame(message, self.daemon.settings.max_frame)
+        except LensdError as exc:
+            frame = protocol.encode_frame(protocol.error(message.get("rid"), exc))
+        async with self.send_lock:
+            try:
+                await self.stream.send(frame)
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+                self.reading.cancel()  # the peer is gone: stop reading too
+
+    async def _messages(self) -> list[dict[str, Any]]:
+        data = await self.stream.receive(_READ_CHUNK)
+        return self.decoder.feed(data)
+
+    async def _handshake(self) -> bool:
+        pending: list[dict[str, Any]] = []
+        with anyio.move_on_after(self.daemon.settings.handshake_timeout):
+            while not pending:
+                pending = await self._messages()
+        if not pending:
+            await self.send(protocol.error(None, ProtocolError("no hello within the handshake timeout")))
+            return False
+        first, rest = pending[0], pending[1:]
+        try:
+            rid = protocol.check_hello(first)
+        except ProtocolError as exc:
+            await self.send(protocol.error(protocol.reply_rid(first), exc))
+            return False
+        reply = protocol.hello_reply(rid, __version__)
+        reply["lost_after"] = self.daemon.settings.lost_after
+        await self.send(reply)
+        self._backlog = rest
+        return True
+
+    async def serve(self) -> None:
+        """Handle this connection until the peer closes it or the daemon stops."""
+        self._backlog: list[dict[str, Any]] = []
+        try:
+            async with anyio.create_task_group() as requests:
+                with self.reading:
+                    if not await self._handshake():
+                        return
+                    for message in self._backlog:
+                        self._dispatch(message, requests)
+                    while True:
+                        for message in await self._messages():
+                            self._dispatch(message, requests)
+        except ProtocolError as exc:
+            log.warning("closing a connection: %s", exc)
+            await self.send(protocol.error(None, exc))
+        except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError,
+                ConnectionError):
+            pass
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.stream.aclose()
+
+    def _dispatch(self, message: dict[str, Any], requests: TaskGroup) -> None:
+        try:
+            op, rid, fields = protocol.parse_request(message)
+        except ProtocolError as exc:
+            requests.start_soon(self.send, protocol.error(protocol.reply_rid(message), exc))
+            return
+        if op == "next":
+            credit = self.credits.get(rid)
+            if credit is not None:
+                credit.pages += 1
+                credit.poke()
+        elif op == "cancel":
+            credit = self.credits.get(rid)
+            if credit is not None:
+                credit.cancelled = True
+                credit.poke()
+        elif op == "hello":
+            requests.start_soon(self.send, protocol.error(rid, ProtocolError("hello was already said")))
+        elif op == "stop":
+            requests.start_soon(self._stop, rid)
+        elif op in protocol.WRITE_OPS:
+            requests.start_soon(self._write, op, rid, fields)
+        elif op in ("count", "status"):
+            requests.start_soon(self._single, op, rid, fields)
+        elif rid in self.credits:
+            requests.start_soon(self.send, protocol.error(rid, ProtocolError(f"rid {rid} is in use")))
+        else:
+            self.credits[rid] = _Credit()
+            requests.start_soon(self._stream, op, rid, fields)
+
+    async def _stop(self, rid: int) -> None:
+        await self.send(protocol.ok(rid, stopping=True))
+        self.daemon.request_stop()
+
+    async def _write(self, op: str, rid: int, fields: dict[str, Any]) -> None:
+        try:
+            write = op_from_request(op, fields)
+        except LensdError as exc:
+            log.info("refused %s: %s", op, exc)
+            await self.send(protocol.error(rid, exc))
+            return
+        outcome = (await self.daemon.committer.submit([write]))[0]
+        if isinstance(outcome, LensdError):
+            await self.send(protocol.error(rid, outcome))
+        else:
+            await self.send(protocol.ok(rid, outcome=outcome))
+
+    async def _single(self, op: str, rid: int, fields: dict[str, Any]) -> None:
+        try:
+            if op == "count":
+                reply = protocol.done(rid, count=await self.daemon.reads.count(fields))
+            else:
+                reply = protocol.done(rid, status=await self.daemon.status())
+        except LensdError as exc:
+            reply = protocol.error(rid, exc)
+        except Exception as exc:  # a bug must not end the connection
+            log.exception("%s failed", op)
+            reply = protocol.error(rid, StorageError(f"{op} failed: {exc}"))
+        await self.send(reply)
+
+    async def _stream(self, op: str, rid: int, fields: dict[str, Any]) -> None:
+        credit = self.credits[rid]
+        reader: ReadStream | None = None
+        try:
+            reader = await self.daemon.reads.open_stream(op, fields)
+            while True:
+                while credit.pages <= 0 and not credit.cancelled:
+                    await credit.wake.wait()
+                if credit.cancelled:
+                    await self.send(protocol.done(rid, cancelled=True))
+                    return
+                items = await reader.next_page()
+                if items:
+                    credit.pages -= 1
+                    await self.send(protocol.page(rid, items))
+                if reader.exhausted:
+                    await self.send(protocol.done(rid))
+                    return
+        except LensdError as exc:
+            await self.send(protocol.error(rid, exc))
+        except Exception as exc:
+            log.exception("%s stream failed", op)
+            await self.send(protocol.error(rid, StorageError(f"{op} failed: {exc}")))
+        finally:
+            self.credits.pop(rid, None)
+            if reader is not None:
+                with anyio.CancelScope(shield=True):
+                    await reader.aclose()

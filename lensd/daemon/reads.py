@@ -1,0 +1,123 @@
+"""The daemon's query service: read-only connections that never block the writer.
+
+Streams are pulled, not pushed: ``ReadStream.next_page`` fetches one page from an open cursor when
+the client has asked for it, so a slow reader costs the daemon one page of memory.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+from typing import Any, Final
+
+import aiosqlite
+
+from lensd import schema, store
+from lensd.errors import QueryError, StorageError
+from lensd.query import QueryState
+
+DEFAULT_PAGE: Final = 256
+MAX_PAGE: Final = 10_000
+VALUES_PAGE: Final = 16  # samples pages are large: keep a page near a few MB
+JOBS_SQL: Final = (
+    "SELECT id, unique_tag, name, status, progress, n_samples, max_log_likelihood, error, "
+    "created_at, updated_at, last_event_at, job FROM fits "
+)
+
+
+def page_size(fields: dict[str, Any], default: int) -> int:
+    size = fields.get("page_size", default)
+    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_PAGE:
+        raise QueryError(f"page_size must be an integer from 1 to {MAX_PAGE}")
+    return size
+
+
+class ReadStream:
+    """One open cursor of one client request."""
+
+    def __init__(self, cursor: aiosqlite.Cursor, size: int, shape: str) -> None:
+        self._cursor = cursor
+        self._size = size
+        self._shape = shape
+        self.exhausted = False
+
+    async def next_page(self) -> list[Any]:
+        try:
+            rows = await self._cursor.fetchmany(self._size)
+        except sqlite3.Error as exc:
+            raise StorageError(f"query failed: {exc}") from None
+        if len(rows) < self._size:
+            self.exhausted = True
+        if self._shape == "fit":
+            return [store.row_dict(tuple(row)) for row in rows]
+        return [list(row) for row in rows]
+
+    async def aclose(self) -> None:
+        try:
+            await self._cursor.close()
+        except (sqlite3.Error, ValueError):
+            pass
+
+
+class Reads:
+    """The read connection and the statements behind each read op."""
+
+    def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
+        self._conn = conn
+        self.path = path
+
+    @classmethod
+    async def open(cls, path: str | os.PathLike[str]) -> Reads:
+        target = Path(path).resolve()
+        conn = await aiosqlite.connect(f"file:{target}?mode=ro", uri=True, isolation_level=None)
+        for pragma in schema.READER_PRAGMAS:
+            await conn.execute(pragma)
+        return cls(conn, target)
+
+    async def aclose(self) -> None:
+        await self._conn.close()
+
+    async def _cursor(self, sql: str, params: list[Any]) -> aiosqlite.Cursor:
+        try:
+            return await self._conn.execute(sql, params)
+        except sqlite3.Error as exc:
+            raise StorageError(f"query failed: {exc}") from None
+
+    async def open_stream(self, op: str, fields: dict[str, Any]) -> ReadStream:
+        """A paged stream for ``query``, ``values`` or ``jobs``."""
+        if op == "jobs":
+            sql, params = self._jobs_sql(fields)
+            return ReadStream(await self._cursor(sql, params), page_size(fields, DEFAULT_PAGE), "row")
+        state = QueryState.from_wire(fields.get("query"))
+        if op == "query":
+            sql, params = store.fit_rows_sql(state)
+            return ReadStream(await self._cursor(sql, params), page_size(fields, DEFAULT_PAGE), "fit")
+        name = fields.get("name")
+        if not isinstance(name, str):
+            raise QueryError("values needs a name")
+        sql, params = store.values_plan(state, name)
+        return ReadStream(await self._cursor(sql, params), page_size(fields, VALUES_PAGE), "row")
+
+    def _jobs_sql(self, fields: dict[str, Any]) -> tuple[str, list[Any]]:
+        status, limit = fields.get("status"), fields.get("limit", 100)
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 0 < limit <= 1_000_000:
+            raise QueryError("limit must be a positive integer")
+        if status is None:
+            return JOBS_SQL + "ORDER BY updated_at DESC LIMIT ?", [limit]
+        if not isinstance(status, str):
+            raise QueryError("status must be a string")
+        return JOBS_SQL + "WHERE status = ? ORDER BY updated_at DESC LIMIT ?", [status, limit]
+
+    async def count(self, fields: dict[str, Any]) -> int:
+        sql, params = store.compiler.select_count(QueryState.from_wire(fields.get("query")))
+        cursor = await self._cursor(sql, params)
+        row = await cursor.fetchone()
+        await cursor.close()
+        return int(row[0]) if row else 0
+
+    async def fits_by_status(self) -> dict[str, int]:
+        cursor = await self._cursor("SELECT status, count(*) FROM fits GROUP BY status", [])
+        rows = await cursor.fetchall()
+        await cursor.close()
+        return {str(status): int(n) for status, n in rows}

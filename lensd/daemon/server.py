@@ -1,0 +1,244 @@
+"""The daemon process: one task group that owns the database, the socket and the writer.
+
+Start-up order matters for safety: first the exclusive lock on ``<db>.lock`` (a second daemon on
+the same database is refused before it touches anything), then the writer, then the socket, and
+only then "ready". Stopping runs the other way: stop accepting and reading requests, let every
+write already received reach the committer, commit what is queued, answer every waiter, close.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+from typing import IO, Any
+
+import anyio
+from anyio.abc import SocketListener, SocketStream, TaskGroup, TaskStatus
+
+from lensd import __version__
+from lensd.client import socket_answers
+from lensd.daemon.connection import Connection
+from lensd.daemon.reads import Reads
+from lensd.daemon.writer import BatchWriter, GroupCommitter
+from lensd.errors import AlreadyRunning, LensdError
+from lensd.ops import MarkLost
+from lensd.settings import Settings
+
+log = logging.getLogger("lensd.daemon")
+NETWORK_FILE_SYSTEMS = frozenset({"nfs", "nfs4", "lustre", "gpfs", "beegfs", "cifs", "smb3", "smbfs",
+                                  "fuse", "fuse.sshfs", "ceph", "glusterfs", "panfs", "afs", "9p"})
+
+
+def file_system_type(path: Path) -> str:
+    """The mount type under ``path`` from /proc/mounts (longest matching mount point)."""
+    target = str(path.resolve())
+    best, kind = "", ""
+    try:
+        with open("/proc/mounts", encoding="utf-8") as mounts:
+            for line in mounts:
+                parts = line.split()
+                if len(parts) >= 3:
+                    point = parts[1].replace("\\040", " ")
+                    if (target == point or target.startswith(point.rstrip("/") + "/")) and len(point) > len(best):
+                        best, kind = point, parts[2]
+    except OSError:
+        return ""
+    return kind
+
+
+def is_network_file_system(path: Path) -> bool:
+    kind = file_system_type(path)
+    return kind in NETWORK_FILE_SYSTEMS or kind.startswith("fuse.")
+
+
+def notify_systemd(message: str) -> None:
+    """One sd_notify datagram (READY=1, STOPPING=1) when systemd asked for it via NOTIFY_SOCKET."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.connect(address)
+            sock.sendall(message.encode())
+    except OSError as exc:
+        log.warning("could not notify systemd: %s", exc)
+
+
+def lock_database(db: Path) -> IO[str]:
+    """Hold ``<db>.lock`` exclusively for the daemon's life, or refuse to start."""
+    lock_path = db.with_name(db.name + ".lock")
+    handle = open(lock_path, "a+", encoding="utf-8")  # noqa: SIM115 - held open on purpose
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise AlreadyRunning(f"another lensd daemon (pid {holder}) holds {db}") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
+
+
+async def bind_socket(path: Path) -> SocketListener:
+    """Listen at ``path`` in a directory only its user can enter, mode 0600; never steal a live one."""
+    if path.parent != Path("") and not path.parent.exists():
+        path.parent.mkdir(mode=0o700, parents=True)
+    if path.exists() or path.is_symlink():
+        if socket_answers(path):
+            raise AlreadyRunning(f"a daemon already serves {path}")
+        path.unlink()  # a stale socket left by a crash
+    old_umask = os.umask(0o177)
+    try:
+        listener = await anyio.create_unix_listener(str(path))
+    finally:
+        os.umask(old_umask)
+    os.chmod(path, 0o600)
+    return listener
+
+
+class Daemon:
+    """Everything one running daemon holds; connection handlers reach it for the writer and reads."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.started = time.time()
+        self.committer: GroupCommitter
+        self.reads: Reads
+        self._stop = anyio.Event()
+        self.connections = 0
+        self.live: set[Connection] = set()
+        self._drained = anyio.Event()
+        self.extra_status: dict[str, Any] = {}
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def status(self) -> dict[str, Any]:
+        db = self.settings.db
+        size = sum(p.stat().st_size for p in (db, Path(f"{db}-wal")) if p.exists())
+        return {
+            "pid": os.getpid(), "version": __version__, "uptime": time.time() - self.started,
+            "database": str(db.resolve()), "database_bytes": size, "socket": str(self.settings.socket),
+            "connections": self.connections, "fits_by_status": await self.reads.fits_by_status(),
+            "watched": [str(p) for p in self.settings.watch],
+            "spool": str(self.settings.spool) if self.settings.spool else None,
+            "lost_after": self.settings.lost_after, "durability": self.settings.durability,
+            **self.committer.stats(), **self.extra_status,
+        }
+
+    async def _handle(self, stream: SocketStream) -> None:
+        if self.connections >= self.settings.max_connections:
+            from lensd import protocol
+
+            try:
+                await stream.send(protocol.encode_frame(protocol.error(
+                    None, "busy", f"too many connections (limit {self.settings.max_connections})")))
+            finally:
+                await stream.aclose()
+            return
+        connection = Connection(self, stream)
+        self.live.add(connection)
+        self.connections += 1
+        try:
+            await connection.serve()
+        except Exception:
+            log.exception("a connection failed")
+        finally:
+            self.connections -= 1
+            self.live.discard(connection)
+            self._drained.set()
+            self._drained = anyio.Event()
+
+    async def _sweep_lost(self) -> None:
+        interval = max(0.2, min(30.0, self.settings.lost_after / 4))
+        while True:
+            await anyio.sleep(interval)  # a period between sweeps
+            await self.committer.submit([MarkLost(time.time() - self.settings.lost_after)])
+
+    async def _signals(self) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                log.info("received %s: stopping", signal.Signals(signum).name)
+                self.request_stop()
+                return
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        settings = self.settings
+        lock = lock_database(settings.db)
+        try:
+            if is_network_file_system(settings.db.resolve().parent):
+                log.warning("%s is on a network file system (%s): sqlite locking is not safe there; "
+                            "put the database on local disk", settings.db,
+                            file_system_type(settings.db.resolve().parent))
+            writer = await BatchWriter.open(settings.db, settings.durability)
+            self.committer = GroupCommitter(writer, settings.batch_max, settings.batch_ms)
+            self.reads = await Reads.open(settings.db)
+            listener = await bind_socket(settings.socket)
+            try:
+                async with anyio.create_task_group() as root:
+                    root.start_soon(self.committer.run)
+                    await self._serve(listener, task_status)
+                    self.committer.close()  # commit what is queued; run() then returns
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await self.reads.aclose()
+                    await writer.close()
+                    try:
+                        settings.socket.unlink()
+                    except OSError:
+                        pass
+        finally:
+            lock.close()
+
+    async def _accept(self, listener: SocketListener, connections: TaskGroup) -> None:
+        while True:
+            try:
+                stream = await listener.accept()
+            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                return
+            connections.start_soon(self._handle, stream)
+
+    async def _serve(self, listener: SocketListener, task_status: TaskStatus[None]) -> None:
+        from lensd.daemon import extras
+
+        async with anyio.create_task_group() as background:
+            background.start_soon(self._sweep_lost)
+            background.start_soon(self._signals)
+            await extras.start(self, background)
+            async with anyio.create_task_group() as connections:
+                connections.start_soon(self._accept, listener, connections)
+                log.info("lensd %s serving %s on %s", __version__, self.settings.db, self.settings.socket)
+                notify_systemd("READY=1")
+                task_status.started()
+                print(f"lensd ready: socket {self.settings.socket} database {self.settings.db}",
+                      flush=True)
+                await self._stop.wait()
+                notify_systemd("STOPPING=1")
+                await listener.aclose()  # no new connections
+                for connection in list(self.live):
+                    connection.finish()  # stop reading; writes already received still get answers
+                with anyio.move_on_after(self.settings.drain_timeout) as drain:
+                    while self.live:
+                        await self._drained.wait()
+                if drain.cancelled_caught:
+                    log.warning("%d connections did not finish in time", len(self.live))
+                    connections.cancel_scope.cancel()
+            background.cancel_scope.cancel()
+
+
+def run_daemon(settings: Settings) -> None:
+    """Run until stopped (blocking); LensdError for a refusal such as a second daemon."""
+    try:
+        anyio.run(Daemon(settings).run, backend="asyncio")
+    except* LensdError as group:
+        raise group.exceptions[0] from None

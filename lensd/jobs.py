@@ -1,0 +1,242 @@
+"""The writing API for jobs: ``lensd.connect`` (async) and ``lensd.connect_sync`` (blocking).
+
+A job opens a fit, reports progress, and completes or fails it; every call returns only once the
+daemon has committed it. When the socket cannot be reached and ``spool=`` is given, the op is
+saved to the spool folder instead (another node, daemon down) and the call returns ``"spooled"``.
+While fits are open, a background task sends heartbeats so the daemon can tell a dead job (no
+heartbeat past ``--lost-after``) from a slow one. Transient connection losses are retried with
+backoff; every op carries the fit's event counter ``seq``, so a resend is never stored twice.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any, Final
+
+import anyio
+from anyio.from_thread import BlockingPortal, start_blocking_portal
+
+from lensd import spool as spooling
+from lensd.client import Client
+from lensd.errors import DaemonUnavailable
+from lensd.records import Record, validate_record
+from lensd.samples import Samples
+
+SLURM_VARIABLES: Final = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_JOB_NAME")
+RETRY_DELAYS: Final = (0.05, 0.2, 0.5, 1.0, 2.0, 4.0)
+HEARTBEAT_MIN: Final = 1.0
+HEARTBEAT_MAX: Final = 60.0
+
+
+def job_facts() -> dict[str, Any]:
+    """Where this process runs: SLURM ids when set, host, pid, start time."""
+    facts: dict[str, Any] = {name: os.environ[name] for name in SLURM_VARIABLES if os.environ.get(name)}
+    facts.update(host=socket.gethostname(), pid=os.getpid(), started_at=time.time())
+    return facts
+
+
+def _wire_samples(samples: Any) -> Any:
+    return samples.to_wire() if isinstance(samples, Samples) else samples
+
+
+class Fit:
+    """An open fit of this job; each method sends one event and waits for its commit."""
+
+    def __init__(self, client: JobClient, record: dict[str, Any]) -> None:
+        self._client = client
+        self._record = record
+        self._model = record.get("model")
+        self.id: str = record["id"]
+        self._seq = 1
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    async def progress(self, samples: Any = None, max_log_likelihood: float | None = None,
+                       progress: float | None = None, n_samples: int | None = None) -> str:
+        fields: dict[str, Any] = {"id": self.id, "seq": self._next_seq()}
+        if samples is not None:
+            checked = Samples.from_wire(samples, self._model)
+            fields["samples"] = checked.to_wire()
+            fields["instance"] = checked.max_log_likelihood_values()
+        for key, value in (("max_log_likelihood", max_log_likelihood), ("progress", progress),
+                           ("n_samples", n_samples)):
+            if value is not None:
+                fields[key] = value
+        return await self._client._send("progress", fields)
+
+    async def complete(self, samples: Any = None, summary: Mapping[str, Any] | None = None,
+                       **extra: Any) -> str:
+        """Finish the fit with its final samples (and PyAutoFit summary, files, ... if any)."""
+        record = dict(self._record, status="completed", **extra)
+        if samples is not None:
+            record["samples"] = _wire_samples(samples)
+        if summary is not None:
+            record["summary"] = summary
+        validate_record(record)
+        self._client._open.discard(self.id)
+        return await self._client._send("complete", {"record": record, "seq": self._next_seq()})
+
+    async def fail(self, message: str) -> str:
+        self._client._open.discard(self.id)
+        return await self._client._send("fail", {"id": self.id, "seq": self._next_seq(),
+                                                 "error": str(message)})
+
+
+class JobClient:
+    """Writes over one connection, reconnecting when it drops; spools when the daemon is away."""
+
+    def __init__(self, socket_path: str | os.PathLike[str] | None, spool: str | os.PathLike[str] | None,
+                 heartbeat: float | None) -> None:
+        self._socket = socket_path
+        self._spool = spool
+        self._heartbeat = heartbeat
+        self._client: Client | None = None
+        self._open: set[str] = set()
+        self._job = job_facts()
+
+    async def _connection(self) -> Client:
+        if self._client is None or self._client.closed:
+            self._client = await Client.open(self._socket)
+        return self._client
+
+    async def _send(self, op: str, fields: dict[str, Any]) -> str:
+        """Deliver one write op; "applied"/"duplicate" from the daemon, or "spooled"."""
+        last: DaemonUnavailable | None = None
+        for delay in (0.0, *RETRY_DELAYS):
+            if delay:
+                await anyio.sleep(delay)  # backoff between reconnects, not synchronisation
+            try:
+                client = await self._connection()
+                reply = await client.request(op, **fields)
+                return str(reply.get("outcome", "applied"))
+            except DaemonUnavailable as exc:
+                last = exc
+                if self._spool is not None and self._client is None:
+                    break  # never reached a daemon: spool at once
+                self._client = None
+        if self._spool is not None:
+            spooling.write(self._spool, op, fields)
+            return "spooled"
+        assert last is not None
+        raise last
+
+    async def start(self, *, name: str | None = None, unique_tag: str | None = None,
+                    path_prefix: str | None = None, model: Mapping[str, Any] | None = None,
+                    search: Mapping[str, Any] | None = None, info: Mapping[str, Any] | None = None,
+                    id: str | None = None, parent_id: str | None = None) -> Fit:  # noqa: A002
+        """Open a fit (status ``running``); its job facts (SLURM ids, host, pid) are recorded."""
+        record: dict[str, Any] = {
+            "name": name, "unique_tag": unique_tag, "path_prefix": path_prefix,
+            "model": dict(model) if model is not None else None,
+            "search": dict(search) if search is not None else None,
+            "info": dict(info) if info is not None else None, "status": "running",
+            "job": self._job, "parent_id": parent_id,
+        }
+        if id is not None:
+            record["id"] = id
+        checked: Record = validate_record(record)
+        record["id"] = checked.id
+        fit = Fit(self, record)
+        await self._send("start", {"record": record, "seq": 1})
+        self._open.add(checked.id)
+        return fit
+
+    async def submit(self, record: Mapping[str, Any]) -> str:
+        """Store a whole finished record at once."""
+        record = dict(record)
+        if isinstance(record.get("samples"), Samples):
+            record["samples"] = record["samples"].to_wire()
+        validate_record(record)
+        return await self._send("submit", {"record": record})
+
+    async def _heartbeats(self) -> None:
+        interval = self._heartbeat or HEARTBEAT_MAX
+        while True:
+            await anyio.sleep(interval)  # a period, not synchronisation
+            if self._open:
+                try:
+                    client = await self._connection()
+                    reply = await client.request("heartbeat", ids=sorted(self._open))
+                    del reply
+                except DaemonUnavailable:
+                    self._client = None
+
+    async def _first_contact(self) -> None:
+        try:
+            client = await self._connection()
+        except DaemonUnavailable:
+            if self._spool is None:
+                raise
+            return
+        if self._heartbeat is None:
+            lost_after = float(client.server.get("lost_after") or 600.0)
+            self._heartbeat = min(HEARTBEAT_MAX, max(HEARTBEAT_MIN, lost_after / 4))
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+
+@asynccontextmanager
+async def connect(socket: str | os.PathLike[str] | None = None, spool: str | os.PathLike[str] | None = None,
+                  heartbeat: float | None = None) -> AsyncIterator[JobClient]:
+    """``async with lensd.connect() as client``: a job's connection to the daemon (SPEC §3)."""
+    client = JobClient(socket, spool, heartbeat)
+    await client._first_contact()
+    async with anyio.create_task_group() as group:
+        group.start_soon(client._heartbeats)
+        try:
+            yield client
+        finally:
+            group.cancel_scope.cancel()
+            with anyio.CancelScope(shield=True):
+                await client.aclose()
+
+
+class SyncFit:
+    """Blocking twin of ``Fit``."""
+
+    def __init__(self, portal: BlockingPortal, fit: Fit) -> None:
+        self._portal = portal
+        self._fit = fit
+        self.id = fit.id
+
+    def progress(self, **fields: Any) -> str:
+        return self._portal.call(lambda: self._fit.progress(**fields))
+
+    def complete(self, samples: Any = None, summary: Mapping[str, Any] | None = None, **extra: Any) -> str:
+        return self._portal.call(lambda: self._fit.complete(samples, summary, **extra))
+
+    def fail(self, message: str) -> str:
+        return self._portal.call(self._fit.fail, message)
+
+
+class SyncJobClient:
+    """Blocking twin of ``JobClient``; its event loop (and heartbeats) run in a daemon thread."""
+
+    def __init__(self, portal: BlockingPortal, client: JobClient) -> None:
+        self._portal = portal
+        self._client = client
+
+    def start(self, **fields: Any) -> SyncFit:
+        return SyncFit(self._portal, self._portal.call(lambda: self._client.start(**fields)))
+
+    def submit(self, record: Mapping[str, Any]) -> str:
+        return str(self._portal.call(self._client.submit, record))
+
+
+@contextmanager
+def connect_sync(socket: str | os.PathLike[str] | None = None, spool: str | os.PathLike[str] | None = None,
+                 heartbeat: float | None = None) -> Iterator[SyncJobClient]:
+    """``with lensd.connect_sync() as client``: the same API for plain scripts, no event loop needed."""
+    with start_blocking_portal() as portal, portal.wrap_async_context_manager(
+        connect(socket, spool, heartbeat)
+    ) as client:
+        yield SyncJobClient(portal, client)
