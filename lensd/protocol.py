@@ -22,8 +22,9 @@ Write ops (WRITE_OPS) get exactly one reply, ``ok`` only once the write is commi
 Paged reads (READ_OPS), credit based so a slow reader never makes the daemon buffer:
   1. client sends ``request("query", rid, ...)``: one credit for this rid;
   2. daemon sends one frame per credit: ``page(rid, items)`` while items remain, then the final
-     ``done(rid, ...)``; an ``error(rid, ...)`` also ends the stream. Results that are one value
-     (``count``, ``status``) are a stream of no pages: the first frame is ``done`` carrying them;
+     ``done(rid, ...)``, which needs no credit when it follows the last page; an ``error(rid, ...)``
+     also ends the stream. One-value results (``count``, ``status``) have no pages: the first
+     frame is ``done`` carrying them;
   3. after each page the client sends ``request("next", rid)``: one more credit (it may send it
      before consuming the page, to overlap). ``next`` has no reply of its own.
   Cancel: the client sends ``request("cancel", rid)`` and reads frames for that rid, dropping
