@@ -37,16 +37,16 @@ class Client:
 
     @classmethod
     async def open(cls, socket: str | os.PathLike[str] | None = None,
-                   timeout: float = CONNECT_TIMEOUT) -> Client:
+                   connect_timeout: float = CONNECT_TIMEOUT) -> Client:
         path = settings.resolve_socket(socket)
         try:
-            with anyio.fail_after(timeout):
+            with anyio.fail_after(connect_timeout):
                 stream = await anyio.connect_unix(str(path))
         except (OSError, TimeoutError) as exc:
             raise DaemonUnavailable(f"no lensd daemon answers at {path}: {exc}") from None
         client = cls(stream, path, {})
         try:
-            with anyio.fail_after(timeout):
+            with anyio.fail_after(connect_timeout):
                 await client._send(protocol.hello(0))
                 client.server = protocol.raise_for_reply(await client._receive())
         except (OSError, TimeoutError, anyio.BrokenResourceError, anyio.EndOfStream) as exc:

@@ -56,7 +56,7 @@ def _ext_hook(code: int, data: bytes) -> Any:
         raise ProtocolError("array shape must be a list of non-negative integers")
     if not isinstance(raw, bytes) or len(raw) != dtype.itemsize * int(np.prod(shape, dtype=np.int64)):
         raise ProtocolError("array byte length does not match its dtype and shape")
-    return np.frombuffer(raw, dtype=dtype).reshape(shape)
+    return np.frombuffer(raw, dtype=dtype).reshape(shape).copy()  # writable, like any user array
 
 
 def pack(obj: Any) -> bytes:

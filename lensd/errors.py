@@ -11,6 +11,7 @@
     ├── IngestError                 code "ingest",       exit 1   a PyAutoFit folder cannot be read
     ├── DaemonError                 code "daemon",       exit 1   the daemon answered with an error
     ├── AlreadyRunning              code "running",      exit 1   another daemon holds the database
+    ├── Busy                        code "busy",         exit 1   the daemon refused a connection (cap)
     └── DaemonUnavailable           code "unavailable",  exit 3   nothing answers on the socket
 
 Each class carries the wire ``code`` used in error replies (SPEC §6) and the CLI ``exit_code``
@@ -87,6 +88,10 @@ class AlreadyRunning(LensdError):
     code = "running"
 
 
+class Busy(LensdError):
+    code = "busy"
+
+
 class DaemonUnavailable(LensdError):
     code = "unavailable"
     exit_code = 3
@@ -96,7 +101,7 @@ _BY_CODE: dict[str, type[LensdError]] = {
     cls.code: cls
     for cls in (
         LensdError, InvalidRecord, QueryError, QuerySyntaxError, ProtocolError, FrameTooLarge,
-        StorageError, UnsupportedDatabase, IngestError, AlreadyRunning, DaemonUnavailable,
+        StorageError, UnsupportedDatabase, IngestError, AlreadyRunning, Busy, DaemonUnavailable,
     )
 }
 
@@ -110,7 +115,7 @@ def from_wire(code: str, message: str) -> LensdError:
 
 
 __all__ = [
-    "AlreadyRunning", "DaemonError", "DaemonUnavailable", "FrameTooLarge", "IngestError",
+    "AlreadyRunning", "Busy", "DaemonError", "DaemonUnavailable", "FrameTooLarge", "IngestError",
     "InvalidRecord", "LensdError", "ProtocolError", "QueryError", "QuerySyntaxError",
     "StorageError", "UnsupportedDatabase", "from_wire",
 ]

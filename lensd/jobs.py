@@ -129,7 +129,7 @@ class JobClient:
     async def start(self, *, name: str | None = None, unique_tag: str | None = None,
                     path_prefix: str | None = None, model: Mapping[str, Any] | None = None,
                     search: Mapping[str, Any] | None = None, info: Mapping[str, Any] | None = None,
-                    id: str | None = None, parent_id: str | None = None) -> Fit:  # noqa: A002
+                    id: str | None = None, parent_id: str | None = None) -> Fit:
         """Open a fit (status ``running``); its job facts (SLURM ids, host, pid) are recorded."""
         record: dict[str, Any] = {
             "name": name, "unique_tag": unique_tag, "path_prefix": path_prefix,

@@ -243,3 +243,20 @@ def validate_record(data: Any) -> Record:
 def with_status(record: Record, status: str, **changes: Any) -> Record:
     """A copy with a new status (and any other fields), for events that finish a fit."""
     return replace(record, status=status, **changes)
+
+
+def record_to_wire(record: Record) -> dict[str, Any]:
+    """A validated record back in wire form (SPEC §2 keys), for a socket or a spool file."""
+    out: dict[str, Any] = {
+        "id": record.id, "status": record.status, "name": record.name, "path_prefix": record.path_prefix,
+        "unique_tag": record.unique_tag, "search": record.search, "model": record.model,
+        "info": record.info, "job": record.job, "summary": record.summary, "files": record.files,
+        "instance": record.instance, "max_log_likelihood": record.max_log_likelihood,
+        "log_evidence": record.log_evidence, "parent_id": record.parent_id,
+        "is_grid_search": record.is_grid_search, "error": record.error, "progress": record.progress,
+        "n_samples": record.n_samples, "source": record.source, "source_sig": record.source_sig,
+        "completed_at": record.completed_at,
+    }
+    if record.samples is not None:
+        out["samples"] = record.samples.to_wire()
+    return out

@@ -6,7 +6,6 @@ the client has asked for it, so a slow reader costs the daemon one page of memor
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from pathlib import Path
 from typing import Any, Final
@@ -68,8 +67,8 @@ class Reads:
         self.path = path
 
     @classmethod
-    async def open(cls, path: str | os.PathLike[str]) -> Reads:
-        target = Path(path).resolve()
+    async def open(cls, target: Path) -> Reads:
+        """Open ``target`` (an absolute path) read-only."""
         conn = await aiosqlite.connect(f"file:{target}?mode=ro", uri=True, isolation_level=None)
         for pragma in schema.READER_PRAGMAS:
             await conn.execute(pragma)

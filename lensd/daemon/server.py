@@ -8,19 +8,18 @@ write already received reach the committer, commit what is queued, answer every 
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import signal
 import socket
 import time
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import anyio
 from anyio.abc import SocketListener, SocketStream, TaskGroup, TaskStatus
 
-from lensd import __version__
+from lensd import __version__, dblock
 from lensd.client import socket_answers
 from lensd.daemon.connection import Connection
 from lensd.daemon.reads import Reads
@@ -44,7 +43,8 @@ def file_system_type(path: Path) -> str:
                 parts = line.split()
                 if len(parts) >= 3:
                     point = parts[1].replace("\\040", " ")
-                    if (target == point or target.startswith(point.rstrip("/") + "/")) and len(point) > len(best):
+                    inside = target == point or target.startswith(point.rstrip("/") + "/")
+                    if inside and len(point) > len(best):
                         best, kind = point, parts[2]
     except OSError:
         return ""
@@ -71,32 +71,19 @@ def notify_systemd(message: str) -> None:
         log.warning("could not notify systemd: %s", exc)
 
 
-def lock_database(db: Path) -> IO[str]:
-    """Hold ``<db>.lock`` exclusively for the daemon's life, or refuse to start."""
-    lock_path = db.with_name(db.name + ".lock")
-    handle = open(lock_path, "a+", encoding="utf-8")  # noqa: SIM115 - held open on purpose
-    try:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        handle.seek(0)
-        holder = handle.read().strip() or "another process"
-        handle.close()
-        raise AlreadyRunning(f"another lensd daemon (pid {holder}) holds {db}") from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(str(os.getpid()))
-    handle.flush()
-    return handle
-
-
-async def bind_socket(path: Path) -> SocketListener:
-    """Listen at ``path`` in a directory only its user can enter, mode 0600; never steal a live one."""
+def _clear_socket_path(path: Path) -> None:
+    """Make the socket's directory (mode 0700 when we create it) and remove a stale socket."""
     if path.parent != Path("") and not path.parent.exists():
         path.parent.mkdir(mode=0o700, parents=True)
     if path.exists() or path.is_symlink():
         if socket_answers(path):
             raise AlreadyRunning(f"a daemon already serves {path}")
         path.unlink()  # a stale socket left by a crash
+
+
+async def bind_socket(path: Path) -> SocketListener:
+    """Listen at ``path`` in a directory only its user can enter, mode 0600; never steal a live one."""
+    _clear_socket_path(path)
     old_umask = os.umask(0o177)
     try:
         listener = await anyio.create_unix_listener(str(path))
@@ -116,6 +103,7 @@ class Daemon:
         self.reads: Reads
         self._stop = anyio.Event()
         self.connections = 0
+        self.database_path = settings.db.resolve()
         self.live: set[Connection] = set()
         self._drained = anyio.Event()
         self.extra_status: dict[str, Any] = {}
@@ -174,7 +162,7 @@ class Daemon:
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         settings = self.settings
-        lock = lock_database(settings.db)
+        lock = dblock.acquire(settings.db, settings.socket)
         try:
             if is_network_file_system(settings.db.resolve().parent):
                 log.warning("%s is on a network file system (%s): sqlite locking is not safe there; "
@@ -182,7 +170,7 @@ class Daemon:
                             file_system_type(settings.db.resolve().parent))
             writer = await BatchWriter.open(settings.db, settings.durability)
             self.committer = GroupCommitter(writer, settings.batch_max, settings.batch_ms)
-            self.reads = await Reads.open(settings.db)
+            self.reads = await Reads.open(self.database_path)
             listener = await bind_socket(settings.socket)
             try:
                 async with anyio.create_task_group() as root:

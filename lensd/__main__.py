@@ -1,0 +1,3 @@
+from lensd.cli import main
+
+main()

@@ -1,0 +1,125 @@
+"""Starting and stopping a daemon from the command line.
+
+``lensd start`` without ``--foreground`` re-runs itself in the foreground in a new session, with
+its log in ``<db>.log``, and returns once the child prints its ready line (or reports why it
+could not start). ``lensd stop`` asks the daemon to stop, then waits on the database's writer lock,
+which the daemon releases only after its last commit.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import anyio
+
+from lensd import dblock
+from lensd.errors import DaemonUnavailable, LensdError
+from lensd.settings import Settings
+
+START_TIMEOUT = 60.0
+STOP_TIMEOUT = 120.0
+
+
+def start_daemon(settings: Settings, log_level: str = "info") -> None:
+    if settings.foreground:
+        from lensd.cli import configure_logging
+        from lensd.daemon.server import run_daemon
+
+        configure_logging(log_level)
+        run_daemon(settings)
+        return
+    argv = [sys.executable, "-m", "lensd", "start", "--foreground", "--db", str(settings.db),
+            "--socket", str(settings.socket), "--lost-after", str(settings.lost_after),
+            "--durability", settings.durability, "--batch-max", str(settings.batch_max),
+            "--batch-ms", str(settings.batch_ms), "--poll-interval", str(settings.poll_interval),
+            "--log-level", log_level]
+    for folder in settings.watch:
+        argv += ["--watch", str(folder)]
+    if settings.spool is not None:
+        argv += ["--spool", str(settings.spool)]
+    if settings.poll:
+        argv.append("--poll")
+    log_path = settings.db.with_name(settings.db.name + ".log")
+    settings.db.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log_file:
+        child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log_file, stdin=subprocess.DEVNULL,
+                                 start_new_session=True)
+    assert child.stdout is not None
+    line = _first_line(child, START_TIMEOUT)
+    child.stdout.close()
+    if not line.startswith("lensd ready"):
+        code = child.poll()
+        tail = _tail(log_path)
+        raise LensdError(f"the daemon did not start (exit {code}): {tail}")
+    print(f"lensd started: pid {child.pid}, socket {settings.socket}, database {settings.db}, log {log_path}")
+
+
+def _first_line(child: subprocess.Popen[bytes], timeout: float) -> str:
+    """The child's first stdout line, or '' if it exits or stays silent past ``timeout``."""
+    box: list[str] = []
+
+    def read() -> None:
+        assert child.stdout is not None
+        box.append(child.stdout.readline().decode(errors="replace"))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout)
+    return box[0] if box else ""
+
+
+def _tail(path: Path) -> str:
+    try:
+        lines = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "(no log)"
+    interesting = [line for line in lines if "lensd:" in line or "Error" in line or "error" in line]
+    return (interesting or lines or ["(empty log)"])[-1]
+
+
+def _wait_for_lock(db: Path, timeout: float) -> bool:
+    """Block until the writer's lock on ``db`` is free (the daemon has exited)."""
+    try:
+        handle = open(dblock.lock_path(db), encoding="utf-8")  # noqa: SIM115
+    except OSError:
+        return True
+    done = threading.Event()
+
+    def wait() -> None:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_SH)
+            done.set()
+        except OSError:
+            done.set()
+
+    threading.Thread(target=wait, daemon=True).start()
+    released = done.wait(timeout)
+    handle.close()
+    return released
+
+
+def stop_daemon(socket: Path) -> None:
+    from lensd.client import Client
+
+    async def ask() -> str:
+        client = await Client.open(socket)
+        try:
+            status = await client.request("status")
+            database = str(status["status"]["database"])
+            await client.request("stop")
+            return database
+        finally:
+            await client.aclose()
+
+    try:
+        database = anyio.run(ask, backend="asyncio")
+    except DaemonUnavailable:
+        raise
+    if not _wait_for_lock(Path(database), STOP_TIMEOUT):
+        logging.getLogger("lensd").warning("the daemon has not exited after %ss", STOP_TIMEOUT)
+        raise LensdError(f"asked the daemon to stop, but it still holds {database} after {STOP_TIMEOUT}s")

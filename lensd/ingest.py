@@ -1,0 +1,169 @@
+"""``lensd ingest``: PyAutoFit output folders into a database, through its one writer.
+
+If no daemon holds the database, this process takes the writer's lock and writes batches itself
+(the same ``BatchWriter`` the daemon uses). If a daemon holds it, the records go to that daemon
+over its socket: there is never a second writer. Either way a folder whose signature (names,
+sizes, mtimes of the files read) matches what is stored is skipped without being read, so a second
+ingest of the same tree costs a directory walk.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from lensd import dblock, pyautofit
+from lensd.errors import AlreadyRunning, DaemonUnavailable, LensdError
+from lensd.ops import Upsert
+from lensd.records import Record, record_to_wire, validate_record
+
+BATCH = 256
+DAEMON_CONNECTIONS = 4
+
+
+@dataclass
+class IngestReport:
+    ingested: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    failed: list[pyautofit.FolderFailure] = field(default_factory=list)
+    via: str = "direct"
+
+
+def stored_signatures(db: Path) -> dict[str, str]:
+    """Folder path → signature of every ingested folder already in ``db``."""
+    if not db.exists():
+        return {}
+    try:
+        conn = sqlite3.connect(f"file:{db.resolve()}?mode=ro", uri=True)
+        try:
+            rows = conn.execute("SELECT source, source_sig FROM fits WHERE source IS NOT NULL").fetchall()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return {}
+    return {str(source): str(sig) for source, sig in rows if sig}
+
+
+def _read(folder: Path, root: Path, known: dict[str, str], report: IngestReport) -> list[Record]:
+    """Records of one discovered folder (a fit may bring analysis children); [] when unchanged."""
+    source = str(folder.resolve())
+    try:
+        if known.get(source) == pyautofit.folder_signature(folder):
+            report.unchanged.append(source)
+            return []
+        data = pyautofit.read_fit(folder, root)
+        children = data.pop("children", None) or []
+        return [validate_record(data), *(validate_record(child) for child in children)]
+    except LensdError as exc:
+        report.failed.append(pyautofit.FolderFailure(source, str(exc)))
+    except OSError as exc:
+        report.failed.append(pyautofit.FolderFailure(source, f"cannot read: {exc}"))
+    return []
+
+
+def discover_all(dirs: Iterable[str | os.PathLike[str]]) -> list[tuple[Path, Path]]:
+    found = []
+    for root in dirs:
+        base = Path(root)
+        if not base.exists():
+            raise LensdError(f"no such folder: {base}")
+        found.extend((folder, base) for folder in pyautofit.discover(base))
+    return found
+
+
+async def _write_direct(db: Path, batches: Iterable[list[Record]], report: IngestReport) -> None:
+    from lensd.daemon.writer import BatchWriter
+
+    writer = await BatchWriter.open(db)
+    try:
+        for records in batches:
+            outcomes = await writer.apply([Upsert(record) for record in records])
+            for record, outcome in zip(records, outcomes, strict=True):
+                if isinstance(outcome, LensdError):
+                    report.failed.append(pyautofit.FolderFailure(record.source or record.id, str(outcome)))
+                else:
+                    report.ingested.append(record.id)
+    finally:
+        await writer.close()
+
+
+async def _write_daemon(socket: Path, batches: Iterable[list[Record]], raw: dict[str, dict[str, Any]],
+                        report: IngestReport) -> None:
+    from lensd.client import Client
+
+    send, receive = anyio.create_memory_object_stream[Record](BATCH)
+
+    async def worker() -> None:
+        client = await Client.open(socket)
+        try:
+            async with receive.clone() as records:
+                async for record in records:
+                    try:
+                        await client.request("submit", record=raw.pop(record.id))
+                        report.ingested.append(record.id)
+                    except DaemonUnavailable:
+                        raise
+                    except LensdError as exc:
+                        report.failed.append(pyautofit.FolderFailure(record.source or record.id, str(exc)))
+        finally:
+            await client.aclose()
+
+    async with anyio.create_task_group() as group:
+        for _ in range(DAEMON_CONNECTIONS):
+            group.start_soon(worker)
+        receive.close()
+        async with send:
+            for records in batches:
+                for record in records:
+                    await send.send(record)
+
+
+def ingest(dirs: Iterable[str | os.PathLike[str]], db: Path, socket: Path | None = None,
+           progress: Callable[[int], None] | None = None, total: Callable[[int], None] | None = None
+           ) -> IngestReport:
+    """Ingest every fit under ``dirs`` into ``db``; failures are reported, never raised per folder."""
+    report = IngestReport()
+    folders = discover_all(dirs)
+    if total is not None:
+        total(len(folders))
+    known = stored_signatures(db)
+    raw: dict[str, dict[str, Any]] = {}
+    daemon_mode = False
+
+    def batches() -> Iterable[list[Record]]:
+        batch: list[Record] = []
+        for folder, root in folders:
+            for record in _read(folder, root, known, report):
+                batch.append(record)
+                if daemon_mode:
+                    raw[record.id] = record_to_wire(record)
+            if progress is not None:
+                progress(1)
+            if len(batch) >= BATCH:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    try:
+        lock = dblock.acquire(db)
+    except AlreadyRunning:
+        holder = dblock.read_holder(db)
+        target = socket or (Path(holder.socket) if holder and holder.socket else None)
+        if target is None:
+            raise
+        daemon_mode = True
+        report.via = f"daemon at {target}"
+        anyio.run(_write_daemon, target, batches(), raw, report, backend="asyncio")
+        return report
+    try:
+        anyio.run(_write_direct, db, batches(), report, backend="asyncio")
+    finally:
+        lock.close()
+    return report

@@ -1,0 +1,184 @@
+"""What the CLI commands compute, kept apart from click so it can be tested and reused.
+
+Tables are plain aligned text; CSV goes through the csv module; JSON is one list of objects.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+import anyio
+
+from lensd.errors import LensdError
+
+QUERY_COLUMNS: Final = ("id", "unique_tag", "name", "status", "max_log_likelihood")
+JOB_COLUMNS: Final = ("id", "unique_tag", "name", "status", "progress", "max_log_likelihood", "age",
+                      "slurm")
+
+
+def _with_client(socket: Path, work: Any) -> Any:
+    from lensd.client import Client
+
+    async def run() -> Any:
+        client = await Client.open(socket)
+        try:
+            return await work(client)
+        finally:
+            await client.aclose()
+
+    return anyio.run(run, backend="asyncio")
+
+
+def daemon_status(socket: Path) -> dict[str, Any]:
+    async def ask(client: Any) -> dict[str, Any]:
+        reply = await client.request("status")
+        return dict(reply["status"])
+    result: dict[str, Any] = _with_client(socket, ask)
+    return result
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    seconds = max(0.0, seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def format_status(report: dict[str, Any]) -> str:
+    by_status = report.get("fits_by_status") or {}
+    lines = [
+        f"lensd {report.get('version', '')} up {_duration(report.get('uptime'))}, pid {report.get('pid')}",
+        f"database   {report.get('database')} ({_size(float(report.get('database_bytes') or 0))}, "
+        f"durability {report.get('durability')})",
+        f"socket     {report.get('socket')} ({report.get('connections')} connections)",
+        f"queue      {report.get('queue_depth')} waiting, mean batch {report.get('mean_batch', 0):.1f}, "
+        f"{report.get('records_per_s', 0):.1f} records/s over the last minute",
+        "fits       " + (", ".join(f"{k} {v}" for k, v in sorted(by_status.items())) or "none"),
+        "watching   " + (", ".join(report.get("watched") or []) or "nothing"),
+    ]
+    if report.get("spool"):
+        lines.append(f"spool      {report['spool']} ({report.get('spool_backlog', 0)} waiting)")
+    return "\n".join(lines)
+
+
+def daemon_jobs(socket: Path, status: str | None, limit: int) -> list[dict[str, Any]]:
+    async def ask(client: Any) -> list[dict[str, Any]]:
+        fields: dict[str, Any] = {"limit": limit}
+        if status:
+            fields["status"] = status
+        columns = ("id", "unique_tag", "name", "status", "progress", "n_samples", "max_log_likelihood",
+                   "error", "created_at", "updated_at", "last_event_at", "job")
+        rows = []
+        async for row in client.stream("jobs", **fields):
+            item = dict(zip(columns, row, strict=True))
+            item["job"] = json.loads(item["job"]) if item["job"] else {}
+            rows.append(item)
+        return rows
+    result: list[dict[str, Any]] = _with_client(socket, ask)
+    return result
+
+
+def _job_row(row: dict[str, Any], now: float) -> dict[str, Any]:
+    job = row.get("job") or {}
+    array = job.get("SLURM_ARRAY_JOB_ID")
+    slurm = array and f"{array}_{job.get('SLURM_ARRAY_TASK_ID', '')}"
+    progress = row.get("progress")
+    shown = f"{progress:.0%}" if isinstance(progress, float) else ""
+    if not shown and row.get("n_samples"):
+        shown = f"{row['n_samples']} samples"
+    max_ll = row.get("max_log_likelihood")
+    return {"id": row["id"], "unique_tag": row.get("unique_tag") or "", "name": row.get("name") or "",
+            "status": row["status"] + (f" ({row['error']})" if row.get("error") else ""),
+            "progress": shown, "max_log_likelihood": "" if max_ll is None else f"{max_ll:.4g}",
+            "age": _duration(now - row["created_at"]) if row.get("created_at") else "",
+            "slurm": slurm or job.get("SLURM_JOB_ID") or ""}
+
+
+def format_jobs(rows: list[dict[str, Any]]) -> str:
+    now = time.time()
+    return table([_job_row(row, now) for row in rows], JOB_COLUMNS) if rows else "no fits\n"
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> str:
+    """An aligned text table (long ids are shortened to keep it readable)."""
+    columns = list(columns or dict.fromkeys(c for row in rows for c in row))
+    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
+    cells = [[c if len(c) <= 40 else c[:37] + "..." for c in line] for line in cells]
+    widths = [max([len(c)] + [len(line[i]) for line in cells]) for i, c in enumerate(columns)]
+    out = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()]
+    out += ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in cells]
+    return "\n".join(out) + "\n"
+
+
+def render(rows: Iterable[dict[str, Any]], fmt: str, columns: Sequence[str] | None) -> str:
+    rows = list(rows)
+    if fmt == "json":
+        return json.dumps(rows, default=str) + "\n"
+    if fmt == "csv":
+        names = list(columns or dict.fromkeys(c for row in rows for c in row))
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=names, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        return buffer.getvalue()
+    return table(rows, columns) if rows else "no fits\n"
+
+
+def submit_path(path: Path, socket: Path, spool: Path | None) -> Iterator[str]:
+    """Send a PyAutoFit folder (every fit in it) or a record file to the daemon."""
+    from lensd import pyautofit
+    from lensd import spool as spooling
+    from lensd.jobs import connect_sync
+    from lensd.records import record_to_wire, validate_record
+
+    records: list[dict[str, Any]] = []
+    if path.is_dir():
+        for item in pyautofit.scan([path]):
+            if isinstance(item, pyautofit.FolderFailure):
+                raise LensdError(f"{item.path}: {item.reason}")
+            children = item.pop("children", None) or []
+            records += [record_to_wire(validate_record(r)) for r in (item, *children)]
+        if not records:
+            raise LensdError(f"no PyAutoFit fit in {path}")
+    elif path.suffix == ".json":
+        try:
+            loaded = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise LensdError(f"{path}: not a JSON record: {exc}") from None
+        records = loaded if isinstance(loaded, list) else [loaded]
+    elif path.suffix == spooling.SUFFIX:
+        op, fields = spooling.read(path)
+        records = [fields["record"]] if "record" in fields else []
+        if not records:
+            raise LensdError(f"{path} holds a {op} event, not a whole record")
+    else:
+        raise LensdError(f"{path}: give a PyAutoFit output folder, a .json record or a .lensd file")
+    with connect_sync(socket=socket, spool=spool) as client:
+        for record in records:
+            outcome = client.submit(record)
+            yield f"{outcome} {record.get('id') or ''}".rstrip()
