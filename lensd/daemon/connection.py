@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from anyio.abc import SocketStream, TaskGroup
 
-from lensd import __version__, protocol
+from lensd import protocol
+from lensd._version import __version__
 from lensd.daemon.reads import ReadStream
 from lensd.errors import LensdError, ProtocolError, StorageError
 from lensd.ops import op_from_request

@@ -19,7 +19,8 @@ from typing import Any
 import anyio
 from anyio.abc import SocketListener, SocketStream, TaskGroup, TaskStatus
 
-from lensd import __version__, dblock
+from lensd import dblock
+from lensd._version import __version__
 from lensd.client import socket_answers
 from lensd.daemon.connection import Connection
 from lensd.daemon.reads import Reads

@@ -1,0 +1,131 @@
+"""Shared fixtures: short socket paths, database paths, and real daemon processes.
+
+A daemon fixture starts ``lensd start --foreground`` as a real process and waits for its ready
+line on stdout (printed only once it serves), never for a sleep.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+FIXTURES = Path(__file__).parent / "fixtures" / "autofit"
+DIR_OUTPUT = FIXTURES / "dir_output"
+SENSITIVITY_OUTPUT = FIXTURES / "sensitivity_output"
+
+
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A temporary folder with a short path: a socket path must fit in ~100 bytes."""
+    folder = Path(tempfile.mkdtemp(prefix="ld", dir="/tmp"))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@dataclass
+class DaemonProcess:
+    """A running ``lensd start --foreground`` and where it lives."""
+
+    db: Path
+    socket: Path
+    args: list[str]
+    process: subprocess.Popen[str] | None = None
+    stderr_lines: list[str] = field(default_factory=list)
+
+    def start(self, timeout: float = 60.0) -> None:
+        command = [sys.executable, "-m", "lensd", "start", "--foreground", "--db", str(self.db),
+                   "--socket", str(self.socket), *self.args]
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                        start_new_session=True)
+        line = _readline(self.process, timeout)
+        if not line.startswith("lensd ready"):
+            self.process.kill()
+            _, err = self.process.communicate(timeout=30)
+            raise RuntimeError(f"daemon did not start: {line!r} {err[-2000:]}")
+        threading.Thread(target=self._drain, daemon=True).start()
+
+    def _drain(self) -> None:
+        assert self.process is not None and self.process.stderr is not None
+        for line in self.process.stderr:
+            self.stderr_lines.append(line)
+
+    def stop(self, timeout: float = 60.0) -> int:
+        """SIGTERM (graceful) and wait; returns the exit code."""
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout)
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait(30)
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+
+def _readline(process: subprocess.Popen[str], timeout: float) -> str:
+    box: list[str] = []
+
+    def read() -> None:
+        assert process.stdout is not None
+        box.append(process.stdout.readline())
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout)
+    return box[0] if box else ""
+
+
+@pytest.fixture
+def make_daemon(short_tmp: Path) -> Iterator[type[DaemonProcess] | object]:
+    started: list[DaemonProcess] = []
+
+    def make(*args: str, db: Path | None = None, socket: Path | None = None, start: bool = True) -> DaemonProcess:
+        daemon = DaemonProcess(db or short_tmp / "lensd.sqlite", socket or short_tmp / "s", list(args))
+        if start:
+            daemon.start()
+        started.append(daemon)
+        return daemon
+
+    yield make
+    for daemon in started:
+        if daemon.process is not None and daemon.process.poll() is None:
+            daemon.process.kill()
+            daemon.process.wait(30)
+
+
+@pytest.fixture
+def daemon(make_daemon) -> DaemonProcess:  # type: ignore[no-untyped-def]
+    """One running daemon on a fresh database."""
+    return make_daemon()  # type: ignore[no-any-return]
+
+
+def integrity_ok(db: Path) -> bool:
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    finally:
+        conn.close()
+
+
+def lensd_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120,
+              input: str | None = None) -> subprocess.CompletedProcess[str]:  # noqa: A002
+    return subprocess.run([sys.executable, "-m", "lensd", *args], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})}, input=input)

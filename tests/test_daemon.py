@@ -1,0 +1,235 @@
+"""The daemon as jobs see it: a real process, a real socket, a real sqlite file."""
+
+from __future__ import annotations
+
+import os
+import socket as socketlib
+import stat
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import anyio
+import msgpack
+import pytest
+from conftest import integrity_ok, lensd_cli
+from records_factory import record
+
+import lensd
+from lensd.errors import DaemonUnavailable, InvalidRecord
+
+WORKERS = Path(__file__).parent / "workers.py"
+
+
+def worker(mode: str, socket: Path, first: int, count: int) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, str(WORKERS), mode, str(socket), str(first), str(count)],
+                            stdout=subprocess.PIPE, stdin=subprocess.PIPE, text=True)
+
+
+def raw_connection(path: Path) -> socketlib.socket:
+    sock = socketlib.socket(socketlib.AF_UNIX)
+    sock.settimeout(10)
+    sock.connect(str(path))
+    return sock
+
+
+def frame(message: object) -> bytes:
+    body = msgpack.packb(message)
+    return struct.pack(">I", len(body)) + body
+
+
+def read_frame(sock: socketlib.socket) -> dict[str, object] | None:
+    header = b""
+    while len(header) < 4:
+        chunk = sock.recv(4 - len(header))
+        if not chunk:
+            return None
+        header += chunk
+    (length,) = struct.unpack(">I", header)
+    body = b""
+    while len(body) < length:
+        chunk = sock.recv(length - len(body))
+        if not chunk:
+            return None
+        body += chunk
+    message = msgpack.unpackb(body)
+    assert isinstance(message, dict)
+    return message
+
+
+def hello(sock: socketlib.socket) -> None:
+    sock.sendall(frame({"op": "hello", "v": 1, "rid": 0}))
+    reply = read_frame(sock)
+    assert reply is not None and reply["ok"] is True
+
+
+def count_fits(db: Path) -> int:
+    return len(lensd.Aggregator.from_database(db, top_level_only=False))
+
+
+def test_submit_then_read_back_sync_and_async(daemon) -> None:  # type: ignore[no-untyped-def]
+    with lensd.connect_sync(socket=daemon.socket) as client:
+        outcomes = [client.submit(record(i)) for i in range(5)]
+    assert outcomes == ["applied"] * 5
+
+    async def read() -> tuple[int, list[float]]:
+        agg = await lensd.AsyncAggregator.connect(socket=daemon.socket)
+        async with agg:
+            return await agg.count(), [max(s.log_likelihood) async for s in agg.values("samples")]
+
+    n, best = anyio.run(read)
+    assert n == 5
+    agg = lensd.Aggregator.from_database(daemon.db)
+    assert sorted(best) == sorted(max(s.log_likelihood) for s in agg.values("samples"))
+
+
+def test_resending_the_same_event_is_idempotent(daemon) -> None:  # type: ignore[no-untyped-def]
+    async def send() -> list[str]:
+        async with lensd.connect(socket=daemon.socket) as client:
+            fit = await client.start(id="same", name="x", unique_tag="t")
+            first = await client._send("progress", {"id": "same", "seq": 2, "max_log_likelihood": 1.0})
+            again = await client._send("progress", {"id": "same", "seq": 2, "max_log_likelihood": 9.0})
+            await fit.complete()
+            return [first, again]
+
+    assert anyio.run(send) == ["applied", "duplicate"]
+    fits = list(lensd.Aggregator.from_database(daemon.db).fits())
+    assert [(f.id, f.status, f.max_log_likelihood) for f in fits] == [("same", "completed", 1.0)]
+
+
+def test_invalid_record_gets_clear_error_and_daemon_keeps_serving(daemon) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(InvalidRecord, match="unknown record keys"):
+        raise_from_daemon(daemon.socket, {"status": "completed", "evil": 1})
+    with lensd.connect_sync(socket=daemon.socket) as client:
+        assert client.submit(record(1)) == "applied"
+
+
+def raise_from_daemon(socket: Path, bad_record: dict[str, object]) -> None:
+    """Send a record the client would refuse, straight to the daemon, and raise its reply."""
+    from lensd.client import Client
+
+    async def send() -> None:
+        client = await Client.open(socket)
+        try:
+            await client.request("submit", record=bad_record)
+        finally:
+            await client.aclose()
+
+    anyio.run(send)
+
+
+@pytest.mark.parametrize("payload, expect", [
+    (b"\x00\x00\x00\x05garbage-and-more", "protocol"),
+    (struct.pack(">I", 2**31) + b"xx", "too_large"),
+    (frame({"op": "hello", "v": 99, "rid": 0}), "protocol"),
+    (frame({"op": "submit", "rid": 1}), "protocol"),
+    (frame([1, 2, 3]), "protocol"),
+])
+def test_bad_first_frames_get_an_error_and_a_closed_connection(daemon, payload, expect) -> None:  # type: ignore[no-untyped-def]
+    with raw_connection(daemon.socket) as sock:
+        sock.sendall(payload)
+        reply = read_frame(sock)
+        assert reply is not None and reply["ok"] is False
+        assert reply["error"]["code"] == expect  # type: ignore[index]
+        assert read_frame(sock) is None  # closed
+    with lensd.connect_sync(socket=daemon.socket) as client:
+        assert client.submit(record(7)) == "applied"
+
+
+def test_unknown_op_and_bad_rid_keep_the_connection(daemon) -> None:  # type: ignore[no-untyped-def]
+    with raw_connection(daemon.socket) as sock:
+        hello(sock)
+        sock.sendall(frame({"op": "explode", "rid": 5}))
+        reply = read_frame(sock)
+        assert reply == {"rid": 5, "ok": False, "error": {"code": "protocol", "message": "unknown op 'explode'"}}
+        sock.sendall(frame({"op": "count", "rid": True, "query": None}))
+        reply = read_frame(sock)
+        assert reply is not None and reply["ok"] is False and reply["rid"] is None
+        sock.sendall(frame({"op": "submit", "rid": 6, "record": {"status": "completed", "id": "ok-1"}}))
+        assert read_frame(sock) == {"rid": 6, "ok": True, "outcome": "applied"}
+
+
+def test_socket_is_private(daemon) -> None:  # type: ignore[no-untyped-def]
+    mode = stat.S_IMODE(os.stat(daemon.socket).st_mode)
+    assert mode == 0o600
+
+
+def test_socket_directory_made_private(make_daemon, short_tmp) -> None:  # type: ignore[no-untyped-def]
+    daemon = make_daemon(socket=short_tmp / "run" / "s")
+    assert stat.S_IMODE(os.stat(daemon.socket.parent).st_mode) == 0o700
+
+
+def test_second_daemon_on_the_same_database_is_refused(daemon, short_tmp) -> None:  # type: ignore[no-untyped-def]
+    result = lensd_cli("start", "--foreground", "--db", str(daemon.db), "--socket", str(short_tmp / "other"))
+    assert result.returncode == 1
+    assert "being written by" in result.stderr and "Traceback" not in result.stderr
+    result = lensd_cli("start", "--foreground", "--db", str(short_tmp / "x.sqlite"), "--socket",
+                       str(daemon.socket))
+    assert result.returncode == 1 and "already serves" in result.stderr
+    assert os.path.exists(daemon.socket)  # the live socket was not unlinked
+
+
+def test_status_exit_codes(daemon, short_tmp) -> None:  # type: ignore[no-untyped-def]
+    up = lensd_cli("status", "--socket", str(daemon.socket))
+    assert up.returncode == 0, up.stderr
+    assert f"pid {daemon.pid}" in up.stdout
+    down = lensd_cli("status", "--socket", str(short_tmp / "nothing"))
+    assert down.returncode == 3 and "Traceback" not in down.stderr
+
+
+def test_stop_command_commits_and_exits(daemon) -> None:  # type: ignore[no-untyped-def]
+    with lensd.connect_sync(socket=daemon.socket) as client:
+        for i in range(20):
+            client.submit(record(i))
+    result = lensd_cli("stop", "--socket", str(daemon.socket))
+    assert result.returncode == 0, result.stderr
+    assert daemon.process.wait(30) == 0
+    assert count_fits(daemon.db) == 20 and integrity_ok(daemon.db)
+    with pytest.raises(DaemonUnavailable):
+        with lensd.connect_sync(socket=daemon.socket):
+            pass
+
+
+def test_32_processes_50_fits_each(daemon) -> None:  # type: ignore[no-untyped-def]
+    procs = [worker("submit", daemon.socket, k * 50, 50) for k in range(32)]
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[-300:] for o in outputs if "error" in o]
+    acks = [line for out in outputs for line in out.splitlines() if line.startswith("ack")]
+    assert len(acks) == 1600
+    assert count_fits(daemon.db) == 1600
+
+
+def test_sigterm_drains_under_load(daemon) -> None:  # type: ignore[no-untyped-def]
+    procs = [worker("submit", daemon.socket, k * 1000, 1000) for k in range(4)]
+    assert procs[0].stdout is not None
+    for _ in range(20):  # wait for real traffic: 20 acknowledgements from the first client
+        assert procs[0].stdout.readline().startswith("ack")
+    assert daemon.stop() == 0
+    acked = set()
+    for p in procs:
+        out, _ = p.communicate(timeout=120)
+        acked |= {line.split()[1] for line in out.splitlines() if line.startswith("ack")}
+    stored = {f.id for f in lensd.Aggregator.from_database(daemon.db, top_level_only=False).fits()}
+    assert acked <= stored
+    assert integrity_ok(daemon.db)
+
+
+@pytest.mark.parametrize("trial", range(5))
+def test_kill_9_loses_nothing_acknowledged(make_daemon, short_tmp, trial) -> None:  # type: ignore[no-untyped-def]
+    daemon = make_daemon(db=short_tmp / "k.sqlite", socket=short_tmp / "k")
+    procs = [worker("submit", daemon.socket, k * 10_000, 10_000) for k in range(4)]
+    assert procs[0].stdout is not None
+    for _ in range(30 + 40 * trial):  # kill at a different depth each trial
+        assert procs[0].stdout.readline().startswith("ack")
+    daemon.kill()
+    acked = set()
+    for p in procs:
+        out, _ = p.communicate(timeout=120)
+        acked |= {line.split()[1] for line in out.splitlines() if line.startswith("ack")}
+    assert len(acked) >= 30
+    restarted = make_daemon(db=daemon.db, socket=daemon.socket)
+    stored = {f.id for f in lensd.Aggregator.from_database(daemon.db, top_level_only=False).fits()}
+    assert acked <= stored, f"lost {len(acked - stored)} acknowledged records"
+    assert restarted.stop() == 0
+    assert integrity_ok(daemon.db)

@@ -1,0 +1,61 @@
+"""Client processes for daemon tests: run as ``python tests/workers.py MODE SOCKET FIRST COUNT``.
+
+``submit`` sends COUNT records and prints ``ack <id>`` after each acknowledgement (the ledger the
+crash tests compare with the database), then ``done``. ``fit`` streams start/progress/complete.
+``hang`` opens a fit and waits for stdin to close (to be killed mid-fit).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import numpy as np  # noqa: E402
+from records_factory import lens_model, record  # noqa: E402
+
+import lensd  # noqa: E402
+from lensd.errors import LensdError  # noqa: E402
+
+
+def submit(socket: str, first: int, count: int, n_samples: int = 100) -> None:
+    with lensd.connect_sync(socket=socket) as client:
+        for i in range(first, first + count):
+            outcome = client.submit(record(i, n_samples))
+            print(f"ack fit-{i} {outcome}", flush=True)
+    print("done", flush=True)
+
+
+def fit(socket: str, first: int, count: int) -> None:
+    with lensd.connect_sync(socket=socket) as client:
+        for i in range(first, first + count):
+            data = record(i)
+            handle = client.start(id=data["id"], name="live", unique_tag=data["unique_tag"],
+                                  model=data["model"], info=data["info"])
+            print(f"started {handle.id}", flush=True)
+            handle.progress(max_log_likelihood=-60.0, progress=0.5)
+            handle.complete(samples=data["samples"])
+            print(f"completed {handle.id}", flush=True)
+    print("done", flush=True)
+
+
+def hang(socket: str, first: int, count: int) -> None:
+    del count
+    with lensd.connect_sync(socket=socket, heartbeat=0.2) as client:
+        handle = client.start(id=f"fit-{first}", name="hanging", model=lens_model())
+        print(f"started {handle.id}", flush=True)
+        sys.stdin.read()  # until the test closes stdin, or kills this process
+        handle.progress(max_log_likelihood=-1.0)
+        print("revived", flush=True)
+    print("done", flush=True)
+
+
+if __name__ == "__main__":
+    mode, sock, start, n = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    try:
+        {"submit": submit, "fit": fit, "hang": hang}[mode](sock, start, n)
+    except LensdError as exc:
+        print(f"error {type(exc).__name__}: {exc}", flush=True)
+        sys.exit(3)
+    del np
