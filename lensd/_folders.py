@@ -1,0 +1,288 @@
+"""Where PyAutoFit fits sit on disk, what names them, and how their bytes are reached.
+
+Split from ``pyautofit.py`` so that module reads as "files -> record" while this one owns the
+walk, zips, change signatures and identity by nesting. Nothing here parses a file's content.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import time
+import zipfile
+import zlib
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path, PurePosixPath
+from typing import Protocol
+
+from lensd.errors import IngestError
+
+MAX_ZIP_MEMBER = 512 * 2**20  # a member inflating past this is a zip bomb, not a fit
+_HEX_ID = re.compile(r"[0-9a-f]{32}")
+_ANALYSIS = re.compile(r"analysis_(\d+)")
+_ZIPPED_ANALYSIS = re.compile(r"analyses/analysis_(\d+)/")
+_NOT_FITS = frozenset({"image", "files", "search_internal", "simulate"})
+_SIGNED_TOP = ("metadata", ".completed", ".is_grid_search", "results.csv")
+_SIGNED_CHILD = ("metadata", ".completed", "files/samples_summary.json")
+
+
+class Source(Protocol):
+    """The files of one fit by relative name, wherever they are stored."""
+
+    def read(self, name: str) -> bytes | None: ...
+    def mtime(self, name: str) -> float | None: ...
+    def listing(self) -> list[str]: ...
+
+
+class _Folder:
+    def __init__(self, base: Path) -> None:
+        self.base, self._prefix = base, f"{base}{os.sep}"  # str joins: pathlib costs show in a scan
+
+    def read(self, name: str) -> bytes | None:
+        try:
+            with open(self._prefix + name, "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise IngestError(f"{name}: cannot read ({exc.strerror or exc})") from None
+
+    def mtime(self, name: str) -> float | None:
+        try:
+            return os.stat(self._prefix + name).st_mtime
+        except OSError:
+            return None
+
+    def listing(self) -> list[str]:
+        try:
+            return sorted(name for name, _ in _output_files(self.base))
+        except OSError as exc:
+            raise IngestError(f"files: cannot list ({exc.strerror or exc})") from None
+
+
+class _Zipped:
+    """Members are read in memory, capped, so a hostile zip can neither fill memory nor escape."""
+
+    def __init__(self, archive: zipfile.ZipFile, prefix: str = "") -> None:
+        self.archive, self.prefix = archive, prefix
+
+    def read(self, name: str) -> bytes | None:
+        try:
+            info = self.archive.getinfo(self.prefix + name)
+        except KeyError:
+            return None
+        if info.file_size > MAX_ZIP_MEMBER:
+            raise IngestError(f"{name}: {info.file_size} bytes unzipped, over the {MAX_ZIP_MEMBER} limit")
+        try:
+            with self.archive.open(info) as f:
+                data = f.read(MAX_ZIP_MEMBER + 1)  # the size in the header may lie
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError) as exc:
+            raise IngestError(f"{name}: corrupt zip member ({exc})") from None
+        if len(data) > MAX_ZIP_MEMBER:
+            raise IngestError(f"{name}: inflates past the {MAX_ZIP_MEMBER} byte limit")
+        return data
+
+    def mtime(self, name: str) -> float | None:
+        try:
+            return time.mktime((*self.archive.getinfo(self.prefix + name).date_time, 0, 0, -1))
+        except (KeyError, OverflowError, ValueError):
+            return None
+
+    def listing(self) -> list[str]:
+        start = self.prefix + "files/"
+        return sorted(name[len(self.prefix):] for name in self.archive.namelist()
+                      if name.startswith(start) and not name.endswith("/")
+                      and not name.startswith(start + "search_internal/")
+                      and name.endswith((".json", ".csv")))
+
+
+def _output_files(base: Path, rel: str = "files") -> Iterator[tuple[str, os.DirEntry[str]]]:
+    """JSON and CSV files under ``base/files`` by relative name; search_internal holds pickles."""
+    try:
+        entries = list(os.scandir(base / rel))
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        name = f"{rel}/{entry.name}"
+        if entry.is_dir(follow_symlinks=False):
+            if entry.name != "search_internal":
+                yield from _output_files(base, name)
+        elif entry.name.endswith((".json", ".csv")):
+            yield name, entry
+
+
+def _open_zip(path: Path) -> zipfile.ZipFile:
+    try:
+        archive = zipfile.ZipFile(path)
+    except zipfile.BadZipFile:
+        raise IngestError(f"{path.name}: not a zip file") from None
+    except OSError as exc:
+        raise IngestError(f"{path.name}: cannot read ({exc.strerror or exc})") from None
+    for name in archive.namelist():
+        if name.startswith("/") or "\\" in name or ".." in PurePosixPath(name).parts:
+            archive.close()
+            raise IngestError(f"{path.name}: member {name!r} points outside the fit")
+    return archive
+
+
+def _zip_of(path: Path) -> Path | None:
+    """The zip a path is, or lies inside of (``<id>.zip/analyses/analysis_0``)."""
+    if ".zip" not in str(path):
+        return None
+    for candidate in (path, *path.parents):
+        if candidate.suffix == ".zip" and candidate.is_file():
+            return candidate
+    return None
+
+
+@contextmanager
+def opened(path: Path) -> Iterator[tuple[Source, Source | None, Path]]:
+    """(the fit's files, its owning fit's files if it is an analysis, its folder-like path).
+
+    The folder-like path of a zip-only fit drops ``.zip``, so it is named as its folder was.
+    """
+    archive_path = _zip_of(path)
+    if archive_path is not None:
+        inner = path.relative_to(archive_path).as_posix()
+        with _open_zip(archive_path) as archive:
+            if inner == ".":
+                yield _Zipped(archive), None, archive_path.with_suffix("")
+            else:
+                yield _Zipped(archive, inner + "/"), _Zipped(archive), archive_path.with_suffix("") / inner
+        return
+    if not path.is_dir():
+        raise IngestError("no such folder" if not path.exists() else "neither a folder nor a zip")
+    owner = path.parent.parent
+    if path.parent.name == "analyses" and _ANALYSIS.fullmatch(path.name) and (owner / "metadata").is_file():
+        yield _Folder(path), _Folder(owner), path
+    else:
+        yield _Folder(path), None, path
+
+
+def discover(root: str | os.PathLike[str]) -> Iterator[Path]:
+    """Fits, grid roots, analyses and zip-only fits under root, parents first, in name order.
+
+    Only directories are listed; a zip is opened (its table of contents only) when its folder is
+    gone. An unlistable folder or a missing root is yielded all the same, so that reading it
+    reports why instead of the walk hiding it. Symlinked folders are not followed (no cycles).
+    """
+    top = Path(os.path.abspath(root))
+    if not top.is_dir():
+        zipped = list(_zip_fits(top)) if top.suffix == ".zip" and top.is_file() else []
+        yield from zipped or [top]
+        return
+    stack = [top]
+    while stack:
+        folder = stack.pop()
+        try:
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError:
+            yield folder
+            continue
+        files = {e.name for e in entries if e.is_file()}
+        dirs = {e.name for e in entries if e.is_dir(follow_symlinks=False)}
+        skip = _NOT_FITS
+        if "metadata" in files or ".is_grid_search" in files:
+            yield folder
+            if "metadata" in files and "analyses" in dirs:
+                yield from _analysis_folders(folder / "analyses")
+                skip = _NOT_FITS | {"analyses"}
+        for name in sorted(files):
+            if name.endswith(".zip") and name[:-4] not in dirs:
+                yield from _zip_fits(folder / name)
+        stack.extend(folder / d for d in sorted(dirs, reverse=True) if d not in skip and d[0] != ".")
+
+
+def _analysis_folders(analyses: Path) -> Iterator[Path]:
+    try:
+        names = [e.name for e in os.scandir(analyses) if e.is_dir() and _ANALYSIS.fullmatch(e.name)]
+    except OSError:
+        return
+    yield from (analyses / name for name in sorted(names, key=lambda n: int(n[len("analysis_"):])))
+
+
+def _zip_fits(path: Path) -> Iterator[Path]:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        yield path  # an output zip that cannot be opened: reading it will say why
+        return
+    if "metadata" in names or ".is_grid_search" in names:
+        yield path
+        found = {int(m.group(1)) for n in names if (m := _ZIPPED_ANALYSIS.match(n))}
+        yield from (path / "analyses" / f"analysis_{i}" for i in sorted(found))
+
+
+def nested_fits(root: Path) -> list[Path]:
+    """Fits (folders or zip-only) nested under a grid or sensitivity root, analyses left out."""
+    return [p for p in discover(root) if p != root and p.parent.name != "analyses"]
+
+
+def folder_signature(path: str | os.PathLike[str]) -> str:
+    """sha1 over (name, size, mtime_ns) of every file a read uses: equal means nothing to re-read.
+
+    For a zip, the zip itself; for an analysis, also its fit's metadata, .completed and
+    search.json; for a grid or sensitivity root, also what its record takes from nested fits.
+    """
+    top = Path(os.path.abspath(path))
+    digest = hashlib.sha1(usedforsecurity=False)
+    for name, stat in sorted(_signed(top)):
+        digest.update(f"{name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def _signed(top: Path) -> Iterator[tuple[str, os.stat_result]]:
+    archive = _zip_of(top)
+    if archive is not None:
+        yield from _stats(archive.parent, [archive.name])
+        return
+    yield from _stats(top, _SIGNED_TOP)
+    try:
+        outputs = [(name, entry.stat()) for name, entry in _output_files(top)]
+    except OSError:
+        outputs = []  # unlistable, or changing under us: the read reports it, the next poll retries
+    yield from outputs
+    if top.parent.name == "analyses" and (top.parent.parent / "metadata").is_file():
+        yield from _stats(top, ("../../metadata", "../../.completed", "../../files/search.json"))
+    if (top / ".is_grid_search").is_file():
+        for child in nested_fits(top):
+            sub = child.relative_to(top).as_posix()
+            yield from _stats(top, [sub] if child.suffix == ".zip" else [f"{sub}/{n}" for n in _SIGNED_CHILD])
+
+
+def _stats(base: Path, names: Iterable[str]) -> Iterator[tuple[str, os.stat_result]]:
+    for name in names:
+        try:
+            yield name, os.stat(base / name)
+        except OSError:
+            continue
+
+
+def identity(where: Path, root: Path | None, cache: dict[Path, Path | None]) -> tuple[str, str | None]:
+    """(id, parent_id) of the fit or grid at ``where``, by the rules in pyautofit's docstring.
+
+    ``cache`` maps folders to their nearest fit or grid, so a scan stats each ancestor once.
+    """
+    ancestor = _enclosing(where.parent, cache) if where.parent != where else None
+    parent_id = None if ancestor is None else identity(ancestor, root, cache)[0]
+    if _HEX_ID.fullmatch(where.name):
+        return where.name, parent_id
+    if ancestor is not None:
+        return f"{parent_id}/{where.relative_to(ancestor).as_posix()}", parent_id
+    if root is not None and root in where.parents:
+        return where.relative_to(root).as_posix(), None
+    return where.name, None
+
+
+def _enclosing(folder: Path, cache: dict[Path, Path | None]) -> Path | None:
+    """The nearest fit or grid folder at or above ``folder``."""
+    if folder not in cache:
+        if os.path.isfile(folder / "metadata") or os.path.isfile(folder / ".is_grid_search"):
+            cache[folder] = folder
+        else:
+            cache[folder] = None if folder.parent == folder else _enclosing(folder.parent, cache)
+    return cache[folder]
