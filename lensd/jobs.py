@@ -52,6 +52,7 @@ class Fit:
         self._model = record.get("model")
         self.id: str = record["id"]
         self._seq = 1
+        self._latest: dict[str, Any] = {}  # what progress reported, kept if complete() has no samples
 
     def _next_seq(self) -> int:
         self._seq += 1
@@ -68,6 +69,7 @@ class Fit:
                            ("n_samples", n_samples)):
             if value is not None:
                 fields[key] = value
+        self._latest.update((k, fields[k]) for k in ("max_log_likelihood", "n_samples") if k in fields)
         return await self._client._send("progress", fields)
 
     async def complete(self, samples: Any = None, summary: Mapping[str, Any] | None = None,
@@ -76,6 +78,8 @@ class Fit:
         record = dict(self._record, status="completed", **extra)
         if samples is not None:
             record["samples"] = _wire_samples(samples)
+        else:
+            record = {**self._latest, **record}
         if summary is not None:
             record["summary"] = summary
         validate_record(record)

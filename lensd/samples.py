@@ -111,9 +111,8 @@ class Samples:
 
     @property
     def max_log_likelihood(self) -> float | None:
-        if not len(self):
-            return None
-        return float(np.nanmax(self.log_likelihood))
+        i = self._best_index()
+        return None if i is None else float(self.log_likelihood[i])
 
     def _best_index(self) -> int | None:
         if not len(self) or np.all(np.isnan(self.log_likelihood)):

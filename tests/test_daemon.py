@@ -88,7 +88,7 @@ def test_resending_the_same_event_is_idempotent(daemon) -> None:  # type: ignore
     async def send() -> list[str]:
         async with lensd.connect(socket=daemon.socket) as client:
             fit = await client.start(id="same", name="x", unique_tag="t")
-            first = await client._send("progress", {"id": "same", "seq": 2, "max_log_likelihood": 1.0})
+            first = await fit.progress(max_log_likelihood=1.0)  # seq 2
             again = await client._send("progress", {"id": "same", "seq": 2, "max_log_likelihood": 9.0})
             await fit.complete()
             return [first, again]

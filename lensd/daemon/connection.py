@@ -88,7 +88,7 @@ class Connection:
         reply = protocol.hello_reply(rid, __version__)
         reply["lost_after"] = self.daemon.settings.lost_after
         await self.send(reply)
-        self._backlog = rest
+        self._backlog.extend(rest)
         return True
 
     async def serve(self) -> None:
@@ -97,22 +97,27 @@ class Connection:
         try:
             async with anyio.create_task_group() as requests:
                 with self.reading:
-                    if not await self._handshake():
-                        return
-                    for message in self._backlog:
-                        self._dispatch(message, requests)
-                    while True:
-                        for message in await self._messages():
-                            self._dispatch(message, requests)
+                    await self._read_requests(requests)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.stream.aclose()
+
+    async def _read_requests(self, requests: TaskGroup) -> None:
+        """Read and dispatch until EOF; a framing error is answered, then ends the connection."""
+        try:
+            if not await self._handshake():
+                return
+            for message in self._backlog:
+                self._dispatch(message, requests)
+            while True:
+                for message in await self._messages():
+                    self._dispatch(message, requests)
         except ProtocolError as exc:
             log.warning("closing a connection: %s", exc)
             await self.send(protocol.error(None, exc))
         except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError,
                 ConnectionError):
             pass
-        finally:
-            with anyio.CancelScope(shield=True):
-                await self.stream.aclose()
 
     def _dispatch(self, message: dict[str, Any], requests: TaskGroup) -> None:
         try:

@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import time
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
@@ -165,29 +166,32 @@ class Daemon:
         settings = self.settings
         lock = dblock.acquire(settings.db, settings.socket)
         try:
-            if is_network_file_system(settings.db.resolve().parent):
+            if is_network_file_system(self.database_path.parent):
                 log.warning("%s is on a network file system (%s): sqlite locking is not safe there; "
                             "put the database on local disk", settings.db,
-                            file_system_type(settings.db.resolve().parent))
-            writer = await BatchWriter.open(settings.db, settings.durability)
-            self.committer = GroupCommitter(writer, settings.batch_max, settings.batch_ms)
-            self.reads = await Reads.open(self.database_path)
-            listener = await bind_socket(settings.socket)
-            try:
+                            file_system_type(self.database_path.parent))
+            async with AsyncExitStack() as stack:
+                listener = await bind_socket(settings.socket)
+                stack.push_async_callback(self._close_listener, listener)
+                writer = await BatchWriter.open(settings.db, settings.durability)
+                stack.push_async_callback(writer.close)
+                self.committer = GroupCommitter(writer, settings.batch_max, settings.batch_ms)
+                self.reads = await Reads.open(self.database_path)
+                stack.push_async_callback(self.reads.aclose)
                 async with anyio.create_task_group() as root:
                     root.start_soon(self.committer.run)
                     await self._serve(listener, task_status)
                     self.committer.close()  # commit what is queued; run() then returns
-            finally:
-                with anyio.CancelScope(shield=True):
-                    await self.reads.aclose()
-                    await writer.close()
-                    try:
-                        settings.socket.unlink()
-                    except OSError:
-                        pass
         finally:
             lock.close()
+
+    async def _close_listener(self, listener: SocketListener) -> None:
+        with anyio.CancelScope(shield=True):
+            await listener.aclose()
+        try:
+            self.settings.socket.unlink()
+        except OSError:
+            pass
 
     async def _accept(self, listener: SocketListener, connections: TaskGroup) -> None:
         while True:
