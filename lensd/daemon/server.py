@@ -155,8 +155,9 @@ class Daemon:
             await anyio.sleep(interval)  # a period between sweeps
             await self.committer.submit([MarkLost(time.time() - self.settings.lost_after)])
 
-    async def _signals(self) -> None:
+    async def _signals(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            task_status.started()  # handlers are installed: "ready" may now be said
             async for signum in signals:
                 log.info("received %s: stopping", signal.Signals(signum).name)
                 self.request_stop()
@@ -206,7 +207,7 @@ class Daemon:
 
         async with anyio.create_task_group() as background:
             background.start_soon(self._sweep_lost)
-            background.start_soon(self._signals)
+            await background.start(self._signals)
             await extras.start(self, background)
             async with anyio.create_task_group() as connections:
                 connections.start_soon(self._accept, listener, connections)
