@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream
 
 from lensd import dblock, pyautofit
 from lensd.errors import AlreadyRunning, DaemonUnavailable, LensdError
@@ -99,10 +100,10 @@ async def _write_daemon(socket: Path, batches: Iterable[list[Record]], raw: dict
 
     send, receive = anyio.create_memory_object_stream[Record](BATCH)
 
-    async def worker() -> None:
+    async def worker(records: MemoryObjectReceiveStream[Record]) -> None:
         client = await Client.open(socket)
         try:
-            async with receive.clone() as records:
+            async with records:
                 async for record in records:
                     try:
                         await client.request("submit", record=raw.pop(record.id))
@@ -116,7 +117,7 @@ async def _write_daemon(socket: Path, batches: Iterable[list[Record]], raw: dict
 
     async with anyio.create_task_group() as group:
         for _ in range(DAEMON_CONNECTIONS):
-            group.start_soon(worker)
+            group.start_soon(worker, receive.clone())
         receive.close()
         async with send:
             for records in batches:

@@ -126,6 +126,6 @@ def integrity_ok(db: Path) -> bool:
 
 
 def lensd_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120,
-              input: str | None = None) -> subprocess.CompletedProcess[str]:  # noqa: A002
+              input: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "lensd", *args], capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, **(env or {})}, input=input)

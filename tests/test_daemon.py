@@ -186,9 +186,8 @@ def test_stop_command_commits_and_exits(daemon) -> None:  # type: ignore[no-unty
     assert result.returncode == 0, result.stderr
     assert daemon.process.wait(30) == 0
     assert count_fits(daemon.db) == 20 and integrity_ok(daemon.db)
-    with pytest.raises(DaemonUnavailable):
-        with lensd.connect_sync(socket=daemon.socket):
-            pass
+    with pytest.raises(DaemonUnavailable), lensd.connect_sync(socket=daemon.socket):
+        pass
 
 
 def test_32_processes_50_fits_each(daemon) -> None:  # type: ignore[no-untyped-def]

@@ -12,11 +12,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import numpy as np  # noqa: E402
-from records_factory import lens_model, record  # noqa: E402
+import numpy as np
+from records_factory import lens_model, record
 
-import lensd  # noqa: E402
-from lensd.errors import LensdError  # noqa: E402
+import lensd
+from lensd.errors import LensdError
 
 
 def submit(socket: str, first: int, count: int, n_samples: int = 100) -> None:

@@ -1,0 +1,112 @@
+"""``lensd ingest``: idempotent, updates changed fits, reports broken folders, never two writers."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+from pathlib import Path
+
+import anyio
+from conftest import DIR_OUTPUT, integrity_ok, lensd_cli
+
+import lensd
+from lensd.daemon.writer import BatchWriter
+from lensd.errors import StorageError
+from lensd.ops import Upsert
+from lensd.records import validate_record
+
+SINGLE = DIR_OUTPUT / "howtofit" / "single"
+
+
+def fit_folders(tree: Path) -> list[Path]:
+    return sorted(p.parent for p in tree.rglob("metadata"))
+
+
+def test_ingest_twice_stores_nothing_twice_and_updates_changed(tmp_path: Path) -> None:
+    tree = tmp_path / "out"
+    shutil.copytree(SINGLE, tree)
+    db = tmp_path / "l.sqlite"
+    first = lensd_cli("ingest", str(tree), "--db", str(db))
+    assert first.returncode == 0 and "ingested 4, unchanged 0, failed 0" in first.stdout
+    second = lensd_cli("ingest", str(tree), "--db", str(db))
+    assert "ingested 0, unchanged 4, failed 0" in second.stdout
+    info = fit_folders(tree)[0] / "files" / "info.json"
+    info.write_text(json.dumps({"telescope": "Z", "changed": True}))
+    third = lensd_cli("ingest", str(tree), "--db", str(db))
+    assert "ingested 1, unchanged 3" in third.stdout
+    agg = lensd.Aggregator.from_database(db)
+    assert len(agg) == 4
+    assert [f.info for f in agg.query(agg.info["telescope"] == "Z").fits()] == [{"telescope": "Z", "changed": True}]
+
+
+def test_broken_folders_are_reported_and_skipped(tmp_path: Path) -> None:
+    tree = tmp_path / "out"
+    shutil.copytree(SINGLE, tree)
+    folders = fit_folders(tree)
+    (folders[0] / "files" / "model.json").write_text("{not json")
+    csv = folders[1] / "files" / "samples.csv"
+    csv.write_text(csv.read_text()[:-40])  # truncated mid-line
+    result = lensd_cli("ingest", str(tree), "--db", str(tmp_path / "l.sqlite"))
+    assert result.returncode == 1
+    assert "ingested 2, unchanged 0, failed 2" in result.stdout
+    assert "model.json" in result.stdout and "samples.csv" in result.stdout
+    assert "Traceback" not in result.stderr
+    assert len(lensd.Aggregator.from_database(tmp_path / "l.sqlite")) == 2
+
+
+def test_ingest_goes_through_the_daemon_that_owns_the_database(daemon, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    result = lensd_cli("ingest", str(SINGLE), "--db", str(daemon.db))
+    assert result.returncode == 0, result.stderr
+    assert f"daemon at {daemon.socket.resolve()}" in result.stdout
+    assert len(lensd.Aggregator.from_database(daemon.db)) == 4
+    assert daemon.stop() == 0 and integrity_ok(daemon.db)
+
+
+def test_a_bad_record_fails_alone(tmp_path: Path) -> None:
+    """A record sqlite refuses (here: a trigger) fails; the rest of its batch commits."""
+    db = tmp_path / "t.sqlite"
+
+    async def run() -> list[object]:
+        writer = await BatchWriter.open(db)
+        conn = sqlite3.connect(db)
+        conn.execute("CREATE TRIGGER refuse BEFORE INSERT ON fits WHEN NEW.id = 'bad' "
+                     "BEGIN SELECT RAISE(ABORT, 'refused by a trigger'); END")
+        conn.commit()
+        conn.close()
+        ops = [Upsert(validate_record({"id": name, "status": "completed"})) for name in ("a", "bad", "c")]
+        outcomes = await writer.apply(ops)
+        await writer.close()
+        return list(outcomes)
+
+    outcomes = anyio.run(run)
+    assert outcomes[0] == "applied" and outcomes[2] == "applied"
+    assert isinstance(outcomes[1], StorageError) and "refused by a trigger" in str(outcomes[1])
+    assert {f.id for f in lensd.Aggregator.from_database(db).fits()} == {"a", "c"}
+
+
+def test_hostile_strings_round_trip(tmp_path: Path) -> None:
+    db = tmp_path / "h.sqlite"
+    hostile = ["x' OR '1'='1", "a;--", "DROP TABLE fits;", "💥ünïcode", "", "%_", "nul\x00inside", "\\"]
+
+    async def run() -> None:
+        writer = await BatchWriter.open(db)
+        await writer.apply([Upsert(validate_record({
+            "id": f"h{i}", "status": "completed", "unique_tag": tag, "info": {tag: tag, "k": tag}}))
+            for i, tag in enumerate(hostile)])
+        await writer.close()
+
+    anyio.run(run)
+    agg = lensd.Aggregator.from_database(db)
+    for i, tag in enumerate(hostile):
+        assert [f.id for f in agg.query(agg.unique_tag == tag).fits()] == [f"h{i}"], tag
+        assert [f.id for f in agg.query(agg.info[tag] == tag).fits()] == [f"h{i}"], tag
+        assert [f.id for f in agg.query(agg.info["k"] == tag).fits()] == [f"h{i}"], tag
+    assert len(agg) == len(hostile) and integrity_ok(db)
+
+
+def test_the_database_file_is_private_to_nothing_but_umask(tmp_path: Path) -> None:
+    db = tmp_path / "p.sqlite"
+    assert lensd_cli("ingest", str(SINGLE), "--db", str(db)).returncode == 0
+    assert os.path.exists(db) and integrity_ok(db)
