@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from copy import copy
 from typing import TYPE_CHECKING, Any, Self
 
-from lensd import store
+from lensd import compiler, store
 from lensd.errors import QueryError
 from lensd.query import Predicate, QueryFields, QueryState
 from lensd.store import Fit
@@ -82,7 +82,7 @@ class Aggregator(_Base):
                    os.fspath(path))
 
     def __len__(self) -> int:
-        sql, params = store.compiler.select_count(self._state)
+        sql, params = compiler.select_count(self._state)
         row = next(store.stream(self._conn, sql, params))
         return int(row[0])
 

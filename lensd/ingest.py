@@ -69,7 +69,7 @@ def _read(folder: Path, root: Path, known: dict[str, str], report: IngestReport)
 
 
 def discover_all(dirs: Iterable[str | os.PathLike[str]]) -> list[tuple[Path, Path]]:
-    found = []
+    found: list[tuple[Path, Path]] = []
     for root in dirs:
         base = Path(root)
         if not base.exists():

@@ -12,7 +12,7 @@ from typing import Any, Final
 
 import aiosqlite
 
-from lensd import schema, store
+from lensd import compiler, schema, store
 from lensd.errors import QueryError, StorageError
 from lensd.query import QueryState
 
@@ -43,7 +43,7 @@ class ReadStream:
 
     async def next_page(self) -> list[Any]:
         try:
-            rows = await self._cursor.fetchmany(self._size)
+            rows = list(await self._cursor.fetchmany(self._size))
         except sqlite3.Error as exc:
             raise StorageError(f"query failed: {exc}") from None
         if len(rows) < self._size:
@@ -109,7 +109,7 @@ class Reads:
         return JOBS_SQL + "WHERE status = ? ORDER BY updated_at DESC LIMIT ?", [status, limit]
 
     async def count(self, fields: dict[str, Any]) -> int:
-        sql, params = store.compiler.select_count(QueryState.from_wire(fields.get("query")))
+        sql, params = compiler.select_count(QueryState.from_wire(fields.get("query")))
         cursor = await self._cursor(sql, params)
         row = await cursor.fetchone()
         await cursor.close()
