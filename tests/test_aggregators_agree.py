@@ -1,0 +1,87 @@
+"""The sync Aggregator (file) and the AsyncAggregator (daemon socket) give the same answers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import pytest
+from conftest import DIR_OUTPUT, lensd_cli
+from records_factory import record
+
+import lensd
+
+Query = Callable[[Any], Any]
+
+QUERIES: dict[str, Query] = {
+    "everything": lambda agg: agg,
+    "class": lambda agg: agg.query(agg.model.galaxies.lens.mass == "Isothermal"),
+    "class and value": lambda agg: agg.query((agg.model.galaxies.lens.mass == "lensmodels.Isothermal")
+                                             & (agg.model.galaxies.lens.mass.einstein_radius > 1.0)),
+    "or with tag": lambda agg: agg.query((agg.model.galaxies.lens.mass.einstein_radius > 1.0)
+                                         | (agg.unique_tag == "lens_3")),
+    "negated info": lambda agg: agg.query(~(agg.info["survey"] == "SLACS")),
+    "gaussian centre": lambda agg: agg.query(agg.model.gaussian.centre > 35.0),
+    "ordered slice": lambda agg: agg.order_by(agg.max_log_likelihood, reverse=True)[2:9],
+    "grids": lambda agg: agg.grid_searches(),
+}
+
+
+def sync_answers(db: Any, build: Query) -> tuple[int, list[str], list[Any], list[float]]:
+    agg = build(lensd.Aggregator.from_database(db))
+    return (len(agg), [f.id for f in agg.fits()], list(agg.values("info")),
+            [float(max(s.log_likelihood)) for s in agg.values("samples")])
+
+
+def async_answers(socket: Any, build: Query) -> tuple[int, list[str], list[Any], list[float]]:
+    async def ask() -> tuple[int, list[str], list[Any], list[float]]:
+        async with await lensd.AsyncAggregator.connect(socket=socket) as base:
+            agg = build(base)
+            return (await agg.count(), [f.id async for f in agg.fits()], [i async for i in agg.values("info")],
+                    [float(max(s.log_likelihood)) async for s in agg.values("samples")])
+
+    return anyio.run(ask)
+
+
+@pytest.fixture(scope="module")
+def filled(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    from conftest import DaemonProcess
+
+    folder = tmp_path_factory.mktemp("agree")
+    import tempfile
+    from pathlib import Path
+
+    short = Path(tempfile.mkdtemp(prefix="lda", dir="/tmp"))
+    daemon = DaemonProcess(folder / "a.sqlite", short / "s", [])
+    daemon.start()
+    try:
+        with lensd.connect_sync(socket=daemon.socket) as client:
+            for i in range(40):
+                client.submit(record(i))
+        assert lensd_cli("ingest", str(DIR_OUTPUT), "--db", str(daemon.db)).returncode == 0
+        yield daemon
+    finally:
+        daemon.stop()
+
+
+@pytest.mark.parametrize("name", sorted(QUERIES))
+def test_sync_and_async_agree(filled, name: str) -> None:  # type: ignore[no-untyped-def]
+    build = QUERIES[name]
+    from_file = sync_answers(filled.db, build)
+    over_socket = async_answers(filled.socket, build)
+    assert from_file == over_socket
+    assert from_file[0] == len(from_file[1])
+    if name == "everything":
+        assert from_file[0] == 40 + 10  # 9 PyAutoFit fits and one grid search at the top level
+
+
+def test_children_agree(filled) -> None:  # type: ignore[no-untyped-def]
+    cells = sorted(f.id for f in lensd.Aggregator.from_database(filled.db).grid_searches().children().fits())
+
+    async def ask() -> list[str]:
+        async with await lensd.AsyncAggregator.connect(socket=filled.socket) as agg:
+            children = await agg.grid_searches().children()
+            return sorted([f.id async for f in children.fits()])
+
+    assert cells == anyio.run(ask) and len(cells) == 2
