@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check lensd tests bench
+	$(BIN)/ruff check .
 	$(BIN)/mypy
 
 test: lint
