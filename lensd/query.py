@@ -55,7 +55,7 @@ def check_text(value: object, what: str) -> str:
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        raise QueryError(f"{what} is not valid unicode: {value!r}") from None
+        raise QueryError(f"{what}: not valid unicode (a lone surrogate?): {value!r}") from None
     return value
 
 
@@ -543,10 +543,13 @@ class _WireReader:
     def __init__(self) -> None:
         self.nodes = 0
 
-    def _map(self, data: object, depth: int, keys: Iterable[str], what: str) -> dict[str, Any]:
-        self.nodes += 1
+    def _count(self, nodes: int, depth: int) -> None:
+        self.nodes += nodes
         if depth > MAX_DEPTH or self.nodes > MAX_NODES:
             raise QueryError(f"query too large: at most {MAX_DEPTH} levels and {MAX_NODES} nodes")
+
+    def _map(self, data: object, depth: int, keys: Iterable[str], what: str) -> dict[str, Any]:
+        self._count(1, depth)
         if not isinstance(data, dict) or set(data) != set(keys):
             raise QueryError(f"malformed {what}: expected a map with keys {sorted(keys)}")
         return data
@@ -576,7 +579,7 @@ class _WireReader:
             elif how in ("predicates", "scalars"):
                 if not isinstance(value, list):
                     raise QueryError(f"malformed query: {name} must be a list")
-                self.nodes += len(value)
+                self._count(len(value), depth)
                 if how == "predicates":
                     value = tuple(self.predicate(item, depth + 1) for item in value)
                 else:

@@ -1,0 +1,282 @@
+"""The compiler: golden SQL, SQL == the pure-Python reference on random fits, index use, no injection."""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _reference import create, fake_class, load, predicates, records, select
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from lensd import compiler, schema
+from lensd.errors import QueryError
+from lensd.query import Column, InfoKey, JobKey, MedianPath, ModelPath, QueryFields, QueryState
+
+agg = QueryFields()
+lens = agg.model.galaxies.lens
+Isothermal = fake_class("autolens.Isothermal")
+
+FACT = "f.fit_key IN (SELECT fit_key FROM facts WHERE kind = ? AND key = ? AND {})"
+NODE = "f.fit_key IN (SELECT fit_key FROM nodes WHERE path = ? AND {})"
+ER = "galaxies.lens.mass.einstein_radius"
+
+
+def where(predicate: Any) -> tuple[str, list[Any]]:
+    return compiler.compile_where(QueryState(predicate=predicate, top_level_only=False))
+
+
+@pytest.fixture(scope="module")
+def conn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[sqlite3.Connection]:
+    connection = create(str(tmp_path_factory.mktemp("compiler") / "lensd.sqlite"))
+    yield connection
+    connection.close()
+
+
+# --- golden (sql, params) ---------------------------------------------------------------------
+
+SEEDS: list[tuple[Any, str, list[Any]]] = [
+    (lens.mass == Isothermal, NODE.format("class_path = ?"), ["galaxies.lens.mass", "autolens.Isothermal"]),
+    (lens.mass.einstein_radius > 1.0, FACT.format("num > ?"), [0, ER, 1.0]),
+    ((lens.mass == Isothermal) & (lens.mass.einstein_radius > 1.0),
+     f"({NODE.format('class_path = ?')} AND {FACT.format('num > ?')})",
+     ["galaxies.lens.mass", "autolens.Isothermal", 0, ER, 1.0]),
+    ((lens.mass.einstein_radius > 1.0) | (agg.unique_tag == "lens_3"),
+     f"({FACT.format('num > ?')} OR (f.unique_tag IS NOT NULL AND f.unique_tag = ?))", [0, ER, 1.0, "lens_3"]),
+    (agg.unique_tag == "example_dataset_0", "(f.unique_tag IS NOT NULL AND f.unique_tag = ?)",
+     ["example_dataset_0"]),
+    (agg.search.unique_tag == "example_dataset_0", "(f.unique_tag IS NOT NULL AND f.unique_tag = ?)",
+     ["example_dataset_0"]),
+    (lens.mass == "Isothermal",
+     f"({NODE.format('class_name = ?')} OR {FACT.format('txt = ?')})",
+     ["galaxies.lens.mass", "Isothermal", 0, "galaxies.lens.mass", "Isothermal"]),
+    (lens.mass == "autolens.Isothermal",
+     f"({NODE.format('class_path = ?')} OR {FACT.format('txt = ?')})",
+     ["galaxies.lens.mass", "autolens.Isothermal", 0, "galaxies.lens.mass", "autolens.Isothermal"]),
+]
+
+OPERATORS: list[tuple[Any, str, list[Any]]] = [
+    (agg.model.x != 2, f"NOT ({FACT.format('num = ?')})", [0, "x", 2.0]),
+    (agg.model.x < 2, FACT.format("num < ?"), [0, "x", 2.0]),
+    (agg.model.x <= True, FACT.format("num <= ?"), [0, "x", 1.0]),
+    (agg.model.x >= "b", FACT.format("txt >= ?"), [0, "x", "b"]),
+    (agg.median.x > -1, FACT.format("num > ?"), [1, "x", -1.0]),
+    (agg.info["survey"] == "SLACS", FACT.format("txt = ?"), [2, "survey", "SLACS"]),
+    (agg.job["SLURM_ARRAY_JOB_ID"] == 7, FACT.format("num = ?"), [3, "SLURM_ARRAY_JOB_ID", 7.0]),
+    (agg.info["survey"].contains("SL%_"), FACT.format("instr(txt, ?) > 0"), [2, "survey", "SL%_"]),
+    (agg.info["n"].in_([1, "a", 2.5]),
+     f"({FACT.format('num IN (?, ?)')} OR {FACT.format('txt = ?')})", [2, "n", 1.0, 2.5, 2, "n", "a"]),
+    (agg.model.x.in_(["Isothermal", 3]),
+     f"({NODE.format('class_name = ?')} OR {FACT.format('num = ?')} OR {FACT.format('txt = ?')})",
+     ["x", "Isothermal", 0, "x", 3.0, 0, "x", "Isothermal"]),
+    (agg.model.x.in_([]), "0", []),
+    (agg.model.x.is_none(),
+     "f.fit_key NOT IN (SELECT fit_key FROM facts WHERE kind = ? AND key = ? AND json IS NOT ?)", [0, "x", "null"]),
+    (agg.model.x == None,  # noqa: E711
+     "f.fit_key NOT IN (SELECT fit_key FROM facts WHERE kind = ? AND key = ? AND json IS NOT ?)", [0, "x", "null"]),
+    (agg.unique_tag.is_none(), "f.unique_tag IS NULL", []),
+    (agg.unique_tag != None, "NOT (f.unique_tag IS NULL)", []),  # noqa: E711
+    (agg.name.contains("a'b"), "(f.name IS NOT NULL AND instr(f.name, ?) > 0)", ["a'b"]),
+    (agg.status.in_(["lost", "failed"]), "(f.status IS NOT NULL AND f.status IN (?, ?))", ["lost", "failed"]),
+    (agg.max_log_likelihood > 3, "(f.max_log_likelihood IS NOT NULL AND f.max_log_likelihood > ?)", [3.0]),
+    (agg.is_complete == True, "(f.status = ?) = ?", ["completed", 1.0]),  # noqa: E712
+    (agg.is_grid_search == False, "(f.is_grid_search IS NOT NULL AND f.is_grid_search = ?)", [0.0]),  # noqa: E712
+    (agg.is_complete.is_none(), "0", []),
+    (~((agg.id == "a") | (agg.parent_id == "b")),
+     "NOT (((f.id IS NOT NULL AND f.id = ?) OR (f.parent_id IS NOT NULL AND f.parent_id = ?)))", ["a", "b"]),
+]
+
+
+@pytest.mark.parametrize(("predicate", "sql", "params"), SEEDS + OPERATORS, ids=lambda v: repr(v)[:60])
+def test_golden(predicate: Any, sql: str, params: list[Any]) -> None:
+    assert where(predicate) == (f"WHERE {sql}", params)
+
+
+def test_base_filters_and_select_shapes() -> None:
+    state = QueryState(completed_only=True, grid_only=True)
+    assert compiler.compile_where(state) == (
+        "WHERE f.parent_id IS NULL AND f.status = ? AND f.is_grid_search = 1", ["completed"])
+    assert compiler.compile_where(QueryState(top_level_only=False)) == ("", [])
+    child = QueryState().children_of("x' OR '1'='1")
+    assert compiler.compile_where(child) == ("WHERE f.parent_id = ?", ["x' OR '1'='1"])
+    assert compiler.select_fits(QueryState()) == (
+        "SELECT f.* FROM fits AS f WHERE f.parent_id IS NULL ORDER BY f.fit_key", [])
+    ordered = QueryState().ordered(agg.model.x, reverse=True).ordered(agg.max_log_likelihood).sliced(5, 15)
+    value = "(SELECT coalesce(num, txt) FROM facts WHERE fit_key = f.fit_key AND kind = ? AND key = ?)"
+    assert compiler.select_fits(ordered, "f.id") == (
+        f"SELECT f.id FROM fits AS f WHERE f.parent_id IS NULL ORDER BY {value} IS NULL, {value} DESC, "
+        "f.max_log_likelihood IS NULL, f.max_log_likelihood, f.fit_key LIMIT ? OFFSET ?",
+        [0, "x", 0, "x", 10, 5])
+    assert compiler.select_count(QueryState()) == (
+        "SELECT count(*) FROM fits AS f WHERE f.parent_id IS NULL", [])
+    assert compiler.select_count(QueryState().sliced(3)) == (
+        "SELECT count(*) FROM (SELECT f.fit_key FROM fits AS f WHERE f.parent_id IS NULL LIMIT ? OFFSET ?)",
+        [-1, 3])
+    assert compiler.select_payloads(QueryState(), "samples") == (
+        "SELECT f.id, f.model, p.data FROM fits AS f JOIN payloads AS p ON p.fit_key = f.fit_key "
+        "AND p.name = ? WHERE f.parent_id IS NULL ORDER BY f.fit_key", ["samples"])
+    assert compiler.select_column(QueryState(), "info") == (
+        "SELECT f.id, f.info FROM fits AS f WHERE f.parent_id IS NULL ORDER BY f.fit_key", [])
+    with pytest.raises(QueryError):
+        compiler.select_column(QueryState(), "info; DROP TABLE fits")
+    with pytest.raises(QueryError):
+        compiler.select_facts(QueryState(), [7])
+
+
+# --- SQL means what the reference means -----------------------------------------------------
+
+@st.composite
+def states(draw: st.DrawFn) -> QueryState:
+    rarely = st.sampled_from([False, False, False, True])  # base filters drop most fits
+    state = QueryState(
+        predicate=draw(st.none() | predicates), completed_only=draw(rarely),
+        top_level_only=draw(st.booleans()), grid_only=draw(rarely),
+    )
+    if draw(rarely):
+        state = state.children_of(draw(st.sampled_from(["p", "x' OR '1'='1"])))
+    order_operands = st.sampled_from([
+        ModelPath("galaxies.lens.mass.einstein_radius"), ModelPath("galaxies.lens.mass"),
+        MedianPath("galaxies.lens.mass.einstein_radius"), InfoKey("survey"), JobKey("n"),
+        Column("unique_tag"), Column("max_log_likelihood"), Column("is_complete"), Column("id"),
+    ])
+    for operand, reverse in draw(st.lists(st.tuples(order_operands, st.booleans()), max_size=2)):
+        state = state.ordered(operand, reverse)
+    if draw(st.booleans()):
+        state = state.sliced(draw(st.none() | st.integers(0, 4)), draw(st.none() | st.integers(0, 8)))
+    return state
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(fits=records(), queries=st.lists(states(), min_size=1, max_size=10))
+def test_sql_matches_reference(conn: sqlite3.Connection, fits: list[dict[str, Any]],
+                               queries: list[QueryState]) -> None:
+    load(conn, fits)
+    for state in queries:
+        sql, params = compiler.select_fits(state, "f.id")
+        got = [row[0] for row in conn.execute(sql, params)]
+        assert got == select(fits, state), (state, sql, params)
+        count_sql, count_params = compiler.select_count(state)
+        assert conn.execute(count_sql, count_params).fetchone()[0] == len(got)
+
+
+# --- hostile strings are data ----------------------------------------------------------------
+
+HOSTILE = ["x' OR '1'='1", "'; DROP TABLE fits;--", "%", "_", "a%b", "a_b", "lens_3", "LENS_3", "é", "e\u0301",
+           "😀", "a\x00b", '"', "\\", "", "Isothermal", "autolens.Isothermal", "?", "NULL"]
+
+
+def _fit(i: int, **fields: Any) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "fit_key": i + 1, "id": f"fit{i}", "name": None, "path_prefix": None, "unique_tag": None,
+        "status": "completed", "parent_id": None, "max_log_likelihood": None, "log_evidence": None,
+        "is_grid_search": False, "values": {}, "medians": {}, "info": {}, "job": {}, "classes": {},
+    }
+    return {**record, **fields}
+
+
+def _ids(conn: sqlite3.Connection, state: QueryState) -> list[str]:
+    sql, params = compiler.select_fits(state, "f.id")
+    return [row[0] for row in conn.execute(sql, params)]
+
+
+def test_hostile_strings_match_only_themselves(conn: sqlite3.Connection) -> None:
+    fits = [_fit(i, unique_tag=s, values={"x": s}, info={s: s}, classes={"m": f"pkg.{s}"})
+            for i, s in enumerate(HOSTILE)]
+    load(conn, fits)
+    for i, text in enumerate(HOSTILE):
+        for predicate in (agg.unique_tag == text, agg.model.x == text, agg.info[text] == text,
+                          agg.info[text].in_([text]), agg.model.m == f"pkg.{text}"):
+            assert _ids(conn, QueryState(predicate=predicate)) == [f"fit{i}"], predicate
+        for predicate in (agg.unique_tag.contains(text), agg.model.x.contains(text), agg.unique_tag < text):
+            state = QueryState(predicate=predicate)
+            assert _ids(conn, state) == select(fits, state), predicate  # wildcards and case are data
+    assert conn.execute("SELECT count(*) FROM fits").fetchone()[0] == len(HOSTILE)
+
+
+def test_contains_is_case_sensitive_and_literal(conn: sqlite3.Connection) -> None:
+    load(conn, [_fit(0, unique_tag="abc", info={"k": "abc"}), _fit(1, unique_tag="a_c", info={"k": "A%C"})])
+    state = QueryState()
+    assert _ids(conn, state.where(agg.unique_tag.contains("_"))) == ["fit1"]
+    assert _ids(conn, state.where(agg.unique_tag.contains("B"))) == []
+    assert _ids(conn, state.where(agg.info["k"].contains("%"))) == ["fit1"]
+    assert _ids(conn, state.where(agg.info["k"].contains(""))) == ["fit0", "fit1"]
+
+
+def test_missing_none_and_nan(conn: sqlite3.Connection) -> None:
+    load(conn, [_fit(0, values={"x": 1.0}), _fit(1, values={"x": None}), _fit(2, values={"x": math.nan}),
+                _fit(3), _fit(4, values={"x": [1, 2]}), _fit(5, values={"x": True})])
+    x = agg.model.x
+    assert _ids(conn, QueryState(predicate=x == 1)) == ["fit0", "fit5"]
+    assert _ids(conn, QueryState(predicate=x != 1)) == ["fit1", "fit2", "fit3", "fit4"]
+    assert _ids(conn, QueryState(predicate=x.is_none())) == ["fit1", "fit3"]
+    assert _ids(conn, QueryState(predicate=~x.is_none())) == ["fit0", "fit2", "fit4", "fit5"]
+    assert _ids(conn, QueryState(predicate=x < 100)) == ["fit0", "fit5"]
+    assert _ids(conn, QueryState(predicate=~(x < 100))) == ["fit1", "fit2", "fit3", "fit4"]
+    assert _ids(conn, QueryState().ordered(x)) == ["fit0", "fit5", "fit1", "fit2", "fit3", "fit4"]
+    assert _ids(conn, QueryState().ordered(x, reverse=True)) == ["fit0", "fit5", "fit1", "fit2", "fit3", "fit4"]
+
+
+def test_windows_are_chosen_before_payloads_and_facts(conn: sqlite3.Connection) -> None:
+    fits = [_fit(i, max_log_likelihood=float(i), values={"x": i}) for i in range(6)]  # odd fit_keys have samples
+    load(conn, fits)
+    state = QueryState().ordered(agg.max_log_likelihood, reverse=True).sliced(1, 4)  # fit4, fit3, fit2
+    assert _ids(conn, state) == ["fit4", "fit3", "fit2"]
+    sql, params = compiler.select_payloads(state, "samples")
+    assert [(r[0], r[2]) for r in conn.execute(sql, params)] == [("fit4", b"samples of fit4"),
+                                                                  ("fit2", b"samples of fit2")]
+    sql, params = compiler.select_count(state)
+    assert conn.execute(sql, params).fetchone()[0] == 3
+    sql, params = compiler.select_facts(state, [schema.KIND_VALUE])
+    assert [(r[0], r[2], r[3]) for r in conn.execute(sql, params)] == [(3, "x", 2.0), (4, "x", 3.0), (5, "x", 4.0)]
+    sql, params = compiler.select_facts(QueryState(predicate=agg.model.x > 3))
+    assert [r[0] for r in conn.execute(sql, params)] == [5, 6]
+
+
+def test_limits_raise_query_errors() -> None:
+    deep: Any = agg.model.x > 0
+    for i in range(80):
+        deep = (deep & (agg.model.y > i)) if i % 2 else (deep | (agg.model.y > i))
+    with pytest.raises(QueryError, match="nested"):
+        compiler.compile_where(QueryState(predicate=deep))
+    with pytest.raises(QueryError, match="too large"):
+        compiler.compile_where(QueryState(predicate=agg.model.x.in_(range(40_000))))
+
+
+# --- index use ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def populated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[sqlite3.Connection]:
+    connection = create(str(Path(tmp_path_factory.mktemp("plans")) / "lensd.sqlite"))
+    classes = ["autolens.Isothermal", "autolens.PowerLaw", "autolens.NFW"]
+    load(connection, [
+        _fit(i, id=f"{i:032x}", unique_tag=f"tag_{i}", parent_id=None if i % 10 else "p", max_log_likelihood=i / 7,
+             values={ER: (i % 97) / 40, "galaxies.lens.redshift": 0.5}, info={"survey": ["SLACS", "BELLS"][i % 2]},
+             job={"SLURM_ARRAY_JOB_ID": i // 100}, classes={"galaxies.lens.mass": classes[i % 3]})
+        for i in range(2000)
+    ])
+    connection.execute("ANALYZE")
+    yield connection
+    connection.close()
+
+
+@pytest.mark.parametrize(("predicate", "index"), [
+    (agg.unique_tag == "tag_17", "fits_unique_tag"),
+    (lens.mass == Isothermal, "nodes_class_path"),
+    (lens.mass == "Isothermal", "nodes_class_name"),
+    (lens.mass.einstein_radius > 1.9, "facts_num"),
+    (agg.info["survey"] == "SLACS", "facts_txt"),
+    (agg.info["survey"].contains("SL"), "facts_txt"),
+    (agg.job["SLURM_ARRAY_JOB_ID"] == 3, "facts_num"),
+    ((lens.mass.einstein_radius > 1.0) | (agg.unique_tag == "lens_3"), "facts_num"),
+], ids=repr)
+@pytest.mark.parametrize("top_level_only", [True, False])
+def test_queries_search_indexes(populated: sqlite3.Connection, predicate: Any, index: str,
+                                top_level_only: bool) -> None:
+    sql, params = compiler.select_fits(QueryState(predicate=predicate, top_level_only=top_level_only))
+    plan = compiler.explain(populated, sql, params)
+    assert any(line.startswith("SEARCH") and index in line for line in plan), plan
+    assert not any(line.startswith(("SCAN f", "SCAN fits", "SCAN facts", "SCAN nodes")) for line in plan), plan
