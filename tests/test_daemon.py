@@ -234,3 +234,24 @@ def test_kill_9_loses_nothing_acknowledged(make_daemon, short_tmp, trial) -> Non
     assert acked <= stored, f"lost {len(acked - stored)} acknowledged records"
     assert restarted.stop() == 0
     assert integrity_ok(daemon.db)
+
+
+def test_systemd_notify_ready_and_stopping(short_tmp: Path) -> None:
+    """With NOTIFY_SOCKET set, the daemon sends READY=1 when it serves and STOPPING=1 on SIGTERM."""
+    notify_path = short_tmp / "notify"
+    with socketlib.socket(socketlib.AF_UNIX, socketlib.SOCK_DGRAM) as notify:
+        notify.bind(str(notify_path))
+        notify.settimeout(60)
+        env = {**os.environ, "NOTIFY_SOCKET": str(notify_path)}
+        process = subprocess.Popen([sys.executable, "-m", "lensd", "start", "--foreground", "--db",
+                                    str(short_tmp / "n.sqlite"), "--socket", str(short_tmp / "s")],
+                                   env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            assert notify.recv(256) == b"READY=1"
+            assert socketlib.socket(socketlib.AF_UNIX).connect_ex(str(short_tmp / "s")) == 0  # serving
+            process.terminate()
+            assert notify.recv(256) == b"STOPPING=1"
+            assert process.wait(60) == 0
+        finally:
+            if process.poll() is None:
+                process.kill()
