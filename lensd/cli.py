@@ -122,7 +122,10 @@ def jobs(socket: Path | None, status_: str | None, limit: int, fmt: str) -> None
     from lensd import shell
 
     rows = shell.daemon_jobs(config.resolve_socket(socket), status_, limit)
-    click.echo(json.dumps(rows, indent=2, default=str) if fmt == "json" else shell.format_jobs(rows))
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2, default=str))
+    else:
+        click.echo(shell.format_jobs(rows), nl=False)
 
 
 @main.command()

@@ -4,12 +4,17 @@ A job opens a fit, reports progress, and completes or fails it; every call retur
 daemon has committed it. When the socket cannot be reached and ``spool=`` is given, the op is
 saved to the spool folder instead (another node, daemon down) and the call returns ``"spooled"``.
 While fits are open, a background task sends heartbeats so the daemon can tell a dead job (no
-heartbeat past ``--lost-after``) from a slow one. Transient connection losses are retried with
-backoff; every op carries the fit's event counter ``seq``, so a resend is never stored twice.
+heartbeat past ``--lost-after``) from a slow one; their period is a quarter of the daemon's
+``--lost-after`` unless ``heartbeat=`` says otherwise. Transient connection losses are retried with
+backoff; every op carries the fit's event counter ``seq``, so a resend is never stored twice. A fit's
+counter starts at the wall clock in microseconds, so a job that is run again (a SLURM requeue)
+opens the same fit id above every event of the earlier run, instead of being taken for a resend.
+An exception that leaves ``connect()`` fails the fits still open, with the exception's text.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import time
@@ -22,18 +27,23 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from lensd import spool as spooling
 from lensd.client import Client
-from lensd.errors import DaemonUnavailable
+from lensd.errors import DaemonUnavailable, LensdError
 from lensd.records import Record, validate_record
 from lensd.samples import Samples
 
 SLURM_VARIABLES: Final = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_JOB_NAME")
 RETRY_DELAYS: Final = (0.05, 0.2, 0.5, 1.0, 2.0, 4.0)
-HEARTBEAT_MIN: Final = 1.0
+HEARTBEAT_MIN: Final = 0.02  # the daemon's --lost-after can be as short as 0.1 s
 HEARTBEAT_MAX: Final = 60.0
+HEARTBEAT_SHARE: Final = 4  # beats per --lost-after period: one late beat never loses a fit
+FAIL_ON_EXIT_TIMEOUT: Final = 10.0  # the longest a raising job waits to report its open fits failed
+
+log = logging.getLogger("lensd.jobs")
 
 
 def job_facts() -> dict[str, Any]:
-    """Where this process runs: SLURM ids when set, host, pid, start time."""
+    """Where this process runs: SLURM ids when set (the strings the environment holds), host, pid,
+    start time."""
     facts: dict[str, Any] = {name: os.environ[name] for name in SLURM_VARIABLES if os.environ.get(name)}
     facts.update(host=socket.gethostname(), pid=os.getpid(), started_at=time.time())
     return facts
@@ -43,15 +53,20 @@ def _wire_samples(samples: Any) -> Any:
     return samples.to_wire() if isinstance(samples, Samples) else samples
 
 
+def _first_seq() -> int:
+    """Where a fit's event counter starts: later than any event of an earlier run of the fit."""
+    return time.time_ns() // 1000
+
+
 class Fit:
     """An open fit of this job; each method sends one event and waits for its commit."""
 
-    def __init__(self, client: JobClient, record: dict[str, Any]) -> None:
+    def __init__(self, client: JobClient, record: dict[str, Any], seq: int) -> None:
         self._client = client
         self._record = record
         self._model = record.get("model")
         self.id: str = record["id"]
-        self._seq = 1
+        self._seq = seq
         self._latest: dict[str, Any] = {}  # what progress reported, kept if complete() has no samples
 
     def _next_seq(self) -> int:
@@ -69,13 +84,19 @@ class Fit:
                            ("n_samples", n_samples)):
             if value is not None:
                 fields[key] = value
+        if "samples" in fields:  # newer samples make the older max log L and count stale
+            self._latest = {"samples": fields["samples"]}
         self._latest.update((k, fields[k]) for k in ("max_log_likelihood", "n_samples") if k in fields)
         return await self._client._send("progress", fields)
 
     async def complete(self, samples: Any = None, summary: Mapping[str, Any] | None = None,
                        **extra: Any) -> str:
-        """Finish the fit with its final samples (and PyAutoFit summary, files, ... if any)."""
-        record = dict(self._record, status="completed", **extra)
+        """Finish the fit with its final samples (and PyAutoFit summary, files, ... if any).
+
+        Without ``samples``, the samples, max log likelihood and sample count that progress last
+        reported are kept.
+        """
+        record = {**self._record, "status": "completed", "progress": 1.0, **extra}
         if samples is not None:
             record["samples"] = _wire_samples(samples)
         else:
@@ -83,11 +104,11 @@ class Fit:
         if summary is not None:
             record["summary"] = summary
         validate_record(record)
-        self._client._open.discard(self.id)
+        self._client._open.pop(self.id, None)
         return await self._client._send("complete", {"record": record, "seq": self._next_seq()})
 
     async def fail(self, message: str) -> str:
-        self._client._open.discard(self.id)
+        self._client._open.pop(self.id, None)
         return await self._client._send("fail", {"id": self.id, "seq": self._next_seq(),
                                                  "error": str(message)})
 
@@ -101,7 +122,7 @@ class JobClient:
         self._spool = spool
         self._heartbeat = heartbeat
         self._client: Client | None = None
-        self._open: set[str] = set()
+        self._open: dict[str, Fit] = {}  # fits started and not yet completed or failed
         self._job = job_facts()
 
     async def _connection(self) -> Client:
@@ -146,9 +167,10 @@ class JobClient:
             record["id"] = id
         checked: Record = validate_record(record)
         record["id"] = checked.id
-        fit = Fit(self, record)
-        await self._send("start", {"record": record, "seq": 1})
-        self._open.add(checked.id)
+        seq = _first_seq()
+        fit = Fit(self, record, seq)
+        await self._send("start", {"record": record, "seq": seq})
+        self._open[checked.id] = fit
         return fit
 
     async def submit(self, record: Mapping[str, Any]) -> str:
@@ -160,16 +182,32 @@ class JobClient:
         return await self._send("submit", {"record": record})
 
     async def _heartbeats(self) -> None:
+        """One heartbeat per period naming every open fit, for as long as the client lives.
+
+        A failed beat is never fatal to the job: the next one reconnects, and a fit the daemon
+        marked lost meanwhile is revived by it.
+        """
         interval = self._heartbeat or HEARTBEAT_MAX
         while True:
             await anyio.sleep(interval)  # a period, not synchronisation
             if self._open:
                 try:
                     client = await self._connection()
-                    reply = await client.request("heartbeat", ids=sorted(self._open))
-                    del reply
+                    await client.request("heartbeat", ids=sorted(self._open))
                 except DaemonUnavailable:
                     self._client = None
+                except LensdError as exc:
+                    log.warning("a heartbeat was refused: %s", exc)
+
+    async def _fail_open(self, exc: Exception) -> None:
+        """The job's code raised: fail its open fits with the error, if the daemon can be told."""
+        text = str(exc)
+        message = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+        for fit in list(self._open.values()):
+            try:
+                await fit.fail(message)
+            except LensdError as error:
+                log.warning("could not mark %s failed: %s", fit.id, error)
 
     async def _first_contact(self) -> None:
         try:
@@ -180,7 +218,7 @@ class JobClient:
             return
         if self._heartbeat is None:
             lost_after = float(client.server.get("lost_after") or 600.0)
-            self._heartbeat = min(HEARTBEAT_MAX, max(HEARTBEAT_MIN, lost_after / 4))
+            self._heartbeat = min(HEARTBEAT_MAX, max(HEARTBEAT_MIN, lost_after / HEARTBEAT_SHARE))
 
     async def aclose(self) -> None:
         if self._client is not None:
@@ -198,6 +236,11 @@ async def connect(socket: str | os.PathLike[str] | None = None, spool: str | os.
         group.start_soon(client._heartbeats)
         try:
             yield client
+        except Exception as exc:
+            if client._open and not isinstance(exc, DaemonUnavailable):
+                with anyio.CancelScope(shield=True), anyio.move_on_after(FAIL_ON_EXIT_TIMEOUT):
+                    await client._fail_open(exc)
+            raise
         finally:
             group.cancel_scope.cancel()
             with anyio.CancelScope(shield=True):

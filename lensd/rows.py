@@ -4,6 +4,11 @@ The writer reads what it needs to know about the batch's fits in one query (key,
 created_at), then this module works out, in plain Python, every row to delete, insert and update.
 The writer then runs one ``executemany`` per statement, so a batch of any size costs a handful of
 calls into sqlite, never one awaited call per record.
+
+Job facts are stored as the client sent them, with one addition: a SLURM id (``NUMERIC_JOB_KEYS``)
+arrives as the digit string the environment holds, and is indexed as that string *and* as its
+number, so ``agg.job["SLURM_ARRAY_TASK_ID"] == "7"``, ``== 7`` and ``< 100`` all find task 7, and
+ordering by it is numeric ("12" after "7"). ``fit.job`` still gives the string.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from lensd import codec, modeltree
 from lensd.ops import MarkLost, Op, Touch, Upsert
@@ -36,12 +41,15 @@ DELETE_FACT_KIND_SQL = "DELETE FROM facts WHERE fit_key = ? AND kind = ?"
 DELETE_NODES_SQL = "DELETE FROM nodes WHERE fit_key = ?"
 DELETE_PAYLOADS_SQL = "DELETE FROM payloads WHERE fit_key = ?"
 TOUCH_SQL = ("UPDATE fits SET last_event_at = ?, "
+             "updated_at = CASE WHEN status = 'lost' THEN ? ELSE updated_at END, "
              "status = CASE WHEN status = 'lost' THEN 'running' ELSE status END WHERE id = ?")
 MARK_LOST_SQL = ("UPDATE fits SET status = 'lost', updated_at = ? "
                  "WHERE status = 'running' AND last_event_at < ?")
 
 SAMPLES_PAYLOAD = "samples"
 FILE_PAYLOAD_PREFIX = "file:"
+NUMERIC_JOB_KEYS: Final = frozenset({"SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID"})
+_MAX_EXACT_DIGITS: Final = 15  # a REAL holds every integer of up to 15 digits exactly
 
 
 @dataclass(frozen=True)
@@ -108,6 +116,15 @@ def record_payloads(record: Record) -> dict[str, bytes]:
     return payloads
 
 
+def fact_columns(kind: int, key: str, value: Any) -> tuple[float | None, str | None, str | None]:
+    """``(num, txt, json)`` of a fact: ``encode_fact``, plus the number of a SLURM id string."""
+    num, txt, json_text = encode_fact(value)
+    if (kind == KIND_JOB and key in NUMERIC_JOB_KEYS and txt is not None and txt.isascii()
+            and txt.isdigit() and len(txt) <= _MAX_EXACT_DIGITS):
+        num = float(txt)
+    return num, txt, json_text
+
+
 def _minimal_row(fit_id: str, created_at: float, now: float) -> dict[str, Any]:
     row = dict.fromkeys(FIT_COLUMNS)
     row.update(id=fit_id, status="running", is_grid_search=0, created_at=created_at, updated_at=now,
@@ -138,7 +155,7 @@ def plan_batch(
 
     for op in ops:
         if isinstance(op, Touch):
-            touches.extend((now, fit_id) for fit_id in op.fit_ids)
+            touches.extend((now, now, fit_id) for fit_id in op.fit_ids)
             outcomes.append(APPLIED)
             continue
         if isinstance(op, MarkLost):
@@ -193,7 +210,7 @@ def plan_batch(
     for names, rows in by_columns.items():
         assignments = ", ".join(f"{name} = ?" for name in names)
         plan.add(f"UPDATE fits SET {assignments} WHERE fit_key = ?", rows)  # noqa: S608 - names are ours
-    plan.add(INSERT_FACT_SQL, ((s.fit_key, kind, key, *encode_fact(value))
+    plan.add(INSERT_FACT_SQL, ((s.fit_key, kind, key, *fact_columns(kind, key, value))
                                for s in pending.values() for kind, values in s.facts.items()
                                for key, value in values.items()))
     plan.add(INSERT_NODE_SQL, ((s.fit_key, path, class_path, modeltree.class_name(class_path))

@@ -19,7 +19,7 @@ from lensd.errors import LensdError
 
 QUERY_COLUMNS: Final = ("id", "unique_tag", "name", "status", "max_log_likelihood")
 JOB_COLUMNS: Final = ("id", "unique_tag", "name", "status", "progress", "max_log_likelihood", "age",
-                      "slurm")
+                      "seen", "slurm")
 
 
 def _with_client(socket: Path, work: Any) -> Any:
@@ -83,37 +83,42 @@ def daemon_jobs(socket: Path, status: str | None, limit: int) -> list[dict[str, 
         fields: dict[str, Any] = {"limit": limit}
         if status:
             fields["status"] = status
-        columns = ("id", "unique_tag", "name", "status", "progress", "n_samples", "max_log_likelihood",
-                   "error", "created_at", "updated_at", "last_event_at", "job")
-        rows = []
-        async for row in client.stream("jobs", **fields):
-            item = dict(zip(columns, row, strict=True))
-            item["job"] = json.loads(item["job"]) if item["job"] else {}
-            rows.append(item)
-        return rows
+        return [dict(row) async for row in client.stream("jobs", **fields)]
     result: list[dict[str, Any]] = _with_client(socket, ask)
     return result
 
 
-def _job_row(row: dict[str, Any], now: float) -> dict[str, Any]:
-    job = row.get("job") or {}
+def _slurm(job: dict[str, Any]) -> str:
+    """``<array job>_<task>`` as SLURM prints array tasks, else the job id."""
     array = job.get("SLURM_ARRAY_JOB_ID")
-    slurm = array and f"{array}_{job.get('SLURM_ARRAY_TASK_ID', '')}"
-    progress = row.get("progress")
-    shown = f"{progress:.0%}" if isinstance(progress, float) else ""
-    if not shown and row.get("n_samples"):
-        shown = f"{row['n_samples']} samples"
-    max_ll = row.get("max_log_likelihood")
+    if array:
+        task = job.get("SLURM_ARRAY_TASK_ID")
+        return f"{array}_{task}" if task not in (None, "") else str(array)
+    return str(job.get("SLURM_JOB_ID") or "")
+
+
+def _job_row(row: dict[str, Any], now: float) -> dict[str, Any]:
+    progress, n_samples, max_ll = row.get("progress"), row.get("n_samples"), row.get("max_log_likelihood")
+    shown = [f"{progress:.0%}"] if isinstance(progress, (int, float)) else []
+    if n_samples:
+        shown.append(f"{n_samples} samples")
+    error = str(row.get("error") or "").strip().splitlines()
     return {"id": row["id"], "unique_tag": row.get("unique_tag") or "", "name": row.get("name") or "",
-            "status": row["status"] + (f" ({row['error']})" if row.get("error") else ""),
-            "progress": shown, "max_log_likelihood": "" if max_ll is None else f"{max_ll:.4g}",
+            "status": row["status"], "progress": " ".join(shown),
+            "max_log_likelihood": "" if max_ll is None else f"{max_ll:.6g}",
             "age": _duration(now - row["created_at"]) if row.get("created_at") else "",
-            "slurm": slurm or job.get("SLURM_JOB_ID") or ""}
+            "seen": _duration(now - row["last_event_at"]) if row.get("last_event_at") else "",
+            "slurm": _slurm(row.get("job") or {}), "error": error[0] if error else ""}
 
 
 def format_jobs(rows: list[dict[str, Any]]) -> str:
+    """The aligned ``lensd jobs`` table; an ``error`` column (last, never shortened) when a fit failed."""
     now = time.time()
-    return table([_job_row(row, now) for row in rows], JOB_COLUMNS) if rows else "no fits\n"
+    shown = [_job_row(row, now) for row in rows]
+    if not shown:
+        return "no fits\n"
+    columns = (*JOB_COLUMNS, "error") if any(r["error"] for r in shown) else JOB_COLUMNS
+    return table(shown, columns, full=("error",))
 
 
 def _cell(value: Any) -> str:
@@ -124,11 +129,13 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> str:
-    """An aligned text table (long ids are shortened to keep it readable)."""
+def table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None,
+          full: Sequence[str] = ()) -> str:
+    """An aligned text table (long cells are shortened to keep it readable, except ``full`` columns)."""
     columns = list(columns or dict.fromkeys(c for row in rows for c in row))
     cells = [[_cell(row.get(c)) for c in columns] for row in rows]
-    cells = [[c if len(c) <= 40 else c[:37] + "..." for c in line] for line in cells]
+    cells = [[c if len(c) <= 40 or name in full else c[:37] + "..." for c, name in zip(line, columns, strict=True)]
+             for line in cells]
     widths = [max([len(c)] + [len(line[i]) for line in cells]) for i, c in enumerate(columns)]
     out = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()]
     out += ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in cells]

@@ -2,10 +2,14 @@
 
 Streams are pulled, not pushed: ``ReadStream.next_page`` fetches one page from an open cursor when
 the client has asked for it, so a slow reader costs the daemon one page of memory.
+
+``jobs`` pages hold one map per fit, keyed by ``JOB_FIELDS`` (``job`` already parsed), newest
+change first, so ``lensd jobs`` needs no knowledge of the column order.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 from typing import Any, Final
@@ -19,10 +23,18 @@ from lensd.query import QueryState
 DEFAULT_PAGE: Final = 256
 MAX_PAGE: Final = 10_000
 VALUES_PAGE: Final = 16  # samples pages are large: keep a page near a few MB
-JOBS_SQL: Final = (
-    "SELECT id, unique_tag, name, status, progress, n_samples, max_log_likelihood, error, "
-    "created_at, updated_at, last_event_at, job FROM fits "
-)
+JOB_FIELDS: Final = ("id", "unique_tag", "name", "status", "progress", "n_samples", "max_log_likelihood",
+                      "error", "created_at", "updated_at", "completed_at", "last_event_at", "job")
+JOBS_SQL: Final = f"SELECT {', '.join(JOB_FIELDS)} FROM fits "  # noqa: S608 - fixed column names
+
+
+def job_dict(row: tuple[Any, ...]) -> dict[str, Any]:
+    item = dict(zip(JOB_FIELDS, row, strict=True))
+    try:
+        item["job"] = json.loads(item["job"]) if item["job"] else {}
+    except ValueError:
+        item["job"] = {}
+    return item
 
 
 def page_size(fields: dict[str, Any], default: int) -> int:
@@ -50,6 +62,8 @@ class ReadStream:
             self.exhausted = True
         if self._shape == "fit":
             return [store.row_dict(tuple(row)) for row in rows]
+        if self._shape == "job":
+            return [job_dict(tuple(row)) for row in rows]
         return [list(row) for row in rows]
 
     async def aclose(self) -> None:
@@ -87,7 +101,7 @@ class Reads:
         """A paged stream for ``query``, ``values`` or ``jobs``."""
         if op == "jobs":
             sql, params = self._jobs_sql(fields)
-            return ReadStream(await self._cursor(sql, params), page_size(fields, DEFAULT_PAGE), "row")
+            return ReadStream(await self._cursor(sql, params), page_size(fields, DEFAULT_PAGE), "job")
         state = QueryState.from_wire(fields.get("query"))
         if op == "query":
             sql, params = store.fit_rows_sql(state)
