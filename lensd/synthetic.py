@@ -1,9 +1,12 @@
 """Synthetic fits in PyAutoFit's output-folder format, for the demo and the benchmarks.
 
 The layout and file formats follow real PyAutoFit output (tests/fixtures/autofit): ``metadata``,
-``.completed``, ``files/{model,search,info,samples_summary}.json`` and a space-padded
+``.completed``, ``files/{model,search,info,samples_info,samples_summary}.json`` and a space-padded
 ``files/samples.csv``. The model is a lens-like collection, so the seed queries of SPEC §4
-(``galaxies.lens.mass == Isothermal``, ``einstein_radius > 1.0``) have answers.
+(``galaxies.lens.mass == Isothermal``, ``einstein_radius > 1.0``) have answers. PyAutoFit itself can
+read the folders (bench/ compares with it): samples_info.json names its samples class, and each
+fit's search settings differ (``n_live``), because PyAutoFit recomputes a fit's identity from its
+search and model and would take fits that share both for one.
 """
 
 from __future__ import annotations
@@ -71,12 +74,15 @@ def write_fit(root: Path, index: int, n_samples: int = 200, seed: int = 0, compl
                    "median_pdf_sample": _sample(np.array(list(median.values())), float("nan")),
                }}
     search = {"type": "instance", "class_path": "autofit.non_linear.search.nest.nautilus.search.Nautilus",
-              "arguments": {"name": "nautilus", "unique_tag": unique_tag, "n_live": 200,
+              "arguments": {"name": "nautilus", "unique_tag": unique_tag, "n_live": 100 + index,
                             "path_prefix": {"type": "path", "path": "survey"}}}
     info = {"survey": "SLACS" if index % 3 == 0 else "BELLS", "redshift_lens": round(0.2 + 0.01 * index, 3),
             "index": index}
     files = {"model.json": lens_model(mass_class), "search.json": search, "info.json": info,
-             "samples_summary.json": summary, "samples_info.json": {"total_iterations": n_samples}}
+             "samples_summary.json": summary, "samples_info.json": {
+                 "log_evidence": summary["arguments"]["log_evidence"], "total_samples": n_samples,
+                 "number_live_points": 100 + index, "total_iterations": n_samples,
+                 "class_path": "autofit.non_linear.samples.nest.SamplesNest"}}
     for name, content in files.items():
         (folder / "files" / name).write_text(json.dumps(content, indent=4))
     (folder / "files" / "samples.csv").write_text(_csv(columns, table))

@@ -1,0 +1,215 @@
+"""Daemon ingest: K = 1, 8, 64 client processes submit finished records (1,000 samples × 4
+parameters each) to one real daemon at once, against sqlite itself inserting the same rows.
+
+    .venv/bin/python -m bench.daemon_ingest [--quick]
+
+- **lensd**: a real ``lensd start --foreground`` (default ``--durability full``: every commit is
+  fsynced), and K forked processes, each with its share of the records already made, connected
+  with ``lensd.connect()`` and released together; each ``await client.submit(record)`` returns once
+  the daemon committed it (one request in flight per process, as a job has). fits/s is records
+  over the wall time from release to the last acknowledgement; MB/s counts the msgpack bytes sent.
+- **baseline, same run**: one process inserting exactly the rows the writer would write for those
+  records (``lensd.rows.plan_batch``, made before the clock starts) with plain ``sqlite3``
+  ``executemany`` in one transaction, into a fresh database with the same PRAGMAs.
+- **decomposition**: the daemon's writer alone (``BatchWriter.apply`` of the validated records in
+  one batch, in-process), which separates what sqlite costs from what the socket, decoding and
+  validation cost.
+- **contrast**: K processes committing the same records straight to one sqlite file (WAL, Python's
+  default 5 s busy timeout, one transaction per fit, no retry: what PyAutoFit's ``session=`` does);
+  lock errors counted, fits lost = those whose commit failed.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import Options, Row
+from bench._common import daemon, main, rate, times, verdict
+
+SECTION = "daemon ingest (1,000 samples/fit)"
+N_SAMPLES = 1000
+CLIENTS = (1, 8, 64)
+TARGET = 0.5  # fits/s at K = 64 over raw sqlite executemany
+
+
+def _records(indices: range, seed: int) -> list[dict[str, Any]]:
+    from lensd.synthetic import record
+
+    return [record(i, N_SAMPLES, seed) for i in indices]
+
+
+def _client(socket: str, indices: range, seed: int, go: Any, out: Any) -> None:
+    """One job process: make its records, connect, wait for the start, submit them one by one."""
+    import anyio
+
+    import lensd
+    from lensd import codec
+
+    records = _records(indices, seed)
+    sent = sum(len(codec.pack(r)) for r in records)
+
+    async def submit_all() -> tuple[float, float]:
+        async with lensd.connect(socket) as client:
+            await anyio.to_thread.run_sync(go.wait)
+            began, cpu = time.perf_counter(), time.process_time()
+            for record in records:
+                await client.submit(record)
+            return began, time.perf_counter(), time.process_time() - cpu
+
+    began, ended, cpu = anyio.run(submit_all, backend="asyncio")
+    out.put((began, ended, len(records), sent, cpu))
+
+
+def _direct(db: str, indices: range, seed: int, go: Any, out: Any) -> None:
+    """The contrast: a process that writes its fits straight into the shared file, one commit each."""
+    from lensd.ops import Upsert
+    from lensd.records import validate_record
+    from lensd.rows import plan_batch
+
+    records = [validate_record(r) for r in _records(indices, seed)]
+    conn = sqlite3.connect(db, isolation_level=None)  # Python's default 5 s busy timeout
+    go.wait()
+    stored = errors = other = 0
+    began = time.perf_counter()
+    for record in records:
+        try:
+            conn.execute("BEGIN")
+            key = conn.execute("SELECT coalesce(max(fit_key), 0) + 1 FROM fits").fetchone()[0]
+            plan, _, _ = plan_batch([Upsert(record)], {}, key, time.time())
+            for sql, rows in plan.statements:
+                conn.executemany(sql, rows)
+            conn.execute("COMMIT")
+            stored += 1
+        except sqlite3.OperationalError as exc:
+            text = str(exc)
+            errors += "locked" in text or "busy" in text
+            other += not ("locked" in text or "busy" in text)
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+    out.put((began, time.perf_counter(), stored, errors, other))
+    conn.close()
+
+
+def _spread(n: int, k: int) -> list[range]:
+    step, extra = divmod(n, k)
+    bounds = [0]
+    for i in range(k):
+        bounds.append(bounds[-1] + step + (i < extra))
+    return [range(a, b) for a, b in zip(bounds, bounds[1:], strict=False)]
+
+
+def _processes(target: Any, k: int, n: int, first: Any, seed: int, timeout: float) -> list[tuple[Any, ...]]:
+    """Fork ``k`` workers over ``n`` records, release them together, collect what each reports."""
+    context = multiprocessing.get_context("fork")
+    go, out = context.Event(), context.Queue()
+    workers = [context.Process(target=target, args=(first, part, seed, go, out), daemon=True)
+               for part in _spread(n, k)]
+    for worker in workers:
+        worker.start()
+    time.sleep(min(30.0, 1.0 + 0.15 * k))  # let every process make its records and connect
+    go.set()
+    results = []
+    deadline = time.monotonic() + timeout
+    try:
+        for _ in workers:
+            results.append(out.get(timeout=max(1.0, deadline - time.monotonic())))
+    finally:
+        for worker in workers:
+            worker.join(max(0.1, deadline - time.monotonic()))
+            if worker.is_alive():
+                worker.kill()
+    return results
+
+
+def raw_sqlite(db: Path, records: list[dict[str, Any]]) -> float:
+    """Seconds for plain sqlite to insert the writer's rows for ``records`` in one transaction."""
+    from lensd import schema
+    from lensd.daemon.writer import prepare_database
+    from lensd.ops import Upsert
+    from lensd.records import validate_record
+    from lensd.rows import plan_batch
+
+    prepare_database(db)
+    plan, _, _ = plan_batch([Upsert(validate_record(r)) for r in records], {}, 1, time.time())
+    conn = sqlite3.connect(db, isolation_level=None)
+    for pragma in schema.writer_pragmas("full"):
+        conn.execute(pragma)
+    began = time.perf_counter()
+    conn.execute("BEGIN IMMEDIATE")
+    for sql, rows in plan.statements:
+        conn.executemany(sql, rows)
+    conn.execute("COMMIT")
+    elapsed = time.perf_counter() - began
+    conn.close()
+    return elapsed
+
+
+def writer_alone(db: Path, records: list[dict[str, Any]]) -> float:
+    """Seconds for the daemon's BatchWriter to apply the validated records as one batch."""
+    import anyio
+
+    from lensd.daemon.writer import BatchWriter
+    from lensd.ops import Upsert
+    from lensd.records import validate_record
+
+    ops = [Upsert(validate_record(r)) for r in records]
+
+    async def apply() -> float:
+        writer = await BatchWriter.open(db)
+        try:
+            began = time.perf_counter()
+            await writer.apply(ops)
+            return time.perf_counter() - began
+        finally:
+            await writer.close()
+
+    return float(anyio.run(apply, backend="asyncio"))
+
+
+def run(options: Options) -> list[Row]:
+    from lensd import codec
+
+    n = 960 if options.quick else 3200
+    records = _records(range(n), 0)
+    megabytes = sum(len(codec.pack(r)) for r in records) / 1e6
+    raw = n / raw_sqlite(options.work / "raw.sqlite", records)
+    alone = n / writer_alone(options.work / "writer.sqlite", records)
+    del records
+    rows = [Row(SECTION, f"raw sqlite executemany, {n} fits in 1 transaction", rate(raw, "fits"),
+                baseline="(the baseline)"),
+            Row(SECTION, "BatchWriter.apply in-process, 1 batch", rate(alone, "fits"), rate(raw, "fits"),
+                f"{times(alone / raw)} raw")]
+    for k in CLIENTS:
+        db, socket = options.work / f"d{k}.sqlite", options.work / f"d{k}.s"
+        with daemon(db, socket):
+            reports = _processes(_client, k, n, str(socket), 0, timeout=600)
+        began = min(r[0] for r in reports)
+        elapsed = max(r[1] for r in reports) - began
+        fits = sum(r[2] for r in reports)
+        per_second = fits / elapsed
+        target = f">= {TARGET}x raw: {verdict(per_second / raw >= TARGET)}" if k == CLIENTS[-1] else ""
+        rows.append(Row(SECTION, f"K={k} client processes, {fits} fits, {megabytes / elapsed:,.0f} MB/s",
+                        rate(per_second, "fits"), rate(raw, "fits"), f"{times(per_second / raw)} raw", target=target))
+    for k in CLIENTS[1:]:
+        db = options.work / f"direct{k}.sqlite"
+        from lensd.daemon.writer import prepare_database
+
+        prepare_database(db)
+        reports = _processes(_direct, k, n, str(db), 0, timeout=300)
+        elapsed = max(r[1] for r in reports) - min(r[0] for r in reports)
+        stored, errors, other = (sum(r[i] for r in reports) for i in (2, 3, 4))
+        rows.append(Row(SECTION, f"contrast: K={k} processes committing to one file, 1 fit/commit",
+                        rate(stored / elapsed, "fits"), rate(raw, "fits"),
+                        f"{errors} lock errors, {n - stored} of {n} fits lost"
+                        + (f", {other} other errors" if other else "")))
+        os.remove(db)
+    return rows
+
+
+if __name__ == "__main__":
+    main(run, __doc__)
