@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any, Self
 
 from lensd import compiler, store
 from lensd.errors import QueryError
-from lensd.query import Predicate, QueryFields, QueryState
+from lensd.query import Column, Predicate
+from lensd.querystate import QueryFields, QueryState
 from lensd.store import Fit
 
 if TYPE_CHECKING:
@@ -56,8 +57,6 @@ class _Base(QueryFields):
         return self._with(self._state.grids())
 
     def _children_state(self, parent_ids: Sequence[str]) -> QueryState:
-        from lensd.query import Column
-
         state = QueryState(predicate=Column("parent_id").in_(list(parent_ids)),
                            completed_only=self._state.completed_only, top_level_only=False)
         return state

@@ -36,10 +36,10 @@ from lensd.query import (
     Operand,
     Or,
     Predicate,
-    QueryState,
     Scalar,
     fact_address,
 )
+from lensd.querystate import QueryState
 
 Fragment: TypeAlias = tuple[str, list[Any]]
 
