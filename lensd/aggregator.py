@@ -8,11 +8,11 @@ aggregator does. Only iterating touches the database, a page at a time.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Generator, Iterator, Sequence
 from copy import copy
 from typing import TYPE_CHECKING, Any, Self
 
-from lensd import compiler, store
+from lensd import compiler, schema, store, table
 from lensd.errors import QueryError
 from lensd.query import Column, Predicate
 from lensd.querystate import QueryFields, QueryState
@@ -88,7 +88,7 @@ class Aggregator(_Base):
     def __iter__(self) -> Iterator[Fit]:
         return self.fits()
 
-    def fits(self) -> Iterator[Fit]:
+    def fits(self) -> Generator[Fit, None, None]:
         load = store.payload_loader(self._conn)
         sql, params = store.fit_rows_sql(self._state)
         for row in store.stream(self._conn, sql, params):
@@ -107,20 +107,49 @@ class Aggregator(_Base):
         parents = [fit.id for fit in self.fits()]
         return self._with(self._children_state(parents))
 
-    def to_rows(self, columns: Sequence[str] | None = None, median: bool = False) -> Iterator[dict[str, Any]]:
-        from lensd.table import rows_of
+    def columns(self, median: bool = False) -> list[str]:
+        """The columns ``to_rows`` and ``lensd export`` give for these fits (see lensd.table).
 
-        return rows_of(self.fits(), columns, median)
+        Read from the facts index (the distinct parameter paths and info keys of the selected
+        fits), not from the fits themselves, so it costs one indexed query.
+        """
+        kinds = (schema.KIND_VALUE, schema.KIND_INFO, *((schema.KIND_MEDIAN,) if median else ()))
+        sql, params = compiler.select_fact_keys(self._state, kinds)
+        paths: list[str] = []
+        info: list[str] = []
+        for kind, key in store.stream(self._conn, sql, params):
+            (info if kind == schema.KIND_INFO else paths).append(key)
+        return table.columns_of(paths, info)
+
+    def to_rows(self, columns: Sequence[str] | None = None,
+                median: bool = False) -> Generator[dict[str, Any], None, None]:
+        """One flat dict per fit, streamed: fit columns, a column per parameter path (max-likelihood
+        values, or median-PDF values with ``median=True``) and ``info.<key>`` columns.
+
+        Every row has the same keys: ``columns``, or else ``self.columns(median)``. The columns and
+        the rows are read in one snapshot of the database, so a fit the daemon commits meanwhile
+        cannot bring a column the header lacks.
+        """
+        began = not self._conn.in_transaction
+        if began:
+            self._conn.execute("BEGIN")
+        fits = self.fits()
+        try:
+            chosen = list(columns) if columns is not None else self.columns(median)
+            yield from table.rows_of(fits, chosen, median)
+        finally:
+            fits.close()  # its cursor first, should the caller stop early and close the connection
+            if began and self._conn.in_transaction:
+                self._conn.execute("COMMIT")
 
     def to_dataframe(self, columns: Sequence[str] | None = None, median: bool = False) -> Any:
-        from lensd.table import dataframe_of
-
-        return dataframe_of(self.to_rows(columns, median))
+        """The rows of ``to_rows`` as a pandas DataFrame (``pip install 'lensd[pandas]'``)."""
+        chosen = list(columns) if columns is not None else self.columns(median)
+        return table.dataframe_of(self.to_rows(chosen, median), chosen)
 
     def _repr_html_(self) -> str:
-        from lensd.table import html_table
-
-        return html_table(self[:20].to_rows(), len(self))
+        first = self[:table.HTML_ROWS]
+        return table.html_table(first.to_rows(), first.columns(), len(self))
 
     def close(self) -> None:
         self._conn.close()
@@ -161,10 +190,16 @@ class AsyncAggregator(_Base):
 
     async def to_rows(self, columns: Sequence[str] | None = None,
                       median: bool = False) -> list[dict[str, Any]]:
-        from lensd.table import rows_of
-
+        """The rows of ``Aggregator.to_rows``, as a list (the daemon has no fact-key op, so the
+        columns come from the fits once they are all here)."""
         fits = [fit async for fit in self.fits()]
-        return list(rows_of(iter(fits), columns, median))
+        chosen = list(columns) if columns is not None else table.columns_of_fits(fits, median)
+        return list(table.rows_of(fits, chosen, median))
+
+    async def to_dataframe(self, columns: Sequence[str] | None = None, median: bool = False) -> Any:
+        rows = await self.to_rows(columns, median)
+        chosen = list(columns) if columns is not None else list(rows[0]) if rows else list(table.FIT_FIELDS)
+        return table.dataframe_of(rows, chosen)
 
     async def aclose(self) -> None:
         await self._client.aclose()

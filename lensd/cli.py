@@ -181,10 +181,11 @@ def submit(path: Path, socket: Path | None, spool: Path | None) -> None:
 def query(expression: str, db: Path | None, socket: Path | None, fmt: str, limit: int | None,
           order_by: str | None, all_fits: bool) -> None:
     """Fits matching EXPRESSION, e.g. 'model.galaxies.lens.mass.einstein_radius > 1.0 & unique_tag == "a"'."""
-    from lensd import shell
+    from lensd import export as exporting
 
-    rows = shell.query_rows(expression, db, socket, limit, order_by, all_fits)
-    click.echo(shell.render(rows, fmt, shell.QUERY_COLUMNS), nl=False)
+    state = exporting.state_of(expression, limit, order_by, all_fits)
+    rows = exporting.query_rows(state, db, socket)
+    exporting.emit(lambda out: exporting.write(rows, fmt, out, exporting.QUERY_COLUMNS))
 
 
 @main.command()
@@ -198,10 +199,10 @@ def query(expression: str, db: Path | None, socket: Path | None, fmt: str, limit
 def export(expression: str, db: Path | None, socket: Path | None, fmt: str, median: bool,
            all_fits: bool) -> None:
     """A flat table: fit columns, a column per parameter path, info.<key> columns."""
-    from lensd import shell
+    from lensd import export as exporting
 
-    rows = shell.export_rows(expression, db, socket, median, all_fits)
-    click.echo(shell.render(rows, fmt, None), nl=False)
+    rows = exporting.export_rows(exporting.state_of(expression, all_fits=all_fits), db, socket, median)
+    exporting.emit(lambda out: exporting.write(rows, fmt, out))
 
 
 def configure_logging(level: str) -> None:

@@ -261,9 +261,8 @@ def select_column(state: QueryState, column: str) -> Fragment:
     return select_fits(state, _JSON_COLUMNS[column])
 
 
-def select_facts(state: QueryState, kinds: Iterable[int] = (schema.KIND_VALUE,)) -> Fragment:
-    """Rows ``(fit_key, kind, key, num, txt, json)`` of the selected fits' facts, for tabular
-    export; ordered by fit_key, kind, key (join them to ``select_fits`` rows by fit_key)."""
+def _facts_of(state: QueryState, kinds: Iterable[int], select: str, order: str) -> Fragment:
+    """``select`` over the facts of the selected fits of ``kinds``; both strings are this module's."""
     wanted = sorted(set(kinds))
     if not wanted or not set(wanted) <= {schema.KIND_VALUE, schema.KIND_MEDIAN, schema.KIND_INFO,
                                          schema.KIND_JOB}:
@@ -271,10 +270,26 @@ def select_facts(state: QueryState, kinds: Iterable[int] = (schema.KIND_VALUE,))
     keys = select_fits(state, "f.fit_key") if _sliced(state) else _join(
         [("SELECT f.fit_key FROM fits AS f", []), compile_where(state)])
     return _join([
-        ("SELECT x.fit_key, x.kind, x.key, x.num, x.txt, x.json FROM facts AS x", []),
+        (f"{select} FROM facts AS x", []),
         (f"WHERE x.kind {_marks(wanted)} AND x.fit_key IN ({keys[0]})", [*wanted, *keys[1]]),
-        ("ORDER BY x.fit_key, x.kind, x.key", []),
+        (f"ORDER BY {order}", []),
     ])
+
+
+def select_facts(state: QueryState, kinds: Iterable[int] = (schema.KIND_VALUE,)) -> Fragment:
+    """Rows ``(fit_key, kind, key, num, txt, json)`` of the selected fits' facts, for tabular
+    export; ordered by fit_key, kind, key (join them to ``select_fits`` rows by fit_key)."""
+    return _facts_of(state, kinds, "SELECT x.fit_key, x.kind, x.key, x.num, x.txt, x.json",
+                     "x.fit_key, x.kind, x.key")
+
+
+def select_fact_keys(state: QueryState, kinds: Iterable[int]) -> Fragment:
+    """Rows ``(kind, key)``: the distinct fact keys the selected fits have, by kind then key.
+
+    The columns of a tabular export, known before its rows are read, so the rows can stream;
+    a covering scan of the (kind, key, ...) index answers it without reading the fits' JSON.
+    """
+    return _facts_of(state, kinds, "SELECT DISTINCT x.kind, x.key", "x.kind, x.key")
 
 
 def explain(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[str]:

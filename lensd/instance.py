@@ -97,10 +97,27 @@ class Instance:
                 flat[path] = value
         return flat
 
+    def _tuple(self, key: str) -> tuple[Any, ...] | None:
+        """This node's values as a tuple when it is a tuple parameter stored under ``key``.
+
+        PyAutoFit flattens ``centre=(y, x)`` to ``centre.centre_0``, ``centre.centre_1``: a node
+        without a class whose children are exactly ``<key>_0 .. <key>_n`` is printed as a tuple.
+        """
+        children = self._children
+        if self._class_path is not None or not children or any(isinstance(v, Instance) for v in children.values()):
+            return None
+        names = [f"{key}_{i}" for i in range(len(children))]
+        if set(children) != set(names):
+            return None
+        return tuple(children[name] for name in names)
+
     def __repr__(self) -> str:
         name = class_name(self._class_path) if self._class_path else "Collection"
-        inner = ", ".join(f"{key}={value!r}" for key, value in self._children.items())
-        return f"{name}({inner})"
+        parts = []
+        for key, value in self._children.items():
+            values = value._tuple(key) if isinstance(value, Instance) else None
+            parts.append(f"{key}={values!r}" if values is not None else f"{key}={value!r}")
+        return f"{name}({', '.join(parts)})"
 
     def _repr_html_(self) -> str:
         from html import escape

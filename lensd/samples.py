@@ -103,11 +103,20 @@ class Samples:
         return f"Samples({len(self)} samples × {len(self.paths)} parameters)"
 
     def _repr_html_(self) -> str:
+        """For Jupyter: one column per parameter, the max-likelihood and median-PDF values."""
         from html import escape
 
+        def cells(values: Mapping[str, Any]) -> str:
+            return "".join(f"<td>{escape(format(values[p], '.6g') if p in values else '')}</td>"
+                           for p in self.paths)
+
+        best = self.max_log_likelihood_sample
         head = "".join(f"<th>{escape(p)}</th>" for p in self.paths)
+        rows = [f"<tr><th>max likelihood</th>{cells(best.kwargs)}</tr>"] if best is not None else []
+        rows += [f"<tr><th>median</th>{cells(self.median_pdf_values())}</tr>"] if len(self) else []
         return (f"<p>{len(self)} samples × {len(self.paths)} parameters; "
-                f"max log likelihood {self.max_log_likelihood}</p><table><tr>{head}</tr></table>")
+                f"max log likelihood {escape(str(self.max_log_likelihood))}</p>"
+                f"<table><thead><tr><th></th>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>")
 
     @property
     def max_log_likelihood(self) -> float | None:

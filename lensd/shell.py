@@ -1,15 +1,13 @@
 """What the CLI commands compute, kept apart from click so it can be tested and reused.
 
-Tables are plain aligned text; CSV goes through the csv module; JSON is one list of objects.
+Tables are plain aligned text (``table``); ``lensd query`` and ``lensd export`` live in export.py.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -17,7 +15,6 @@ import anyio
 
 from lensd.errors import LensdError
 
-QUERY_COLUMNS: Final = ("id", "unique_tag", "name", "status", "max_log_likelihood")
 JOB_COLUMNS: Final = ("id", "unique_tag", "name", "status", "progress", "max_log_likelihood", "age",
                       "seen", "slurm")
 
@@ -142,20 +139,6 @@ def table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None,
     return "\n".join(out) + "\n"
 
 
-def render(rows: Iterable[dict[str, Any]], fmt: str, columns: Sequence[str] | None) -> str:
-    rows = list(rows)
-    if fmt == "json":
-        return json.dumps(rows, default=str) + "\n"
-    if fmt == "csv":
-        names = list(columns or dict.fromkeys(c for row in rows for c in row))
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=names, extrasaction="ignore", lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-        return buffer.getvalue()
-    return table(rows, columns) if rows else "no fits\n"
-
-
 def submit_path(path: Path, socket: Path, spool: Path | None) -> Iterator[str]:
     """Send a PyAutoFit folder (every fit in it) or a record file to the daemon."""
     from lensd import pyautofit
@@ -189,52 +172,3 @@ def submit_path(path: Path, socket: Path, spool: Path | None) -> Iterator[str]:
         for record in records:
             outcome = client.submit(record)
             yield f"{outcome} {record.get('id') or ''}".rstrip()
-
-
-def _state(expression: str, limit: int | None, order_by: str | None, all_fits: bool) -> Any:
-    """The QueryState a CLI query describes (text parsed by the grammar, never evaluated)."""
-    from lensd import queryparse
-    from lensd.query import QueryState
-
-    state = QueryState(top_level_only=not all_fits)
-    if expression.strip():
-        state = state.where(queryparse.parse(expression))
-    if order_by:
-        reverse = order_by.startswith("-")
-        state = state.ordered(queryparse.parse_operand(order_by.lstrip("-")), reverse)
-    if limit is not None:
-        state = state.limited(limit)
-    return state
-
-
-def _fits(state: Any, db: Path | None, socket: Path | None) -> Iterator[Any]:
-    """Fits from the database file, or from the daemon when only ``--socket`` is given."""
-    from lensd import settings
-    from lensd.aggregator import Aggregator, AsyncAggregator
-
-    if db is not None or socket is None:
-        agg = Aggregator.from_database(settings.resolve_db(db))
-        try:
-            yield from agg._with(state).fits()
-        finally:
-            agg.close()
-        return
-
-    async def fetch() -> list[Any]:
-        async with await AsyncAggregator.connect(socket=socket) as remote:
-            return [fit async for fit in remote._with(state).fits()]
-
-    yield from anyio.run(fetch, backend="asyncio")
-
-
-def query_rows(expression: str, db: Path | None, socket: Path | None, limit: int | None,
-               order_by: str | None, all_fits: bool) -> list[dict[str, Any]]:
-    state = _state(expression, limit, order_by, all_fits)
-    return [{c: getattr(fit, c) for c in QUERY_COLUMNS} for fit in _fits(state, db, socket)]
-
-
-def export_rows(expression: str, db: Path | None, socket: Path | None, median: bool,
-                all_fits: bool) -> list[dict[str, Any]]:
-    from lensd.table import rows_of
-
-    return list(rows_of(_fits(_state(expression, None, None, all_fits), db, socket), None, median))
