@@ -67,9 +67,10 @@ def write_fit(root: Path, index: int, n_samples: int = 200, seed: int = 0, compl
     columns = [*FREE_PATHS, "log_likelihood", "log_prior", "log_posterior", "weight"]
     best = int(np.argmax(log_likelihood))
     median = {p: float(np.median(parameters[:, j])) for j, p in enumerate(FREE_PATHS)}
+    log_evidence = float(np.max(log_likelihood) - 5.0)
     summary = {"type": "instance", "class_path": "autofit.non_linear.samples.summary.SamplesSummary",
                "arguments": {
-                   "log_evidence": float(np.max(log_likelihood) - 5.0),
+                   "log_evidence": log_evidence,
                    "max_log_likelihood_sample": _sample(parameters[best], log_likelihood[best]),
                    "median_pdf_sample": _sample(np.array(list(median.values())), float("nan")),
                }}
@@ -80,7 +81,7 @@ def write_fit(root: Path, index: int, n_samples: int = 200, seed: int = 0, compl
             "index": index}
     files = {"model.json": lens_model(mass_class), "search.json": search, "info.json": info,
              "samples_summary.json": summary, "samples_info.json": {
-                 "log_evidence": summary["arguments"]["log_evidence"], "total_samples": n_samples,
+                 "log_evidence": log_evidence, "total_samples": n_samples,
                  "number_live_points": 100 + index, "total_iterations": n_samples,
                  "class_path": "autofit.non_linear.samples.nest.SamplesNest"}}
     for name, content in files.items():
