@@ -81,7 +81,7 @@ class Aggregator(_Base):
                    os.fspath(path))
 
     def __len__(self) -> int:
-        sql, params = compiler.select_count(self._state)
+        sql, params = compiler.select_count(self._state, store.access(self._conn, self._state))
         row = next(store.stream(self._conn, sql, params))
         return int(row[0])
 
@@ -90,13 +90,13 @@ class Aggregator(_Base):
 
     def fits(self) -> Generator[Fit, None, None]:
         load = store.payload_loader(self._conn)
-        sql, params = store.fit_rows_sql(self._state)
+        sql, params = store.fit_rows_sql(self._state, store.access(self._conn, self._state))
         for row in store.stream(self._conn, sql, params):
             yield Fit(store.row_dict(row), load)
 
     def values(self, name: str) -> Iterator[Any]:
         """One value per fit that has ``name``: "samples", "info", "model", "instance", a file..."""
-        sql, params = store.values_plan(self._state, name)
+        sql, params = store.values_plan(self._state, name, store.access(self._conn, self._state))
         for row in store.stream(self._conn, sql, params, page=32):
             value = store.decode_value(name, row)
             if value is not None:

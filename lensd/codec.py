@@ -7,6 +7,8 @@ pickle, and nothing lensd reads is ever unpickled.
 
 from __future__ import annotations
 
+import math
+import sys
 from typing import Any
 
 import msgpack
@@ -17,6 +19,8 @@ from lensd.errors import ProtocolError
 NDARRAY_EXT = 1
 _NUMERIC_KINDS = frozenset("biufc")
 _MAX_DIMS = 8
+_LITTLE = sys.byteorder == "little"
+_DTYPES: dict[str, np.dtype[Any]] = {}  # dtype strings seen in payloads, checked once each
 
 
 def _default(obj: Any) -> Any:
@@ -33,12 +37,24 @@ def _default(obj: Any) -> Any:
 
 
 def _pack_array(array: np.ndarray) -> bytes:
-    if array.dtype.kind not in _NUMERIC_KINDS:
-        raise TypeError(f"only numeric arrays travel, not dtype {array.dtype}")
-    little = array.astype(array.dtype.newbyteorder("<"), copy=False)
-    raw = np.ascontiguousarray(little).tobytes()
-    packed: bytes = msgpack.packb([little.dtype.str, list(array.shape), raw], use_bin_type=True)
-    return packed
+    """``msgpack([dtype, shape, raw])`` without packing the raw bytes twice: the head is packed
+    as a 2-list and its marker bumped to a 3-list, then the bin header and the bytes follow."""
+    dtype = array.dtype
+    if dtype.kind not in _NUMERIC_KINDS:
+        raise TypeError(f"only numeric arrays travel, not dtype {dtype}")
+    if dtype.byteorder == ">" or (dtype.byteorder == "=" and not _LITTLE):
+        array = array.astype(dtype.newbyteorder("<"))
+        dtype = array.dtype
+    raw = array.tobytes()  # C order, contiguous or not
+    head: bytes = msgpack.packb([dtype.str, list(array.shape)], use_bin_type=True)
+    size = len(raw)
+    if size < 0x100:
+        bin_head = b"\xc4" + size.to_bytes(1, "big")
+    elif size < 0x10000:
+        bin_head = b"\xc5" + size.to_bytes(2, "big")
+    else:
+        bin_head = b"\xc6" + size.to_bytes(4, "big")
+    return b"".join((b"\x93", head[1:], bin_head, raw))  # 0x92 (2-list) -> 0x93 (3-list)
 
 
 def _ext_hook(code: int, data: bytes) -> Any:
@@ -46,15 +62,19 @@ def _ext_hook(code: int, data: bytes) -> Any:
         raise ProtocolError(f"unknown msgpack extension type {code}")
     try:
         dtype_str, shape, raw = msgpack.unpackb(data, raw=False)
-        dtype = np.dtype(str(dtype_str))
+        dtype = _DTYPES.get(dtype_str) if isinstance(dtype_str, str) else None
+        if dtype is None:
+            dtype = np.dtype(str(dtype_str))
     except Exception as exc:
         raise ProtocolError(f"malformed array extension: {exc}") from None
     if dtype.kind not in _NUMERIC_KINDS:
         raise ProtocolError(f"array dtype {dtype} is not numeric")
+    if isinstance(dtype_str, str) and len(_DTYPES) < 64:
+        _DTYPES[dtype_str] = dtype
     if (not isinstance(shape, list) or len(shape) > _MAX_DIMS
             or not all(isinstance(n, int) and n >= 0 for n in shape)):
         raise ProtocolError("array shape must be a list of non-negative integers")
-    if not isinstance(raw, bytes) or len(raw) != dtype.itemsize * int(np.prod(shape, dtype=np.int64)):
+    if not isinstance(raw, bytes) or len(raw) != dtype.itemsize * math.prod(shape):
         raise ProtocolError("array byte length does not match its dtype and shape")
     return np.frombuffer(raw, dtype=dtype).reshape(shape).copy()  # writable, like any user array
 

@@ -11,13 +11,31 @@ Each leaf is an index search (schema.py names the indexes):
     column          (f.unique_tag IS NOT NULL AND f.unique_tag = ?)
 
 and every leaf is two-valued (never NULL), so ``NOT (...)`` means exactly Python's ``not``: a
-comparison on a missing value is false, and its negation true.
+comparison on a missing value is false, and its negation true. Searches joined by ``|`` become one
+search (``f.fit_key IN (SELECT ... UNION ALL SELECT ...)``), so sqlite reads the fits they name
+instead of testing every fit against each.
+
+A facts or nodes leaf (``Leaf``) can take a second, equivalent form: a probe of each fit,
+
+    EXISTS (SELECT 1 FROM facts WHERE fit_key = f.fit_key AND kind = ? AND key = ? AND num > ?)
+
+(a covering index keyed on fit_key answers it). A search costs the number of fits the leaf
+matches before the first row comes out, since sqlite gathers them all; a probe costs one index
+seek per fit looked at, and fits come out in order as they are found. So a leaf that matches a
+few fits is searched and one that matches many is probed: the first page of
+``einstein_radius > 1.0`` over 10^6 fits then takes a millisecond instead of half a second, and
+``einstein_radius > 2.4`` still finds its few fits without looking at the others. sqlite has no
+per-value statistics to make that choice itself; ``estimates`` counts each leaf's matches with an
+index search capped at ``probe_threshold`` (the break-even point, about sqrt(256 × fits)), and
+``Access`` carries the decision into the compiled statement. Both forms select the same fits.
 """
 
 from __future__ import annotations
 
+import math
 import sqlite3
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, Final, TypeAlias
 
 from lensd import schema
@@ -50,7 +68,7 @@ _JSON_COLUMNS: Final = {
     "info": "f.id, f.info", "model": "f.id, f.model", "search": "f.id, f.search",
     "instance": "f.id, f.instance", "summary": "f.id, f.summary", "job": "f.id, f.job",
 }
-_FACT_IN: Final = "f.fit_key IN (SELECT fit_key FROM facts WHERE kind = ? AND key = ? AND {})"
+_FACT_LEAF: Final = "kind = ? AND key = ? AND {}"
 _FACT_NOT_NONE: Final = (
     "f.fit_key NOT IN (SELECT fit_key FROM facts WHERE kind = ? AND key = ? AND json IS NOT ?)"
 )
@@ -58,10 +76,109 @@ _FACT_NOT_NONE: Final = (
 _FACT_ORDER: Final = (
     "(SELECT coalesce(num, txt) FROM facts WHERE fit_key = f.fit_key AND kind = ? AND key = ?)"
 )
-_NODE_IN: Final = {
-    "class_path": "f.fit_key IN (SELECT fit_key FROM nodes WHERE path = ? AND class_path {})",
-    "class_name": "f.fit_key IN (SELECT fit_key FROM nodes WHERE path = ? AND class_name {})",
-}
+_NODE_LEAF: Final = {"class_path": "path = ? AND class_path {}", "class_name": "path = ? AND class_name {}"}
+_TABLES: Final = frozenset({"facts", "nodes"})
+PROBE_PAGE: Final = 256  # the first page the probe/search break-even is reckoned for
+PROBE_MIN: Final = 1000
+
+
+@dataclass(frozen=True)
+class Leaf:
+    """One index-searchable test: the fits with a row in ``table`` meeting ``condition``.
+
+    ``table`` is "facts" or "nodes" and ``condition`` a constant of this module: only ``params``
+    come from the query.
+    """
+
+    table: str
+    condition: str
+    params: tuple[Any, ...]
+
+    def __post_init__(self) -> None:
+        if self.table not in _TABLES:
+            raise QueryError(f"no leaf table {self.table!r}")
+
+    def search(self) -> Fragment:
+        """The fit keys it matches, as a subquery (an index search)."""
+        return f"SELECT fit_key FROM {self.table} WHERE {self.condition}", list(self.params)  # noqa: S608
+
+    def probe(self) -> Fragment:
+        """Whether fit ``f`` matches (one seek in the table's fit_key index)."""
+        return (f"EXISTS (SELECT 1 FROM {self.table} WHERE fit_key = f.fit_key AND {self.condition})",  # noqa: S608
+                list(self.params))
+
+    def count(self, cap: int) -> Fragment:
+        """How many rows match, counting no further than ``cap``."""
+        sql, params = self.search()
+        return f"SELECT count(*) FROM ({sql} LIMIT ?)", [*params, cap]  # noqa: S608
+
+
+class Access:
+    """How a compiled statement reaches each leaf's fits: searched (IN), or probed fit by fit
+    (EXISTS) for the leaves in ``probed``. Compiling also records every leaf it met."""
+
+    def __init__(self, probed: Iterable[Leaf] = ()) -> None:
+        self.probed = frozenset(probed)
+        self.leaves: list[Leaf] = []
+
+    def render(self, part: Part) -> Fragment:
+        if not isinstance(part, Leaf):
+            return part
+        self.leaves.append(part)
+        if part in self.probed:
+            return part.probe()
+        sql, params = part.search()
+        return f"f.fit_key IN ({sql})", params
+
+    def union(self, parts: Sequence[Part]) -> Fragment:
+        """``parts`` joined by OR; the searched leaves among them become one search."""
+        searched = [p for p in parts if isinstance(p, Leaf) and p not in self.probed]
+        if len(searched) < 2:
+            return _any([self.render(p) for p in parts])
+        self.leaves.extend(searched)
+        subqueries = [leaf.search() for leaf in searched]
+        merged = (f"f.fit_key IN ({' UNION ALL '.join(sql for sql, _ in subqueries)})",
+                  [p for _, params in subqueries for p in params])
+        rendered, placed = [], False
+        for part in parts:
+            if part in searched:
+                if not placed:
+                    rendered.append(merged)
+                    placed = True
+            else:
+                rendered.append(self.render(part))
+        return _any(rendered)
+
+
+Part: TypeAlias = Fragment | Leaf
+
+
+def probe_threshold(fits: int) -> int:
+    """Matches from which probing a leaf beats searching it, for a database of ``fits`` fits.
+
+    Searching gathers all m matches before the first row (cost ~ m); probing in fit order finds a
+    page after ~PROBE_PAGE × fits / m seeks. They cost the same near m = sqrt(PROBE_PAGE × fits).
+    """
+    return max(PROBE_MIN, math.isqrt(PROBE_PAGE * max(0, fits)))
+
+
+SIZE_SQL: Final = "SELECT coalesce(max(fit_key), 0) FROM fits"  # the number of fits, near enough
+
+
+def leaves(state: QueryState) -> list[Leaf]:
+    """The facts and nodes leaves of ``state``'s predicate, each once.
+
+    To weigh them: run ``SIZE_SQL``, then each ``leaf.count(probe_threshold(size))``, and compile
+    with ``access_from(leaves, counts, threshold)``.
+    """
+    seen = Access()
+    compile_where(state, seen)
+    return list(dict.fromkeys(seen.leaves))
+
+
+def access_from(found: Sequence[Leaf], counts: Sequence[int], threshold: int) -> Access:
+    """Probe the leaves that match ``threshold`` fits or more; search the others."""
+    return Access(leaf for leaf, n in zip(found, counts, strict=True) if n >= threshold)
 
 
 def _marks(values: Sequence[object]) -> str:
@@ -97,33 +214,33 @@ def _column_test(name: str, condition: str, params: list[Any]) -> Fragment:
     return f"(f.{name} IS NOT NULL AND {condition.format(f'f.{name}')})", params
 
 
-def _fact_test(operand: Operand, condition: str, params: list[Any]) -> Fragment:
+def _fact_test(operand: Operand, condition: str, params: list[Any]) -> Leaf:
     kind, key = fact_address(operand) or (0, "")
-    return _FACT_IN.format(condition), [kind, key, *params]
+    return Leaf("facts", _FACT_LEAF.format(condition), (kind, key, *params))
 
 
-def _classes(path: str, names: Sequence[str]) -> list[Fragment]:
+def _classes(path: str, names: Sequence[str]) -> list[Leaf]:
     """Class tests for strings compared with a model node: dotted means a class path."""
     parts = []
     for by, chosen in (("class_path", [n for n in names if "." in n]),
                        ("class_name", [n for n in names if "." not in n])):
         if chosen:
-            parts.append((_NODE_IN[by].format(_marks(chosen)), [path, *chosen]))
+            parts.append(Leaf("nodes", _NODE_LEAF[by].format(_marks(chosen)), (path, *chosen)))
     return parts
 
 
-def _compare(node: Compare) -> Fragment:
+def _compare(node: Compare, access: Access) -> Part:
     op, value = _SQL_OPS[node.op], node.value
     if isinstance(node.operand, Column):
         return _column_test(node.operand.name, "{} " + op + " ?", [_param(value)])
     column = "txt" if isinstance(value, str) else "num"
     leaf = _fact_test(node.operand, f"{column} {op} ?", [_param(value)])
     if isinstance(node.operand, ModelPath) and isinstance(value, str) and node.op == "==":
-        return _any([*_classes(node.operand.path, [value]), leaf])
+        return access.union([*_classes(node.operand.path, [value]), leaf])
     return leaf
 
 
-def _in(node: In) -> Fragment:
+def _in(node: In, access: Access) -> Part:
     if not node.values:
         return "0", []
     if isinstance(node.operand, Column):
@@ -131,11 +248,11 @@ def _in(node: In) -> Fragment:
         return _column_test(node.operand.name, "{} IN (" + ", ".join("?" * len(params)) + ")", params)
     texts = [v for v in node.values if isinstance(v, str)]
     numbers = [float(v) for v in node.values if not isinstance(v, str)]
-    parts = _classes(node.operand.path, texts) if isinstance(node.operand, ModelPath) else []
+    parts: list[Part] = list(_classes(node.operand.path, texts)) if isinstance(node.operand, ModelPath) else []
     for column, values in (("num", numbers), ("txt", texts)):
         if values:
             parts.append(_fact_test(node.operand, f"{column} {_marks(values)}", list(values)))
-    return _any(parts)
+    return parts[0] if len(parts) == 1 else access.union(parts)
 
 
 def _is_none(operand: Operand) -> Fragment:
@@ -145,21 +262,22 @@ def _is_none(operand: Operand) -> Fragment:
     return _FACT_NOT_NONE, [kind, key, "null"]
 
 
-def compile_predicate(node: Predicate, depth: int = 0) -> Fragment:
-    """One predicate as a two-valued SQL condition on ``fits AS f``."""
+def _part(node: Predicate, depth: int, access: Access) -> Part:
+    """One predicate; a single leaf is returned unrendered, so that ``|`` can merge searches."""
     if depth > MAX_DEPTH:
         raise QueryError(f"query too deeply nested (more than {MAX_DEPTH} levels)")
-    if isinstance(node, (And, Or)):
-        parts = [compile_predicate(item, depth + 1) for item in node.items]
-        joiner = " AND " if isinstance(node, And) else " OR "
-        return f"({joiner.join(sql for sql, _ in parts)})", [p for _, params in parts for p in params]
+    if isinstance(node, Or):
+        return access.union([_part(item, depth + 1, access) for item in node.items])
+    if isinstance(node, And):
+        parts = [access.render(_part(item, depth + 1, access)) for item in node.items]
+        return f"({' AND '.join(sql for sql, _ in parts)})", [p for _, params in parts for p in params]
     if isinstance(node, Not):
-        sql, params = compile_predicate(node.item, depth + 1)
+        sql, params = access.render(_part(node.item, depth + 1, access))
         return f"NOT ({sql})", params
     if isinstance(node, Compare):
-        return _compare(node)
+        return _compare(node, access)
     if isinstance(node, In):
-        return _in(node)
+        return _in(node, access)
     if isinstance(node, Contains):
         if isinstance(node.operand, Column):
             return _column_test(node.operand.name, "instr({}, ?) > 0", [node.value])
@@ -167,11 +285,18 @@ def compile_predicate(node: Predicate, depth: int = 0) -> Fragment:
     if isinstance(node, IsNone):
         return _is_none(node.operand)
     if isinstance(node, ClassIs):
-        return _NODE_IN[node.by].format("= ?"), [node.path, node.name]
+        return Leaf("nodes", _NODE_LEAF[node.by].format("= ?"), (node.path, node.name))
     raise QueryError(f"cannot compile {type(node).__name__}")
 
 
-def _conditions(state: QueryState) -> list[Fragment]:
+def compile_predicate(node: Predicate, depth: int = 0, access: Access | None = None) -> Fragment:
+    """One predicate as a two-valued SQL condition on ``fits AS f``; ``access`` says which leaves
+    are probed rather than searched (default: all searched)."""
+    access = Access() if access is None else access
+    return access.render(_part(node, depth, access))
+
+
+def _conditions(state: QueryState, access: Access) -> list[Fragment]:
     conditions: list[Fragment] = []
     if state.top_level_only:
         conditions.append(("f.parent_id IS NULL", []))
@@ -182,7 +307,7 @@ def _conditions(state: QueryState) -> list[Fragment]:
     if state.grid_only:
         conditions.append(("f.is_grid_search = 1", []))
     if state.predicate is not None:
-        conditions.append(compile_predicate(state.predicate))
+        conditions.append(compile_predicate(state.predicate, 0, access))
     return conditions
 
 
@@ -195,9 +320,9 @@ def _join(parts: Iterable[Fragment], separator: str = " ") -> Fragment:
     return sql, params
 
 
-def compile_where(state: QueryState) -> Fragment:
+def compile_where(state: QueryState, access: Access | None = None) -> Fragment:
     """``WHERE ...`` (or ``""``) selecting the state's fits, with its parameters."""
-    sql, params = _join(_conditions(state), " AND ")
+    sql, params = _join(_conditions(state, Access() if access is None else access), " AND ")
     return (f"WHERE {sql}" if sql else ""), params
 
 
@@ -223,42 +348,42 @@ def _limit(state: QueryState) -> Fragment:
     return "LIMIT ? OFFSET ?", [-1 if state.limit is None else state.limit, state.offset]
 
 
-def select_fits(state: QueryState, columns: str = "f.*") -> Fragment:
+def select_fits(state: QueryState, columns: str = "f.*", access: Access | None = None) -> Fragment:
     """The state's fits in order. ``columns`` is SQL written by lensd code, never user text."""
-    return _join([(f"SELECT {columns} FROM fits AS f", []), compile_where(state), _order_by(state),  # noqa: S608
-                  _limit(state)])
+    return _join([(f"SELECT {columns} FROM fits AS f", []), compile_where(state, access),  # noqa: S608
+                  _order_by(state), _limit(state)])
 
 
-def select_count(state: QueryState) -> Fragment:
+def select_count(state: QueryState, access: Access | None = None) -> Fragment:
     """How many fits the state selects (slicing included), without loading any."""
     if not _sliced(state):
-        return _join([("SELECT count(*) FROM fits AS f", []), compile_where(state)])
-    inner = _join([("SELECT f.fit_key FROM fits AS f", []), compile_where(state), _limit(state)])
+        return _join([("SELECT count(*) FROM fits AS f", []), compile_where(state, access)])
+    inner = _join([("SELECT f.fit_key FROM fits AS f", []), compile_where(state, access), _limit(state)])
     return f"SELECT count(*) FROM ({inner[0]})", inner[1]  # noqa: S608
 
 
-def _window(state: QueryState) -> Fragment:
+def _window(state: QueryState, access: Access | None) -> Fragment:
     """A WHERE clause on ``f`` for the selected fits; a keyed subquery when sliced, so that a
     later JOIN cannot change which fits the LIMIT picks."""
     if not _sliced(state):
-        return compile_where(state)
-    inner = select_fits(state, "f.fit_key")
+        return compile_where(state, access)
+    inner = select_fits(state, "f.fit_key", access)
     return f"WHERE f.fit_key IN ({inner[0]})", inner[1]
 
 
-def select_payloads(state: QueryState, name: str) -> Fragment:
+def select_payloads(state: QueryState, name: str, access: Access | None = None) -> Fragment:
     """Rows ``(id, model, data)`` of payload ``name`` for the selected fits, in order; fits
     lacking the payload give no row."""
     join = ("SELECT f.id, f.model, p.data FROM fits AS f JOIN payloads AS p "
             "ON p.fit_key = f.fit_key AND p.name = ?", [name])
-    return _join([join, _window(state), _order_by(state)])
+    return _join([join, _window(state, access), _order_by(state)])
 
 
-def select_column(state: QueryState, column: str) -> Fragment:
+def select_column(state: QueryState, column: str, access: Access | None = None) -> Fragment:
     """Rows ``(id, <json column>)`` for ``values(column)``; the column comes from a whitelist."""
     if column not in _JSON_COLUMNS:
         raise QueryError(f"no JSON column {column!r}; one of {', '.join(sorted(_JSON_COLUMNS))}")
-    return select_fits(state, _JSON_COLUMNS[column])
+    return select_fits(state, _JSON_COLUMNS[column], access)
 
 
 def _facts_of(state: QueryState, kinds: Iterable[int], select: str, order: str) -> Fragment:

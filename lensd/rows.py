@@ -87,8 +87,24 @@ class Plan:
             self.statements.append((sql, rows))
 
 
+_CLASS_NODES_CACHE = 256  # distinct models remembered; a survey has few
+_NODES: dict[str | None, dict[str, str]] = {}  # model JSON -> its class nodes (read-only dicts)
+
+
 def _json(value: Any) -> str | None:
     return None if value is None else json.dumps(value, sort_keys=True, default=str)
+
+
+def _class_nodes(model_json: str | None, model: Any, cache: dict[str | None, dict[str, str]]) -> dict[str, str]:
+    """``modeltree.class_nodes(model)``, remembered by the model's JSON text: the fits of one
+    survey share a handful of models, and walking each one again is a tenth of planning a fit."""
+    nodes = cache.get(model_json)
+    if nodes is None:
+        nodes = modeltree.class_nodes(model or {})
+        if len(cache) >= _CLASS_NODES_CACHE:
+            cache.clear()
+        cache[model_json] = nodes
+    return nodes
 
 
 def record_row(record: Record, created_at: float, now: float) -> dict[str, Any]:
@@ -175,7 +191,7 @@ def plan_batch(
             state.row, state.columns, state.replace_all = record_row(op.record, created, now), {}, True
             state.facts = {KIND_VALUE: op.record.instance, KIND_MEDIAN: op.record.median,
                            KIND_INFO: op.record.info or {}, KIND_JOB: op.record.job or {}}
-            state.nodes = modeltree.class_nodes(op.record.model or {})
+            state.nodes = _class_nodes(state.row["model"], op.record.model, _NODES)
             state.payloads = record_payloads(op.record)
         else:
             changes = dict(op.columns, updated_at=now, last_event_at=now)

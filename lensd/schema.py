@@ -20,7 +20,7 @@ from typing import Final
 
 from lensd.errors import UnsupportedDatabase
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 APPLICATION_ID: Final = 0x4C454E53  # "LENS": marks the file as a lensd database
 
 KIND_VALUE: Final = 0
@@ -101,8 +101,20 @@ CREATE TABLE IF NOT EXISTS payloads (
 );
 """
 
-# Migrations from version N to N + 1; the list's index is N - 1. Empty while only v1 exists.
-MIGRATIONS: Final[list[str]] = []
+# Migrations from version N to N + 1; the list's index is N - 1. A new database is v1 plus every
+# migration, so new and migrated files have the same layout.
+MIGRATIONS: Final[list[str]] = [
+    # v2: covering indexes keyed on fit_key, so that a query can test one fit's facts or nodes with
+    # one index seek (compiler.py: leaves that match many fits are probed fit by fit, in order,
+    # instead of gathering all their matches first). They replace facts_fit and nodes_fit, which
+    # they extend (the writer's DELETE ... WHERE fit_key = ? uses them the same way).
+    """
+    CREATE INDEX IF NOT EXISTS facts_probe ON facts(fit_key, kind, key, num, txt);
+    DROP INDEX IF EXISTS facts_fit;
+    CREATE INDEX IF NOT EXISTS nodes_probe ON nodes(fit_key, path, class_name, class_path);
+    DROP INDEX IF EXISTS nodes_fit;
+    """,
+]
 
 
 def writer_pragmas(durability: str = "full") -> list[str]:
@@ -118,12 +130,19 @@ def writer_pragmas(durability: str = "full") -> list[str]:
     ]
 
 
-READER_PRAGMAS: Final = ["PRAGMA busy_timeout=10000", "PRAGMA cache_size=-32768", "PRAGMA query_only=1"]
+# trusted_schema=OFF: views and triggers of a file from elsewhere may call only harmless functions.
+READER_PRAGMAS: Final = ["PRAGMA busy_timeout=10000", "PRAGMA cache_size=-32768", "PRAGMA query_only=1",
+                         "PRAGMA trusted_schema=OFF"]
+DATA_TABLES: Final = ("fits", "facts", "nodes", "payloads")
+
+
+def _statements(script: str) -> list[str]:
+    return [s.strip() for s in script.split(";") if s.strip()]
 
 
 def create_statements() -> list[str]:
     """Every statement that makes a new database current, in order."""
-    statements = [s.strip() for s in _DDL_V1.split(";") if s.strip()]
+    statements = [*_statements(_DDL_V1), *(s for step in MIGRATIONS for s in _statements(step))]
     statements += [f"PRAGMA application_id={APPLICATION_ID}", f"PRAGMA user_version={SCHEMA_VERSION}"]
     return statements
 
@@ -153,6 +172,16 @@ def read_version(conn: sqlite3.Connection) -> int:
     return check_version(application_id, user_version, has_tables)
 
 
+def check_tables(conn: sqlite3.Connection) -> None:
+    """Refuse a file whose data tables are missing, or are views (which could compute anything)."""
+    kinds = dict(conn.execute("SELECT name, type FROM sqlite_master WHERE name IN (?, ?, ?, ?)",
+                              DATA_TABLES).fetchall())
+    for name in DATA_TABLES:
+        if kinds.get(name) != "table":
+            found = f"a {kinds[name]}" if name in kinds else "missing"
+            raise UnsupportedDatabase(f"not a usable lensd database: its {name} table is {found}")
+
+
 def migrate(conn: sqlite3.Connection) -> None:
     """Bring a writable connection's database to SCHEMA_VERSION, in one transaction."""
     version = read_version(conn)
@@ -165,7 +194,8 @@ def migrate(conn: sqlite3.Connection) -> None:
                 conn.execute(statement)
         else:
             for step in MIGRATIONS[version - 1:]:
-                conn.executescript(step)
+                for statement in _statements(step):  # not executescript: it would commit first
+                    conn.execute(statement)
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         conn.execute("COMMIT")
     except BaseException:

@@ -16,7 +16,7 @@ from typing import Any, Final
 from urllib.parse import quote
 
 from lensd import codec, compiler, modeltree, schema
-from lensd.errors import LensdError, QueryError, StorageError
+from lensd.errors import LensdError, QueryError, StorageError, UnsupportedDatabase
 from lensd.instance import Instance
 from lensd.query import QueryState
 from lensd.rows import FILE_PAYLOAD_PREFIX, SAMPLES_PAYLOAD
@@ -29,21 +29,36 @@ MAX_PAYLOAD: Final = 1 << 30
 
 
 def open_readonly(path: str | os.PathLike[str]) -> sqlite3.Connection:
-    """A read-only connection that never blocks the daemon's writer (WAL readers don't)."""
+    """A read-only connection that never blocks the daemon's writer (WAL readers don't).
+
+    The file may come from anyone: it must be a lensd database of a schema this release reads,
+    with real tables where lensd expects them, or it is refused with UnsupportedDatabase.
+    """
     target = Path(path)
     if not target.exists():
         raise StorageError(f"no database at {target}")
+    if target.is_dir():
+        raise StorageError(f"{target} is a directory, not a database file")
     uri = f"file:{quote(str(target.resolve()))}?mode=ro"
+    conn: sqlite3.Connection | None = None
     try:
         conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
         for pragma in schema.READER_PRAGMAS:
             conn.execute(pragma)
         version = schema.read_version(conn)
+        if version == 0:
+            raise StorageError("an empty database, not a lensd database")
+        schema.check_tables(conn)
+    except LensdError as exc:
+        if conn is not None:
+            conn.close()
+        raise type(exc)(f"{target}: {exc}") from None
     except sqlite3.Error as exc:
+        if conn is not None:
+            conn.close()
+        if "not a database" in str(exc):
+            raise UnsupportedDatabase(f"{target} is not a sqlite database: {exc}") from None
         raise StorageError(f"cannot open {target}: {exc}") from None
-    if version == 0:
-        conn.close()
-        raise StorageError(f"{target} is an empty database, not a lensd database")
     return conn
 
 
@@ -61,20 +76,34 @@ def stream(conn: sqlite3.Connection, sql: str, params: list[Any],
         raise StorageError(f"query failed: {exc}") from None
 
 
-def _loads(text: Any) -> Any:
+# What decoding malformed stored data can raise; it becomes a StorageError naming what was bad.
+_MALFORMED: Final = (TypeError, ValueError, KeyError, AttributeError, IndexError, RecursionError)
+
+
+def _loads(text: Any, what: str = "a stored JSON column") -> Any:
     if text is None:
         return None
+    if not isinstance(text, str):  # lensd stores JSON as text; a blob here (a pickle?) is not read
+        raise StorageError(f"{what} is not valid JSON text")
     try:
         return json.loads(text)
-    except (TypeError, ValueError):
-        raise StorageError("a stored JSON column is not valid JSON") from None
+    except (ValueError, RecursionError):
+        raise StorageError(f"{what} is not valid JSON") from None
+
+
+def _json_object(text: Any, what: str) -> dict[str, Any] | None:
+    """A stored JSON column that must hold an object (model, search, info, job, summary, instance)."""
+    value = _loads(text, what)
+    if value is not None and not isinstance(value, dict):
+        raise StorageError(f"{what} is not a JSON object")
+    return value
 
 
 def decode_payload(blob: Any) -> Any:
     if not isinstance(blob, (bytes, bytearray, memoryview)):
         raise StorageError("a stored payload is not a blob")
     if len(blob) > MAX_PAYLOAD:
-        raise StorageError("a stored payload is larger than 1 GiB")
+        raise StorageError(f"a stored payload is larger than {MAX_PAYLOAD} bytes")
     try:
         return codec.unpack(bytes(blob))
     except LensdError as exc:
@@ -82,14 +111,32 @@ def decode_payload(blob: Any) -> Any:
 
 
 def decode_samples(blob: Any, model_json: Any) -> Samples:
-    return Samples.from_wire(decode_payload(blob), _loads(model_json))
+    data = decode_payload(blob)
+    model = _json_object(model_json, "a stored model")
+    try:
+        return Samples.from_wire(data, model)
+    except LensdError as exc:
+        raise StorageError(f"a stored samples payload is invalid: {exc}") from None
+    except _MALFORMED as exc:
+        raise StorageError(f"a stored samples payload is invalid: {type(exc).__name__}") from None
+
+
+def _class_nodes(model_json: Any) -> dict[str, str]:
+    try:
+        return modeltree.class_nodes(_json_object(model_json, "a stored model") or {})
+    except _MALFORMED as exc:
+        raise StorageError(f"a stored model cannot be read: {type(exc).__name__}") from None
 
 
 def instance_from(values_json: Any, model_json: Any) -> Instance | None:
-    values = _loads(values_json)
+    values = _json_object(values_json, "a stored instance")
     if not values:
         return None
-    return Instance.from_flat(values, modeltree.class_nodes(_loads(model_json) or {}))
+    classes = _class_nodes(model_json)
+    try:
+        return Instance.from_flat(values, classes)
+    except _MALFORMED as exc:
+        raise StorageError(f"a stored instance cannot be read: {type(exc).__name__}") from None
 
 
 def decode_value(name: str, row: Sequence[Any]) -> Any:
@@ -99,11 +146,11 @@ def decode_value(name: str, row: Sequence[Any]) -> Any:
     if name == "instance":
         return instance_from(row[2], row[1])
     if name in JSON_VALUES:
-        return _loads(row[1])
+        return _json_object(row[1], f"a stored {name}")
     return decode_payload(row[2])
 
 
-def values_plan(state: QueryState, name: str) -> tuple[str, list[Any]]:
+def values_plan(state: QueryState, name: str, access: compiler.Access | None = None) -> tuple[str, list[Any]]:
     """The statement behind ``values(name)``; its rows go through ``decode_value``.
 
     Fits that lack ``name`` give no row (payloads) or a None value that callers skip.
@@ -111,12 +158,26 @@ def values_plan(state: QueryState, name: str) -> tuple[str, list[Any]]:
     if not isinstance(name, str) or not name:
         raise QueryError("values() takes the name of a field or file")
     if name == "samples":
-        return compiler.select_payloads(state, SAMPLES_PAYLOAD)
+        return compiler.select_payloads(state, SAMPLES_PAYLOAD, access)
     if name == "instance":
-        return compiler.select_fits(state, "f.id, f.model, f.instance")
+        return compiler.select_fits(state, "f.id, f.model, f.instance", access)
     if name in JSON_VALUES:
-        return compiler.select_column(state, name)
-    return compiler.select_payloads(state, FILE_PAYLOAD_PREFIX + name)
+        return compiler.select_column(state, name, access)
+    return compiler.select_payloads(state, FILE_PAYLOAD_PREFIX + name, access)
+
+
+def access(conn: sqlite3.Connection, state: QueryState) -> compiler.Access:
+    """Which leaves of ``state`` to probe fit by fit rather than search (compiler.py says why):
+    those whose match count, read from their index and capped, reaches the break-even point."""
+    found = compiler.leaves(state)
+    if not found:
+        return compiler.Access()
+    try:
+        threshold = compiler.probe_threshold(int(conn.execute(compiler.SIZE_SQL).fetchone()[0]))
+        counts = [int(conn.execute(*leaf.count(threshold)).fetchone()[0]) for leaf in found]
+    except sqlite3.Error as exc:
+        raise StorageError(f"query failed: {exc}") from None
+    return compiler.access_from(found, counts, threshold)
 
 
 class Fit:
@@ -135,7 +196,7 @@ class Fit:
         if name in ("model", "search", "info", "job", "summary"):
             cache = self.__dict__["_cache"]
             if name not in cache:
-                cache[name] = _loads(row[name])
+                cache[name] = _json_object(row[name], f"the stored {name} of fit {row.get('id')!r}")
             return cache[name]
         if name == "is_grid_search":
             return bool(row[name])
@@ -149,11 +210,15 @@ class Fit:
     def median(self) -> Instance | None:
         from lensd.records import summary_medians
 
-        medians = summary_medians(self.summary)
-        if not medians:
-            return None
-        return Instance.from_flat({**modeltree.constants(self.model or {}), **medians},
-                                  modeltree.class_nodes(self.model or {}))
+        summary, model = self.summary, self.model or {}
+        try:  # a property must not raise AttributeError: __getattr__ would hide it
+            medians = summary_medians(summary)
+            if not medians:
+                return None
+            return Instance.from_flat({**modeltree.constants(model), **medians}, modeltree.class_nodes(model))
+        except _MALFORMED as exc:
+            raise StorageError(f"the stored summary of fit {self.id!r} cannot be read: "
+                               f"{type(exc).__name__}") from None
 
     @property
     def is_complete(self) -> bool:
@@ -204,14 +269,17 @@ class Fit:
 
 def payload_loader(conn: sqlite3.Connection) -> Callable[[int, str], Any]:
     def load(fit_key: int, name: str) -> Any:
-        row = conn.execute("SELECT data FROM payloads WHERE fit_key = ? AND name = ?",
-                           (fit_key, name)).fetchone()
+        try:
+            row = conn.execute("SELECT data FROM payloads WHERE fit_key = ? AND name = ?",
+                               (fit_key, name)).fetchone()
+        except sqlite3.Error as exc:
+            raise StorageError(f"reading a payload failed: {exc}") from None
         return None if row is None else row[0]
     return load
 
 
-def fit_rows_sql(state: QueryState) -> tuple[str, list[Any]]:
-    return compiler.select_fits(state, ", ".join(f"f.{c}" for c in FIT_ROW_COLUMNS))
+def fit_rows_sql(state: QueryState, access: compiler.Access | None = None) -> tuple[str, list[Any]]:
+    return compiler.select_fits(state, ", ".join(f"f.{c}" for c in FIT_ROW_COLUMNS), access)
 
 
 def row_dict(row: tuple[Any, ...]) -> dict[str, Any]:

@@ -23,6 +23,14 @@ Isothermal = fake_class("autolens.Isothermal")
 
 FACT = "f.fit_key IN (SELECT fit_key FROM facts WHERE kind = ? AND key = ? AND {})"
 NODE = "f.fit_key IN (SELECT fit_key FROM nodes WHERE path = ? AND {})"
+FACT_ROWS = "SELECT fit_key FROM facts WHERE kind = ? AND key = ? AND {}"
+NODE_ROWS = "SELECT fit_key FROM nodes WHERE path = ? AND {}"
+
+
+def searched(*subqueries: str) -> str:
+    """Leaves joined by | are one search: sqlite reads the fits they name, not every fit."""
+    return f"f.fit_key IN ({' UNION ALL '.join(subqueries)})"
+
 ER = "galaxies.lens.mass.einstein_radius"
 
 
@@ -52,10 +60,10 @@ SEEDS: list[tuple[Any, str, list[Any]]] = [
     (agg.search.unique_tag == "example_dataset_0", "(f.unique_tag IS NOT NULL AND f.unique_tag = ?)",
      ["example_dataset_0"]),
     (lens.mass == "Isothermal",
-     f"({NODE.format('class_name = ?')} OR {FACT.format('txt = ?')})",
+     searched(NODE_ROWS.format("class_name = ?"), FACT_ROWS.format("txt = ?")),
      ["galaxies.lens.mass", "Isothermal", 0, "galaxies.lens.mass", "Isothermal"]),
     (lens.mass == "autolens.Isothermal",
-     f"({NODE.format('class_path = ?')} OR {FACT.format('txt = ?')})",
+     searched(NODE_ROWS.format("class_path = ?"), FACT_ROWS.format("txt = ?")),
      ["galaxies.lens.mass", "autolens.Isothermal", 0, "galaxies.lens.mass", "autolens.Isothermal"]),
 ]
 
@@ -69,9 +77,9 @@ OPERATORS: list[tuple[Any, str, list[Any]]] = [
     (agg.job["SLURM_ARRAY_JOB_ID"] == 7, FACT.format("num = ?"), [3, "SLURM_ARRAY_JOB_ID", 7.0]),
     (agg.info["survey"].contains("SL%_"), FACT.format("instr(txt, ?) > 0"), [2, "survey", "SL%_"]),
     (agg.info["n"].in_([1, "a", 2.5]),
-     f"({FACT.format('num IN (?, ?)')} OR {FACT.format('txt = ?')})", [2, "n", 1.0, 2.5, 2, "n", "a"]),
+     searched(FACT_ROWS.format("num IN (?, ?)"), FACT_ROWS.format("txt = ?")), [2, "n", 1.0, 2.5, 2, "n", "a"]),
     (agg.model.x.in_(["Isothermal", 3]),
-     f"({NODE.format('class_name = ?')} OR {FACT.format('num = ?')} OR {FACT.format('txt = ?')})",
+     searched(NODE_ROWS.format("class_name = ?"), FACT_ROWS.format("num = ?"), FACT_ROWS.format("txt = ?")),
      ["x", "Isothermal", 0, "x", 3.0, 0, "x", "Isothermal"]),
     (agg.model.x.in_([]), "0", []),
     (agg.model.x.is_none(),
@@ -156,11 +164,33 @@ def test_sql_matches_reference(conn: sqlite3.Connection, fits: list[dict[str, An
                                queries: list[QueryState]) -> None:
     load(conn, fits)
     for state in queries:
-        sql, params = compiler.select_fits(state, "f.id")
-        got = [row[0] for row in conn.execute(sql, params)]
-        assert got == select(fits, state), (state, sql, params)
-        count_sql, count_params = compiler.select_count(state)
-        assert conn.execute(count_sql, count_params).fetchone()[0] == len(got)
+        found = compiler.leaves(state)
+        for access in (None, compiler.Access(found), compiler.Access(found[::2])):  # searched, probed, mixed
+            sql, params = compiler.select_fits(state, "f.id", access)
+            got = [row[0] for row in conn.execute(sql, params)]
+            assert got == select(fits, state), (state, sql, params)
+            count_sql, count_params = compiler.select_count(state, access)
+            assert conn.execute(count_sql, count_params).fetchone()[0] == len(got)
+
+
+def test_leaves_are_probed_when_they_match_many_fits(conn: sqlite3.Connection) -> None:
+    state = QueryState(predicate=(lens.mass == "Isothermal") & (lens.mass.einstein_radius > 1.0))
+    found = compiler.leaves(state)
+    assert [(leaf.table, leaf.condition) for leaf in found] == [
+        ("nodes", "path = ? AND class_name = ?"), ("facts", "kind = ? AND key = ? AND txt = ?"),
+        ("facts", "kind = ? AND key = ? AND num > ?")]
+    probe = "EXISTS (SELECT 1 FROM {} WHERE fit_key = f.fit_key AND {})"
+    assert compiler.compile_where(state, compiler.access_from(found, [5000, 0, 5000], 1000)) == (
+        f"WHERE f.parent_id IS NULL AND (({probe.format('nodes', 'path = ? AND class_name = ?')} OR "
+        f"f.fit_key IN ({FACT_ROWS.format('txt = ?')})) AND "
+        f"{probe.format('facts', 'kind = ? AND key = ? AND num > ?')})",
+        ["galaxies.lens.mass", "Isothermal", 0, "galaxies.lens.mass", "Isothermal", 0, ER, 1.0])
+    assert found[2].count(7) == (f"SELECT count(*) FROM ({FACT_ROWS.format('num > ?')} LIMIT ?)", [0, ER, 1.0, 7])
+    assert compiler.probe_threshold(0) == compiler.PROBE_MIN
+    assert compiler.probe_threshold(10**6) == 16_000  # sqrt(256 * 10^6)
+    load(conn, [_fit(i, values={ER: i / 10}, classes={"galaxies.lens.mass": "a.Isothermal"}) for i in range(30)])
+    counts = [conn.execute(*leaf.count(12)).fetchone()[0] for leaf in found]
+    assert counts == [12, 0, 12]  # capped: nobody needs to know there are 30 and 19
 
 
 # --- hostile strings are data ----------------------------------------------------------------

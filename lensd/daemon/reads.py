@@ -104,12 +104,12 @@ class Reads:
             return ReadStream(await self._cursor(sql, params), page_size(fields, DEFAULT_PAGE), "job")
         state = QueryState.from_wire(fields.get("query"))
         if op == "query":
-            sql, params = store.fit_rows_sql(state)
+            sql, params = store.fit_rows_sql(state, await self._access(state))
             return ReadStream(await self._cursor(sql, params), page_size(fields, DEFAULT_PAGE), "fit")
         name = fields.get("name")
         if not isinstance(name, str):
             raise QueryError("values needs a name")
-        sql, params = store.values_plan(state, name)
+        sql, params = store.values_plan(state, name, await self._access(state))
         return ReadStream(await self._cursor(sql, params), page_size(fields, VALUES_PAGE), "row")
 
     def _jobs_sql(self, fields: dict[str, Any]) -> tuple[str, list[Any]]:
@@ -123,11 +123,23 @@ class Reads:
         return JOBS_SQL + "WHERE status = ? ORDER BY updated_at DESC LIMIT ?", [status, limit]
 
     async def count(self, fields: dict[str, Any]) -> int:
-        sql, params = compiler.select_count(QueryState.from_wire(fields.get("query")))
+        state = QueryState.from_wire(fields.get("query"))
+        return await self._scalar(*compiler.select_count(state, await self._access(state)))
+
+    async def _scalar(self, sql: str, params: list[Any]) -> int:
         cursor = await self._cursor(sql, params)
         row = await cursor.fetchone()
         await cursor.close()
         return int(row[0]) if row else 0
+
+    async def _access(self, state: QueryState) -> compiler.Access:
+        """``store.access`` on the daemon's read connection: probe the leaves that match many fits."""
+        found = compiler.leaves(state)
+        if not found:
+            return compiler.Access()
+        threshold = compiler.probe_threshold(await self._scalar(compiler.SIZE_SQL, []))
+        counts = [await self._scalar(*leaf.count(threshold)) for leaf in found]
+        return compiler.access_from(found, counts, threshold)
 
     async def fits_by_status(self) -> dict[str, int]:
         cursor = await self._cursor("SELECT status, count(*) FROM fits GROUP BY status", [])
