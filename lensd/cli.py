@@ -66,20 +66,29 @@ def main() -> None:
               help="Most writes committed in one transaction.")
 @click.option("--batch-ms", type=click.FloatRange(min=0), default=2.0, show_default=True,
               help="Longest wait for more writes before a commit.")
+@click.option("--max-connections", type=click.IntRange(min=1), default=512, show_default=True,
+              help="Most client connections at once; more are refused with a 'busy' error.")
+@click.option("--handshake-timeout", type=click.FloatRange(min=0.01), default=10.0, show_default=True,
+              help="Seconds a new connection has to say hello before it is closed.")
+@click.option("--max-db-mb", type=click.IntRange(min=1), default=None,
+              help="Quota guard: writes that would grow the database past this many MiB fail "
+                   "with a 'full' error (no limit by default).")
 @click.option("--foreground", is_flag=True, help="Stay attached, log to stderr (systemd, SLURM).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True)
 @reports_errors
 def start(db: Path | None, socket: Path | None, watch: Sequence[Path], spool: Path | None, poll: bool,
           poll_interval: float, lost_after: float, durability: str, batch_max: int, batch_ms: float,
-          foreground: bool, log_level: str) -> None:
+          max_connections: int, handshake_timeout: float, max_db_mb: int | None, foreground: bool,
+          log_level: str) -> None:
     """Start the daemon; refuses if another daemon holds the database."""
     from lensd.daemon.launch import start_daemon
 
     options = config.Settings(
         db=config.resolve_db(db), socket=config.resolve_socket(socket), watch=tuple(watch), spool=spool,
         poll=poll, poll_interval=poll_interval, lost_after=lost_after, durability=durability,
-        batch_max=batch_max, batch_ms=batch_ms, foreground=foreground,
+        batch_max=batch_max, batch_ms=batch_ms, max_connections=max_connections,
+        handshake_timeout=handshake_timeout, max_db_mb=max_db_mb, foreground=foreground,
     )
     if durability == "normal":
         click.echo("lensd: --durability normal: acknowledged records survive a crash of the daemon, "

@@ -47,7 +47,10 @@ class Client:
         client = cls(stream, path, {})
         try:
             with anyio.fail_after(connect_timeout):
-                await client._send(protocol.hello(0))
+                try:
+                    await client._send(protocol.hello(0))
+                except (OSError, anyio.BrokenResourceError):
+                    pass  # a daemon that refused us ("busy") has closed; its reason is still to read
                 client.server = protocol.raise_for_reply(await client._receive())
         except (OSError, TimeoutError, anyio.BrokenResourceError, anyio.EndOfStream) as exc:
             await client.aclose()

@@ -49,5 +49,6 @@ class Settings:
     max_frame: int = 64 * 1024 * 1024
     max_connections: int = 512
     handshake_timeout: float = 10.0
+    max_db_mb: int | None = None  # a quota: writes that would grow the database past it fail
     foreground: bool = False
     drain_timeout: float = 30.0

@@ -11,10 +11,10 @@ import sys
 from pathlib import Path
 
 import anyio
-import msgpack
 import pytest
 from conftest import integrity_ok, lensd_cli
 from records_factory import record
+from wire import frame, hello, raw_connection, read_frame, scaled, stressed
 
 import lensd
 from lensd.errors import DaemonUnavailable, InvalidRecord
@@ -25,43 +25,6 @@ WORKERS = Path(__file__).parent / "workers.py"
 def worker(mode: str, socket: Path, first: int, count: int) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, str(WORKERS), mode, str(socket), str(first), str(count)],
                             stdout=subprocess.PIPE, stdin=subprocess.PIPE, text=True)
-
-
-def raw_connection(path: Path) -> socketlib.socket:
-    sock = socketlib.socket(socketlib.AF_UNIX)
-    sock.settimeout(10)
-    sock.connect(str(path))
-    return sock
-
-
-def frame(message: object) -> bytes:
-    body = msgpack.packb(message)
-    return struct.pack(">I", len(body)) + body
-
-
-def read_frame(sock: socketlib.socket) -> dict[str, object] | None:
-    header = b""
-    while len(header) < 4:
-        chunk = sock.recv(4 - len(header))
-        if not chunk:
-            return None
-        header += chunk
-    (length,) = struct.unpack(">I", header)
-    body = b""
-    while len(body) < length:
-        chunk = sock.recv(length - len(body))
-        if not chunk:
-            return None
-        body += chunk
-    message = msgpack.unpackb(body)
-    assert isinstance(message, dict)
-    return message
-
-
-def hello(sock: socketlib.socket) -> None:
-    sock.sendall(frame({"op": "hello", "v": 1, "rid": 0}))
-    reply = read_frame(sock)
-    assert reply is not None and reply["ok"] is True
 
 
 def count_fits(db: Path) -> int:
@@ -215,7 +178,8 @@ def test_sigterm_drains_under_load(daemon) -> None:  # type: ignore[no-untyped-d
     assert integrity_ok(daemon.db)
 
 
-@pytest.mark.parametrize("trial", range(5))
+@stressed
+@pytest.mark.parametrize("trial", range(scaled(5, 20)))
 def test_kill_9_loses_nothing_acknowledged(make_daemon, short_tmp, trial) -> None:  # type: ignore[no-untyped-def]
     daemon = make_daemon(db=short_tmp / "k.sqlite", socket=short_tmp / "k")
     procs = [worker("submit", daemon.socket, k * 10_000, 10_000) for k in range(4)]

@@ -52,6 +52,9 @@ class Connection:
     def finish(self) -> None:
         """Stop reading requests and end open read streams; pending writes still get answers."""
         self.reading.cancel()
+        self._end_streams()
+
+    def _end_streams(self) -> None:
         for credit in self.credits.values():
             credit.cancelled = True
             credit.poke()
@@ -98,6 +101,7 @@ class Connection:
             async with anyio.create_task_group() as requests:
                 with self.reading:
                     await self._read_requests(requests)
+                self._end_streams()  # no more "next" can come: a stream waiting for one would hang
         finally:
             with anyio.CancelScope(shield=True):
                 await self.stream.aclose()

@@ -37,7 +37,10 @@ def start_daemon(settings: Settings, log_level: str = "info") -> None:
             "--socket", str(settings.socket), "--lost-after", str(settings.lost_after),
             "--durability", settings.durability, "--batch-max", str(settings.batch_max),
             "--batch-ms", str(settings.batch_ms), "--poll-interval", str(settings.poll_interval),
-            "--log-level", log_level]
+            "--max-connections", str(settings.max_connections),
+            "--handshake-timeout", str(settings.handshake_timeout), "--log-level", log_level]
+    if settings.max_db_mb is not None:
+        argv += ["--max-db-mb", str(settings.max_db_mb)]
     for folder in settings.watch:
         argv += ["--watch", str(folder)]
     if settings.spool is not None:

@@ -8,8 +8,11 @@ write already received reach the committer, commit what is queued, answer every 
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import re
+import resource
 import signal
 import socket
 import time
@@ -35,27 +38,51 @@ NETWORK_FILE_SYSTEMS = frozenset({"nfs", "nfs4", "lustre", "gpfs", "beegfs", "ci
                                   "fuse", "fuse.sshfs", "ceph", "glusterfs", "panfs", "afs", "9p"})
 
 
-def file_system_type(path: Path) -> str:
-    """The mount type under ``path`` from /proc/mounts (longest matching mount point)."""
+MOUNTS = Path("/proc/mounts")
+_MOUNT_ESCAPE = re.compile(r"\\([0-7]{3})")
+
+
+def file_system_type(path: Path, mounts: Path = MOUNTS) -> str:
+    """The type of the mount holding ``path``, from a mounts table (longest matching mount point).
+
+    ``mounts`` is in /proc/mounts form; "" when it cannot be read or nothing matches.
+    """
     target = str(path.resolve())
     best, kind = "", ""
     try:
-        with open("/proc/mounts", encoding="utf-8") as mounts:
-            for line in mounts:
+        with open(mounts, encoding="utf-8", errors="replace") as table:
+            for line in table:
                 parts = line.split()
                 if len(parts) >= 3:
-                    point = parts[1].replace("\\040", " ")
+                    point = _MOUNT_ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), parts[1])
                     inside = target == point or target.startswith(point.rstrip("/") + "/")
-                    if inside and len(point) > len(best):
+                    if inside and len(point) >= len(best):
                         best, kind = point, parts[2]
     except OSError:
         return ""
     return kind
 
 
-def is_network_file_system(path: Path) -> bool:
-    kind = file_system_type(path)
+def is_network_file_system(path: Path, mounts: Path = MOUNTS) -> bool:
+    kind = file_system_type(path, mounts)
     return kind in NETWORK_FILE_SYSTEMS or kind.startswith("fuse.")
+
+
+def raise_open_file_limit() -> int:
+    """Lift this process's soft limit on open files to its hard limit; returns the soft limit.
+
+    Every connection holds a socket, so the default soft limit (often 1024) would cap the daemon
+    below ``--max-connections`` long before memory does.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as exc:
+            log.warning("could not raise the open-file limit from %d to %d: %s", soft, target, exc)
+    return int(soft)
 
 
 def notify_systemd(message: str) -> None:
@@ -130,9 +157,14 @@ class Daemon:
         if self.connections >= self.settings.max_connections:
             from lensd import protocol
 
+            limit = self.settings.max_connections
             try:
-                await stream.send(protocol.encode_frame(protocol.error(
-                    None, "busy", f"too many connections (limit {self.settings.max_connections})")))
+                with anyio.move_on_after(1.0):  # a refused peer that never reads cannot hold us
+                    await stream.send(protocol.encode_frame(protocol.error(
+                        None, "busy", f"the daemon is at its connection limit ({limit} connections, "
+                                      f"lensd start --max-connections); try again later")))
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+                pass
             finally:
                 await stream.aclose()
             return
@@ -167,6 +199,10 @@ class Daemon:
         settings = self.settings
         lock = dblock.acquire(settings.db, settings.socket)
         try:
+            open_files = raise_open_file_limit()
+            if settings.max_connections + 64 > open_files:
+                log.warning("--max-connections %d is near the open-file limit %d: connections past it "
+                            "wait to be accepted", settings.max_connections, open_files)
             if is_network_file_system(self.database_path.parent):
                 log.warning("%s is on a network file system (%s): sqlite locking is not safe there; "
                             "put the database on local disk", settings.db,
@@ -174,7 +210,7 @@ class Daemon:
             async with AsyncExitStack() as stack:
                 listener = await bind_socket(settings.socket)
                 stack.push_async_callback(self._close_listener, listener)
-                writer = await BatchWriter.open(settings.db, settings.durability)
+                writer = await BatchWriter.open(settings.db, settings.durability, settings.max_db_mb)
                 stack.push_async_callback(writer.close)
                 self.committer = GroupCommitter(writer, settings.batch_max, settings.batch_ms)
                 self.reads = await Reads.open(self.database_path)
@@ -200,6 +236,13 @@ class Daemon:
                 stream = await listener.accept()
             except (anyio.ClosedResourceError, anyio.BrokenResourceError):
                 return
+            except OSError as exc:  # out of file descriptors (EMFILE): keep serving who is here
+                if exc.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM,
+                                     errno.ECONNABORTED):
+                    raise
+                log.warning("cannot accept a connection: %s", exc)
+                await anyio.sleep(0.1)  # back off until a connection closes and frees a descriptor
+                continue
             connections.start_soon(self._handle, stream)
 
     async def _serve(self, listener: SocketListener, task_status: TaskStatus[None]) -> None:

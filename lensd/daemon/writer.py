@@ -10,6 +10,7 @@ fails, its operations are retried one by one so that one bad record fails alone.
 from __future__ import annotations
 
 import logging
+import shutil
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -56,19 +57,26 @@ def prepare_database(path: str | Path, durability: str = "full") -> None:
 class BatchWriter:
     """One aiosqlite connection that writes batches; there is never a second one per database."""
 
-    def __init__(self, conn: aiosqlite.Connection) -> None:
+    def __init__(self, conn: aiosqlite.Connection, path: Path | None = None,
+                 max_db_mb: int | None = None) -> None:
         self._conn = conn
+        self._path = path
+        self._max_db_mb = max_db_mb
         self._next_key = 1
         self.batches = 0
         self.records = 0
 
     @classmethod
-    async def open(cls, path: str | Path, durability: str = "full") -> BatchWriter:
+    async def open(cls, path: str | Path, durability: str = "full", max_db_mb: int | None = None) -> BatchWriter:
+        """The writer for ``path``; ``max_db_mb`` caps the database's size (``PRAGMA max_page_count``)."""
         prepare_database(path, durability)
         conn = await aiosqlite.connect(str(path), isolation_level=None)
         for pragma in schema.writer_pragmas(durability):
             await conn.execute(pragma)
-        writer = cls(conn)
+        if max_db_mb is not None:
+            page_size = await _pragma(conn, "page_size")
+            await conn.execute(f"PRAGMA max_page_count={max_db_mb * 1024 * 1024 // page_size}")
+        writer = cls(conn, Path(path), max_db_mb)
         async with conn.execute("SELECT coalesce(max(fit_key), 0) + 1 FROM fits") as cursor:
             row = await cursor.fetchone()
         writer._next_key = int(row[0]) if row else 1
@@ -121,15 +129,40 @@ class BatchWriter:
         except sqlite3.Error as exc:
             if len(ops) == 1:
                 log.warning("write failed: %s", exc)
-                return [storage_error(exc)]
+                return [await self._storage_error(exc)]
         results: list[str | LensdError] = []
         for op in ops:  # find the bad one: each alone
             try:
                 results.extend(await self._apply([op]))
             except sqlite3.Error as exc:
                 log.warning("write failed for %s: %s", op.ids[:1], exc)
-                results.append(storage_error(exc))
+                results.append(await self._storage_error(exc))
         return results
+
+    async def _storage_error(self, exc: sqlite3.Error) -> StorageError:
+        """``storage_error``, and for a full database the facts needed to act: quota, size, free disk."""
+        if "full" not in str(exc) or self._path is None:
+            return storage_error(exc)
+        facts = []
+        try:
+            size = await _pragma(self._conn, "page_count") * await _pragma(self._conn, "page_size")
+            if self._max_db_mb is not None:
+                facts.append(f"the database is {size / 2**20:.1f} MiB and may not grow past its quota of "
+                             f"{self._max_db_mb} MiB (lensd start --max-db-mb)")
+            free = shutil.disk_usage(self._path.resolve().parent).free
+            facts.append(f"{free / 2**20:.1f} MiB of disk space is free next to it")
+        except (sqlite3.Error, OSError):
+            pass
+        remedy = "raise the quota or free disk space" if self._max_db_mb is not None else "free disk space"
+        detail = "" if str(exc) == "database or disk is full" else f" ({exc})"
+        return StorageError(f"database or disk is full{detail}: {'; '.join(facts) or 'no space left'}; "
+                            f"nothing of this write was stored: {remedy}, then resend")
+
+
+async def _pragma(conn: aiosqlite.Connection, name: str) -> int:
+    async with conn.execute(f"PRAGMA {name}") as cursor:
+        row = await cursor.fetchone()
+    return int(row[0]) if row else 0
 
 
 @dataclass
