@@ -122,12 +122,14 @@ class JobClient:
         self._spool = spool
         self._heartbeat = heartbeat
         self._client: Client | None = None
+        self._reached = False  # a daemon answered once: when it goes away, wait for its return
         self._open: dict[str, Fit] = {}  # fits started and not yet completed or failed
         self._job = job_facts()
 
     async def _connection(self) -> Client:
         if self._client is None or self._client.closed:
             self._client = await Client.open(self._socket)
+            self._reached = True
         return self._client
 
     async def _send(self, op: str, fields: dict[str, Any]) -> str:
@@ -142,8 +144,8 @@ class JobClient:
                 return str(reply.get("outcome", "applied"))
             except DaemonUnavailable as exc:
                 last = exc
-                if self._spool is not None and self._client is None:
-                    break  # never reached a daemon: spool at once
+                if self._spool is not None and not self._reached:
+                    break  # no daemon here (another node's job): spool at once
                 self._client = None
         if self._spool is not None:
             spooling.write(self._spool, op, fields)

@@ -14,6 +14,7 @@ import socket as socketlib
 import sqlite3
 import struct
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -166,6 +167,32 @@ def test_job_client_reconnects_to_a_restarted_daemon(make_daemon, short_tmp, how
     assert set(fits) == {"fit-1", "fit-2", "open-across-restart"}
     assert fits["open-across-restart"].status == "completed"
     assert fits["open-across-restart"].max_log_likelihood == -3.0
+
+
+def test_a_job_with_a_spool_waits_for_its_daemon_to_come_back(make_daemon, short_tmp) -> None:  # type: ignore[no-untyped-def]
+    """A job that has reached its daemon retries through a restart instead of spooling at once:
+    the spool is for jobs that cannot reach the daemon at all, not for a daemon's brief absence."""
+    daemon = make_daemon()
+    spool = short_tmp / "spool"
+    outcome: dict[str, Any] = {}
+    with lensd.connect_sync(socket=daemon.socket, spool=spool) as client:
+        assert client.submit(record(1)) == "applied"
+        assert daemon.stop() == 0
+
+        def submit_while_away() -> None:
+            try:
+                outcome["reply"] = client.submit(record(2))
+            except BaseException as exc:  # reported by the assertion below
+                outcome["reply"] = exc
+
+        sender = threading.Thread(target=submit_while_away)
+        sender.start()  # its first attempt finds no daemon; it backs off and tries again
+        restarted = make_daemon(db=daemon.db, socket=daemon.socket)
+        sender.join(30)
+    assert outcome["reply"] == "applied"
+    assert not [p for p in spool.rglob("*") if p.is_file()]  # nothing was spooled
+    stop_cleanly(restarted)
+    assert stored_ids(daemon.db) == {"fit-1", "fit-2"}
 
 
 # -- 2. bad input: hypothesis frames against the live daemon ------------------------------------

@@ -278,4 +278,13 @@ def run_daemon(settings: Settings) -> None:
     try:
         anyio.run(Daemon(settings).run, backend="asyncio")
     except* LensdError as group:
-        raise group.exceptions[0] from None
+        raise _innermost(group) from None
+
+
+def _innermost(group: BaseExceptionGroup[LensdError]) -> LensdError:
+    """The first LensdError of a group, however deeply task groups nested it."""
+    first: BaseException = group
+    while isinstance(first, BaseExceptionGroup):
+        first = first.exceptions[0]
+    assert isinstance(first, LensdError)
+    return first
