@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -252,6 +253,23 @@ def test_a_killed_client_becomes_lost_and_later_events_revive_it(make_daemon, wo
     fit = fit_of(daemon.db, "fit-5")
     assert fit is not None and fit.status == "completed" and fit.job["pid"] == rerun.pid
     assert rerun.finish() == 0
+
+
+def test_a_restarted_daemon_judges_silence_only_from_its_own_start(make_daemon, short_tmp) -> None:  # type: ignore[no-untyped-def]
+    """While the daemon was down no heartbeat could reach it: a fit whose last event is old when
+    the daemon comes back is given a full lost-after period to be heard from."""
+    daemon = make_daemon("--lost-after", LOST_AFTER)
+    assert daemon_request(daemon.socket, "start", record={"id": "quiet", "status": "running"}, seq=1)["ok"]
+    assert daemon.stop() == 0
+    conn = sqlite3.connect(daemon.db)
+    with conn:  # as if the daemon had been down for a minute
+        conn.execute("UPDATE fits SET last_event_at = ?, updated_at = ? WHERE id = 'quiet'",
+                     (time.time() - 60, time.time() - 60))
+    conn.close()
+    restarted_at = time.time()
+    make_daemon("--lost-after", LOST_AFTER, db=daemon.db, socket=daemon.socket)
+    lost = wait_for_status(daemon.db, "quiet", "lost")
+    assert lost.updated_at - restarted_at >= float(LOST_AFTER)
 
 
 def test_a_frozen_client_is_lost_and_revives_itself_when_it_resumes(make_daemon, workers) -> None:  # type: ignore[no-untyped-def]

@@ -182,10 +182,16 @@ class Daemon:
             self._drained = anyio.Event()
 
     async def _sweep_lost(self) -> None:
+        """Mark running fits silent for ``lost_after`` as lost.
+
+        The first sweep waits ``lost_after`` after start: while the daemon was down no heartbeat
+        could arrive, so a fit is judged only on the silence the daemon itself has seen.
+        """
         interval = max(0.2, min(30.0, self.settings.lost_after / 4))
+        await anyio.sleep(self.settings.lost_after)  # a period, not synchronisation
         while True:
-            await anyio.sleep(interval)  # a period between sweeps
             await self.committer.submit([MarkLost(time.time() - self.settings.lost_after)])
+            await anyio.sleep(interval)  # a period between sweeps
 
     async def _signals(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
