@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import DIR_OUTPUT, _readline, lensd_cli
+from conftest import DIR_OUTPUT, _readline, integrity_ok, lensd_cli
 from test_watch import stored, until
 
 import lensd
@@ -302,6 +302,7 @@ def test_the_daemon_job_says_where_it_is_and_backs_up_when_its_time_is_up(shared
     assert not (shared / "lensd.env").exists() and not Path(where["LENSD_SOCKET"]).parent.exists()
     backup = shared / "backup" / "lensd.sqlite"
     assert set(fits_by_tag(backup)) == {"lens_a", "gaussian_b"}
+    assert backup.read_bytes()[18] == 1  # a rollback-journal file: readable without -wal/-shm beside it
 
     # the next daemon job lands on another node with an empty local disk: it starts from the backup
     env["LENSD_LOCAL"] = str(short_tmp / "node2")
@@ -311,3 +312,38 @@ def test_the_daemon_job_says_where_it_is_and_backs_up_when_its_time_is_up(shared
     answer = lensd_cli("query", 'unique_tag == "lens_a"', "--format", "json", "--socket", where["LENSD_SOCKET"])
     assert answer.returncode == 0 and '"lens_a"' in answer.stdout, answer.stderr
     end_of_time_limit(job)
+
+
+# --- docs/operating.md -------------------------------------------------------------------------
+
+def operating_block(first_line: str) -> str:
+    page = (ROOT / "docs" / "operating.md").read_text()
+    [body] = [b for b in re.findall(r"^```python\n(.*?)^```$", page, flags=re.S | re.M) if b.startswith(first_line)]
+    return body
+
+
+def test_the_backup_recipe_copies_a_database_while_the_daemon_writes_it(make_daemon, short_tmp) -> None:  # type: ignore[no-untyped-def]
+    daemon = make_daemon()
+    recipe = short_tmp / "backup.py"
+    recipe.write_text(operating_block("# backup.py"))
+    writer = subprocess.Popen([sys.executable, str(ROOT / "tests" / "workers.py"), "submit", str(daemon.socket),
+                               "0", "400"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert _readline(writer, 60).startswith("ack fit-0")  # the writer is under way
+        backup = short_tmp / "shared" / "lensd.sqlite"
+        backup.parent.mkdir()
+        made = subprocess.run([sys.executable, str(recipe), str(daemon.db), str(backup)], capture_output=True,
+                              text=True, timeout=120)
+        assert made.returncode == 0, made.stderr
+        rest, _ = writer.communicate(timeout=120)
+    finally:
+        if writer.poll() is None:
+            writer.kill()
+            writer.wait(30)
+    assert writer.returncode == 0 and rest.rstrip().endswith("done")
+    assert integrity_ok(backup) and backup.read_bytes()[18] == 1  # whole, and a rollback-journal file
+    assert not list(backup.parent.glob("*.partial")) and not list(backup.parent.glob("*-wal"))
+    copied = set(stored(backup))
+    print(f"the backup holds {len(copied)} of the 400 fits")
+    assert "fit-0" in copied and copied <= set(stored(daemon.db))
+    assert len(stored(daemon.db)) == 400
