@@ -206,7 +206,7 @@ def validate_record(data: Any) -> Record:
     if unknown:
         raise InvalidRecord(f"unknown record keys {unknown}; allowed: {sorted(RECORD_KEYS)}")
     status = data.get("status")
-    if status not in STATUSES:
+    if not isinstance(status, str) or status not in STATUSES:
         raise InvalidRecord(f"status must be one of {sorted(STATUSES)}, not {status!r}")
     text = {key: _text(data, key) for key in _TEXT_FIELDS}
     trees = {key: _mapping(data, key) for key in (*_TREE_FIELDS, *_MAP_FIELDS)}

@@ -66,7 +66,7 @@ def read(path: str | os.PathLike[str]) -> tuple[str, dict[str, Any]]:
     if not isinstance(message, dict) or message.get("v") != SPOOL_VERSION:
         raise ProtocolError("not a lensd spool file of version 1")
     op, fields = message.get("op"), message.get("fields")
-    if op not in WRITE_OPS or not isinstance(fields, dict):
+    if not isinstance(op, str) or op not in WRITE_OPS or not isinstance(fields, dict):
         raise ProtocolError(f"spool file holds no write op (op={op!r})")
     return str(op), fields
 

@@ -18,6 +18,7 @@ from wire import frame, hello, raw_connection, read_frame, scaled, stressed
 
 import lensd
 from lensd.errors import DaemonUnavailable, InvalidRecord
+from lensd.querystate import QueryState
 
 WORKERS = Path(__file__).parent / "workers.py"
 
@@ -66,6 +67,22 @@ def test_invalid_record_gets_clear_error_and_daemon_keeps_serving(daemon) -> Non
         raise_from_daemon(daemon.socket, {"status": "completed", "evil": 1})
     with lensd.connect_sync(socket=daemon.socket) as client:
         assert client.submit(record(1)) == "applied"
+
+
+@pytest.mark.parametrize("status", [{"a": 1}, ["completed"], 7, None])
+def test_a_record_of_wrong_types_is_refused_and_its_neighbours_answered(daemon, status) -> None:  # type: ignore[no-untyped-def]
+    """Found by the hypothesis frames: a dict status once raised TypeError, and the connection's
+    other requests went unanswered. Each request on the connection gets its one answer."""
+    with raw_connection(daemon.socket) as sock:
+        hello(sock)
+        everything = QueryState().to_wire()
+        sock.sendall(frame({"op": "count", "rid": 1, "query": everything})
+                     + frame({"op": "submit", "rid": 2, "record": {"id": "x", "status": status}})
+                     + frame({"op": "count", "rid": 3, "query": everything}))
+        replies = {reply["rid"]: reply for reply in (read_frame(sock) for _ in range(3)) if reply}
+    assert replies[2]["ok"] is False and replies[2]["error"]["code"] == "invalid"
+    assert "status must be one of" in replies[2]["error"]["message"]
+    assert replies[1]["ok"] is True and replies[3]["ok"] is True
 
 
 def raise_from_daemon(socket: Path, bad_record: dict[str, object]) -> None:

@@ -292,6 +292,7 @@ def exchange(socket: Path, payload: bytes) -> list[dict[str, Any]]:
 
 
 @stressed
+@pytest.mark.timeout(scaled(180, 3600))  # 10^5 frames take about ten minutes on two cores
 def test_hypothesis_frames_never_harm_the_live_daemon(daemon) -> None:  # type: ignore[no-untyped-def]
     target = scaled(1_000, 100_000)
     per_connection = scaled(12, 40)
@@ -304,10 +305,7 @@ def test_hypothesis_frames_never_harm_the_live_daemon(daemon) -> None:  # type: 
     def one_connection(opening: bytes, messages: list[dict[str, Any]], last: bytes | None) -> None:
         encoded = [(m, f) for m, f in ((m, _encode(m)) for m in messages) if f is not None]
         frames = ([opening] if opening else []) + [f for _, f in encoded] + ([last] if last else [])
-        t0 = time.monotonic()
         replies = exchange(daemon.socket, b"".join(frames))
-        if time.monotonic() - t0 > 1:
-            print("SLOW", time.monotonic() - t0, repr(messages)[:3000], repr(last)[:200], replies[:20])
         for reply in replies:  # every reply is a well-formed frame of the protocol
             assert isinstance(reply, dict) and "rid" in reply and ("ok" in reply or "page" in reply), reply
             if reply.get("ok") is False:

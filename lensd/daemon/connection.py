@@ -17,7 +17,7 @@ from anyio.abc import SocketStream, TaskGroup
 from lensd import protocol
 from lensd._version import __version__
 from lensd.daemon.reads import ReadStream
-from lensd.errors import LensdError, ProtocolError, StorageError
+from lensd.errors import InvalidRecord, LensdError, ProtocolError, StorageError
 from lensd.ops import op_from_request
 
 if TYPE_CHECKING:
@@ -163,6 +163,11 @@ class Connection:
         except LensdError as exc:
             log.info("refused %s: %s", op, exc)
             await self.send(protocol.error(rid, exc))
+            return
+        except Exception as exc:  # a gap in validation must not end the connection's other requests
+            log.exception("checking a %s request failed", op)
+            await self.send(protocol.error(rid, InvalidRecord(f"{op}: the request could not be checked "
+                                                              f"({type(exc).__name__}: {exc})")))
             return
         outcome = (await self.daemon.committer.submit([write]))[0]
         if isinstance(outcome, LensdError):
