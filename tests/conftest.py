@@ -55,7 +55,8 @@ class DaemonProcess:
             self.process.kill()
             _, err = self.process.communicate(timeout=30)
             raise RuntimeError(f"daemon did not start: {line!r} {err[-2000:]}")
-        threading.Thread(target=self._drain, daemon=True).start()
+        self._drainer = threading.Thread(target=self._drain, daemon=True)
+        self._drainer.start()
 
     def _drain(self) -> None:
         assert self.process is not None and self.process.stderr is not None
@@ -67,7 +68,9 @@ class DaemonProcess:
         assert self.process is not None
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout)
+        code = self.process.wait(timeout)
+        self._drainer.join(timeout)  # its stderr ends with it: every line is in stderr_lines now
+        return code
 
     def kill(self) -> None:
         assert self.process is not None

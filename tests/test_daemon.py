@@ -170,6 +170,25 @@ def test_stop_command_commits_and_exits(daemon) -> None:  # type: ignore[no-unty
         pass
 
 
+def test_stopping_with_clients_connected_logs_no_error(daemon) -> None:  # type: ignore[no-untyped-def]
+    """Connections open when the daemon stops end cleanly, the daemon's log free of tracebacks:
+    cancelling a pending read as its peer closed made asyncio log an InvalidStateError."""
+    idle = [raw_connection(daemon.socket) for _ in range(20)]
+    for sock in idle:
+        hello(sock)
+    with raw_connection(daemon.socket) as stopper:  # what `lensd stop` does: ask, read, hang up
+        hello(stopper)
+        stopper.sendall(frame({"op": "stop", "rid": 1}))
+        assert (read_frame(stopper) or {}).get("stopping") is True
+    for sock in idle:
+        assert read_frame(sock) is None  # closed by the daemon on its way out
+        sock.close()
+    assert daemon.process.wait(60) == 0
+    assert daemon.stop() == 0  # already gone: collects the last of its log
+    log = "".join(daemon.stderr_lines)
+    assert "Traceback" not in log and " ERROR " not in log, log[-3000:]
+
+
 def test_32_processes_50_fits_each(daemon) -> None:  # type: ignore[no-untyped-def]
     procs = [worker("submit", daemon.socket, k * 50, 50) for k in range(32)]
     outputs = [p.communicate(timeout=300)[0] for p in procs]

@@ -8,11 +8,13 @@ group committer reports their commit.
 from __future__ import annotations
 
 import logging
+import socket
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import anyio
-from anyio.abc import SocketStream, TaskGroup
+from anyio import TypedAttributeLookupError
+from anyio.abc import SocketAttribute, SocketStream, TaskGroup
 
 from lensd import protocol
 from lensd._version import __version__
@@ -50,8 +52,17 @@ class Connection:
         self.reading = anyio.CancelScope()
 
     def finish(self) -> None:
-        """Stop reading requests and end open read streams; pending writes still get answers."""
-        self.reading.cancel()
+        """Stop reading requests and end open read streams; pending writes still get answers.
+
+        Reading ends by shutting the socket's read side, which the pending receive sees as end of
+        stream, rather than by cancelling that receive: anyio's UNIX socket stream leaves a
+        readiness callback queued on a cancelled future, and asyncio then logs an
+        InvalidStateError traceback at every stop.
+        """
+        try:
+            self.stream.extra(SocketAttribute.raw_socket).shutdown(socket.SHUT_RD)
+        except (OSError, TypedAttributeLookupError):
+            self.reading.cancel()
         self._end_streams()
 
     def _end_streams(self) -> None:
