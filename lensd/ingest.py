@@ -55,7 +55,8 @@ def _read(folder: Path, root: Path, known: dict[str, str], report: IngestReport)
     """Records of one discovered folder (a fit may bring analysis children); [] when unchanged."""
     source = str(folder.resolve())
     try:
-        if known.get(source) == pyautofit.folder_signature(folder):
+        stored = known.get(source)  # a folder never ingested needs no signature here: read_fit takes it
+        if stored is not None and stored == pyautofit.folder_signature(folder):
             report.unchanged.append(source)
             return []
         data = pyautofit.read_fit(folder, root)

@@ -124,7 +124,12 @@ class Samples:
         return None if i is None else float(self.log_likelihood[i])
 
     def _best_index(self) -> int | None:
-        if not len(self) or np.all(np.isnan(self.log_likelihood)):
+        if not len(self):
+            return None
+        best = int(np.argmax(self.log_likelihood))  # one pass; it stops at the first NaN, if any
+        if not np.isnan(self.log_likelihood[best]):
+            return best
+        if np.all(np.isnan(self.log_likelihood)):
             return None
         return int(np.nanargmax(self.log_likelihood))
 

@@ -13,21 +13,21 @@ import logging
 import shutil
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-import aiosqlite
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from lensd import schema
 from lensd.errors import LensdError, StorageError
 from lensd.ops import Op
-from lensd.rows import Existing, plan_batch
+from lensd.rows import Existing, Prepared, plan_batch, prepare
 
 log = logging.getLogger("lensd.writer")
+T = TypeVar("T")
 _LOOKUP_CHUNK = 500
 
 
@@ -55,13 +55,22 @@ def prepare_database(path: str | Path, durability: str = "full") -> None:
 
 
 class BatchWriter:
-    """One aiosqlite connection that writes batches; there is never a second one per database."""
+    """One sqlite connection that writes batches; there is never a second one per database.
 
-    def __init__(self, conn: aiosqlite.Connection, path: Path | None = None,
+    A batch is one call into a worker thread that runs the whole transaction (BEGIN IMMEDIATE, the
+    lookup of the batch's fits, planning, every ``executemany``, COMMIT) and comes back once. Going
+    back to the event loop between statements (as an awaited call per statement would) makes each
+    of them wait for the loop, which under load is busy decoding the next requests: at 64 clients
+    that wait was as long as the writing itself. The connection is only ever used by one thread at
+    a time (``_limiter``).
+    """
+
+    def __init__(self, conn: sqlite3.Connection, path: Path | None = None,
                  max_db_mb: int | None = None) -> None:
         self._conn = conn
         self._path = path
         self._max_db_mb = max_db_mb
+        self._limiter = anyio.CapacityLimiter(1)
         self._next_key = 1
         self.batches = 0
         self.records = 0
@@ -69,49 +78,54 @@ class BatchWriter:
     @classmethod
     async def open(cls, path: str | Path, durability: str = "full", max_db_mb: int | None = None) -> BatchWriter:
         """The writer for ``path``; ``max_db_mb`` caps the database's size (``PRAGMA max_page_count``)."""
-        prepare_database(path, durability)
-        conn = await aiosqlite.connect(str(path), isolation_level=None)
-        for pragma in schema.writer_pragmas(durability):
-            await conn.execute(pragma)
-        if max_db_mb is not None:
-            page_size = await _pragma(conn, "page_size")
-            await conn.execute(f"PRAGMA max_page_count={max_db_mb * 1024 * 1024 // page_size}")
-        writer = cls(conn, Path(path), max_db_mb)
-        async with conn.execute("SELECT coalesce(max(fit_key), 0) + 1 FROM fits") as cursor:
-            row = await cursor.fetchone()
-        writer._next_key = int(row[0]) if row else 1
+        writer = cls(await anyio.to_thread.run_sync(_connect, path, durability), Path(path), max_db_mb)
+        await writer._run(writer._setup)
         return writer
 
+    def _setup(self) -> None:
+        if self._max_db_mb is not None:
+            page_size = _pragma(self._conn, "page_size")
+            self._conn.execute(f"PRAGMA max_page_count={self._max_db_mb * 1024 * 1024 // page_size}")
+        row = self._conn.execute("SELECT coalesce(max(fit_key), 0) + 1 FROM fits").fetchone()
+        self._next_key = int(row[0]) if row else 1
+
+    async def _run(self, function: Callable[..., T], *args: Any) -> T:
+        """``function(*args)`` in a worker thread, the only user of the connection while it runs."""
+        return await anyio.to_thread.run_sync(function, *args, limiter=self._limiter)
+
     async def close(self) -> None:
+        await self._run(self._close)
+
+    def _close(self) -> None:
         try:
-            await self._conn.execute("PRAGMA optimize")
+            self._conn.execute("PRAGMA optimize")
         except sqlite3.Error:
             pass
-        await self._conn.close()
+        self._conn.close()
 
-    async def _existing(self, ids: Sequence[str]) -> dict[str, Existing]:
+    def _existing(self, ids: Sequence[str]) -> dict[str, Existing]:
         found: dict[str, Existing] = {}
         unique = list(dict.fromkeys(ids))
         for start in range(0, len(unique), _LOOKUP_CHUNK):
             chunk = unique[start:start + _LOOKUP_CHUNK]
             marks = ", ".join("?" * len(chunk))
             sql = f"SELECT id, fit_key, seq, created_at FROM fits WHERE id IN ({marks})"  # noqa: S608
-            async with self._conn.execute(sql, chunk) as cursor:
-                async for fit_id, key, seq, created in cursor:
-                    found[fit_id] = Existing(key, seq, created)
+            for fit_id, key, seq, created in self._conn.execute(sql, chunk):
+                found[fit_id] = Existing(key, seq, created)
         return found
 
-    async def _apply(self, ops: list[Op]) -> list[str]:
-        await self._conn.execute("BEGIN IMMEDIATE")
+    def _apply(self, ops: list[Op], prepared: Sequence[Prepared | None] | None) -> list[str]:
+        """The batch's transaction, in the worker thread."""
+        self._conn.execute("BEGIN IMMEDIATE")
         try:
-            existing = await self._existing([i for op in ops for i in op.ids])
-            plan, outcomes, next_key = plan_batch(ops, existing, self._next_key, time.time())
+            existing = self._existing([i for op in ops for i in op.ids])
+            plan, outcomes, next_key = plan_batch(ops, existing, self._next_key, time.time(), prepared)
             for sql, rows in plan.statements:
-                await self._conn.executemany(sql, rows)
-            await self._conn.execute("COMMIT")
+                self._conn.executemany(sql, rows)
+            self._conn.execute("COMMIT")
         except BaseException:
             try:
-                await self._conn.execute("ROLLBACK")
+                self._conn.execute("ROLLBACK")
             except sqlite3.Error:
                 pass
             raise
@@ -120,32 +134,37 @@ class BatchWriter:
         self.records += len(ops)
         return outcomes
 
-    async def apply(self, ops: list[Op]) -> list[str | LensdError]:
-        """Commit ``ops``; one outcome per op: "applied", "duplicate", or the error for that op."""
+    async def apply(self, ops: list[Op], prepared: Sequence[Prepared | None] | None = None
+                    ) -> list[str | LensdError]:
+        """Commit ``ops``; one outcome per op: "applied", "duplicate", or the error for that op.
+
+        ``prepared`` is ``rows.prepare`` of each op, when the caller worked it out already.
+        """
         if not ops:
             return []
         try:
-            return list(await self._apply(ops))
+            return list(await self._run(self._apply, ops, prepared))
         except sqlite3.Error as exc:
             if len(ops) == 1:
                 log.warning("write failed: %s", exc)
-                return [await self._storage_error(exc)]
+                return [await self._run(self._storage_error, exc)]
         results: list[str | LensdError] = []
-        for op in ops:  # find the bad one: each alone
+        for index, op in enumerate(ops):  # find the bad one: each alone
             try:
-                results.extend(await self._apply([op]))
+                results.extend(await self._run(self._apply, [op],
+                                               None if prepared is None else [prepared[index]]))
             except sqlite3.Error as exc:
                 log.warning("write failed for %s: %s", op.ids[:1], exc)
-                results.append(await self._storage_error(exc))
+                results.append(await self._run(self._storage_error, exc))
         return results
 
-    async def _storage_error(self, exc: sqlite3.Error) -> StorageError:
+    def _storage_error(self, exc: sqlite3.Error) -> StorageError:
         """``storage_error``, and for a full database the facts needed to act: quota, size, free disk."""
         if "full" not in str(exc) or self._path is None:
             return storage_error(exc)
         facts = []
         try:
-            size = await _pragma(self._conn, "page_count") * await _pragma(self._conn, "page_size")
+            size = _pragma(self._conn, "page_count") * _pragma(self._conn, "page_size")
             if self._max_db_mb is not None:
                 facts.append(f"the database is {size / 2**20:.1f} MiB and may not grow past its quota of "
                              f"{self._max_db_mb} MiB (lensd start --max-db-mb)")
@@ -159,17 +178,37 @@ class BatchWriter:
                             f"nothing of this write was stored: {remedy}, then resend")
 
 
-async def _pragma(conn: aiosqlite.Connection, name: str) -> int:
-    async with conn.execute(f"PRAGMA {name}") as cursor:
-        row = await cursor.fetchone()
+def _connect(path: str | Path, durability: str) -> sqlite3.Connection:
+    """The writer's connection: the file created or migrated, the writer's PRAGMAs set."""
+    prepare_database(path, durability)
+    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+    try:
+        for pragma in schema.writer_pragmas(durability):
+            conn.execute(pragma)
+    except sqlite3.Error as exc:
+        conn.close()
+        raise storage_error(exc) from None
+    return conn
+
+
+def _pragma(conn: sqlite3.Connection, name: str) -> int:
+    row = conn.execute(f"PRAGMA {name}").fetchone()
     return int(row[0]) if row else 0
 
 
 @dataclass
 class _Submission:
     ops: list[Op]
+    prepared: list[Prepared | None]
     done: anyio.Event = field(default_factory=anyio.Event)
     outcomes: list[str | LensdError] = field(default_factory=list)
+
+
+def _prepare(op: Op) -> Prepared | None:
+    try:
+        return prepare(op)
+    except Exception:  # planned again in the batch, which reports the failure as it always did
+        return None
 
 
 class GroupCommitter:
@@ -191,8 +230,12 @@ class GroupCommitter:
         return self._send.statistics().current_buffer_used
 
     async def submit(self, ops: list[Op]) -> list[str | LensdError]:
-        """Queue ``ops`` and wait until they are committed (or failed)."""
-        item = _Submission(ops)
+        """Queue ``ops`` and wait until they are committed (or failed).
+
+        Their record-only rows are worked out here (``rows.prepare``), on the event loop, while
+        the writer thread commits the batch before.
+        """
+        item = _Submission(ops, [_prepare(op) for op in ops])
         await self._send.send(item)
         await item.done.wait()
         return item.outcomes
@@ -233,9 +276,10 @@ class GroupCommitter:
 
     async def _commit(self, batch: list[_Submission]) -> None:
         ops = [op for item in batch for op in item.ops]
+        prepared = [ready for item in batch for ready in item.prepared]
         with anyio.CancelScope(shield=True):
             try:
-                outcomes = await self.writer.apply(ops)
+                outcomes = await self.writer.apply(ops, prepared)
             except Exception as exc:  # never leave a waiter hanging
                 log.exception("batch of %d failed", len(ops))
                 error = exc if isinstance(exc, LensdError) else StorageError(str(exc))
