@@ -1,10 +1,15 @@
-"""``python -m bench [--quick] [--only NAME,...] [--skip NAME,...]``: every benchmark, one table.
+"""``python -m bench [--quick] [--only NAME,...] [--skip NAME,...] [--install-pyautofit]``: every
+benchmark, one table.
 
 Runs each module of ``bench/`` that defines ``run(options) -> list[Row]`` (the contract is in
 ``bench/__init__.py``), the known ones first in the order below, then any other alphabetically. A
 module without ``run`` is run as a script (``python bench/<name>.py``) and its printed lines become
 rows of its section. A benchmark that fails is reported in the table and the others still run.
 The table is printed at the end and kept in ``bench/.cache/last-table.txt``.
+
+PyAutoFit's columns appear when an interpreter with ``autofit`` is found (``bench._common.
+autofit_python``): ``--install-pyautofit`` first makes ``.venv-autofit`` beside ``.venv`` with
+``pip install autofit==2026.7.29.1`` (``AUTOFIT_PIN``), so the project's own environment keeps its versions.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import traceback
 from pathlib import Path
 
 from bench import CACHE, Options, Row
-from bench._common import format_table, machine_facts
+from bench._common import AUTOFIT_VENV, autofit_python, format_table, machine_facts
 
 ORDER = ("daemon_ingest", "ingest_folders", "query", "values_samples", "watch_poll", "heartbeats")
 # Arguments for modules that are scripts without run(): (quick run, full run).
@@ -31,6 +36,17 @@ SCRIPT_ARGS: dict[str, tuple[list[str], list[str]]] = {
     "heartbeats": (["--seconds", "3", "--paced-seconds", "5"], []),
 }
 SCRIPT_TIMEOUT = 900
+AUTOFIT_PIN = "2026.7.29.1"  # the release issue 8 names; the newest for Python 3.11 then
+
+
+def install_pyautofit() -> None:
+    """Make ``.venv-autofit`` with PyAutoFit in it, unless it is there already."""
+    python = AUTOFIT_VENV / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(AUTOFIT_VENV)], check=True, timeout=600)
+    subprocess.run([str(python), "-m", "pip", "install", "-q", f"autofit=={AUTOFIT_PIN}"], check=True,
+                   timeout=1800)
+    autofit_python.cache_clear()
 
 
 def modules() -> list[str]:
@@ -63,6 +79,8 @@ def main() -> None:
     parser.add_argument("--only", default="", help="comma-separated benchmark names")
     parser.add_argument("--skip", default="", help="comma-separated benchmark names")
     parser.add_argument("--list", action="store_true", help="list the benchmarks and exit")
+    parser.add_argument("--install-pyautofit", action="store_true",
+                        help=f"first pip install autofit=={AUTOFIT_PIN} into .venv-autofit (for the PyAutoFit columns)")
     args = parser.parse_args()
     names = modules()
     if args.list:
@@ -74,6 +92,8 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown benchmarks {sorted(unknown)}; there are {names}")
     chosen = [n for n in names if (not only or n in only) and n not in skip]
+    if args.install_pyautofit:
+        install_pyautofit()
     work = Path(tempfile.mkdtemp(prefix="lbench", dir="/tmp"))  # short: sockets live here
     options = Options(quick=args.quick, work=work, cache=CACHE)
     rows: list[Row] = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import importlib.util
 import json
 import os
@@ -44,20 +45,58 @@ def machine_facts() -> list[str]:
         f"machine: {os.cpu_count()} CPUs ({model or platform.machine()}){memory}, {platform.system()} "
         f"{platform.release()}; scratch {scratch} on {file_system_type(scratch) or '?'}",
         f"python {platform.python_version()}, sqlite {sqlite3.sqlite_version}, numpy {numpy.__version__}, "
-        f"PyAutoFit: {autofit_version() or 'not installed'}",
+        f"PyAutoFit: {_autofit_fact()}",
     ]
 
 
-def autofit_version() -> str | None:
-    """PyAutoFit's version when ``autofit`` is importable here (read without importing it: slow)."""
-    if importlib.util.find_spec("autofit") is None:
-        return None
-    from importlib.metadata import PackageNotFoundError, version
+AUTOFIT_VENV = ROOT / ".venv-autofit"
+AUTOFIT_PYTHON_ENV = "LENSD_BENCH_AUTOFIT_PYTHON"
 
+
+@functools.cache
+def autofit_python() -> str | None:
+    """The Python interpreter that has ``autofit``, or None.
+
+    PyAutoFit pins its own numpy, scipy, SQLAlchemy, ... so it is best kept out of the project's
+    ``.venv``; its measurements run in child processes anyway. Looked for, in order: the
+    interpreter named by ``$LENSD_BENCH_AUTOFIT_PYTHON`` (empty: never), ``.venv-autofit/bin/python``
+    (made by ``python -m bench --install-pyautofit``), and this interpreter.
+    """
+    named = os.environ.get(AUTOFIT_PYTHON_ENV)
+    if named is not None:
+        return named or None
+    candidates = [str(AUTOFIT_VENV / "bin" / "python"), sys.executable]
+    for python in candidates:
+        if python == sys.executable and importlib.util.find_spec("autofit") is None:
+            continue
+        if os.access(python, os.X_OK) and _autofit_version_of(python) is not None:
+            return python
+    return None
+
+
+@functools.cache
+def _autofit_version_of(python: str) -> str | None:
+    """autofit's version in ``python`` (read from its metadata: importing autofit is slow)."""
+    code = "from importlib.metadata import version; print(version('autofit'))"
     try:
-        return version("autofit")
-    except PackageNotFoundError:
-        return "?"
+        done = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return (done.stdout.strip() or None) if done.returncode == 0 else None
+
+
+def autofit_version() -> str | None:
+    """PyAutoFit's version when an interpreter with ``autofit`` was found (``autofit_python``)."""
+    python = autofit_python()
+    return None if python is None else _autofit_version_of(python)
+
+
+def _autofit_fact() -> str:
+    python = autofit_python()
+    if python is None:
+        return "not installed (python -m bench --install-pyautofit adds it in .venv-autofit)"
+    where = "this interpreter" if python == sys.executable else os.path.relpath(python, ROOT)
+    return f"{autofit_version()} ({where})"
 
 
 def cpu_seconds(pid: int) -> float:
@@ -136,13 +175,13 @@ def peak_rss_mb():
 
 
 def child(code: str, *args: str, timeout: float, cwd: Path | None = None,
-          env: dict[str, str] | None = None) -> dict[str, Any]:
-    """Run ``code`` in a fresh Python; it sets ``result`` (a dict), returned with ``peak_rss_mb``
-    (the child's peak resident memory) added. ``peak_rss_mb()`` is defined for the code to call.
-    The child is killed at ``timeout``."""
+          env: dict[str, str] | None = None, python: str | None = None) -> dict[str, Any]:
+    """Run ``code`` in a fresh Python (``python``, default this one); it sets ``result`` (a dict),
+    returned with ``peak_rss_mb`` (the child's peak resident memory) added. ``peak_rss_mb()`` is
+    defined for the code to call. The child is killed at ``timeout``."""
     wrapper = ("import json, resource, sys\n" + PEAK_RSS + code +
                "\nresult['peak_rss_mb'] = peak_rss_mb()\nprint(json.dumps(result))\n")
-    done = subprocess.run([sys.executable, "-c", wrapper, *args], capture_output=True, text=True,
+    done = subprocess.run([python or sys.executable, "-c", wrapper, *args], capture_output=True, text=True,
                           timeout=timeout, cwd=cwd, env={**os.environ, **(env or {})})
     if done.returncode != 0:
         raise RuntimeError(f"benchmark child failed ({done.returncode}): {done.stderr[-3000:]}")

@@ -17,7 +17,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from bench._common import autofit_version, child
+from bench._common import autofit_python, autofit_version, child
 
 LENSMODELS = textwrap.dedent('''
     """Classes named by lensd.synthetic's model.json (lensmodels.*), for PyAutoFit to import."""
@@ -119,7 +119,7 @@ def _scratch(work: Path) -> Path:
 
 
 def _run(work: Path, code: str, *args: str, timeout: float) -> dict[str, Any]:
-    return child(code, *args, timeout=timeout, cwd=_scratch(work),
+    return child(code, *args, timeout=timeout, cwd=_scratch(work), python=autofit_python(),
                  env={"PYAUTO_SKIP_WORKSPACE_VERSION_CHECK": "1"})
 
 
