@@ -110,3 +110,28 @@ def test_the_database_file_is_private_to_nothing_but_umask(tmp_path: Path) -> No
     db = tmp_path / "p.sqlite"
     assert lensd_cli("ingest", str(SINGLE), "--db", str(db)).returncode == 0
     assert os.path.exists(db) and integrity_ok(db)
+
+
+def test_reader_processes_store_what_reading_here_stores(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The worker processes that read large trees give the same database, failures included."""
+    from lensd import ingest as ingesting
+    from lensd.synthetic import write_fits
+
+    tree = tmp_path / "out"
+    shutil.copytree(DIR_OUTPUT, tree)  # grids, analyses, every kind of fit PyAutoFit writes
+    write_fits(tree / "synthetic", 12, n_samples=20)
+    broken = fit_folders(tree / "synthetic")[0] / "files" / "model.json"
+    broken.write_text("{ not json")
+    assert ingesting.reader_pool(10**6, 1) is None and ingesting.reader_pool(10, 2) is None
+    monkeypatch.setattr(ingesting, "PARALLEL_FROM", 1)
+    answers = []
+    for readers in (1, 2):
+        db = tmp_path / f"r{readers}.sqlite"
+        report = ingesting.ingest([tree], db, readers=readers)
+        assert report.failed and all("model.json" in f.reason for f in report.failed)
+        agg = lensd.Aggregator.from_database(db, top_level_only=False)
+        answers.append((sorted(report.ingested), [f.path for f in report.failed],
+                        [(f.id, f.parent_id, f.max_log_likelihood, f.instance and dict(f.to_dict()["instance"]))
+                         for f in agg.fits()],
+                        [s.parameters.tolist() for s in agg.values("samples")]))
+    assert answers[0] == answers[1]
