@@ -8,6 +8,9 @@ parameters each) to one real daemon at once, against sqlite itself inserting the
   with ``lensd.connect()`` and released together; each ``await client.submit(record)`` returns once
   the daemon committed it (one request in flight per process, as a job has). fits/s is records
   over the wall time from release to the last acknowledgement; MB/s counts the msgpack bytes sent.
+  Each line also gives the CPU time per fit of the daemon process (/proc/<pid>/stat: its event
+  loop and its writer thread) and of the client processes (their ``time.process_time()`` while
+  submitting): on a 2-core machine the clients share the cores with the daemon.
 - **baseline, same run**: one process inserting exactly the rows the writer would write for those
   records (``lensd.rows.plan_batch``, made before the clock starts) with plain ``sqlite3``
   ``executemany`` in one transaction, into a fresh database with the same PRAGMAs.
@@ -29,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import Options, Row
-from bench._common import daemon, main, rate, times, verdict
+from bench._common import cpu_seconds, daemon, main, rate, times, verdict
 
 SECTION = "daemon ingest (1,000 samples/fit)"
 N_SAMPLES = 1000
@@ -180,20 +183,25 @@ def run(options: Options) -> list[Row]:
     raw = n / raw_sqlite(options.work / "raw.sqlite", records)
     alone = n / writer_alone(options.work / "writer.sqlite", records)
     del records
-    rows = [Row(SECTION, f"raw sqlite executemany, {n} fits in 1 transaction", rate(raw, "fits"),
+    rows = [Row(SECTION, f"raw sqlite executemany, {n} fits in 1 transaction ({1000 / raw:.2f} ms a fit, 1 core)",
+                rate(raw, "fits"),
                 baseline="(the baseline)"),
             Row(SECTION, "BatchWriter.apply in-process, 1 batch", rate(alone, "fits"), rate(raw, "fits"),
                 f"{times(alone / raw)} raw")]
     for k in CLIENTS:
         db, socket = options.work / f"d{k}.sqlite", options.work / f"d{k}.s"
-        with daemon(db, socket):
+        with daemon(db, socket) as process:
+            before = cpu_seconds(process.pid)
             reports = _processes(_client, k, n, str(socket), 0, timeout=600)
+            daemon_cpu = cpu_seconds(process.pid) - before  # includes accepting the K connections
         began = min(r[0] for r in reports)
         elapsed = max(r[1] for r in reports) - began
         fits = sum(r[2] for r in reports)
         per_second = fits / elapsed
+        cpu = (f"; CPU/fit: daemon {daemon_cpu / fits * 1000:.2f} ms, "
+               f"clients {sum(r[4] for r in reports) / fits * 1000:.2f} ms")
         target = f">= {TARGET}x raw: {verdict(per_second / raw >= TARGET)}" if k == CLIENTS[-1] else ""
-        rows.append(Row(SECTION, f"K={k} client processes, {fits} fits, {megabytes / elapsed:,.0f} MB/s",
+        rows.append(Row(SECTION, f"K={k} client processes, {fits} fits, {megabytes / elapsed:,.0f} MB/s{cpu}",
                         rate(per_second, "fits"), rate(raw, "fits"), f"{times(per_second / raw)} raw", target=target))
     for k in CLIENTS[1:]:
         db = options.work / f"direct{k}.sqlite"
