@@ -95,7 +95,8 @@ def _autofit_fact() -> str:
     python = autofit_python()
     if python is None:
         return "not installed (python -m bench --install-pyautofit adds it in .venv-autofit)"
-    where = "this interpreter" if python == sys.executable else os.path.relpath(python, ROOT)
+    where = ("this interpreter" if python == sys.executable else
+             os.path.relpath(python, ROOT) if Path(python).is_relative_to(ROOT) else python)
     return f"{autofit_version()} ({where})"
 
 
