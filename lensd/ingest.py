@@ -17,6 +17,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import sqlite3
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -127,10 +128,13 @@ def _loaded(folders: list[tuple[Path, Path]], known: dict[str, str],
 def reader_pool(folders: int, readers: int | None = None) -> ProcessPoolExecutor | None:
     """Worker processes that read folders, when there are enough folders and CPUs to pay for them.
 
-    Forked, and started here: call it before anything in this process starts a thread.
+    Forked, and started here: call it before anything in this process starts a thread. A caller
+    that already runs threads (a notebook, say) reads in-process instead: forking a process with
+    threads can copy a lock some other thread holds.
     """
     count = readers if readers is not None else (os.cpu_count() or 1)
-    if count < 2 or folders < PARALLEL_FROM or "fork" not in multiprocessing.get_all_start_methods():
+    if (count < 2 or folders < PARALLEL_FROM or threading.active_count() > 1
+            or "fork" not in multiprocessing.get_all_start_methods()):
         return None
     pool = ProcessPoolExecutor(count, mp_context=multiprocessing.get_context("fork"))
     pool.submit(int).result()  # forks every worker now, before the writer's threads exist

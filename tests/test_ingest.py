@@ -124,6 +124,9 @@ def test_reader_processes_store_what_reading_here_stores(tmp_path: Path, monkeyp
     broken.write_text("{ not json")
     assert ingesting.reader_pool(10**6, 1) is None and ingesting.reader_pool(10, 2) is None
     monkeypatch.setattr(ingesting, "PARALLEL_FROM", 1)
+    probe = ingesting.reader_pool(1, 2)
+    assert probe is not None  # the readers=2 run below really uses worker processes
+    probe.shutdown()
     answers = []
     for readers in (1, 2):
         db = tmp_path / f"r{readers}.sqlite"
