@@ -254,8 +254,8 @@ def main(run: Callable[[Options], list[Row]], description: str | None) -> None:
 
 
 def folder_tree(work: Path, n: int, n_samples: int = 1000) -> Path:
-    """``n`` synthetic PyAutoFit fit folders (``lensd.synthetic.write_fits``), made once per run."""
-    from lensd.synthetic import write_fits
+    """``n`` synthetic PyAutoFit fit folders (``lensd.demo.synthetic.write_fits``), made once per run."""
+    from lensd.demo.synthetic import write_fits
 
     tree = work / f"tree{n}x{n_samples}"
     done = tree / ".written"

@@ -1,7 +1,7 @@
 """Databases of 10^3 to 10^6 synthetic fits, built fast and kept in ``bench/.cache`` between runs.
 
 A database is built with the writer's own code path at scale: records from
-``lensd.synthetic.record``, validated, planned by ``lensd.rows.plan_batch`` into the exact rows
+``lensd.demo.synthetic.record``, validated, planned by ``lensd.store.batchplan.plan_batch`` into the exact rows
 the daemon writes, and inserted with ``executemany`` in large transactions (durability normal).
 Making and planning the records is most of the work, so it runs in worker processes while this
 process inserts. A file is keyed on the schema (its version and the text of its DDL and
@@ -24,7 +24,7 @@ BUILDER = 1  # bump when the generated data changes
 
 
 def cache_key(n: int, n_samples: int) -> str:
-    from lensd import schema
+    from lensd.store import schema
 
     text = "\n".join([*schema.create_statements(), *schema.MIGRATIONS, str(BUILDER)])
     digest = hashlib.sha256(text.encode()).hexdigest()[:10]
@@ -33,10 +33,10 @@ def cache_key(n: int, n_samples: int) -> str:
 
 def _plan(task: tuple[int, int, int]) -> list[tuple[str, list[tuple[Any, ...]]]]:
     """Rows of fits ``start..stop`` (fit keys from ``start + 1``), as the writer plans them."""
-    from lensd.ops import Upsert
-    from lensd.records import validate_record
-    from lensd.rows import plan_batch
-    from lensd.synthetic import record
+    from lensd.demo.synthetic import record
+    from lensd.domain.records import validate_record
+    from lensd.store.batchplan import plan_batch
+    from lensd.store.writeops import Upsert
 
     start, stop, n_samples = task
     ops = [Upsert(validate_record(record(i, n_samples))) for i in range(start, stop)]
@@ -56,8 +56,8 @@ def _plans(n: int, n_samples: int) -> Iterator[list[tuple[str, list[tuple[Any, .
 
 def build(path: Path, n: int, n_samples: int) -> float:
     """Write ``n`` fits into a new database at ``path``; returns the seconds it took."""
-    from lensd import schema
-    from lensd.daemon.writer import prepare_database
+    from lensd.store import schema
+    from lensd.store.writer import prepare_database
 
     began = time.perf_counter()
     for suffix in ("", "-wal", "-shm"):

@@ -20,7 +20,7 @@ from typing import Any
 from bench._common import autofit_python, autofit_version, child
 
 LENSMODELS = textwrap.dedent('''
-    """Classes named by lensd.synthetic's model.json (lensmodels.*), for PyAutoFit to import."""
+    """Classes named by lensd.demo.synthetic's model.json (lensmodels.*), for PyAutoFit to import."""
 
 
     class Galaxy:

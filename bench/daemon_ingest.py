@@ -12,7 +12,7 @@ parameters each) to one real daemon at once, against sqlite itself inserting the
   loop and its writer thread) and of the client processes (their ``time.process_time()`` while
   submitting): on a 2-core machine the clients share the cores with the daemon.
 - **baseline, same run**: one process inserting exactly the rows the writer would write for those
-  records (``lensd.rows.plan_batch``, made before the clock starts) with plain ``sqlite3``
+  records (``lensd.store.batchplan.plan_batch``, made before the clock starts) with plain ``sqlite3``
   ``executemany`` in one transaction, into a fresh database with the same PRAGMAs.
 - **decomposition**: the daemon's writer alone (``BatchWriter.apply`` of the validated records in
   one batch, in-process), which separates what sqlite costs from what the socket, decoding and
@@ -41,7 +41,7 @@ TARGET = 0.5  # fits/s at K = 64 over raw sqlite executemany
 
 
 def _records(indices: range, seed: int) -> list[dict[str, Any]]:
-    from lensd.synthetic import record
+    from lensd.demo.synthetic import record
 
     return [record(i, N_SAMPLES, seed) for i in indices]
 
@@ -51,7 +51,7 @@ def _client(socket: str, indices: range, seed: int, go: Any, out: Any) -> None:
     import anyio
 
     import lensd
-    from lensd import codec
+    from lensd.wire import codec
 
     records = _records(indices, seed)
     sent = sum(len(codec.pack(r)) for r in records)
@@ -70,9 +70,9 @@ def _client(socket: str, indices: range, seed: int, go: Any, out: Any) -> None:
 
 def _direct(db: str, indices: range, seed: int, go: Any, out: Any) -> None:
     """The contrast: a process that writes its fits straight into the shared file, one commit each."""
-    from lensd.ops import Upsert
-    from lensd.records import validate_record
-    from lensd.rows import plan_batch
+    from lensd.domain.records import validate_record
+    from lensd.store.batchplan import plan_batch
+    from lensd.store.writeops import Upsert
 
     records = [validate_record(r) for r in _records(indices, seed)]
     conn = sqlite3.connect(db, isolation_level=None)  # Python's default 5 s busy timeout
@@ -131,11 +131,11 @@ def _processes(target: Any, k: int, n: int, first: Any, seed: int, timeout: floa
 
 def raw_sqlite(db: Path, records: list[dict[str, Any]]) -> float:
     """Seconds for plain sqlite to insert the writer's rows for ``records`` in one transaction."""
-    from lensd import schema
-    from lensd.daemon.writer import prepare_database
-    from lensd.ops import Upsert
-    from lensd.records import validate_record
-    from lensd.rows import plan_batch
+    from lensd.domain.records import validate_record
+    from lensd.store import schema
+    from lensd.store.batchplan import plan_batch
+    from lensd.store.writeops import Upsert
+    from lensd.store.writer import prepare_database
 
     prepare_database(db)
     plan, _, _ = plan_batch([Upsert(validate_record(r)) for r in records], {}, 1, time.time())
@@ -156,9 +156,9 @@ def writer_alone(db: Path, records: list[dict[str, Any]]) -> float:
     """Seconds for the daemon's BatchWriter to apply the validated records as one batch."""
     import anyio
 
-    from lensd.daemon.writer import BatchWriter
-    from lensd.ops import Upsert
-    from lensd.records import validate_record
+    from lensd.domain.records import validate_record
+    from lensd.store.writeops import Upsert
+    from lensd.store.writer import BatchWriter
 
     ops = [Upsert(validate_record(r)) for r in records]
 
@@ -175,7 +175,7 @@ def writer_alone(db: Path, records: list[dict[str, Any]]) -> float:
 
 
 def run(options: Options) -> list[Row]:
-    from lensd import codec
+    from lensd.wire import codec
 
     n = 960 if options.quick else 3200
     records = _records(range(n), 0)
@@ -205,7 +205,7 @@ def run(options: Options) -> list[Row]:
                         rate(per_second, "fits"), rate(raw, "fits"), f"{times(per_second / raw)} raw", target=target))
     for k in CLIENTS[1:]:
         db = options.work / f"direct{k}.sqlite"
-        from lensd.daemon.writer import prepare_database
+        from lensd.store.writer import prepare_database
 
         prepare_database(db)
         reports = _processes(_direct, k, n, str(db), 0, timeout=300)

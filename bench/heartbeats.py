@@ -26,7 +26,7 @@ from typing import Any
 
 import anyio
 
-from lensd.client import Client
+from lensd.client.connection import Client
 from lensd.daemon.server import file_system_type
 
 TICK = os.sysconf("SC_CLK_TCK")

@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.ingest_folders [--quick]
 
-The folders are ``lensd.synthetic.write_fits`` output (the files real PyAutoFit writes: metadata,
+The folders are ``lensd.demo.synthetic.write_fits`` output (the files real PyAutoFit writes: metadata,
 .completed, files/*.json, a space-padded samples.csv of 1,000 samples × 4 parameters). lensd runs
 as the command line does (``python -m lensd ingest TREE --db NEW --quiet``, no daemon: the direct
 writer), timed from start to exit, start-up included. Baselines, same run and same folders:

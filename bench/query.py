@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.query [--quick]        # --quick stops at 10^5
 
 The databases are made by ``bench._dbcache`` (the writer's own rows, cached in bench/.cache, keyed
-on the schema): ``lensd.synthetic.record`` fits, half Isothermal and half PowerLaw, Einstein radii
+on the schema): ``lensd.demo.synthetic.record`` fits, half Isothermal and half PowerLaw, Einstein radii
 around 1.0, ten unique tags ``lens_0`` .. ``lens_9``, so a seed query selects 0 % to 55 % of the
 fits. Each figure is the median of 5 runs after one warm-up (the file is in the page cache), with
 ``Aggregator.from_database`` in this process:

@@ -20,9 +20,9 @@ import textwrap
 import time
 from pathlib import Path
 
-from lensd import shell
-from lensd.daemon.changes import SETTLE, TreeWalker
-from lensd.synthetic import write_fits
+from lensd.cli import render
+from lensd.daemon.folderscan import SETTLE, TreeWalker
+from lensd.demo.synthetic import write_fits
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -115,8 +115,8 @@ def main() -> None:
         began = time.perf_counter()
         daemon = start_daemon(db, socket, tree, options.interval)
         try:
-            wait_for(lambda: shell.daemon_status(socket).get("watch_passes", 0) >= 1, 600, "the catch-up")
-            report = shell.daemon_status(socket)
+            wait_for(lambda: render.daemon_status(socket).get("watch_passes", 0) >= 1, 600, "the catch-up")
+            report = render.daemon_status(socket)
             rows.append((f"daemon start + catch-up over {options.fits} unchanged fits",
                          f"{time.perf_counter() - began:.1f} s, {report['watch_ingested']} re-read"))
 

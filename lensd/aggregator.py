@@ -12,16 +12,17 @@ from collections.abc import AsyncIterator, Generator, Iterator, Sequence
 from copy import copy
 from typing import TYPE_CHECKING, Any, Self
 
-from lensd import compiler, schema, store, table
 from lensd.errors import QueryError
-from lensd.query import Column, Predicate
-from lensd.querystate import QueryFields, QueryState
-from lensd.store import Fit
+from lensd.query import compiler
+from lensd.query.nodes import Column, Predicate
+from lensd.query.state import QueryFields, QueryState
+from lensd.store import flatrows, reader, schema
+from lensd.store.reader import Fit
 
 if TYPE_CHECKING:
     import sqlite3
 
-    from lensd.client import Client
+    from lensd.client.connection import Client
 
 
 class _Base(QueryFields):
@@ -76,29 +77,29 @@ class Aggregator(_Base):
     @classmethod
     def from_database(cls, path: str | os.PathLike[str], completed_only: bool = False,
                       top_level_only: bool = True) -> Aggregator:
-        conn = store.open_readonly(path)
+        conn = reader.open_readonly(path)
         return cls(conn, QueryState(completed_only=completed_only, top_level_only=top_level_only),
                    os.fspath(path))
 
     def __len__(self) -> int:
-        sql, params = compiler.select_count(self._state, store.access(self._conn, self._state))
-        row = next(store.stream(self._conn, sql, params))
+        sql, params = compiler.select_count(self._state, reader.access(self._conn, self._state))
+        row = next(reader.stream(self._conn, sql, params))
         return int(row[0])
 
     def __iter__(self) -> Iterator[Fit]:
         return self.fits()
 
     def fits(self) -> Generator[Fit, None, None]:
-        load = store.payload_loader(self._conn)
-        sql, params = store.fit_rows_sql(self._state, store.access(self._conn, self._state))
-        for row in store.stream(self._conn, sql, params):
-            yield Fit(store.row_dict(row), load)
+        load = reader.payload_loader(self._conn)
+        sql, params = reader.fit_rows_sql(self._state, reader.access(self._conn, self._state))
+        for row in reader.stream(self._conn, sql, params):
+            yield Fit(reader.row_dict(row), load)
 
     def values(self, name: str) -> Iterator[Any]:
         """One value per fit that has ``name``: "samples", "info", "model", "instance", a file..."""
-        sql, params = store.values_plan(self._state, name, store.access(self._conn, self._state))
-        for row in store.stream(self._conn, sql, params, page=32):
-            value = store.decode_value(name, row)
+        sql, params = reader.values_plan(self._state, name, reader.access(self._conn, self._state))
+        for row in reader.stream(self._conn, sql, params, page=32):
+            value = reader.decode_value(name, row)
             if value is not None:
                 yield value
 
@@ -108,7 +109,7 @@ class Aggregator(_Base):
         return self._with(self._children_state(parents))
 
     def columns(self, median: bool = False) -> list[str]:
-        """The columns ``to_rows`` and ``lensd export`` give for these fits (see lensd.table).
+        """The columns ``to_rows`` and ``lensd export`` give for these fits (see lensd.store.flatrows).
 
         Read from the facts index (the distinct parameter paths and info keys of the selected
         fits), not from the fits themselves, so it costs one indexed query.
@@ -117,9 +118,9 @@ class Aggregator(_Base):
         sql, params = compiler.select_fact_keys(self._state, kinds)
         paths: list[str] = []
         info: list[str] = []
-        for kind, key in store.stream(self._conn, sql, params):
+        for kind, key in reader.stream(self._conn, sql, params):
             (info if kind == schema.KIND_INFO else paths).append(key)
-        return table.columns_of(paths, info)
+        return flatrows.columns_of(paths, info)
 
     def to_rows(self, columns: Sequence[str] | None = None,
                 median: bool = False) -> Generator[dict[str, Any], None, None]:
@@ -136,7 +137,7 @@ class Aggregator(_Base):
         fits = self.fits()
         try:
             chosen = list(columns) if columns is not None else self.columns(median)
-            yield from table.rows_of(fits, chosen, median)
+            yield from flatrows.rows_of(fits, chosen, median)
         finally:
             fits.close()  # its cursor first, should the caller stop early and close the connection
             if began and self._conn.in_transaction:
@@ -145,11 +146,11 @@ class Aggregator(_Base):
     def to_dataframe(self, columns: Sequence[str] | None = None, median: bool = False) -> Any:
         """The rows of ``to_rows`` as a pandas DataFrame (``pip install 'lensd[pandas]'``)."""
         chosen = list(columns) if columns is not None else self.columns(median)
-        return table.dataframe_of(self.to_rows(chosen, median), chosen)
+        return flatrows.dataframe_of(self.to_rows(chosen, median), chosen)
 
     def _repr_html_(self) -> str:
-        first = self[:table.HTML_ROWS]
-        return table.html_table(first.to_rows(), first.columns(), len(self))
+        first = self[:flatrows.HTML_ROWS]
+        return flatrows.html_table(first.to_rows(), first.columns(), len(self))
 
     def close(self) -> None:
         self._conn.close()
@@ -165,7 +166,7 @@ class AsyncAggregator(_Base):
     @classmethod
     async def connect(cls, socket: str | os.PathLike[str] | None = None, completed_only: bool = False,
                       top_level_only: bool = True) -> AsyncAggregator:
-        from lensd.client import Client
+        from lensd.client.connection import Client
 
         client = await Client.open(socket)
         return cls(client, QueryState(completed_only=completed_only, top_level_only=top_level_only))
@@ -180,7 +181,7 @@ class AsyncAggregator(_Base):
 
     async def values(self, name: str) -> AsyncIterator[Any]:
         async for item in self._client.stream("values", name=name, query=self._state.to_wire()):
-            value = store.decode_value(name, item)
+            value = reader.decode_value(name, item)
             if value is not None:
                 yield value
 
@@ -193,13 +194,13 @@ class AsyncAggregator(_Base):
         """The rows of ``Aggregator.to_rows``, as a list (the daemon has no fact-key op, so the
         columns come from the fits once they are all here)."""
         fits = [fit async for fit in self.fits()]
-        chosen = list(columns) if columns is not None else table.columns_of_fits(fits, median)
-        return list(table.rows_of(fits, chosen, median))
+        chosen = list(columns) if columns is not None else flatrows.columns_of_fits(fits, median)
+        return list(flatrows.rows_of(fits, chosen, median))
 
     async def to_dataframe(self, columns: Sequence[str] | None = None, median: bool = False) -> Any:
         rows = await self.to_rows(columns, median)
-        chosen = list(columns) if columns is not None else list(rows[0]) if rows else list(table.FIT_FIELDS)
-        return table.dataframe_of(rows, chosen)
+        chosen = list(columns) if columns is not None else list(rows[0]) if rows else list(flatrows.FIT_FIELDS)
+        return flatrows.dataframe_of(rows, chosen)
 
     async def aclose(self) -> None:
         await self._client.aclose()

@@ -16,8 +16,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from lensd import schema
-from lensd.query import (
+from lensd.query.nodes import (
     And,
     ClassIs,
     Column,
@@ -33,8 +32,9 @@ from lensd.query import (
     Operand,
     Or,
     Predicate,
-    QueryState,
 )
+from lensd.query.state import QueryState
+from lensd.store import schema
 
 MISSING: Any = object()
 _OPS: dict[str, Callable[[Any, Any], bool]] = {

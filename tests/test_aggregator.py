@@ -185,14 +185,14 @@ print(n, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 def test_values_samples_memory_stays_flat(tmp_path: Path) -> None:
     """Peak memory reading 3,000 fits' samples is that of reading 100: values() streams."""
-    from lensd.synthetic import record
+    from lensd.demo.synthetic import record
 
     db = tmp_path / "m.sqlite"
     import anyio
 
-    from lensd.daemon.writer import BatchWriter
-    from lensd.ops import Upsert
-    from lensd.records import validate_record
+    from lensd.domain.records import validate_record
+    from lensd.store.writeops import Upsert
+    from lensd.store.writer import BatchWriter
 
     async def fill() -> None:
         writer = await BatchWriter.open(db, "normal")

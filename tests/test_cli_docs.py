@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 import pytest
 
-from lensd.cli import main
+from lensd.cli.commands import main
 
 PAGE = Path(__file__).resolve().parent.parent / "docs" / "cli.md"
 SECTION = re.compile(r"^## `lensd (\S+)(.*)`$", flags=re.M)

@@ -13,9 +13,11 @@ from _reference import create, fake_class, load, predicates, records, select
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lensd import compiler, schema
 from lensd.errors import QueryError
-from lensd.query import Column, InfoKey, JobKey, MedianPath, ModelPath, QueryFields, QueryState
+from lensd.query import compiler
+from lensd.query.nodes import Column, InfoKey, JobKey, MedianPath, ModelPath
+from lensd.query.state import QueryFields, QueryState
+from lensd.store import schema
 
 agg = QueryFields()
 lens = agg.model.galaxies.lens

@@ -18,7 +18,7 @@ from wire import frame, hello, raw_connection, read_frame, scaled, stressed
 
 import lensd
 from lensd.errors import DaemonUnavailable, InvalidRecord
-from lensd.querystate import QueryState
+from lensd.query.state import QueryState
 
 WORKERS = Path(__file__).parent / "workers.py"
 
@@ -87,7 +87,7 @@ def test_a_record_of_wrong_types_is_refused_and_its_neighbours_answered(daemon, 
 
 def raise_from_daemon(socket: Path, bad_record: dict[str, object]) -> None:
     """Send a record the client would refuse, straight to the daemon, and raise its reply."""
-    from lensd.client import Client
+    from lensd.client.connection import Client
 
     async def send() -> None:
         client = await Client.open(socket)

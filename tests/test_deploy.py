@@ -199,7 +199,7 @@ def shared(short_tmp: Path) -> Path:
     return folder
 
 
-def fits_by_tag(db: Path) -> dict[str, lensd.store.Fit]:
+def fits_by_tag(db: Path) -> dict[str, lensd.store.reader.Fit]:
     agg = lensd.Aggregator.from_database(db)
     try:
         return {str(fit.unique_tag): fit for fit in agg.fits()}

@@ -12,10 +12,10 @@ import anyio
 from conftest import DIR_OUTPUT, integrity_ok, lensd_cli
 
 import lensd
-from lensd.daemon.writer import BatchWriter
+from lensd.domain.records import validate_record
 from lensd.errors import StorageError
-from lensd.ops import Upsert
-from lensd.records import validate_record
+from lensd.store.writeops import Upsert
+from lensd.store.writer import BatchWriter
 
 SINGLE = DIR_OUTPUT / "howtofit" / "single"
 
@@ -114,8 +114,8 @@ def test_the_database_file_is_private_to_nothing_but_umask(tmp_path: Path) -> No
 
 def test_reader_processes_store_what_reading_here_stores(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """The worker processes that read large trees give the same database, failures included."""
-    from lensd import ingest as ingesting
-    from lensd.synthetic import write_fits
+    from lensd.demo.synthetic import write_fits
+    from lensd.ingest import run as ingesting
 
     tree = tmp_path / "out"
     shutil.copytree(DIR_OUTPUT, tree)  # grids, analyses, every kind of fit PyAutoFit writes

@@ -27,8 +27,8 @@ from conftest import _readline, lensd_cli
 from records_factory import record
 
 import lensd
-from lensd.client import Client
-from lensd.store import Fit
+from lensd.client.connection import Client
+from lensd.store.reader import Fit
 
 WORKERS = Path(__file__).parent / "workers.py"
 LOST_AFTER = "1"
@@ -422,7 +422,7 @@ def test_lensd_status_reports_the_daemon_and_exits_3_when_none_answers(daemon, w
 
 
 def test_job_facts_name_the_process(monkeypatch: pytest.MonkeyPatch) -> None:
-    from lensd.jobs import job_facts
+    from lensd.client.jobs import job_facts
 
     for name, value in SLURM_ENV.items():
         monkeypatch.setenv(name, value)

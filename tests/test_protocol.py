@@ -11,8 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from lensd import errors, protocol
-from lensd.protocol import HEADER, FrameDecoder, encode_frame
+from lensd import errors
+from lensd.wire import protocol
+from lensd.wire.protocol import HEADER, FrameDecoder, encode_frame
 
 HELLO_FRAME = bytes.fromhex("00000012" "83" "a26f70" "a568656c6c6f" "a176" "01" "a3726964" "00")
 ERROR_FRAME = bytes.fromhex(

@@ -17,8 +17,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from lensd import _folders, modeltree
-from lensd.pyautofit import FolderFailure, discover, folder_signature, read_fit, scan
+from lensd.domain import modeltree
+from lensd.ingest import folders
+from lensd.ingest.pyautofit import FolderFailure, discover, folder_signature, read_fit, scan
 
 FIXTURES = Path(__file__).parent / "fixtures" / "autofit"
 RECORDS_DIR = json.loads((FIXTURES / "records_dir.json").read_text())
@@ -301,7 +302,7 @@ def test_hostile_zips_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     big = tmp_path / "big" / f"{'2' * 32}.zip"
     big.parent.mkdir()
     shutil.copyfile(source, big)
-    monkeypatch.setattr(_folders, "MAX_ZIP_MEMBER", 5000)  # samples.csv unzips to 9900 bytes
+    monkeypatch.setattr(folders, "MAX_ZIP_MEMBER", 5000)  # samples.csv unzips to 9900 bytes
     _, failures = split(list(scan([tmp_path])))
     reasons = {Path(f.path).parent.name: f.reason for f in failures}
     assert "points outside the fit" in reasons["escape"]

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lensd.errors import QueryError
-from lensd.query import (
+from lensd.query.nodes import (
     MAX_DEPTH,
     And,
     ClassIs,
@@ -25,10 +25,8 @@ from lensd.query import (
     ModelPath,
     Not,
     Or,
-    OrderKey,
-    QueryFields,
-    QueryState,
 )
+from lensd.query.state import OrderKey, QueryFields, QueryState
 
 agg = QueryFields()
 lens = agg.model.galaxies.lens

@@ -11,8 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lensd.errors import QueryError, QuerySyntaxError
-from lensd.query import ClassIs, QueryFields
-from lensd.queryparse import parse, parse_operand, tokenize
+from lensd.query.nodes import ClassIs
+from lensd.query.state import QueryFields
+from lensd.query.text import parse, parse_operand, tokenize
 
 agg = QueryFields()
 lens = agg.model.galaxies.lens

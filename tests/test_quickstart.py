@@ -16,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from lensd import dblock
+from lensd.store import writerlock
 
 PAGE = Path(__file__).resolve().parent.parent / "docs" / "quickstart.md"
 BLOCK = re.compile(r"^```(\w+)\n(.*?)^```$", flags=re.S | re.M)
@@ -49,7 +49,7 @@ def test_the_quickstart_runs_as_written(short_tmp: Path) -> None:
         run = subprocess.run(["bash", "-c", script], cwd=short_tmp, env=env, capture_output=True, text=True,
                              timeout=120)
     finally:
-        holder = dblock.read_holder(tour / "lensd.sqlite")
+        holder = writerlock.read_holder(tour / "lensd.sqlite")
         if holder is not None and (tour / "lensd.sqlite.lock").exists():  # the page did not get to stop
             subprocess.run([sys.executable, "-m", "lensd", "stop"], env=env, capture_output=True, timeout=120)
             try:

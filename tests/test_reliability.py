@@ -40,10 +40,10 @@ from wire import (
 )
 
 import lensd
-from lensd import protocol
 from lensd.daemon.server import file_system_type, is_network_file_system
+from lensd.domain.records import RECORD_KEYS
 from lensd.errors import Busy, LensdError, StorageError
-from lensd.records import RECORD_KEYS
+from lensd.wire import protocol
 
 
 def stored_ids(db: Path) -> set[str]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lensd import schema
+from lensd.store import schema
 
 
 def _layout(conn: sqlite3.Connection) -> list[tuple[str, str]]:

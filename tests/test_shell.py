@@ -23,8 +23,9 @@ import pytest
 from conftest import DIR_OUTPUT, SENSITIVITY_OUTPUT, lensd_cli
 
 import lensd
-from lensd import export, table
-from lensd.synthetic import write_fit, write_fits
+from lensd.cli import export
+from lensd.demo.synthetic import write_fit, write_fits
+from lensd.store import flatrows
 
 Build = Callable[[Any], Any]
 QUERY_KEYS = ["id", "unique_tag", "name", "status", "max_log_likelihood"]
@@ -332,7 +333,7 @@ def test_export_has_a_row_per_fit_and_a_column_per_parameter_path(db: Path) -> N
     paths = parameter_paths(fits)
     info = {f"info.{k}" for f in fits for k in (f.info or {})}
     assert paths >= {"gaussian.centre", "gaussian.sigma", "exponential.rate", "centre"}
-    assert list(rows[0]) == [*table.FIT_FIELDS, *sorted(paths), *sorted(info)]
+    assert list(rows[0]) == [*flatrows.FIT_FIELDS, *sorted(paths), *sorted(info)]
     for row, fit in zip(rows, fits, strict=True):
         flat = fit.instance.to_flat() if fit.instance is not None else {}
         for path in paths:
@@ -380,7 +381,7 @@ def test_export_median_and_query(lens_db: Path) -> None:
     assert maximum[0]["galaxies.lens.mass.centre.centre_0"] == slacs[0].instance.galaxies.lens.mass.centre.centre_0
     assert cli_json("export", "--db", str(lens_db), "--query", 'unique_tag == "none"') == []
     header = lensd_cli("export", "--db", str(lens_db), "--query", 'unique_tag == "none"').stdout
-    assert header == ",".join(table.FIT_FIELDS) + "\n"
+    assert header == ",".join(flatrows.FIT_FIELDS) + "\n"
 
 
 def test_to_rows_and_to_dataframe_have_the_export_columns(lens_db: Path) -> None:
@@ -402,13 +403,14 @@ def test_to_rows_and_to_dataframe_have_the_export_columns(lens_db: Path) -> None
 
 
 def test_columns_come_from_the_facts_index_in_one_snapshot(lens_db: Path) -> None:
-    from lensd import compiler, schema, store
+    from lensd.query import compiler
+    from lensd.store import reader, schema
 
     agg = lensd.Aggregator.from_database(lens_db)
     sql, params = compiler.select_fact_keys(agg.state, (schema.KIND_VALUE, schema.KIND_INFO))
     plan = " ".join(compiler.explain(agg._conn, sql, params))
     assert "USING COVERING INDEX facts_" in plan and "SCAN x" not in plan, plan
-    assert list(store.stream(agg._conn, sql, params))[:2] == [
+    assert list(reader.stream(agg._conn, sql, params))[:2] == [
         (schema.KIND_VALUE, "galaxies.lens.mass.centre.centre_0"),
         (schema.KIND_VALUE, "galaxies.lens.mass.centre.centre_1")]
     rows = agg.to_rows()
@@ -419,12 +421,12 @@ def test_columns_come_from_the_facts_index_in_one_snapshot(lens_db: Path) -> Non
 
 
 def test_a_parameter_named_like_a_fit_column_keeps_its_own_column() -> None:
-    assert table.parameter_column("name") == "model.name"
-    assert table.parameter_column("info.x") == "model.info.x"
-    assert table.parameter_column("model.x") == "model.model.x"
-    assert table.parameter_column("galaxies.lens.name") == "galaxies.lens.name"
-    assert table.columns_of(["b", "a", "status"], ["z", "y"]) == [
-        *table.FIT_FIELDS, "a", "b", "model.status", "info.y", "info.z"]
+    assert flatrows.parameter_column("name") == "model.name"
+    assert flatrows.parameter_column("info.x") == "model.info.x"
+    assert flatrows.parameter_column("model.x") == "model.model.x"
+    assert flatrows.parameter_column("galaxies.lens.name") == "galaxies.lens.name"
+    assert flatrows.columns_of(["b", "a", "status"], ["z", "y"]) == [
+        *flatrows.FIT_FIELDS, "a", "b", "model.status", "info.y", "info.z"]
 
 
 def test_export_writes_rows_as_they_come() -> None:
@@ -454,10 +456,10 @@ def test_export_memory_stays_flat(tmp_path: Path) -> None:
     """
     import tracemalloc
 
-    from lensd.daemon.writer import BatchWriter
-    from lensd.ops import Upsert
-    from lensd.records import validate_record
-    from lensd.synthetic import record
+    from lensd.demo.synthetic import record
+    from lensd.domain.records import validate_record
+    from lensd.store.writeops import Upsert
+    from lensd.store.writer import BatchWriter
 
     db = tmp_path / "m.sqlite"
 
@@ -514,9 +516,9 @@ def test_html_escapes_hostile_strings(tmp_path: Path) -> None:
     db = tmp_path / "h.sqlite"
 
     async def fill() -> None:
-        from lensd.daemon.writer import BatchWriter
-        from lensd.ops import Upsert
-        from lensd.records import validate_record
+        from lensd.domain.records import validate_record
+        from lensd.store.writeops import Upsert
+        from lensd.store.writer import BatchWriter
 
         writer = await BatchWriter.open(db, "normal")
         data = record(1, unique_tag=HOSTILE_TEXT, name=HOSTILE_TEXT, info={HOSTILE_TEXT: HOSTILE_TEXT})
@@ -542,7 +544,7 @@ def test_aggregator_html_shows_the_first_rows(lens_db: Path, monkeypatch: pytest
     assert html.startswith("<p>13 fits</p><table>") and html.count("<tr>") == 14
     assert "<th>galaxies.lens.mass.einstein_radius</th>" in html and "<th>info.survey</th>" in html
     assert agg[:2]._repr_html_().startswith("<p>2 fits</p>")
-    monkeypatch.setattr(table, "HTML_ROWS", 5)
+    monkeypatch.setattr(flatrows, "HTML_ROWS", 5)
     html = agg._repr_html_()
     assert html.startswith("<p>the first 5 of 13 fits</p>") and html.count("<tr>") == 6
 
@@ -561,14 +563,3 @@ def test_instances_print_readably(lens_db: Path, db: Path) -> None:
     gaussian = lensd.Aggregator.from_database(db)
     bare = next(gaussian.query(gaussian.model == Gaussian).fits()).instance
     assert repr(bare).startswith("Gaussian(centre=") and "sigma=" in repr(bare)
-
-
-def test_query_module_still_exports_the_state() -> None:
-    """QueryState and friends moved to lensd.querystate; lensd.query still gives them."""
-    import lensd.query
-    import lensd.querystate
-
-    for name in ("QueryState", "OrderKey", "QueryFields", "MAX_ORDER", "MAX_INDEX"):
-        assert getattr(lensd.query, name) is getattr(lensd.querystate, name)
-    with pytest.raises(AttributeError):
-        lensd.query.NoSuchThing  # type: ignore[attr-defined]  # noqa: B018

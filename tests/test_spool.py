@@ -17,11 +17,11 @@ from records_factory import record
 from test_watch import status, stored, until
 
 import lensd
-from lensd import spool
+from lensd.wire import spoolfile
 
 
 def pending(folder: Path) -> list[Path]:
-    return spool.pending(folder)
+    return spoolfile.pending(folder)
 
 
 def test_records_spooled_while_no_daemon_runs_are_ingested_at_start(make_daemon, short_tmp) -> None:  # type: ignore[no-untyped-def]
@@ -43,8 +43,8 @@ def test_corrupt_files_are_rejected_with_a_note_and_the_daemon_keeps_going(make_
     folder = short_tmp / "spool"
     daemon = make_daemon("--spool", str(folder), "--poll", "--poll-interval", "0.1")
     (folder / "0-garbage.lensd").write_bytes(b"\x00not msgpack at all")
-    spool.write(folder, "submit", {"record": {"id": "bad", "status": "finished-ish"}})
-    spool.write(folder, "submit", {"record": record(1, n_samples=10)})
+    spoolfile.write(folder, "submit", {"record": {"id": "bad", "status": "finished-ish"}})
+    spoolfile.write(folder, "submit", {"record": record(1, n_samples=10)})
 
     rejected = folder / "rejected"
     until(lambda: "fit-1" in stored(daemon.db) and not pending(folder), daemon.db.parent,
@@ -55,7 +55,7 @@ def test_corrupt_files_are_rejected_with_a_note_and_the_daemon_keeps_going(make_
     assert any("status" in text for name, text in notes.items() if not name.startswith("0-"))
     assert status(daemon)["spool_rejected"] == 2
 
-    spool.write(folder, "submit", {"record": record(2, n_samples=10)})  # still at work
+    spoolfile.write(folder, "submit", {"record": record(2, n_samples=10)})  # still at work
     until(lambda: "fit-2" in stored(daemon.db), daemon.db.parent, what="a file dropped afterwards")
     assert "bad" not in stored(daemon.db)
 
@@ -63,12 +63,12 @@ def test_corrupt_files_are_rejected_with_a_note_and_the_daemon_keeps_going(make_
 def _fill(folder: Path, fits: int, with_events: int) -> None:
     """``with_events`` fits as start/progress/complete events, then whole records, as clients spool."""
     for i in range(with_events):
-        spool.write(folder, "start", {"record": record(10_000 + i, n_samples=5, status="running"), "seq": 1})
+        spoolfile.write(folder, "start", {"record": record(10_000 + i, n_samples=5, status="running"), "seq": 1})
     for i in range(fits):
-        spool.write(folder, "submit", {"record": record(i, n_samples=40)})
+        spoolfile.write(folder, "submit", {"record": record(i, n_samples=40)})
     for i in range(with_events):
-        spool.write(folder, "progress", {"id": f"fit-{10_000 + i}", "seq": 2, "n_samples": 5})
-        spool.write(folder, "complete", {"record": record(10_000 + i, n_samples=30), "seq": 3})
+        spoolfile.write(folder, "progress", {"id": f"fit-{10_000 + i}", "seq": 2, "n_samples": 5})
+        spoolfile.write(folder, "complete", {"record": record(10_000 + i, n_samples=30), "seq": 3})
 
 
 def _first_deletion(folder: Path, daemon: Any) -> None:

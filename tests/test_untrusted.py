@@ -50,8 +50,8 @@ class _Boom:
 
 def write_database(path: Path, records: list[dict[str, Any]]) -> None:
     """A genuine lensd database holding ``records``, written by lensd's own writer."""
-    from lensd.daemon.writer import BatchWriter
-    from lensd.ops import op_from_request
+    from lensd.store.writeops import op_from_request
+    from lensd.store.writer import BatchWriter
 
     async def write() -> None:
         writer = await BatchWriter.open(path)

@@ -17,8 +17,9 @@ from typing import Any
 import watchfiles
 from conftest import DIR_OUTPUT, integrity_ok
 
-from lensd import pyautofit, shell
-from lensd.synthetic import write_fit
+from lensd.cli import render
+from lensd.demo.synthetic import write_fit
+from lensd.ingest import pyautofit
 
 ZIPPED_ONLY = "856b09f9a4536bb11f98393cdabe9696"  # single/gaussian_a/lbfgs: copied as its zip alone
 
@@ -53,7 +54,7 @@ def stored(db: Path) -> dict[str, tuple[str, float, str | None]]:
 
 
 def status(daemon: Any) -> dict[str, Any]:
-    return shell.daemon_status(daemon.socket)
+    return render.daemon_status(daemon.socket)
 
 
 def passes_after(daemon: Any, extra: int) -> None:

@@ -1,6 +1,6 @@
 """Speaking to a daemon byte by byte, as a buggy or hostile client would, and sizing stress runs.
 
-Raw sockets here bypass ``lensd.client`` on purpose: the reliability tests send what no lensd
+Raw sockets here bypass ``lensd.client.connection`` on purpose: the reliability tests send what no lensd
 client would (half frames, lies, floods) and drop connections at chosen moments.
 
 ``scaled(normal, stress)`` is the count a test uses: the normal one in ``make test``, the large one
@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import msgpack
 import pytest
 
-from lensd import codec
+from lensd.wire import codec
 
 STRESS = os.environ.get("LENSD_STRESS") == "1"
 T = TypeVar("T")

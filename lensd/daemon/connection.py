@@ -16,11 +16,11 @@ import anyio
 from anyio import TypedAttributeLookupError
 from anyio.abc import SocketAttribute, SocketStream, TaskGroup
 
-from lensd import protocol
 from lensd._version import __version__
 from lensd.daemon.reads import ReadStream
 from lensd.errors import InvalidRecord, LensdError, ProtocolError, StorageError
-from lensd.ops import op_from_request
+from lensd.store.writeops import op_from_request
+from lensd.wire import protocol
 
 if TYPE_CHECKING:
     from lensd.daemon.server import Daemon

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import anyio
 
-from lensd import dblock
 from lensd.errors import DaemonUnavailable, LensdError
 from lensd.settings import Settings
+from lensd.store import writerlock
 
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 120.0
@@ -27,7 +27,7 @@ STOP_TIMEOUT = 120.0
 
 def start_daemon(settings: Settings, log_level: str = "info") -> None:
     if settings.foreground:
-        from lensd.cli import configure_logging
+        from lensd.daemon.logs import configure_logging
         from lensd.daemon.server import run_daemon
 
         configure_logging(log_level)
@@ -88,7 +88,7 @@ def _tail(path: Path) -> str:
 def _wait_for_lock(db: Path, timeout: float) -> bool:
     """Block until the writer's lock on ``db`` is free (the daemon has exited)."""
     try:
-        handle = open(dblock.lock_path(db), encoding="utf-8")  # noqa: SIM115
+        handle = open(writerlock.lock_path(db), encoding="utf-8")  # noqa: SIM115
     except OSError:
         return True
     done = threading.Event()
@@ -107,7 +107,7 @@ def _wait_for_lock(db: Path, timeout: float) -> bool:
 
 
 def stop_daemon(socket: Path) -> None:
-    from lensd.client import Client
+    from lensd.client.connection import Client
 
     async def ask() -> str:
         client = await Client.open(socket)

@@ -16,9 +16,10 @@ from typing import Any, Final
 
 import aiosqlite
 
-from lensd import compiler, schema, store
 from lensd.errors import QueryError, StorageError
-from lensd.query import QueryState
+from lensd.query import compiler
+from lensd.query.state import QueryState
+from lensd.store import reader, schema
 
 DEFAULT_PAGE: Final = 256
 MAX_PAGE: Final = 10_000
@@ -61,7 +62,7 @@ class ReadStream:
         if len(rows) < self._size:
             self.exhausted = True
         if self._shape == "fit":
-            return [store.row_dict(tuple(row)) for row in rows]
+            return [reader.row_dict(tuple(row)) for row in rows]
         if self._shape == "job":
             return [job_dict(tuple(row)) for row in rows]
         return [list(row) for row in rows]
@@ -104,12 +105,12 @@ class Reads:
             return ReadStream(await self._cursor(sql, params), page_size(fields, DEFAULT_PAGE), "job")
         state = QueryState.from_wire(fields.get("query"))
         if op == "query":
-            sql, params = store.fit_rows_sql(state, await self._access(state))
+            sql, params = reader.fit_rows_sql(state, await self._access(state))
             return ReadStream(await self._cursor(sql, params), page_size(fields, DEFAULT_PAGE), "fit")
         name = fields.get("name")
         if not isinstance(name, str):
             raise QueryError("values needs a name")
-        sql, params = store.values_plan(state, name, await self._access(state))
+        sql, params = reader.values_plan(state, name, await self._access(state))
         return ReadStream(await self._cursor(sql, params), page_size(fields, VALUES_PAGE), "row")
 
     def _jobs_sql(self, fields: dict[str, Any]) -> tuple[str, list[Any]]:
@@ -133,7 +134,7 @@ class Reads:
         return int(row[0]) if row else 0
 
     async def _access(self, state: QueryState) -> compiler.Access:
-        """``store.access`` on the daemon's read connection: probe the leaves that match many fits."""
+        """``reader.access`` on the daemon's read connection: probe the leaves that match many fits."""
         found = compiler.leaves(state)
         if not found:
             return compiler.Access()

@@ -23,15 +23,15 @@ from typing import Any
 import anyio
 from anyio.abc import SocketListener, SocketStream, TaskGroup, TaskStatus
 
-from lensd import dblock
 from lensd._version import __version__
-from lensd.client import socket_answers
+from lensd.client.connection import socket_answers
 from lensd.daemon.connection import Connection
 from lensd.daemon.reads import Reads
-from lensd.daemon.writer import BatchWriter, GroupCommitter
 from lensd.errors import AlreadyRunning, LensdError
-from lensd.ops import MarkLost
 from lensd.settings import Settings
+from lensd.store import writerlock
+from lensd.store.writeops import MarkLost
+from lensd.store.writer import BatchWriter, GroupCommitter
 
 log = logging.getLogger("lensd.daemon")
 NETWORK_FILE_SYSTEMS = frozenset({"nfs", "nfs4", "lustre", "gpfs", "beegfs", "cifs", "smb3", "smbfs",
@@ -155,7 +155,7 @@ class Daemon:
 
     async def _handle(self, stream: SocketStream) -> None:
         if self.connections >= self.settings.max_connections:
-            from lensd import protocol
+            from lensd.wire import protocol
 
             limit = self.settings.max_connections
             try:
@@ -203,7 +203,7 @@ class Daemon:
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         settings = self.settings
-        lock = dblock.acquire(settings.db, settings.socket)
+        lock = writerlock.acquire(settings.db, settings.socket)
         try:
             open_files = raise_open_file_limit()
             if settings.max_connections + 64 > open_files:
@@ -252,12 +252,12 @@ class Daemon:
             connections.start_soon(self._handle, stream)
 
     async def _serve(self, listener: SocketListener, task_status: TaskStatus[None]) -> None:
-        from lensd.daemon import extras
+        from lensd.daemon import services
 
         async with anyio.create_task_group() as background:
             background.start_soon(self._sweep_lost)
             await background.start(self._signals)
-            await extras.start(self, background)
+            await services.start(self, background)
             async with anyio.create_task_group() as connections:
                 connections.start_soon(self._accept, listener, connections)
                 log.info("lensd %s serving %s on %s", __version__, self.settings.db, self.settings.socket)

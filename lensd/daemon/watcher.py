@@ -30,12 +30,12 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.to_thread
 
-from lensd.daemon.changes import Seen, TreeWalker, affected, examine, exists, expand
+from lensd.daemon.folderscan import Seen, TreeWalker, affected, examine, exists, expand
 from lensd.daemon.server import is_network_file_system
+from lensd.domain.records import Record
 from lensd.errors import LensdError
-from lensd.ingest import stored_signatures
-from lensd.ops import Upsert
-from lensd.records import Record
+from lensd.ingest.run import stored_signatures
+from lensd.store.writeops import Upsert
 
 if TYPE_CHECKING:
     from lensd.daemon.server import Daemon

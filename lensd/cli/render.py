@@ -1,0 +1,174 @@
+"""What the CLI commands compute, kept apart from click so it can be tested and reused.
+
+Tables are plain aligned text (``table``); ``lensd query`` and ``lensd export`` live in export.py.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+import anyio
+
+from lensd.errors import LensdError
+
+JOB_COLUMNS: Final = ("id", "unique_tag", "name", "status", "progress", "max_log_likelihood", "age",
+                      "seen", "slurm")
+
+
+def _with_client(socket: Path, work: Any) -> Any:
+    from lensd.client.connection import Client
+
+    async def run() -> Any:
+        client = await Client.open(socket)
+        try:
+            return await work(client)
+        finally:
+            await client.aclose()
+
+    return anyio.run(run, backend="asyncio")
+
+
+def daemon_status(socket: Path) -> dict[str, Any]:
+    async def ask(client: Any) -> dict[str, Any]:
+        reply = await client.request("status")
+        return dict(reply["status"])
+    result: dict[str, Any] = _with_client(socket, ask)
+    return result
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    seconds = max(0.0, seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def format_status(report: dict[str, Any]) -> str:
+    by_status = report.get("fits_by_status") or {}
+    lines = [
+        f"lensd {report.get('version', '')} up {_duration(report.get('uptime'))}, pid {report.get('pid')}",
+        f"database   {report.get('database')} ({_size(float(report.get('database_bytes') or 0))}, "
+        f"durability {report.get('durability')})",
+        f"socket     {report.get('socket')} ({report.get('connections')} connections)",
+        f"queue      {report.get('queue_depth')} waiting, mean batch {report.get('mean_batch', 0):.1f}, "
+        f"{report.get('records_per_s', 0):.1f} records/s over the last minute",
+        "fits       " + (", ".join(f"{k} {v}" for k, v in sorted(by_status.items())) or "none"),
+        "watching   " + (", ".join(report.get("watched") or []) or "nothing"),
+    ]
+    if report.get("spool"):
+        lines.append(f"spool      {report['spool']} ({report.get('spool_backlog', 0)} waiting)")
+    return "\n".join(lines)
+
+
+def daemon_jobs(socket: Path, status: str | None, limit: int) -> list[dict[str, Any]]:
+    async def ask(client: Any) -> list[dict[str, Any]]:
+        fields: dict[str, Any] = {"limit": limit}
+        if status:
+            fields["status"] = status
+        return [dict(row) async for row in client.stream("jobs", **fields)]
+    result: list[dict[str, Any]] = _with_client(socket, ask)
+    return result
+
+
+def _slurm(job: dict[str, Any]) -> str:
+    """``<array job>_<task>`` as SLURM prints array tasks, else the job id."""
+    array = job.get("SLURM_ARRAY_JOB_ID")
+    if array:
+        task = job.get("SLURM_ARRAY_TASK_ID")
+        return f"{array}_{task}" if task not in (None, "") else str(array)
+    return str(job.get("SLURM_JOB_ID") or "")
+
+
+def _job_row(row: dict[str, Any], now: float) -> dict[str, Any]:
+    progress, n_samples, max_ll = row.get("progress"), row.get("n_samples"), row.get("max_log_likelihood")
+    shown = [f"{progress:.0%}"] if isinstance(progress, (int, float)) else []
+    if n_samples:
+        shown.append(f"{n_samples} samples")
+    error = str(row.get("error") or "").strip().splitlines()
+    return {"id": row["id"], "unique_tag": row.get("unique_tag") or "", "name": row.get("name") or "",
+            "status": row["status"], "progress": " ".join(shown),
+            "max_log_likelihood": "" if max_ll is None else f"{max_ll:.6g}",
+            "age": _duration(now - row["created_at"]) if row.get("created_at") else "",
+            "seen": _duration(now - row["last_event_at"]) if row.get("last_event_at") else "",
+            "slurm": _slurm(row.get("job") or {}), "error": error[0] if error else ""}
+
+
+def format_jobs(rows: list[dict[str, Any]]) -> str:
+    """The aligned ``lensd jobs`` table; an ``error`` column (last, never shortened) when a fit failed."""
+    now = time.time()
+    shown = [_job_row(row, now) for row in rows]
+    if not shown:
+        return "no fits\n"
+    columns = (*JOB_COLUMNS, "error") if any(r["error"] for r in shown) else JOB_COLUMNS
+    return table(shown, columns, full=("error",))
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None,
+          full: Sequence[str] = ()) -> str:
+    """An aligned text table (long cells are shortened to keep it readable, except ``full`` columns)."""
+    columns = list(columns or dict.fromkeys(c for row in rows for c in row))
+    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
+    cells = [[c if len(c) <= 40 or name in full else c[:37] + "..." for c, name in zip(line, columns, strict=True)]
+             for line in cells]
+    widths = [max([len(c)] + [len(line[i]) for line in cells]) for i, c in enumerate(columns)]
+    out = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()]
+    out += ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in cells]
+    return "\n".join(out) + "\n"
+
+
+def submit_path(path: Path, socket: Path, spool: Path | None) -> Iterator[str]:
+    """Send a PyAutoFit folder (every fit in it) or a record file to the daemon."""
+    from lensd.client.jobs import connect_sync
+    from lensd.domain.records import record_to_wire, validate_record
+    from lensd.ingest import pyautofit
+    from lensd.wire import spoolfile as spooling
+
+    records: list[dict[str, Any]] = []
+    if path.is_dir():
+        for item in pyautofit.scan([path]):
+            if isinstance(item, pyautofit.FolderFailure):
+                raise LensdError(f"{item.path}: {item.reason}")
+            children = item.pop("children", None) or []
+            records += [record_to_wire(validate_record(r)) for r in (item, *children)]
+        if not records:
+            raise LensdError(f"no PyAutoFit fit in {path}")
+    elif path.suffix == ".json":
+        try:
+            loaded = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise LensdError(f"{path}: not a JSON record: {exc}") from None
+        records = loaded if isinstance(loaded, list) else [loaded]
+    elif path.suffix == spooling.SUFFIX:
+        op, fields = spooling.read(path)
+        records = [fields["record"]] if "record" in fields else []
+        if not records:
+            raise LensdError(f"{path} holds a {op} event, not a whole record")
+    else:
+        raise LensdError(f"{path}: give a PyAutoFit output folder, a .json record or a .lensd file")
+    with connect_sync(socket=socket, spool=spool) as client:
+        for record in records:
+            outcome = client.submit(record)
+            yield f"{outcome} {record.get('id') or ''}".rstrip()

@@ -1,0 +1,1 @@
+"""The job side: the socket client and the fit-writing API (connect, connect_sync)."""

@@ -1,0 +1,291 @@
+"""The writing API for jobs: ``lensd.connect`` (async) and ``lensd.connect_sync`` (blocking).
+
+A job opens a fit, reports progress, and completes or fails it; every call returns only once the
+daemon has committed it. When the socket cannot be reached and ``spool=`` is given, the op is
+saved to the spool folder instead (another node, daemon down) and the call returns ``"spooled"``.
+While fits are open, a background task sends heartbeats so the daemon can tell a dead job (no
+heartbeat past ``--lost-after``) from a slow one; their period is a quarter of the daemon's
+``--lost-after`` unless ``heartbeat=`` says otherwise. Transient connection losses are retried with
+backoff; every op carries the fit's event counter ``seq``, so a resend is never stored twice. A fit's
+counter starts at the wall clock in microseconds, so a job that is run again (a SLURM requeue)
+opens the same fit id above every event of the earlier run, instead of being taken for a resend.
+An exception that leaves ``connect()`` fails the fits still open, with the exception's text.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any, Final
+
+import anyio
+from anyio.from_thread import BlockingPortal, start_blocking_portal
+
+from lensd.client.connection import Client
+from lensd.domain.records import Record, validate_record
+from lensd.domain.samples import Samples
+from lensd.errors import DaemonUnavailable, LensdError
+from lensd.wire import spoolfile as spooling
+
+SLURM_VARIABLES: Final = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_JOB_NAME")
+RETRY_DELAYS: Final = (0.05, 0.2, 0.5, 1.0, 2.0, 4.0)
+HEARTBEAT_MIN: Final = 0.02  # the daemon's --lost-after can be as short as 0.1 s
+HEARTBEAT_MAX: Final = 60.0
+HEARTBEAT_SHARE: Final = 4  # beats per --lost-after period: one late beat never loses a fit
+FAIL_ON_EXIT_TIMEOUT: Final = 10.0  # the longest a raising job waits to report its open fits failed
+
+log = logging.getLogger("lensd.client.jobs")
+
+
+def job_facts() -> dict[str, Any]:
+    """Where this process runs: SLURM ids when set (the strings the environment holds), host, pid,
+    start time."""
+    facts: dict[str, Any] = {name: os.environ[name] for name in SLURM_VARIABLES if os.environ.get(name)}
+    facts.update(host=socket.gethostname(), pid=os.getpid(), started_at=time.time())
+    return facts
+
+
+def _wire_samples(samples: Any) -> Any:
+    return samples.to_wire() if isinstance(samples, Samples) else samples
+
+
+def _first_seq() -> int:
+    """Where a fit's event counter starts: later than any event of an earlier run of the fit."""
+    return time.time_ns() // 1000
+
+
+class FitHandle:
+    """An open fit of this job; each method sends one event and waits for its commit."""
+
+    def __init__(self, client: JobClient, record: dict[str, Any], seq: int) -> None:
+        self._client = client
+        self._record = record
+        self._model = record.get("model")
+        self.id: str = record["id"]
+        self._seq = seq
+        self._latest: dict[str, Any] = {}  # what progress reported, kept if complete() has no samples
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    async def progress(self, samples: Any = None, max_log_likelihood: float | None = None,
+                       progress: float | None = None, n_samples: int | None = None) -> str:
+        fields: dict[str, Any] = {"id": self.id, "seq": self._next_seq()}
+        if samples is not None:
+            checked = Samples.from_wire(samples, self._model)
+            fields["samples"] = checked.to_wire()
+            fields["instance"] = checked.max_log_likelihood_values()
+        for key, value in (("max_log_likelihood", max_log_likelihood), ("progress", progress),
+                           ("n_samples", n_samples)):
+            if value is not None:
+                fields[key] = value
+        if "samples" in fields:  # newer samples make the older max log L and count stale
+            self._latest = {"samples": fields["samples"]}
+        self._latest.update((k, fields[k]) for k in ("max_log_likelihood", "n_samples") if k in fields)
+        return await self._client._send("progress", fields)
+
+    async def complete(self, samples: Any = None, summary: Mapping[str, Any] | None = None,
+                       **extra: Any) -> str:
+        """Finish the fit with its final samples (and PyAutoFit summary, files, ... if any).
+
+        Without ``samples``, the samples, max log likelihood and sample count that progress last
+        reported are kept.
+        """
+        record = {**self._record, "status": "completed", "progress": 1.0, **extra}
+        if samples is not None:
+            record["samples"] = _wire_samples(samples)
+        else:
+            record = {**self._latest, **record}
+        if summary is not None:
+            record["summary"] = summary
+        validate_record(record)
+        self._client._open.pop(self.id, None)
+        return await self._client._send("complete", {"record": record, "seq": self._next_seq()})
+
+    async def fail(self, message: str) -> str:
+        self._client._open.pop(self.id, None)
+        return await self._client._send("fail", {"id": self.id, "seq": self._next_seq(),
+                                                 "error": str(message)})
+
+
+class JobClient:
+    """Writes over one connection, reconnecting when it drops; spools when the daemon is away."""
+
+    def __init__(self, socket_path: str | os.PathLike[str] | None, spool: str | os.PathLike[str] | None,
+                 heartbeat: float | None) -> None:
+        self._socket = socket_path
+        self._spool = spool
+        self._heartbeat = heartbeat
+        self._client: Client | None = None
+        self._reached = False  # a daemon answered once: when it goes away, wait for its return
+        self._open: dict[str, FitHandle] = {}  # fits started and not yet completed or failed
+        self._job = job_facts()
+
+    async def _connection(self) -> Client:
+        if self._client is None or self._client.closed:
+            self._client = await Client.open(self._socket)
+            self._reached = True
+        return self._client
+
+    async def _send(self, op: str, fields: dict[str, Any]) -> str:
+        """Deliver one write op; "applied"/"duplicate" from the daemon, or "spooled"."""
+        last: DaemonUnavailable | None = None
+        for delay in (0.0, *RETRY_DELAYS):
+            if delay:
+                await anyio.sleep(delay)  # backoff between reconnects, not synchronisation
+            try:
+                client = await self._connection()
+                reply = await client.request(op, **fields)
+                return str(reply.get("outcome", "applied"))
+            except DaemonUnavailable as exc:
+                last = exc
+                if self._spool is not None and not self._reached:
+                    break  # no daemon here (another node's job): spool at once
+                self._client = None
+        if self._spool is not None:
+            spooling.write(self._spool, op, fields)
+            return "spooled"
+        assert last is not None
+        raise last
+
+    async def start(self, *, name: str | None = None, unique_tag: str | None = None,
+                    path_prefix: str | None = None, model: Mapping[str, Any] | None = None,
+                    search: Mapping[str, Any] | None = None, info: Mapping[str, Any] | None = None,
+                    id: str | None = None, parent_id: str | None = None) -> FitHandle:
+        """Open a fit (status ``running``); its job facts (SLURM ids, host, pid) are recorded."""
+        record: dict[str, Any] = {
+            "name": name, "unique_tag": unique_tag, "path_prefix": path_prefix,
+            "model": dict(model) if model is not None else None,
+            "search": dict(search) if search is not None else None,
+            "info": dict(info) if info is not None else None, "status": "running",
+            "job": self._job, "parent_id": parent_id,
+        }
+        if id is not None:
+            record["id"] = id
+        checked: Record = validate_record(record)
+        record["id"] = checked.id
+        seq = _first_seq()
+        fit = FitHandle(self, record, seq)
+        await self._send("start", {"record": record, "seq": seq})
+        self._open[checked.id] = fit
+        return fit
+
+    async def submit(self, record: Mapping[str, Any]) -> str:
+        """Store a whole finished record at once."""
+        record = dict(record)
+        if isinstance(record.get("samples"), Samples):
+            record["samples"] = record["samples"].to_wire()
+        validate_record(record)
+        return await self._send("submit", {"record": record})
+
+    async def _heartbeats(self) -> None:
+        """One heartbeat per period naming every open fit, for as long as the client lives.
+
+        A failed beat is never fatal to the job: the next one reconnects, and a fit the daemon
+        marked lost meanwhile is revived by it.
+        """
+        interval = self._heartbeat or HEARTBEAT_MAX
+        while True:
+            await anyio.sleep(interval)  # a period, not synchronisation
+            if self._open:
+                try:
+                    client = await self._connection()
+                    await client.request("heartbeat", ids=sorted(self._open))
+                except DaemonUnavailable:
+                    self._client = None
+                except LensdError as exc:
+                    log.warning("a heartbeat was refused: %s", exc)
+
+    async def _fail_open(self, exc: Exception) -> None:
+        """The job's code raised: fail its open fits with the error, if the daemon can be told."""
+        text = str(exc)
+        message = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+        for fit in list(self._open.values()):
+            try:
+                await fit.fail(message)
+            except LensdError as error:
+                log.warning("could not mark %s failed: %s", fit.id, error)
+
+    async def _first_contact(self) -> None:
+        try:
+            client = await self._connection()
+        except DaemonUnavailable:
+            if self._spool is None:
+                raise
+            return
+        if self._heartbeat is None:
+            lost_after = float(client.server.get("lost_after") or 600.0)
+            self._heartbeat = min(HEARTBEAT_MAX, max(HEARTBEAT_MIN, lost_after / HEARTBEAT_SHARE))
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+
+@asynccontextmanager
+async def connect(socket: str | os.PathLike[str] | None = None, spool: str | os.PathLike[str] | None = None,
+                  heartbeat: float | None = None) -> AsyncIterator[JobClient]:
+    """``async with lensd.connect() as client``: a job's connection to the daemon (SPEC §3)."""
+    client = JobClient(socket, spool, heartbeat)
+    await client._first_contact()
+    async with anyio.create_task_group() as group:
+        group.start_soon(client._heartbeats)
+        try:
+            yield client
+        except Exception as exc:
+            if client._open and not isinstance(exc, DaemonUnavailable):
+                with anyio.CancelScope(shield=True), anyio.move_on_after(FAIL_ON_EXIT_TIMEOUT):
+                    await client._fail_open(exc)
+            raise
+        finally:
+            group.cancel_scope.cancel()
+            with anyio.CancelScope(shield=True):
+                await client.aclose()
+
+
+class SyncFitHandle:
+    """Blocking twin of ``FitHandle``."""
+
+    def __init__(self, portal: BlockingPortal, fit: FitHandle) -> None:
+        self._portal = portal
+        self._fit = fit
+        self.id = fit.id
+
+    def progress(self, **fields: Any) -> str:
+        return self._portal.call(lambda: self._fit.progress(**fields))
+
+    def complete(self, samples: Any = None, summary: Mapping[str, Any] | None = None, **extra: Any) -> str:
+        return self._portal.call(lambda: self._fit.complete(samples, summary, **extra))
+
+    def fail(self, message: str) -> str:
+        return self._portal.call(self._fit.fail, message)
+
+
+class SyncJobClient:
+    """Blocking twin of ``JobClient``; its event loop (and heartbeats) run in a daemon thread."""
+
+    def __init__(self, portal: BlockingPortal, client: JobClient) -> None:
+        self._portal = portal
+        self._client = client
+
+    def start(self, **fields: Any) -> SyncFitHandle:
+        return SyncFitHandle(self._portal, self._portal.call(lambda: self._client.start(**fields)))
+
+    def submit(self, record: Mapping[str, Any]) -> str:
+        return str(self._portal.call(self._client.submit, record))
+
+
+@contextmanager
+def connect_sync(socket: str | os.PathLike[str] | None = None, spool: str | os.PathLike[str] | None = None,
+                 heartbeat: float | None = None) -> Iterator[SyncJobClient]:
+    """``with lensd.connect_sync() as client``: the same API for plain scripts, no event loop needed."""
+    with start_blocking_portal() as portal, portal.wrap_async_context_manager(
+        connect(socket, spool, heartbeat)
+    ) as client:
+        yield SyncJobClient(portal, client)

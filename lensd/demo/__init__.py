@@ -1,0 +1,1 @@
+"""``make demo`` and the synthetic PyAutoFit folders it and the benchmarks use."""

@@ -1,0 +1,1 @@
+"""What a fit is: records and their validation, samples, instances, model trees."""

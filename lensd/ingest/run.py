@@ -1,0 +1,253 @@
+"""``lensd ingest``: PyAutoFit output folders into a database, through its one writer.
+
+If no daemon holds the database, this process takes the writer's lock and writes batches itself
+(the same ``BatchWriter`` the daemon uses). If a daemon holds it, the records go to that daemon
+over its socket: there is never a second writer. Either way a folder whose signature (names,
+sizes, mtimes of the files read) matches what is stored is skipped without being read, so a second
+ingest of the same tree costs a directory walk.
+
+Reading a folder is most of the cost (parsing samples.csv's numbers alone is ~2 ms for 1,000 samples),
+so from ``PARALLEL_FROM`` folders on, worker processes (one per CPU) read them and hand each record
+back as the msgpack the socket carries; this process validates and writes, in folder order. The
+workers are forked before anything starts a thread.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sqlite3
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream
+
+from lensd.domain.records import Record, record_to_wire, validate_record
+from lensd.errors import AlreadyRunning, DaemonUnavailable, LensdError
+from lensd.ingest import pyautofit
+from lensd.store import writerlock
+from lensd.store.writeops import Upsert
+from lensd.wire import codec
+
+BATCH = 256
+DAEMON_CONNECTIONS = 4
+PARALLEL_FROM = 200  # folders; fewer are read here, faster than starting worker processes
+
+
+@dataclass
+class IngestReport:
+    ingested: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    failed: list[pyautofit.FolderFailure] = field(default_factory=list)
+    via: str = "direct"
+
+
+def stored_signatures(db: Path) -> dict[str, str]:
+    """Folder path → signature of every ingested folder already in ``db``."""
+    if not db.exists():
+        return {}
+    try:
+        conn = sqlite3.connect(f"file:{db.resolve()}?mode=ro", uri=True)
+        try:
+            rows = conn.execute("SELECT source, source_sig FROM fits WHERE source IS NOT NULL").fetchall()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return {}
+    return {str(source): str(sig) for source, sig in rows if sig}
+
+
+def _load(folder: Path, root: Path, stored: str | None) -> tuple[str, Any]:
+    """One discovered folder: ("unchanged", source), ("read", its fit dict) or ("failed", reason)."""
+    source = str(folder.resolve())
+    try:
+        # a folder never ingested needs no signature here: read_fit takes it
+        if stored is not None and stored == pyautofit.folder_signature(folder):
+            return "unchanged", source
+        return "read", pyautofit.read_fit(folder, root)
+    except LensdError as exc:
+        return "failed", pyautofit.FolderFailure(source, str(exc))
+    except OSError as exc:
+        return "failed", pyautofit.FolderFailure(source, f"cannot read: {exc}")
+
+
+def _load_packed(folder: Path, root: Path, stored: str | None) -> tuple[str, Any]:
+    """``_load`` in a worker process; a fit comes back as msgpack bytes (``lensd.wire.codec``)."""
+    kind, value = _load(folder, root, stored)
+    if kind == "read":
+        try:
+            return kind, codec.pack(value)
+        except LensdError as exc:
+            return "failed", pyautofit.FolderFailure(str(folder.resolve()), str(exc))
+    return kind, value
+
+
+def _records(kind: str, value: Any, report: IngestReport) -> list[Record]:
+    """Records of one loaded folder (a fit may bring analysis children); [] when unchanged or failed."""
+    if kind == "unchanged":
+        report.unchanged.append(value)
+        return []
+    if kind == "failed":
+        report.failed.append(value)
+        return []
+    data = codec.unpack(value) if isinstance(value, bytes) else value
+    try:
+        children = data.pop("children", None) or []
+        return [validate_record(data), *(validate_record(child) for child in children)]
+    except LensdError as exc:
+        report.failed.append(pyautofit.FolderFailure(str(data.get("source")), str(exc)))
+    return []
+
+
+def _read(folder: Path, root: Path, known: dict[str, str], report: IngestReport) -> list[Record]:
+    """Records of one discovered folder, read here."""
+    return _records(*_load(folder, root, known.get(str(folder.resolve()))), report)
+
+
+def _loaded(folders: list[tuple[Path, Path]], known: dict[str, str],
+            pool: ProcessPoolExecutor | None) -> Iterator[tuple[str, Any]]:
+    """``_load`` of every folder in order, by ``pool``'s workers when there is one; at most a few
+    batches wait ahead of the writer, so memory stays flat however many folders there are."""
+    if pool is None:
+        for folder, root in folders:
+            yield _load(folder, root, known.get(str(folder.resolve())))
+        return
+    ahead: deque[Future[tuple[str, Any]]] = deque()
+    for folder, root in folders:
+        ahead.append(pool.submit(_load_packed, folder, root, known.get(str(folder.resolve()))))
+        if len(ahead) >= 2 * BATCH:
+            yield ahead.popleft().result()
+    while ahead:
+        yield ahead.popleft().result()
+
+
+def reader_pool(folders: int, readers: int | None = None) -> ProcessPoolExecutor | None:
+    """Worker processes that read folders, when there are enough folders and CPUs to pay for them.
+
+    Forked, and started here: call it before anything in this process starts a thread. A caller
+    that already runs threads (a notebook, say) reads in-process instead: forking a process with
+    threads can copy a lock some other thread holds.
+    """
+    count = readers if readers is not None else (os.cpu_count() or 1)
+    if (count < 2 or folders < PARALLEL_FROM or threading.active_count() > 1
+            or "fork" not in multiprocessing.get_all_start_methods()):
+        return None
+    pool = ProcessPoolExecutor(count, mp_context=multiprocessing.get_context("fork"))
+    pool.submit(int).result()  # forks every worker now, before the writer's threads exist
+    return pool
+
+
+def discover_all(dirs: Iterable[str | os.PathLike[str]]) -> list[tuple[Path, Path]]:
+    found: list[tuple[Path, Path]] = []
+    for root in dirs:
+        base = Path(root)
+        if not base.exists():
+            raise LensdError(f"no such folder: {base}")
+        found.extend((folder, base) for folder in pyautofit.discover(base))
+    return found
+
+
+async def _write_direct(db: Path, batches: Iterable[list[Record]], report: IngestReport) -> None:
+    from lensd.store.writer import BatchWriter
+
+    writer = await BatchWriter.open(db)
+    try:
+        for records in batches:
+            outcomes = await writer.apply([Upsert(record) for record in records])
+            for record, outcome in zip(records, outcomes, strict=True):
+                if isinstance(outcome, LensdError):
+                    report.failed.append(pyautofit.FolderFailure(record.source or record.id, str(outcome)))
+                else:
+                    report.ingested.append(record.id)
+    finally:
+        await writer.close()
+
+
+async def _write_daemon(socket: Path, batches: Iterable[list[Record]], raw: dict[str, dict[str, Any]],
+                        report: IngestReport) -> None:
+    from lensd.client.connection import Client
+
+    send, receive = anyio.create_memory_object_stream[Record](BATCH)
+
+    async def worker(records: MemoryObjectReceiveStream[Record]) -> None:
+        client = await Client.open(socket)
+        try:
+            async with records:
+                async for record in records:
+                    try:
+                        await client.request("submit", record=raw.pop(record.id))
+                        report.ingested.append(record.id)
+                    except DaemonUnavailable:
+                        raise
+                    except LensdError as exc:
+                        report.failed.append(pyautofit.FolderFailure(record.source or record.id, str(exc)))
+        finally:
+            await client.aclose()
+
+    async with anyio.create_task_group() as group:
+        for _ in range(DAEMON_CONNECTIONS):
+            group.start_soon(worker, receive.clone())
+        receive.close()
+        async with send:
+            for records in batches:
+                for record in records:
+                    await send.send(record)
+
+
+def ingest(dirs: Iterable[str | os.PathLike[str]], db: Path, socket: Path | None = None,
+           progress: Callable[[int], None] | None = None, total: Callable[[int], None] | None = None,
+           readers: int | None = None) -> IngestReport:
+    """Ingest every fit under ``dirs`` into ``db``; failures are reported, never raised per folder.
+
+    ``readers``: processes reading folders (default: one per CPU, from ``PARALLEL_FROM`` folders).
+    """
+    report = IngestReport()
+    folders = discover_all(dirs)
+    if total is not None:
+        total(len(folders))
+    known = stored_signatures(db)
+    raw: dict[str, dict[str, Any]] = {}
+    daemon_mode = False
+    pool = reader_pool(len(folders), readers)
+
+    def batches() -> Iterable[list[Record]]:
+        batch: list[Record] = []
+        for loaded in _loaded(folders, known, pool):
+            for record in _records(*loaded, report):
+                batch.append(record)
+                if daemon_mode:
+                    raw[record.id] = record_to_wire(record)
+            if progress is not None:
+                progress(1)
+            if len(batch) >= BATCH:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    try:
+        try:
+            lock = writerlock.acquire(db)
+        except AlreadyRunning:
+            holder = writerlock.read_holder(db)
+            target = socket or (Path(holder.socket) if holder and holder.socket else None)
+            if target is None:
+                raise
+            daemon_mode = True
+            report.via = f"daemon at {target}"
+            anyio.run(_write_daemon, target, batches(), raw, report, backend="asyncio")
+            return report
+        try:
+            anyio.run(_write_direct, db, batches(), report, backend="asyncio")
+        finally:
+            lock.close()
+        return report
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)

@@ -1,0 +1,291 @@
+"""Plan a batch of write operations as rows for ``executemany``.
+
+The writer reads what it needs to know about the batch's fits in one query (key, seq,
+created_at), then this module works out, in plain Python, every row to delete, insert and update.
+The writer then runs one ``executemany`` per statement, so a batch of any size costs a handful of
+calls into sqlite, never one awaited call per record.
+
+What a whole record writes apart from its key and times (JSON columns, facts, class nodes, packed
+payloads) depends on the record alone: ``prepare`` works it out when the record arrives, on the
+event loop, while the writer thread is still busy with the batch before, and ``plan_batch`` only
+fills in keys and times. Planned inside the batch, that work held up every commit (about a sixth
+of the writer's time at 1,000 samples a fit).
+
+Job facts are stored as the client sent them, with one addition: a SLURM id (``NUMERIC_JOB_KEYS``)
+arrives as the digit string the environment holds, and is indexed as that string *and* as its
+number, so ``agg.job["SLURM_ARRAY_TASK_ID"] == "7"``, ``== 7`` and ``< 100`` all find task 7, and
+ordering by it is numeric ("12" after "7"). ``fit.job`` still gives the string.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from lensd.domain import modeltree
+from lensd.domain.records import Record
+from lensd.store.schema import FIT_COLUMNS, KIND_INFO, KIND_JOB, KIND_MEDIAN, KIND_VALUE, encode_fact
+from lensd.store.writeops import MarkLost, Op, Touch, Upsert
+from lensd.wire import codec
+
+APPLIED = "applied"
+DUPLICATE = "duplicate"
+
+UPSERT_FIT_SQL = (
+    f"INSERT INTO fits (fit_key, {', '.join(FIT_COLUMNS)}) "  # noqa: S608 - fixed column names
+    f"VALUES ({', '.join('?' * (len(FIT_COLUMNS) + 1))}) "
+    "ON CONFLICT(fit_key) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in FIT_COLUMNS if c != "created_at")
+)
+INSERT_FACT_SQL = "INSERT INTO facts (fit_key, kind, key, num, txt, json) VALUES (?, ?, ?, ?, ?, ?)"
+INSERT_NODE_SQL = "INSERT INTO nodes (fit_key, path, class_path, class_name) VALUES (?, ?, ?, ?)"
+INSERT_PAYLOAD_SQL = "INSERT OR REPLACE INTO payloads (fit_key, name, data) VALUES (?, ?, ?)"
+DELETE_FACTS_SQL = "DELETE FROM facts WHERE fit_key = ?"
+DELETE_FACT_KIND_SQL = "DELETE FROM facts WHERE fit_key = ? AND kind = ?"
+DELETE_NODES_SQL = "DELETE FROM nodes WHERE fit_key = ?"
+DELETE_PAYLOADS_SQL = "DELETE FROM payloads WHERE fit_key = ?"
+TOUCH_SQL = ("UPDATE fits SET last_event_at = ?, "
+             "updated_at = CASE WHEN status = 'lost' THEN ? ELSE updated_at END, "
+             "status = CASE WHEN status = 'lost' THEN 'running' ELSE status END WHERE id = ?")
+MARK_LOST_SQL = ("UPDATE fits SET status = 'lost', updated_at = ? "
+                 "WHERE status = 'running' AND last_event_at < ?")
+
+SAMPLES_PAYLOAD = "samples"
+FILE_PAYLOAD_PREFIX = "file:"
+NUMERIC_JOB_KEYS: Final = frozenset({"SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID"})
+_MAX_EXACT_DIGITS: Final = 15  # a REAL holds every integer of up to 15 digits exactly
+
+
+@dataclass(frozen=True)
+class Existing:
+    """What the writer knows of a stored fit before the batch."""
+
+    fit_key: int
+    seq: int | None
+    created_at: float | None
+
+
+@dataclass
+class _Pending:
+    """The state one fit will have after the batch: a whole row, or column changes."""
+
+    fit_key: int
+    seq: int | None
+    row: dict[str, Any] | None = None  # set when the fit is written whole
+    columns: dict[str, Any] = field(default_factory=dict)
+    replace_all: bool = False
+    facts: dict[int, list[FactRow]] = field(default_factory=dict)
+    nodes: dict[str, str] | None = None
+    payloads: dict[str, bytes] = field(default_factory=dict)
+
+
+FactRow = tuple[str, float | None, str | None, str | None]  # key, num, txt, json
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What a whole record writes that depends on the record alone (``prepare``)."""
+
+    columns: dict[str, Any]  # its ``fits`` row but for the times
+    facts: dict[int, list[FactRow]]
+    nodes: dict[str, str]
+    payloads: dict[str, bytes]
+
+
+@dataclass
+class Plan:
+    """Statement → parameter rows, in the order the writer must run them."""
+
+    statements: list[tuple[str, list[tuple[Any, ...]]]] = field(default_factory=list)
+
+    def add(self, sql: str, rows: Iterable[tuple[Any, ...]]) -> None:
+        rows = list(rows)
+        if rows:
+            self.statements.append((sql, rows))
+
+
+_CLASS_NODES_CACHE = 256  # distinct models remembered; a survey has few
+_NODES: dict[str | None, dict[str, str]] = {}  # model JSON -> its class nodes (read-only dicts)
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, sort_keys=True, default=str)
+
+
+def _class_nodes(model_json: str | None, model: Any, cache: dict[str | None, dict[str, str]]) -> dict[str, str]:
+    """``modeltree.class_nodes(model)``, remembered by the model's JSON text: the fits of one
+    survey share a handful of models, and walking each one again is a tenth of planning a fit."""
+    nodes = cache.get(model_json)
+    if nodes is None:
+        nodes = modeltree.class_nodes(model or {})
+        if len(cache) >= _CLASS_NODES_CACHE:
+            cache.clear()
+        cache[model_json] = nodes
+    return nodes
+
+
+def _record_columns(record: Record) -> dict[str, Any]:
+    """The ``fits`` row of a whole record but for its times."""
+    return {
+        "id": record.id, "name": record.name, "path_prefix": record.path_prefix,
+        "unique_tag": record.unique_tag, "status": record.status,
+        "max_log_likelihood": record.max_log_likelihood, "log_evidence": record.log_evidence,
+        "parent_id": record.parent_id, "is_grid_search": int(record.is_grid_search),
+        "model": _json(record.model), "search": _json(record.search), "info": _json(record.info),
+        "job": _json(record.job), "summary": _json(record.summary), "instance": _json(record.instance),
+        "error": record.error, "progress": record.progress, "n_samples": record.n_samples,
+        "seq": None, "source": record.source, "source_sig": record.source_sig,
+    }
+
+
+def _with_times(columns: Mapping[str, Any], record: Record, created_at: float, now: float) -> dict[str, Any]:
+    return {
+        **columns,
+        "created_at": record.created_at or created_at, "updated_at": now,
+        "completed_at": record.completed_at if record.completed_at is not None
+        else (now if record.status in ("completed", "failed") else None),
+        "last_event_at": now,
+    }
+
+
+def record_row(record: Record, created_at: float, now: float) -> dict[str, Any]:
+    """The ``fits`` row of a whole record."""
+    return _with_times(_record_columns(record), record, created_at, now)
+
+
+def _fact_rows(kind: int, values: Mapping[str, Any]) -> list[FactRow]:
+    return [(key, *fact_columns(kind, key, value)) for key, value in values.items()]
+
+
+def prepare(op: Op) -> Prepared | None:
+    """The record-only part of an ``Upsert``'s rows (None for other ops), for ``plan_batch``."""
+    return _prepare_record(op.record) if isinstance(op, Upsert) else None
+
+
+def _prepare_record(record: Record) -> Prepared:
+    columns = _record_columns(record)
+    facts = {KIND_VALUE: _fact_rows(KIND_VALUE, record.instance),
+             KIND_MEDIAN: _fact_rows(KIND_MEDIAN, record.median),
+             KIND_INFO: _fact_rows(KIND_INFO, record.info or {}),
+             KIND_JOB: _fact_rows(KIND_JOB, record.job or {})}
+    return Prepared(columns, facts, _class_nodes(columns["model"], record.model, _NODES),
+                    record_payloads(record))
+
+
+def record_payloads(record: Record) -> dict[str, bytes]:
+    payloads = {f"{FILE_PAYLOAD_PREFIX}{name}": codec.pack(value) for name, value in record.files.items()}
+    if record.samples is not None:
+        payloads[SAMPLES_PAYLOAD] = codec.pack(record.samples.to_wire())
+    return payloads
+
+
+def fact_columns(kind: int, key: str, value: Any) -> tuple[float | None, str | None, str | None]:
+    """``(num, txt, json)`` of a fact: ``encode_fact``, plus the number of a SLURM id string."""
+    num, txt, json_text = encode_fact(value)
+    if (kind == KIND_JOB and key in NUMERIC_JOB_KEYS and txt is not None and txt.isascii()
+            and txt.isdigit() and len(txt) <= _MAX_EXACT_DIGITS):
+        num = float(txt)
+    return num, txt, json_text
+
+
+def _minimal_row(fit_id: str, created_at: float, now: float) -> dict[str, Any]:
+    row = dict.fromkeys(FIT_COLUMNS)
+    row.update(id=fit_id, status="running", is_grid_search=0, created_at=created_at, updated_at=now,
+               last_event_at=now)
+    return row
+
+
+def plan_batch(
+    ops: list[Op], existing: Mapping[str, Existing], next_key: int, now: float,
+    prepared: Sequence[Prepared | None] | None = None,
+) -> tuple[Plan, list[str], int]:
+    """Rows for a batch; returns the plan, one outcome per op (APPLIED/DUPLICATE), the next free key.
+
+    ``prepared`` is ``prepare(op)`` of each op when the caller worked it out already.
+    """
+    pending: dict[str, _Pending] = {}
+    outcomes: list[str] = []
+    touches: list[tuple[Any, ...]] = []
+    lost_cutoffs: list[float] = []
+
+    def pending_for(fit_id: str) -> _Pending:
+        nonlocal next_key
+        if fit_id not in pending:
+            known = existing.get(fit_id)
+            if known is None:
+                pending[fit_id] = _Pending(next_key, None, row=_minimal_row(fit_id, now, now),
+                                           replace_all=True)
+                next_key += 1
+            else:
+                pending[fit_id] = _Pending(known.fit_key, known.seq)
+        return pending[fit_id]
+
+    for index, op in enumerate(ops):
+        if isinstance(op, Touch):
+            touches.extend((now, now, fit_id) for fit_id in op.fit_ids)
+            outcomes.append(APPLIED)
+            continue
+        if isinstance(op, MarkLost):
+            lost_cutoffs.append(op.cutoff)
+            outcomes.append(APPLIED)
+            continue
+        fit_id = op.record.id if isinstance(op, Upsert) else op.id
+        state = pending_for(fit_id)
+        if op.seq is not None and state.seq is not None and op.seq <= state.seq:
+            outcomes.append(DUPLICATE)
+            continue
+        if op.seq is not None:
+            state.seq = op.seq
+        if isinstance(op, Upsert):
+            known = existing.get(fit_id)
+            created = known.created_at if known and known.created_at else now
+            ready = (prepared[index] if prepared is not None else None) or _prepare_record(op.record)
+            state.row = _with_times(ready.columns, op.record, created, now)
+            state.columns, state.replace_all = {}, True
+            state.facts, state.nodes, state.payloads = dict(ready.facts), ready.nodes, dict(ready.payloads)
+        else:
+            changes = dict(op.columns, updated_at=now, last_event_at=now)
+            if op.columns.get("status") == "failed":
+                changes["completed_at"] = now
+            if state.row is not None:
+                state.row.update(changes)
+            else:
+                state.columns.update(changes)
+            if op.samples is not None:
+                state.payloads[SAMPLES_PAYLOAD] = codec.pack(op.samples.to_wire())
+            if op.instance is not None:
+                state.facts[KIND_VALUE] = _fact_rows(KIND_VALUE, op.instance)
+                (state.row if state.row is not None else state.columns)["instance"] = _json(op.instance)
+        outcomes.append(APPLIED)
+
+    plan = Plan()
+    whole = [s for s in pending.values() if s.replace_all]
+    plan.add(DELETE_FACTS_SQL, ((s.fit_key,) for s in whole))
+    plan.add(DELETE_NODES_SQL, ((s.fit_key,) for s in whole))
+    plan.add(DELETE_PAYLOADS_SQL, ((s.fit_key,) for s in whole))
+    plan.add(DELETE_FACT_KIND_SQL, ((s.fit_key, kind) for s in pending.values() if not s.replace_all
+                                    for kind in s.facts))
+    plan.add(UPSERT_FIT_SQL, ((s.fit_key, *(dict(s.row, seq=s.seq)[c] for c in FIT_COLUMNS))
+                              for s in whole if s.row is not None))
+    by_columns: dict[tuple[str, ...], list[tuple[Any, ...]]] = defaultdict(list)
+    for s in pending.values():
+        if not s.replace_all and (s.columns or s.seq is not None):
+            columns = dict(s.columns, seq=s.seq)
+            names = tuple(sorted(columns))
+            by_columns[names].append((*(columns[n] for n in names), s.fit_key))
+    for names, rows in by_columns.items():
+        assignments = ", ".join(f"{name} = ?" for name in names)
+        plan.add(f"UPDATE fits SET {assignments} WHERE fit_key = ?", rows)  # noqa: S608 - names are ours
+    plan.add(INSERT_FACT_SQL, ((s.fit_key, kind, *row) for s in pending.values()
+                               for kind, rows in s.facts.items() for row in rows))
+    plan.add(INSERT_NODE_SQL, ((s.fit_key, path, class_path, modeltree.class_name(class_path))
+                               for s in pending.values() if s.nodes
+                               for path, class_path in s.nodes.items()))
+    plan.add(INSERT_PAYLOAD_SQL, ((s.fit_key, name, data) for s in pending.values()
+                                  for name, data in s.payloads.items()))
+    plan.add(TOUCH_SQL, touches)
+    plan.add(MARK_LOST_SQL, ((now, cutoff) for cutoff in lost_cutoffs))
+    return plan, outcomes, next_key

@@ -1,0 +1,289 @@
+"""The read side: read-only connections, paged row streaming, and decoding rows into objects.
+
+The same row shapes come from a local sqlite file (``Aggregator``) and from the daemon's pages
+(``AsyncAggregator``), so decoding lives here once. Payload blobs are only ever msgpack with
+numeric arrays (``lensd.wire.codec``); nothing read from a database is unpickled or imported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import quote
+
+from lensd.domain import modeltree
+from lensd.domain.instance import Instance
+from lensd.domain.samples import Samples
+from lensd.errors import LensdError, QueryError, StorageError, UnsupportedDatabase
+from lensd.query import compiler
+from lensd.query.state import QueryState
+from lensd.store import schema
+from lensd.store.batchplan import FILE_PAYLOAD_PREFIX, SAMPLES_PAYLOAD
+from lensd.wire import codec
+
+PAGE_SIZE: Final = 256
+JSON_VALUES: Final = frozenset({"info", "model", "search", "summary", "job"})
+FIT_ROW_COLUMNS: Final = ("fit_key", *schema.FIT_COLUMNS)
+MAX_PAYLOAD: Final = 1 << 30
+
+
+def open_readonly(path: str | os.PathLike[str]) -> sqlite3.Connection:
+    """A read-only connection that never blocks the daemon's writer (WAL readers don't).
+
+    The file may come from anyone: it must be a lensd database of a schema this release reads,
+    with real tables where lensd expects them, or it is refused with UnsupportedDatabase.
+    """
+    target = Path(path)
+    if not target.exists():
+        raise StorageError(f"no database at {target}")
+    if target.is_dir():
+        raise StorageError(f"{target} is a directory, not a database file")
+    uri = f"file:{quote(str(target.resolve()))}?mode=ro"
+    conn: sqlite3.Connection | None = None
+    try:
+        conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+        for pragma in schema.READER_PRAGMAS:
+            conn.execute(pragma)
+        version = schema.read_version(conn)
+        if version == 0:
+            raise StorageError("an empty database, not a lensd database")
+        schema.check_tables(conn)
+    except LensdError as exc:
+        if conn is not None:
+            conn.close()
+        raise type(exc)(f"{target}: {exc}") from None
+    except sqlite3.Error as exc:
+        if conn is not None:
+            conn.close()
+        if "not a database" in str(exc):
+            raise UnsupportedDatabase(f"{target} is not a sqlite database: {exc}") from None
+        raise StorageError(f"cannot open {target}: {exc}") from None
+    return conn
+
+
+def stream(conn: sqlite3.Connection, sql: str, params: list[Any],
+           page: int = PAGE_SIZE) -> Iterator[tuple[Any, ...]]:
+    """Rows of a statement, fetched a page at a time so memory stays flat."""
+    try:
+        cursor = conn.execute(sql, params)
+        try:
+            while rows := cursor.fetchmany(page):
+                yield from rows
+        finally:
+            cursor.close()
+    except sqlite3.Error as exc:
+        raise StorageError(f"query failed: {exc}") from None
+
+
+# What decoding malformed stored data can raise; it becomes a StorageError naming what was bad.
+_MALFORMED: Final = (TypeError, ValueError, KeyError, AttributeError, IndexError, RecursionError)
+
+
+def _loads(text: Any, what: str = "a stored JSON column") -> Any:
+    if text is None:
+        return None
+    if not isinstance(text, str):  # lensd stores JSON as text; a blob here (a pickle?) is not read
+        raise StorageError(f"{what} is not valid JSON text")
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        raise StorageError(f"{what} is not valid JSON") from None
+
+
+def _json_object(text: Any, what: str) -> dict[str, Any] | None:
+    """A stored JSON column that must hold an object (model, search, info, job, summary, instance)."""
+    value = _loads(text, what)
+    if value is not None and not isinstance(value, dict):
+        raise StorageError(f"{what} is not a JSON object")
+    return value
+
+
+def decode_payload(blob: Any) -> Any:
+    if not isinstance(blob, (bytes, bytearray, memoryview)):
+        raise StorageError("a stored payload is not a blob")
+    if len(blob) > MAX_PAYLOAD:
+        raise StorageError(f"a stored payload is larger than {MAX_PAYLOAD} bytes")
+    try:
+        return codec.unpack(bytes(blob))
+    except LensdError as exc:
+        raise StorageError(f"a stored payload cannot be decoded: {exc}") from None
+
+
+def decode_samples(blob: Any, model_json: Any) -> Samples:
+    data = decode_payload(blob)
+    model = _json_object(model_json, "a stored model")
+    try:
+        return Samples.from_wire(data, model)
+    except LensdError as exc:
+        raise StorageError(f"a stored samples payload is invalid: {exc}") from None
+    except _MALFORMED as exc:
+        raise StorageError(f"a stored samples payload is invalid: {type(exc).__name__}") from None
+
+
+def _class_nodes(model_json: Any) -> dict[str, str]:
+    try:
+        return modeltree.class_nodes(_json_object(model_json, "a stored model") or {})
+    except _MALFORMED as exc:
+        raise StorageError(f"a stored model cannot be read: {type(exc).__name__}") from None
+
+
+def instance_from(values_json: Any, model_json: Any) -> Instance | None:
+    values = _json_object(values_json, "a stored instance")
+    if not values:
+        return None
+    classes = _class_nodes(model_json)
+    try:
+        return Instance.from_flat(values, classes)
+    except _MALFORMED as exc:
+        raise StorageError(f"a stored instance cannot be read: {type(exc).__name__}") from None
+
+
+def decode_value(name: str, row: Sequence[Any]) -> Any:
+    """Turn one row of ``values_plan(state, name)`` into the value the user asked for."""
+    if name == "samples":
+        return decode_samples(row[2], row[1])
+    if name == "instance":
+        return instance_from(row[2], row[1])
+    if name in JSON_VALUES:
+        return _json_object(row[1], f"a stored {name}")
+    return decode_payload(row[2])
+
+
+def values_plan(state: QueryState, name: str, access: compiler.Access | None = None) -> tuple[str, list[Any]]:
+    """The statement behind ``values(name)``; its rows go through ``decode_value``.
+
+    Fits that lack ``name`` give no row (payloads) or a None value that callers skip.
+    """
+    if not isinstance(name, str) or not name:
+        raise QueryError("values() takes the name of a field or file")
+    if name == "samples":
+        return compiler.select_payloads(state, SAMPLES_PAYLOAD, access)
+    if name == "instance":
+        return compiler.select_fits(state, "f.id, f.model, f.instance", access)
+    if name in JSON_VALUES:
+        return compiler.select_column(state, name, access)
+    return compiler.select_payloads(state, FILE_PAYLOAD_PREFIX + name, access)
+
+
+def access(conn: sqlite3.Connection, state: QueryState) -> compiler.Access:
+    """Which leaves of ``state`` to probe fit by fit rather than search (compiler.py says why):
+    those whose match count, read from their index and capped, reaches the break-even point."""
+    found = compiler.leaves(state)
+    if not found:
+        return compiler.Access()
+    try:
+        threshold = compiler.probe_threshold(int(conn.execute(compiler.SIZE_SQL).fetchone()[0]))
+        counts = [int(conn.execute(*leaf.count(threshold)).fetchone()[0]) for leaf in found]
+    except sqlite3.Error as exc:
+        raise StorageError(f"query failed: {exc}") from None
+    return compiler.access_from(found, counts, threshold)
+
+
+class Fit:
+    """One fit (SPEC §2); JSON fields are parsed and payloads loaded only when first asked for."""
+
+    def __init__(self, row: Mapping[str, Any],
+                 load_payload: Callable[[int, str], Any] | None = None) -> None:
+        self._row = dict(row)
+        self._load_payload = load_payload
+        self._cache: dict[str, Any] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        row = self.__dict__.get("_row")
+        if row is None or name not in row:
+            raise AttributeError(name)
+        if name in ("model", "search", "info", "job", "summary"):
+            cache = self.__dict__["_cache"]
+            if name not in cache:
+                cache[name] = _json_object(row[name], f"the stored {name} of fit {row.get('id')!r}")
+            return cache[name]
+        if name == "is_grid_search":
+            return bool(row[name])
+        return row[name]
+
+    @property
+    def instance(self) -> Instance | None:
+        return instance_from(self._row.get("instance"), self._row.get("model"))
+
+    @property
+    def median(self) -> Instance | None:
+        from lensd.domain.records import summary_medians
+
+        summary, model = self.summary, self.model or {}
+        try:  # a property must not raise AttributeError: __getattr__ would hide it
+            medians = summary_medians(summary)
+            if not medians:
+                return None
+            return Instance.from_flat({**modeltree.constants(model), **medians}, modeltree.class_nodes(model))
+        except _MALFORMED as exc:
+            raise StorageError(f"the stored summary of fit {self.id!r} cannot be read: "
+                               f"{type(exc).__name__}") from None
+
+    @property
+    def is_complete(self) -> bool:
+        return bool(self._row["status"] == "completed")
+
+    def _payload(self, name: str) -> Any:
+        if self._load_payload is None:
+            raise LensdError("this fit was read over the socket; use agg.values(name) for payloads")
+        return self._load_payload(int(self._row["fit_key"]), name)
+
+    @property
+    def samples(self) -> Samples | None:
+        blob = self._payload(SAMPLES_PAYLOAD)
+        return None if blob is None else decode_samples(blob, self._row.get("model"))
+
+    def file(self, name: str) -> Any:
+        """A file output (``files/<name>.json`` or ``.csv`` of PyAutoFit) by its dotted name."""
+        blob = self._payload(FILE_PAYLOAD_PREFIX + name)
+        return None if blob is None else decode_payload(blob)
+
+    def value(self, name: str) -> Any:
+        """The same names as ``Aggregator.values``, for one fit."""
+        if name == "samples":
+            return self.samples
+        if name == "instance":
+            return self.instance
+        if name in JSON_VALUES:
+            return getattr(self, name)
+        return self.file(name)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fit's columns with JSON fields parsed (payloads left out)."""
+        out = {c: getattr(self, c) for c in schema.FIT_COLUMNS if c not in ("source_sig", "seq")}
+        out["instance"] = _loads(self._row.get("instance"))
+        return out
+
+    def __repr__(self) -> str:
+        return (f"Fit(id={self.id!r}, unique_tag={self.unique_tag!r}, name={self.name!r}, "
+                f"status={self.status!r}, max_log_likelihood={self.max_log_likelihood!r})")
+
+    def _repr_html_(self) -> str:
+        from html import escape
+
+        rows = "".join(f"<tr><th>{escape(k)}</th><td>{escape(str(v))}</td></tr>"
+                       for k, v in self.to_dict().items() if k not in ("model", "search", "summary"))
+        return f"<table>{rows}</table>"
+
+
+def payload_loader(conn: sqlite3.Connection) -> Callable[[int, str], Any]:
+    def load(fit_key: int, name: str) -> Any:
+        try:
+            row = conn.execute("SELECT data FROM payloads WHERE fit_key = ? AND name = ?",
+                               (fit_key, name)).fetchone()
+        except sqlite3.Error as exc:
+            raise StorageError(f"reading a payload failed: {exc}") from None
+        return None if row is None else row[0]
+    return load
+
+
+def fit_rows_sql(state: QueryState, access: compiler.Access | None = None) -> tuple[str, list[Any]]:
+    return compiler.select_fits(state, ", ".join(f"f.{c}" for c in FIT_ROW_COLUMNS), access)
+
+
+def row_dict(row: tuple[Any, ...]) -> dict[str, Any]:
+    return dict(zip(FIT_ROW_COLUMNS, row, strict=True))

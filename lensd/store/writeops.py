@@ -1,0 +1,128 @@
+"""Write operations: what the single writer applies, built from validated records and events.
+
+Every write that reaches the database is one of four shapes, so the writer has one code path
+for socket events, spool files, watched folders and ``lensd ingest``:
+
+- ``Upsert``: a whole record (submit, start, complete, an ingested folder) replaces the fit.
+- ``Patch``: some columns of one fit change (progress, fail), with optional new samples/instance.
+- ``Touch``: heartbeats; a ``lost`` fit is revived, an unknown id is ignored.
+- ``MarkLost``: running fits silent since ``cutoff`` become ``lost``.
+
+``progress`` keeps the latest state of a running fit (max log likelihood, sample count, fraction
+done, samples); like every event it marks the fit ``running``, which revives a ``lost`` one.
+
+``seq`` is the client's event counter for one fit: an op whose seq is not above the stored one was
+applied before (a client retry after a lost ack) and is skipped, which makes re-sends idempotent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from lensd.domain.records import Record, _instance, _number, _text, validate_record, with_status
+from lensd.domain.samples import Samples
+from lensd.errors import InvalidRecord
+
+
+@dataclass(frozen=True)
+class Upsert:
+    record: Record
+    seq: int | None = None
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        return (self.record.id,)
+
+
+@dataclass(frozen=True)
+class Patch:
+    id: str
+    seq: int | None
+    columns: dict[str, Any]
+    samples: Samples | None = None
+    instance: dict[str, Any] | None = None
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        return (self.id,)
+
+
+@dataclass(frozen=True)
+class Touch:
+    fit_ids: tuple[str, ...]
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        """None: a touch is one keyed UPDATE per fit and needs no stored state read first.
+
+        (Skipping that read doubles the heartbeats a daemon absorbs: docs/performance.md.)
+        """
+        return ()
+
+
+@dataclass(frozen=True)
+class MarkLost:
+    cutoff: float
+    ids: tuple[str, ...] = field(default=())
+
+
+Op = Upsert | Patch | Touch | MarkLost
+
+
+def _seq(fields: Mapping[str, Any]) -> int | None:
+    seq = fields.get("seq")
+    if seq is None:
+        return None
+    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0 or seq > 2**62:
+        raise InvalidRecord("seq must be a non-negative integer")
+    return seq
+
+
+def _fit_id(fields: Mapping[str, Any]) -> str:
+    fit = _text(fields, "id")
+    if not fit:
+        raise InvalidRecord("the event needs the fit's id")
+    return fit
+
+
+def op_from_request(op: str, fields: Mapping[str, Any]) -> Op:
+    """Turn a validated wire request (SPEC §6 write ops) into a write operation."""
+    if op in ("submit", "start", "complete"):
+        record = validate_record(fields.get("record"))
+        if op == "start":
+            record = with_status(record, "running")
+        elif op == "complete" and record.status not in ("completed", "failed"):
+            record = with_status(record, "completed")
+        return Upsert(record, _seq(fields))
+    if op == "progress":
+        unknown = set(fields) - {"id", "seq", "max_log_likelihood", "n_samples", "progress", "samples",
+                                 "instance"}
+        if unknown:
+            raise InvalidRecord(f"unknown progress fields {sorted(map(str, unknown))}")
+        columns: dict[str, Any] = {"status": "running"}
+        samples = None if fields.get("samples") is None else Samples.from_wire(fields["samples"])
+        for key in ("max_log_likelihood", "progress"):
+            value = _number(fields, key)
+            if value is None and key == "max_log_likelihood" and samples is not None:
+                value = samples.max_log_likelihood
+            if value is not None:
+                columns[key] = value
+        if not 0.0 <= columns.get("progress", 0.0) <= 1.0:
+            raise InvalidRecord("progress is the fraction done: a number from 0 to 1")
+        n_samples = fields.get("n_samples", len(samples) if samples is not None else None)
+        if n_samples is not None:
+            if isinstance(n_samples, bool) or not isinstance(n_samples, int):
+                raise InvalidRecord("n_samples must be an integer")
+            columns["n_samples"] = n_samples
+        return Patch(_fit_id(fields), _seq(fields), columns, samples, _instance(fields.get("instance")))
+    if op == "fail":
+        message = _text(fields, "error") or "failed"
+        return Patch(_fit_id(fields), _seq(fields), {"status": "failed", "error": message})
+    if op == "heartbeat":
+        ids = fields.get("ids")
+        if not isinstance(ids, list) or not all(isinstance(i, str) and i for i in ids) or len(ids) > 100_000:
+            raise InvalidRecord("heartbeat needs ids: a list of fit ids")
+        return Touch(tuple(ids))
+    raise InvalidRecord(f"{op!r} is not a write operation")

@@ -1,0 +1,305 @@
+"""The single writer: the only code that writes to a lensd database.
+
+``BatchWriter`` applies a batch of operations in one ``BEGIN IMMEDIATE`` transaction made of
+``executemany`` calls. ``GroupCommitter`` feeds it: submissions wait in a bounded memory stream,
+and the committer drains whatever is waiting (up to ``batch_max``, or ``batch_ms`` after the first),
+commits, then answers every waiter. A flood makes senders wait instead of growing memory. If a batch
+fails, its operations are retried one by one so that one bad record fails alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from lensd.errors import LensdError, StorageError
+from lensd.store import schema
+from lensd.store.batchplan import Existing, Prepared, plan_batch, prepare
+from lensd.store.writeops import Op
+
+log = logging.getLogger("lensd.writer")
+T = TypeVar("T")
+_LOOKUP_CHUNK = 500
+
+
+def storage_error(exc: BaseException) -> StorageError:
+    """A sqlite error as a message a user can act on."""
+    text = str(exc)
+    if "full" in text:
+        return StorageError(f"database or disk is full: {text}; free space, then resend")
+    if "locked" in text or "busy" in text:
+        return StorageError(f"database is locked by another process: {text}")
+    return StorageError(f"sqlite error: {text}")
+
+
+def prepare_database(path: str | Path, durability: str = "full") -> None:
+    """Create or migrate the database file (one short synchronous connection, before serving)."""
+    conn = sqlite3.connect(str(path), isolation_level=None)
+    try:
+        for pragma in schema.writer_pragmas(durability):
+            conn.execute(pragma)
+        schema.migrate(conn)
+    except sqlite3.Error as exc:
+        raise storage_error(exc) from None
+    finally:
+        conn.close()
+
+
+class BatchWriter:
+    """One sqlite connection that writes batches; there is never a second one per database.
+
+    A batch is one call into a worker thread that runs the whole transaction (BEGIN IMMEDIATE, the
+    lookup of the batch's fits, planning, every ``executemany``, COMMIT) and comes back once. Going
+    back to the event loop between statements (as an awaited call per statement would) makes each
+    of them wait for the loop, which under load is busy decoding the next requests: at 64 clients
+    that wait was as long as the writing itself. The connection is only ever used by one thread at
+    a time (``_limiter``).
+    """
+
+    def __init__(self, conn: sqlite3.Connection, path: Path | None = None,
+                 max_db_mb: int | None = None) -> None:
+        self._conn = conn
+        self._path = path
+        self._max_db_mb = max_db_mb
+        self._limiter = anyio.CapacityLimiter(1)
+        self._next_key = 1
+        self.batches = 0
+        self.records = 0
+
+    @classmethod
+    async def open(cls, path: str | Path, durability: str = "full", max_db_mb: int | None = None) -> BatchWriter:
+        """The writer for ``path``; ``max_db_mb`` caps the database's size (``PRAGMA max_page_count``)."""
+        writer = cls(await anyio.to_thread.run_sync(_connect, path, durability), Path(path), max_db_mb)
+        await writer._run(writer._setup)
+        return writer
+
+    def _setup(self) -> None:
+        if self._max_db_mb is not None:
+            page_size = _pragma(self._conn, "page_size")
+            self._conn.execute(f"PRAGMA max_page_count={self._max_db_mb * 1024 * 1024 // page_size}")
+        row = self._conn.execute("SELECT coalesce(max(fit_key), 0) + 1 FROM fits").fetchone()
+        self._next_key = int(row[0]) if row else 1
+
+    async def _run(self, function: Callable[..., T], *args: Any) -> T:
+        """``function(*args)`` in a worker thread, the only user of the connection while it runs."""
+        return await anyio.to_thread.run_sync(function, *args, limiter=self._limiter)
+
+    async def close(self) -> None:
+        await self._run(self._close)
+
+    def _close(self) -> None:
+        try:
+            self._conn.execute("PRAGMA optimize")
+        except sqlite3.Error:
+            pass
+        self._conn.close()
+
+    def _existing(self, ids: Sequence[str]) -> dict[str, Existing]:
+        found: dict[str, Existing] = {}
+        unique = list(dict.fromkeys(ids))
+        for start in range(0, len(unique), _LOOKUP_CHUNK):
+            chunk = unique[start:start + _LOOKUP_CHUNK]
+            marks = ", ".join("?" * len(chunk))
+            sql = f"SELECT id, fit_key, seq, created_at FROM fits WHERE id IN ({marks})"  # noqa: S608
+            for fit_id, key, seq, created in self._conn.execute(sql, chunk):
+                found[fit_id] = Existing(key, seq, created)
+        return found
+
+    def _apply(self, ops: list[Op], prepared: Sequence[Prepared | None] | None) -> list[str]:
+        """The batch's transaction, in the worker thread."""
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            existing = self._existing([i for op in ops for i in op.ids])
+            plan, outcomes, next_key = plan_batch(ops, existing, self._next_key, time.time(), prepared)
+            for sql, rows in plan.statements:
+                self._conn.executemany(sql, rows)
+            self._conn.execute("COMMIT")
+        except BaseException:
+            try:
+                self._conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            raise
+        self._next_key = next_key
+        self.batches += 1
+        self.records += len(ops)
+        return outcomes
+
+    async def apply(self, ops: list[Op], prepared: Sequence[Prepared | None] | None = None
+                    ) -> list[str | LensdError]:
+        """Commit ``ops``; one outcome per op: "applied", "duplicate", or the error for that op.
+
+        ``prepared`` is ``rows.prepare`` of each op, when the caller worked it out already.
+        """
+        if not ops:
+            return []
+        try:
+            return list(await self._run(self._apply, ops, prepared))
+        except sqlite3.Error as exc:
+            if len(ops) == 1:
+                log.warning("write failed: %s", exc)
+                return [await self._run(self._storage_error, exc)]
+        results: list[str | LensdError] = []
+        for index, op in enumerate(ops):  # find the bad one: each alone
+            try:
+                results.extend(await self._run(self._apply, [op],
+                                               None if prepared is None else [prepared[index]]))
+            except sqlite3.Error as exc:
+                log.warning("write failed for %s: %s", op.ids[:1], exc)
+                results.append(await self._run(self._storage_error, exc))
+        return results
+
+    def _storage_error(self, exc: sqlite3.Error) -> StorageError:
+        """``storage_error``, and for a full database the facts needed to act: quota, size, free disk."""
+        if "full" not in str(exc) or self._path is None:
+            return storage_error(exc)
+        facts = []
+        try:
+            size = _pragma(self._conn, "page_count") * _pragma(self._conn, "page_size")
+            if self._max_db_mb is not None:
+                facts.append(f"the database is {size / 2**20:.1f} MiB and may not grow past its quota of "
+                             f"{self._max_db_mb} MiB (lensd start --max-db-mb)")
+            free = shutil.disk_usage(self._path.resolve().parent).free
+            facts.append(f"{free / 2**20:.1f} MiB of disk space is free next to it")
+        except (sqlite3.Error, OSError):
+            pass
+        remedy = "raise the quota or free disk space" if self._max_db_mb is not None else "free disk space"
+        detail = "" if str(exc) == "database or disk is full" else f" ({exc})"
+        return StorageError(f"database or disk is full{detail}: {'; '.join(facts) or 'no space left'}; "
+                            f"nothing of this write was stored: {remedy}, then resend")
+
+
+def _connect(path: str | Path, durability: str) -> sqlite3.Connection:
+    """The writer's connection: the file created or migrated, the writer's PRAGMAs set."""
+    prepare_database(path, durability)
+    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+    try:
+        for pragma in schema.writer_pragmas(durability):
+            conn.execute(pragma)
+    except sqlite3.Error as exc:
+        conn.close()
+        raise storage_error(exc) from None
+    return conn
+
+
+def _pragma(conn: sqlite3.Connection, name: str) -> int:
+    row = conn.execute(f"PRAGMA {name}").fetchone()
+    return int(row[0]) if row else 0
+
+
+@dataclass
+class _Submission:
+    ops: list[Op]
+    prepared: list[Prepared | None]
+    done: anyio.Event = field(default_factory=anyio.Event)
+    outcomes: list[str | LensdError] = field(default_factory=list)
+
+
+def _prepare(op: Op) -> Prepared | None:
+    try:
+        return prepare(op)
+    except Exception:  # planned again in the batch, which reports the failure as it always did
+        return None
+
+
+class GroupCommitter:
+    """The queue in front of the writer: many senders, one batch per commit."""
+
+    def __init__(self, writer: BatchWriter, batch_max: int = 512, batch_ms: float = 2.0,
+                 queue_max: int = 4096) -> None:
+        self.writer = writer
+        self.batch_max = batch_max
+        self.batch_ms = batch_ms
+        send, receive = anyio.create_memory_object_stream[_Submission](queue_max)
+        self._send: MemoryObjectSendStream[_Submission] = send
+        self._receive: MemoryObjectReceiveStream[_Submission] = receive
+        self.batch_sizes: list[int] = []
+        self.committed_at: list[tuple[float, int]] = []
+
+    @property
+    def queue_depth(self) -> int:
+        return self._send.statistics().current_buffer_used
+
+    async def submit(self, ops: list[Op]) -> list[str | LensdError]:
+        """Queue ``ops`` and wait until they are committed (or failed).
+
+        Their record-only rows are worked out here (``rows.prepare``), on the event loop, while
+        the writer thread commits the batch before.
+        """
+        item = _Submission(ops, [_prepare(op) for op in ops])
+        await self._send.send(item)
+        await item.done.wait()
+        return item.outcomes
+
+    def close(self) -> None:
+        """Stop taking submissions; ``run`` commits what is queued, then returns."""
+        self._send.close()
+
+    async def run(self) -> None:
+        """Commit batches until ``close`` is called and the queue is empty."""
+        async with self._receive:
+            async for first in self._receive:
+                batch = [first]
+                size = len(first.ops)
+                deadline = anyio.current_time() + self.batch_ms / 1000
+                while size < self.batch_max:
+                    item = await self._next_before(deadline)
+                    if item is None:
+                        break
+                    batch.append(item)
+                    size += len(item.ops)
+                await self._commit(batch)
+
+    async def _next_before(self, deadline: float) -> _Submission | None:
+        """The next waiting submission, if one arrives before ``deadline``."""
+        try:
+            return self._receive.receive_nowait()
+        except anyio.WouldBlock:
+            pass
+        except anyio.EndOfStream:
+            return None
+        with anyio.move_on_after(max(0.0, deadline - anyio.current_time())):
+            try:
+                return await self._receive.receive()
+            except anyio.EndOfStream:
+                return None
+        return None
+
+    async def _commit(self, batch: list[_Submission]) -> None:
+        ops = [op for item in batch for op in item.ops]
+        prepared = [ready for item in batch for ready in item.prepared]
+        with anyio.CancelScope(shield=True):
+            try:
+                outcomes = await self.writer.apply(ops, prepared)
+            except Exception as exc:  # never leave a waiter hanging
+                log.exception("batch of %d failed", len(ops))
+                error = exc if isinstance(exc, LensdError) else StorageError(str(exc))
+                outcomes = [error] * len(ops)
+        position = 0
+        for item in batch:
+            item.outcomes = outcomes[position:position + len(item.ops)]
+            position += len(item.ops)
+            item.done.set()
+        self.batch_sizes.append(len(ops))
+        del self.batch_sizes[:-1000]
+        self.committed_at.append((time.monotonic(), len(ops)))
+        cutoff = time.monotonic() - 60
+        while self.committed_at and self.committed_at[0][0] < cutoff:
+            self.committed_at.pop(0)
+
+    def stats(self) -> dict[str, Any]:
+        sizes = self.batch_sizes
+        recent = sum(n for _, n in self.committed_at)
+        return {"queue_depth": self.queue_depth,
+                "mean_batch": (sum(sizes) / len(sizes)) if sizes else 0.0,
+                "records_per_s": recent / 60.0,
+                "batches": self.writer.batches, "records": self.writer.records}

@@ -1,0 +1,1 @@
+"""Bytes: the msgpack codec with numpy arrays, the sans-IO protocol, the spool file format."""
