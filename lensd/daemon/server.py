@@ -25,13 +25,14 @@ from anyio.abc import SocketListener, SocketStream, TaskGroup, TaskStatus
 
 from lensd._version import __version__
 from lensd.client.connection import socket_answers
+from lensd.daemon.committer import GroupCommitter
 from lensd.daemon.connection import Connection
 from lensd.daemon.reads import Reads
 from lensd.errors import AlreadyRunning, LensdError
 from lensd.settings import Settings
 from lensd.store import writerlock
 from lensd.store.writeops import MarkLost
-from lensd.store.writer import BatchWriter, GroupCommitter
+from lensd.store.writer import BatchWriter
 
 log = logging.getLogger("lensd.daemon")
 NETWORK_FILE_SYSTEMS = frozenset({"nfs", "nfs4", "lustre", "gpfs", "beegfs", "cifs", "smb3", "smbfs",

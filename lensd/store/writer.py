@@ -1,10 +1,9 @@
 """The single writer: the only code that writes to a lensd database.
 
 ``BatchWriter`` applies a batch of operations in one ``BEGIN IMMEDIATE`` transaction made of
-``executemany`` calls. ``GroupCommitter`` feeds it: submissions wait in a bounded memory stream,
-and the committer drains whatever is waiting (up to ``batch_max``, or ``batch_ms`` after the first),
-commits, then answers every waiter. A flood makes senders wait instead of growing memory. If a batch
-fails, its operations are retried one by one so that one bad record fails alone.
+``executemany`` calls. If a batch fails, its operations are retried one by one so that one bad
+record fails alone. The daemon feeds it through ``lensd.daemon.committer.GroupCommitter``;
+``lensd ingest`` calls it directly.
 """
 
 from __future__ import annotations
@@ -14,16 +13,14 @@ import shutil
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from lensd.errors import LensdError, StorageError
 from lensd.store import schema
-from lensd.store.batchplan import Existing, Prepared, plan_batch, prepare
+from lensd.store.batchplan import Existing, Prepared, plan_batch
 from lensd.store.writeops import Op
 
 log = logging.getLogger("lensd.writer")
@@ -194,112 +191,3 @@ def _connect(path: str | Path, durability: str) -> sqlite3.Connection:
 def _pragma(conn: sqlite3.Connection, name: str) -> int:
     row = conn.execute(f"PRAGMA {name}").fetchone()
     return int(row[0]) if row else 0
-
-
-@dataclass
-class _Submission:
-    ops: list[Op]
-    prepared: list[Prepared | None]
-    done: anyio.Event = field(default_factory=anyio.Event)
-    outcomes: list[str | LensdError] = field(default_factory=list)
-
-
-def _prepare(op: Op) -> Prepared | None:
-    try:
-        return prepare(op)
-    except Exception:  # planned again in the batch, which reports the failure as it always did
-        return None
-
-
-class GroupCommitter:
-    """The queue in front of the writer: many senders, one batch per commit."""
-
-    def __init__(self, writer: BatchWriter, batch_max: int = 512, batch_ms: float = 2.0,
-                 queue_max: int = 4096) -> None:
-        self.writer = writer
-        self.batch_max = batch_max
-        self.batch_ms = batch_ms
-        send, receive = anyio.create_memory_object_stream[_Submission](queue_max)
-        self._send: MemoryObjectSendStream[_Submission] = send
-        self._receive: MemoryObjectReceiveStream[_Submission] = receive
-        self.batch_sizes: list[int] = []
-        self.committed_at: list[tuple[float, int]] = []
-
-    @property
-    def queue_depth(self) -> int:
-        return self._send.statistics().current_buffer_used
-
-    async def submit(self, ops: list[Op]) -> list[str | LensdError]:
-        """Queue ``ops`` and wait until they are committed (or failed).
-
-        Their record-only rows are worked out here (``rows.prepare``), on the event loop, while
-        the writer thread commits the batch before.
-        """
-        item = _Submission(ops, [_prepare(op) for op in ops])
-        await self._send.send(item)
-        await item.done.wait()
-        return item.outcomes
-
-    def close(self) -> None:
-        """Stop taking submissions; ``run`` commits what is queued, then returns."""
-        self._send.close()
-
-    async def run(self) -> None:
-        """Commit batches until ``close`` is called and the queue is empty."""
-        async with self._receive:
-            async for first in self._receive:
-                batch = [first]
-                size = len(first.ops)
-                deadline = anyio.current_time() + self.batch_ms / 1000
-                while size < self.batch_max:
-                    item = await self._next_before(deadline)
-                    if item is None:
-                        break
-                    batch.append(item)
-                    size += len(item.ops)
-                await self._commit(batch)
-
-    async def _next_before(self, deadline: float) -> _Submission | None:
-        """The next waiting submission, if one arrives before ``deadline``."""
-        try:
-            return self._receive.receive_nowait()
-        except anyio.WouldBlock:
-            pass
-        except anyio.EndOfStream:
-            return None
-        with anyio.move_on_after(max(0.0, deadline - anyio.current_time())):
-            try:
-                return await self._receive.receive()
-            except anyio.EndOfStream:
-                return None
-        return None
-
-    async def _commit(self, batch: list[_Submission]) -> None:
-        ops = [op for item in batch for op in item.ops]
-        prepared = [ready for item in batch for ready in item.prepared]
-        with anyio.CancelScope(shield=True):
-            try:
-                outcomes = await self.writer.apply(ops, prepared)
-            except Exception as exc:  # never leave a waiter hanging
-                log.exception("batch of %d failed", len(ops))
-                error = exc if isinstance(exc, LensdError) else StorageError(str(exc))
-                outcomes = [error] * len(ops)
-        position = 0
-        for item in batch:
-            item.outcomes = outcomes[position:position + len(item.ops)]
-            position += len(item.ops)
-            item.done.set()
-        self.batch_sizes.append(len(ops))
-        del self.batch_sizes[:-1000]
-        self.committed_at.append((time.monotonic(), len(ops)))
-        cutoff = time.monotonic() - 60
-        while self.committed_at and self.committed_at[0][0] < cutoff:
-            self.committed_at.pop(0)
-
-    def stats(self) -> dict[str, Any]:
-        sizes = self.batch_sizes
-        recent = sum(n for _, n in self.committed_at)
-        return {"queue_depth": self.queue_depth,
-                "mean_batch": (sum(sizes) / len(sizes)) if sizes else 0.0,
-                "records_per_s": recent / 60.0,
-                "batches": self.writer.batches, "records": self.writer.records}
