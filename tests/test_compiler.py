@@ -27,6 +27,9 @@ FACT = "f.fit_key IN (SELECT fit_key FROM facts WHERE kind = ? AND key = ? AND {
 NODE = "f.fit_key IN (SELECT fit_key FROM nodes WHERE path = ? AND {})"
 FACT_ROWS = "SELECT fit_key FROM facts WHERE kind = ? AND key = ? AND {}"
 NODE_ROWS = "SELECT fit_key FROM nodes WHERE path = ? AND {}"
+MODEL_NONE = ("(f.fit_key NOT IN (SELECT fit_key FROM facts WHERE kind = ? AND key = ? AND json IS NOT ?)"
+              " AND f.fit_key NOT IN (SELECT fit_key FROM nodes WHERE path = ?)"
+              " AND f.fit_key NOT IN (SELECT fit_key FROM facts WHERE kind = ? AND key > ? AND key < ?))")
 
 
 def searched(*subqueries: str) -> str:
@@ -84,10 +87,10 @@ OPERATORS: list[tuple[Any, str, list[Any]]] = [
      searched(NODE_ROWS.format("class_name = ?"), FACT_ROWS.format("num = ?"), FACT_ROWS.format("txt = ?")),
      ["x", "Isothermal", 0, "x", 3.0, 0, "x", "Isothermal"]),
     (agg.model.x.in_([]), "0", []),
-    (agg.model.x.is_none(),
-     "f.fit_key NOT IN (SELECT fit_key FROM facts WHERE kind = ? AND key = ? AND json IS NOT ?)", [0, "x", "null"]),
-    (agg.model.x == None,  # noqa: E711
-     "f.fit_key NOT IN (SELECT fit_key FROM facts WHERE kind = ? AND key = ? AND json IS NOT ?)", [0, "x", "null"]),
+    (agg.model.x.is_none(), MODEL_NONE, [0, "x", "null", "x", 0, "x.", "x/"]),
+    (agg.model.x == None, MODEL_NONE, [0, "x", "null", "x", 0, "x.", "x/"]),  # noqa: E711
+    (agg.median.x == None,  # noqa: E711
+     "f.fit_key NOT IN (SELECT fit_key FROM facts WHERE kind = ? AND key = ? AND json IS NOT ?)", [1, "x", "null"]),
     (agg.unique_tag.is_none(), "f.unique_tag IS NULL", []),
     (agg.unique_tag != None, "NOT (f.unique_tag IS NULL)", []),  # noqa: E711
     (agg.name.contains("a'b"), "(f.name IS NOT NULL AND instr(f.name, ?) > 0)", ["a'b"]),

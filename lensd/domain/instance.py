@@ -13,6 +13,44 @@ from typing import Any
 from lensd.domain.modeltree import class_name
 
 
+class TupleNode(tuple):  # type: ignore[type-arg]
+    """A tuple parameter (``centre=(y, x)``): a real tuple, also reachable as ``.centre_0``.
+
+    PyAutoFit flattens ``centre`` to ``centre.centre_0``, ``centre.centre_1``; an instance gives
+    it back as the tuple PyAutoFit's objects hold, so ``centre[0]`` and ``y, x = centre`` work.
+    """
+
+    _names: tuple[str, ...]
+
+    def __new__(cls, names: tuple[str, ...], values: tuple[Any, ...]) -> TupleNode:
+        node = super().__new__(cls, values)
+        node._names = names
+        return node
+
+    def __getattr__(self, name: str) -> Any:
+        names = self.__dict__.get("_names", ())
+        if name in names:
+            return self[names.index(name)]
+        raise AttributeError(f"tuple has no attribute {name!r}")
+
+    def __dir__(self) -> list[str]:
+        return [*self._names, *super().__dir__()]
+
+    def __repr__(self) -> str:
+        return repr(tuple(self))
+
+    def __reduce__(self) -> Any:
+        return (TupleNode, (self._names, tuple(self)))
+
+
+def _as_tuple(key: str, children: Mapping[str, Any]) -> TupleNode | None:
+    """Children named exactly ``<key>_0 .. <key>_n`` with plain values form a tuple."""
+    names = tuple(f"{key}_{i}" for i in range(len(children)))
+    if not children or set(children) != set(names) or any(isinstance(v, (dict, Instance)) for v in children.values()):
+        return None
+    return TupleNode(names, tuple(children[name] for name in names))
+
+
 class Instance:
     """One node of an instance tree; children are reached as attributes or by ``node[key]``."""
 
@@ -49,11 +87,14 @@ class Instance:
 
     @classmethod
     def _build(cls, tree: dict[str, Any], classes: Mapping[str, str], prefix: str) -> Instance:
-        children = {
-            key: cls._build(value, classes, f"{prefix}.{key}" if prefix else key)
-            if isinstance(value, dict) else value
-            for key, value in tree.items()
-        }
+        children: dict[str, Any] = {}
+        for key, value in tree.items():
+            path = f"{prefix}.{key}" if prefix else key
+            if isinstance(value, dict):
+                values = None if path in classes else _as_tuple(key, value)
+                children[key] = values if values is not None else cls._build(value, classes, path)
+            else:
+                children[key] = value
         return cls(classes.get(prefix), children)
 
     @property
@@ -93,30 +134,15 @@ class Instance:
             path = f"{prefix}.{key}" if prefix else key
             if isinstance(value, Instance):
                 flat.update(value.to_flat(path))
+            elif isinstance(value, TupleNode):
+                flat.update({f"{path}.{name}": item for name, item in zip(value._names, value, strict=True)})
             else:
                 flat[path] = value
         return flat
 
-    def _tuple(self, key: str) -> tuple[Any, ...] | None:
-        """This node's values as a tuple when it is a tuple parameter stored under ``key``.
-
-        PyAutoFit flattens ``centre=(y, x)`` to ``centre.centre_0``, ``centre.centre_1``: a node
-        without a class whose children are exactly ``<key>_0 .. <key>_n`` is printed as a tuple.
-        """
-        children = self._children
-        if self._class_path is not None or not children or any(isinstance(v, Instance) for v in children.values()):
-            return None
-        names = [f"{key}_{i}" for i in range(len(children))]
-        if set(children) != set(names):
-            return None
-        return tuple(children[name] for name in names)
-
     def __repr__(self) -> str:
         name = class_name(self._class_path) if self._class_path else "Collection"
-        parts = []
-        for key, value in self._children.items():
-            values = value._tuple(key) if isinstance(value, Instance) else None
-            parts.append(f"{key}={values!r}" if values is not None else f"{key}={value!r}")
+        parts = [f"{key}={value!r}" for key, value in self._children.items()]
         return f"{name}({', '.join(parts)})"
 
     def _repr_html_(self) -> str:

@@ -35,6 +35,9 @@ def walk(model: Any, prefix: str = "") -> Iterator[tuple[str, str, Any]]:
         if node_type == "Constant":
             yield prefix, "constant", model.get("value")
             return
+        if node_type == "tuple":  # a fixed tuple: centre=(0.0, 0.0) in a model or an instance node
+            yield from _fixed_tuple(model.get("values"), prefix)
+            return
         if node_type in STRUCTURAL_TYPES or (node_type is None and "arguments" in model):
             class_path = model.get("class_path")
             if isinstance(class_path, str) and class_path:
@@ -48,6 +51,17 @@ def walk(model: Any, prefix: str = "") -> Iterator[tuple[str, str, Any]]:
         return
     if (isinstance(model, (int, float, str, bool)) or model is None) and prefix:
         yield prefix, "constant", model
+
+
+def _fixed_tuple(values: Any, prefix: str) -> Iterator[tuple[str, str, Any]]:
+    """``{"type": "tuple", "values": [y, x]}`` at ``...centre`` is ``centre.centre_0`` and
+    ``centre.centre_1``, the paths PyAutoFit gives the same tuple when it is free."""
+    if not isinstance(values, list) or not prefix:
+        return
+    key = prefix.rsplit(".", 1)[-1]
+    for i, value in enumerate(values):
+        if isinstance(value, (int, float, str, bool)) or value is None:
+            yield f"{prefix}.{key}_{i}", "constant", value
 
 
 def class_nodes(model: Any) -> dict[str, str]:

@@ -72,6 +72,13 @@ _FACT_LEAF: Final = "kind = ? AND key = ? AND {}"
 _FACT_NOT_NONE: Final = (
     "f.fit_key NOT IN (SELECT fit_key FROM facts WHERE kind = ? AND key = ? AND json IS NOT ?)"
 )
+# A model node that names a class or has values beneath it (a tuple, a sub-model) is a value, not
+# None: ``source.disk == None`` must not match a fit whose source has a disk. Keys under ``p`` are
+# those strictly between "p." and "p/" ('/' follows '.'), one range of the facts index.
+_NODE_NOT_NONE: Final = (
+    " AND f.fit_key NOT IN (SELECT fit_key FROM nodes WHERE path = ?)"
+    " AND f.fit_key NOT IN (SELECT fit_key FROM facts WHERE kind = ? AND key > ? AND key < ?)"
+)
 # Numbers sort before strings (sqlite's type order); NaN, None, lists and missing values are NULL.
 _FACT_ORDER: Final = (
     "(SELECT coalesce(num, txt) FROM facts WHERE fit_key = f.fit_key AND kind = ? AND key = ?)"
@@ -259,6 +266,8 @@ def _is_none(operand: Operand) -> Fragment:
     if isinstance(operand, Column):
         return ("0", []) if operand.name == "is_complete" else (f"f.{operand.name} IS NULL", [])
     kind, key = fact_address(operand) or (0, "")
+    if isinstance(operand, ModelPath) and key:
+        return f"({_FACT_NOT_NONE}{_NODE_NOT_NONE})", [kind, key, "null", key, kind, f"{key}.", f"{key}/"]
     return _FACT_NOT_NONE, [kind, key, "null"]
 
 
