@@ -2,19 +2,55 @@
 
 Jobs write through ``connect``/``connect_sync``; analysis reads through ``Aggregator`` (a database
 file) or ``AsyncAggregator`` (the daemon's socket). See docs/ for the contract.
+
+The public names are loaded on first use (PEP 562 ``__getattr__``): ``import lensd`` and the CLI
+start without numpy, sqlite or the query compiler, which a job pays for on every start
+(docs/performance.md). ``from lensd import Fit`` works as before.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any, Final
 
 from lensd import errors
 from lensd._version import __version__
-from lensd.aggregator import Aggregator, AsyncAggregator
-from lensd.client.jobs import connect, connect_sync
-from lensd.domain.instance import Instance
-from lensd.domain.samples import Sample, Samples
-from lensd.store.reader import Fit
 
-for _public in (Aggregator, AsyncAggregator, Fit, Instance, Sample, Samples):
-    _public.__module__ = "lensd"  # each reports itself by its public name, e.g. lensd.Fit
-del _public
+if TYPE_CHECKING:
+    from lensd.aggregator import Aggregator, AsyncAggregator
+    from lensd.client.jobs import connect, connect_sync
+    from lensd.domain.instance import Instance
+    from lensd.domain.samples import Sample, Samples
+    from lensd.store.reader import Fit
+
+# public name -> the module that defines it; classes report themselves by the public name (lensd.Fit)
+_LAZY: Final = {
+    "Aggregator": "lensd.aggregator",
+    "AsyncAggregator": "lensd.aggregator",
+    "Fit": "lensd.store.reader",
+    "Instance": "lensd.domain.instance",
+    "Sample": "lensd.domain.samples",
+    "Samples": "lensd.domain.samples",
+    "connect": "lensd.client.jobs",
+    "connect_sync": "lensd.client.jobs",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name's module the first time the name is used, then keep the name here."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'lensd' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    if isinstance(value, type):
+        value.__module__ = "lensd"  # e.g. repr and help() say lensd.Fit
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 __all__ = [
     "Aggregator",

@@ -1,0 +1,50 @@
+"""What a job or a CLI command imports before it does anything (docs/performance.md: start-up).
+
+The start-up figures themselves are measured by bench/startup.py; these tests hold the structure
+that makes them small: ``import lensd`` and the status path of the CLI load neither numpy nor the
+store, and the public names still resolve, lazily, to the same objects.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+import lensd
+
+HEAVY = ("numpy", "sqlite3", "lensd.store.reader", "lensd.query.compiler", "lensd.aggregator")
+
+
+def _loaded_after(code: str) -> set[str]:
+    """Which of HEAVY a fresh interpreter has imported after running ``code``."""
+    probe = f"{code}\nimport sys\nprint(' '.join(m for m in {HEAVY!r} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    return set(out.stdout.split())
+
+
+def test_import_lensd_loads_nothing_heavy() -> None:
+    assert _loaded_after("import lensd") == set()
+
+
+def test_the_cli_status_path_loads_nothing_heavy() -> None:
+    assert _loaded_after("import lensd.cli.commands, lensd.cli.render, lensd.client.connection") == set()
+
+
+def test_public_names_resolve_to_their_modules_objects() -> None:
+    from lensd.aggregator import Aggregator
+    from lensd.client.jobs import connect_sync
+    from lensd.store.reader import Fit
+
+    assert lensd.Aggregator is Aggregator and lensd.Fit is Fit and lensd.connect_sync is connect_sync
+    for name in lensd.__all__:
+        assert getattr(lensd, name) is not None
+        assert name in dir(lensd)
+    assert lensd.Fit.__module__ == "lensd" and lensd.Samples.__module__ == "lensd"
+    assert "numpy" in _loaded_after("import lensd; lensd.Samples")
+
+
+def test_an_unknown_name_is_an_attribute_error() -> None:
+    with pytest.raises(AttributeError, match="NoSuchThing"):
+        lensd.NoSuchThing  # noqa: B018
