@@ -1,8 +1,12 @@
 """Query expressions: immutable nodes built by comparing fields of an aggregator.
 
 A predicate is data, not SQL. The same tree is compiled to SQL (compiler.py), parsed from text
-(queryparse.py), evaluated in pure Python by the tests and sent to the daemon (``to_wire``), so
-those four cannot disagree about what a query means; this module knows nothing of any of them.
+(text.py), evaluated in pure Python by the tests and sent to the daemon (``to_wire``), so those
+four cannot disagree about what a query means; this module knows nothing of any of them.
+
+This module is the tree's one import point: it holds the operands and the leaf tests that hold an
+operand, and re-exports the ``Predicate`` base and its junctions (predicates.py) and the value checks
+(values.py), which sit below it so that neither needs the operands.
 
     Operand                          what a fit has             compared as
     ├── ModelPath("a.b")             agg.model.a.b              max-likelihood value, or node class
@@ -24,74 +28,38 @@ What surrounds a predicate in an aggregator (order, slice, scope, the strict wir
 
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Final, Literal, NoReturn, TypeAlias
+from typing import Any, ClassVar, Final, NoReturn
 
 from lensd.errors import QueryError
+from lensd.query.predicates import And, Not, Or, Predicate, set_field
+from lensd.query.values import (
+    BOOL_COLUMNS,
+    COMPARISONS,
+    METHODS,
+    NUMBER_COLUMNS,
+    TEXT_COLUMNS,
+    ClassField,
+    Scalar,
+    check_scalar,
+    check_text,
+    no_bool,
+    path_repr,
+)
 from lensd.store import schema
 
-Scalar: TypeAlias = bool | int | float | str
-ClassField: TypeAlias = Literal["class_path", "class_name"]
-
-TEXT_COLUMNS: Final = frozenset({"id", "name", "path_prefix", "unique_tag", "status", "parent_id"})
-NUMBER_COLUMNS: Final = frozenset({"max_log_likelihood", "log_evidence"})
-BOOL_COLUMNS: Final = frozenset({"is_complete", "is_grid_search"})
-COMPARISONS: Final = ("==", "<", "<=", ">", ">=")
-METHODS: Final = frozenset({"contains", "in_", "is_none", "path"})  # names attribute access cannot reach
-_BOOL_MESSAGE: Final = (
-    "a query cannot be used as a bool: use & | ~ (with parentheses) instead of and/or/not, "
-    "and (a < x) & (x < b) instead of a < x < b"
-)
-
-
-def no_bool(self: object) -> NoReturn:
-    raise QueryError(_BOOL_MESSAGE)
-
-
-def check_text(value: object, what: str) -> str:
-    """A string sqlite can bind (no lone surrogates); anything else is a QueryError."""
-    if not isinstance(value, str):
-        raise QueryError(f"{what} must be a string, not {type(value).__name__}")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise QueryError(f"{what}: not valid unicode (a lone surrogate?): {value!r}") from None
-    return value
-
-
-def check_scalar(value: object, what: str = "a query value") -> Scalar:
-    """A value fits can be compared with, normalised to bool, int, float or str (numpy too).
-
-    NaN is refused: it equals nothing and orders with nothing, so a query holding it is a mistake.
-    """
-    if isinstance(value, str):
-        return check_text(value, what)
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, numbers.Real):
-        result: int | float = int(value) if isinstance(value, numbers.Integral) else float(value)
-        try:
-            if math.isnan(float(result)):
-                raise QueryError(f"{what}: NaN equals nothing; use .is_none() or a range instead")
-        except OverflowError:
-            raise QueryError(f"{what}: {value} is too large to compare") from None
-        return result
-    raise QueryError(f"{what}: cannot compare with {type(value).__name__} {value!r}")
+__all__ = [
+    "BOOL_COLUMNS", "COMPARISONS", "MAX_DEPTH", "MAX_NODES", "METHODS", "NUMBER_COLUMNS", "OPERANDS",
+    "TEXT_COLUMNS", "And", "ClassField", "ClassIs", "Column", "Compare", "Contains", "In", "InfoKey",
+    "IsNone", "JobKey", "MedianPath", "ModelPath", "Not", "Operand", "Or", "Predicate", "Scalar",
+    "check_operand", "check_scalar", "check_text", "fact_address", "no_bool", "operand_to_wire",
+]
 
 
 def fact_address(operand: Operand) -> tuple[int, str] | None:
     """``(kind, key)`` of an operand stored in the facts table; None for a fit column."""
     return (operand._kind, operand._fact_key) if isinstance(operand, _Fact) else None
-
-
-def _path_repr(root: str, path: str) -> str:
-    parts = path.split(".")
-    if path and not all(p.isidentifier() and not p.startswith("_") and p not in METHODS for p in parts):
-        return f"{root}[{path!r}]"
-    return root + "".join(f".{p}" for p in parts if path)
 
 
 class Operand:
@@ -157,6 +125,10 @@ class Operand:
     def _check(self, op: str, value: Scalar) -> None:
         """Refuse, at build time, comparisons the operand's type makes meaningless."""
 
+    def _to_wire(self) -> dict[str, Any]:
+        """The operand's wire form (what predicates.py calls for an operand field)."""
+        return operand_to_wire(self)
+
 
 @dataclass(frozen=True, eq=False, repr=False)
 class _Fact(Operand):
@@ -195,7 +167,7 @@ class _Path(_Fact):
         return type(self)(f"{self.path}.{name}" if self.path else name)
 
     def __repr__(self) -> str:
-        return _path_repr(self._tag, self.path)
+        return path_repr(self._tag, self.path)
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -283,62 +255,6 @@ class Column(Operand):
         return self.name
 
 
-class Predicate:
-    """A test on one fit; combine with ``&``, ``|`` and ``~``.
-
-    Equality is structural (through the wire form) so trees compare in tests and hash as dict
-    keys; ``repr`` is the text form ``lensd query`` parses back.
-    """
-
-    __slots__ = ()
-    __bool__ = no_bool
-    _tag: ClassVar[str]
-    _wire: ClassVar[dict[str, str]]  # field name -> how it travels (see state._WireReader)
-
-    def __and__(self, other: object) -> Predicate:
-        return And(_flatten(And, self, other))
-
-    def __or__(self, other: object) -> Predicate:
-        return Or(_flatten(Or, self, other))
-
-    def __rand__(self, other: object) -> NoReturn:
-        raise QueryError(f"cannot combine {other!r} with a query: both sides of & and | must be queries")
-
-    __ror__ = __rand__
-
-    def __invert__(self) -> Predicate:
-        return Not(self)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Predicate) and self.to_wire() == other.to_wire()
-
-    def __hash__(self) -> int:
-        return hash(_freeze(self.to_wire()))
-
-    def to_wire(self) -> dict[str, Any]:
-        """Plain dicts, lists, strings and numbers: what msgpack and JSON carry."""
-        return _to_wire(self)
-
-
-def _freeze(value: Any) -> Any:
-    """A hashable copy of wire data, equal where the dicts are equal."""
-    if isinstance(value, dict):
-        return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
-    if isinstance(value, list):
-        return tuple(_freeze(v) for v in value)
-    return value
-
-
-def _flatten(cls: type[And | Or], left: Predicate, right: object) -> tuple[Predicate, ...]:
-    if not isinstance(right, Predicate):
-        raise QueryError(f"cannot combine a query with {right!r}: both sides of & and | must be queries")
-    return tuple(item for p in (left, right) for item in (p.items if isinstance(p, cls) else (p,)))
-
-
-def _set(node: object, name: str, value: object) -> None:
-    object.__setattr__(node, name, value)  # normalising a field of a frozen node in __post_init__
-
-
 def check_operand(value: object) -> Operand:
     """``value`` if it is a query field; anything else is a QueryError."""
     if not isinstance(value, Operand):
@@ -359,11 +275,14 @@ class Compare(Predicate):
     def __post_init__(self) -> None:
         if self.op not in COMPARISONS:
             raise QueryError(f"unknown comparison {self.op!r}")
-        _set(self, "value", check_scalar(self.value, f"{check_operand(self.operand)!r} {self.op}"))
+        set_field(self, "value", check_scalar(self.value, f"{check_operand(self.operand)!r} {self.op}"))
         self.operand._check(self.op, self.value)
 
     def __repr__(self) -> str:
         return f"{self.operand!r} {self.op} {self.value!r}"
+
+    def _negated_repr(self) -> str | None:
+        return f"{self.operand!r} != {self.value!r}" if self.op == "==" else None
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -396,7 +315,7 @@ class In(Predicate):
         what = f"{check_operand(self.operand)!r}.in_()"
         if not isinstance(self.values, (tuple, list)):
             raise QueryError(f"{what} takes a list of values")
-        _set(self, "values", tuple(check_scalar(v, what) for v in self.values))
+        set_field(self, "values", tuple(check_scalar(v, what) for v in self.values))
         for value in self.values:
             self.operand._check("in_", value)
 
@@ -444,64 +363,14 @@ class ClassIs(Predicate):
     def __repr__(self) -> str:
         return f"{ModelPath(self.path)!r} == {self._target()}"
 
+    def _negated_repr(self) -> str:
+        return f"{ModelPath(self.path)!r} != {self._target()}"
+
 
 _LITERAL_NAMES: Final = frozenset({"true", "false", "none", "null", "True", "False", "None", "inf", "nan"})
 
 
-@dataclass(frozen=True, eq=False, repr=False)
-class _Junction(Predicate):
-    items: tuple[Predicate, ...]
-    _wire = {"items": "predicates"}
-    _joiner: ClassVar[str]
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.items, (tuple, list)) or len(self.items) < 2:
-            raise QueryError(f"'{self._tag}' joins at least two predicates")
-        _set(self, "items", tuple(self.items))
-        if not all(isinstance(item, Predicate) for item in self.items):
-            raise QueryError(f"'{self._tag}' joins predicates only")
-
-    def __repr__(self) -> str:
-        return self._joiner.join(f"({item!r})" for item in self.items)
-
-
-@dataclass(frozen=True, eq=False, repr=False)
-class And(_Junction):
-    _tag = "and"
-    _joiner = " & "
-
-
-@dataclass(frozen=True, eq=False, repr=False)
-class Or(_Junction):
-    _tag = "or"
-    _joiner = " | "
-
-
-@dataclass(frozen=True, eq=False, repr=False)
-class Not(Predicate):
-    """Negation; two-valued, so ``~(x == v)`` is true where x is missing."""
-
-    item: Predicate
-    _tag = "not"
-    _wire = {"item": "predicate"}
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.item, Predicate):
-            raise QueryError(f"~ negates predicates only, not {self.item!r}")
-
-    def __invert__(self) -> Predicate:
-        return self.item
-
-    def __repr__(self) -> str:
-        item = self.item
-        if isinstance(item, Compare) and item.op == "==":
-            return f"{item.operand!r} != {item.value!r}"
-        if isinstance(item, ClassIs):
-            return f"{ModelPath(item.path)!r} != {item._target()}"
-        return f"~({item!r})"
-
-
-# --- wire form of the nodes (QueryState.from_wire in state.py reads it back, strictly) ------
+# --- wire form of the operands (QueryState.from_wire in state.py reads it back, strictly) ---
 
 MAX_DEPTH: Final = 64
 MAX_NODES: Final = 10_000
@@ -514,19 +383,3 @@ OPERANDS: Final[dict[str, tuple[type[Operand], str]]] = {
 def operand_to_wire(operand: Operand) -> dict[str, Any]:
     tag, value = operand._ident()
     return {"t": tag, OPERANDS[tag][1]: value}
-
-
-def _to_wire(node: Predicate) -> dict[str, Any]:
-    out: dict[str, Any] = {"t": node._tag}
-    for name, how in node._wire.items():
-        value = getattr(node, name)
-        if how == "operand":
-            value = operand_to_wire(value)
-        elif how == "predicate":
-            value = _to_wire(value)
-        elif how == "predicates":
-            value = [_to_wire(item) for item in value]
-        elif how == "scalars":
-            value = list(value)
-        out[name] = value
-    return out

@@ -1,0 +1,70 @@
+"""What a query may compare with: the checks every node runs on the values it is given.
+
+Fit columns by type, the comparisons, and the normalising checks (text sqlite can bind, scalars
+without NaN) live here, below both the operands and the predicates, so that neither depends on the
+other for them.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Final, Literal, NoReturn, TypeAlias
+
+from lensd.errors import QueryError
+
+Scalar: TypeAlias = bool | int | float | str
+ClassField: TypeAlias = Literal["class_path", "class_name"]
+
+TEXT_COLUMNS: Final = frozenset({"id", "name", "path_prefix", "unique_tag", "status", "parent_id"})
+NUMBER_COLUMNS: Final = frozenset({"max_log_likelihood", "log_evidence"})
+BOOL_COLUMNS: Final = frozenset({"is_complete", "is_grid_search"})
+COMPARISONS: Final = ("==", "<", "<=", ">", ">=")
+METHODS: Final = frozenset({"contains", "in_", "is_none", "path"})  # names attribute access cannot reach
+_BOOL_MESSAGE: Final = (
+    "a query cannot be used as a bool: use & | ~ (with parentheses) instead of and/or/not, "
+    "and (a < x) & (x < b) instead of a < x < b"
+)
+
+
+def no_bool(self: object) -> NoReturn:
+    raise QueryError(_BOOL_MESSAGE)
+
+
+def check_text(value: object, what: str) -> str:
+    """A string sqlite can bind (no lone surrogates); anything else is a QueryError."""
+    if not isinstance(value, str):
+        raise QueryError(f"{what} must be a string, not {type(value).__name__}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise QueryError(f"{what}: not valid unicode (a lone surrogate?): {value!r}") from None
+    return value
+
+
+def check_scalar(value: object, what: str = "a query value") -> Scalar:
+    """A value fits can be compared with, normalised to bool, int, float or str (numpy too).
+
+    NaN is refused: it equals nothing and orders with nothing, so a query holding it is a mistake.
+    """
+    if isinstance(value, str):
+        return check_text(value, what)
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, numbers.Real):
+        result: int | float = int(value) if isinstance(value, numbers.Integral) else float(value)
+        try:
+            if math.isnan(float(result)):
+                raise QueryError(f"{what}: NaN equals nothing; use .is_none() or a range instead")
+        except OverflowError:
+            raise QueryError(f"{what}: {value} is too large to compare") from None
+        return result
+    raise QueryError(f"{what}: cannot compare with {type(value).__name__} {value!r}")
+
+
+def path_repr(root: str, path: str) -> str:
+    """``root.a.b`` when every segment can be written as an attribute, else ``root['a.b']``."""
+    parts = path.split(".")
+    if path and not all(p.isidentifier() and not p.startswith("_") and p not in METHODS for p in parts):
+        return f"{root}[{path!r}]"
+    return root + "".join(f".{p}" for p in parts if path)
