@@ -18,7 +18,8 @@ from lensd._version import __version__
 
 if TYPE_CHECKING:
     from lensd.aggregator import Aggregator, AsyncAggregator
-    from lensd.client.jobs import connect, connect_sync
+    from lensd.client.jobs import connect
+    from lensd.client.sync import connect_sync
     from lensd.domain.instance import Instance
     from lensd.domain.samples import Sample, Samples
     from lensd.store.reader import Fit
@@ -32,7 +33,7 @@ _LAZY: Final = {
     "Sample": "lensd.domain.samples",
     "Samples": "lensd.domain.samples",
     "connect": "lensd.client.jobs",
-    "connect_sync": "lensd.client.jobs",
+    "connect_sync": "lensd.client.sync",
 }
 
 

@@ -9,7 +9,10 @@ heartbeat past ``--lost-after``) from a slow one; their period is a quarter of t
 backoff; every op carries the fit's event counter ``seq``, so a resend is never stored twice. A fit's
 counter starts at the wall clock in microseconds, so a job that is run again (a SLURM requeue)
 opens the same fit id above every event of the earlier run, instead of being taken for a resend.
-An exception that leaves ``connect()`` fails the fits still open, with the exception's text.
+An exception that leaves ``connect()`` fails the fits still open, with the exception's text, and
+then leaves the block as itself: ``except ValueError`` around the block catches a ValueError raised
+in it, and ``sys.exit(3)`` still exits 3 (SLURM records the job's own code). The blocking twin,
+``connect_sync``, is in sync.py.
 """
 
 from __future__ import annotations
@@ -18,12 +21,11 @@ import logging
 import os
 import socket
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from typing import Any, Final
 
 import anyio
-from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from lensd.client.connection import Client
 from lensd.domain.records import Record, validate_record
@@ -68,6 +70,10 @@ class FitHandle:
         self.id: str = record["id"]
         self._seq = seq
         self._latest: dict[str, Any] = {}  # what progress reported, kept if complete() has no samples
+
+    def __repr__(self) -> str:
+        state = "open" if self.id in self._client._open else "closed"
+        return f"<lensd.FitHandle {self.id!r} {state}>"
 
     def _next_seq(self) -> int:
         self._seq += 1
@@ -115,6 +121,10 @@ class FitHandle:
 
 class JobClient:
     """Writes over one connection, reconnecting when it drops; spools when the daemon is away."""
+
+    def __repr__(self) -> str:
+        where = self._client.path if self._client is not None else self._socket or "the default socket"
+        return f"<lensd.JobClient {where}, {len(self._open)} open fit(s)>"
 
     def __init__(self, socket_path: str | os.PathLike[str] | None, spool: str | os.PathLike[str] | None,
                  heartbeat: float | None) -> None:
@@ -201,7 +211,7 @@ class JobClient:
                 except LensdError as exc:
                     log.warning("a heartbeat was refused: %s", exc)
 
-    async def _fail_open(self, exc: Exception) -> None:
+    async def _fail_open(self, exc: BaseException) -> None:
         """The job's code raised: fail its open fits with the error, if the daemon can be told."""
         text = str(exc)
         message = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
@@ -228,64 +238,43 @@ class JobClient:
             self._client = None
 
 
+# What leaving the block fails the open fits for: an error, sys.exit() or Ctrl-C in the job's code.
+# A cancellation is not among them (the caller's own timeout, or the loop shutting down).
+_FAILS_OPEN_FITS: Final = (Exception, SystemExit, KeyboardInterrupt)
+
+
 @asynccontextmanager
 async def connect(socket: str | os.PathLike[str] | None = None, spool: str | os.PathLike[str] | None = None,
                   heartbeat: float | None = None) -> AsyncIterator[JobClient]:
-    """``async with lensd.connect() as client``: a job's connection to the daemon (SPEC §3)."""
+    """``async with lensd.connect() as client``: a job's connection to the daemon (SPEC §3).
+
+    The heartbeats run in a task group around the block, but an exception from the block is caught
+    inside the group and raised again after it, so it leaves as itself and not wrapped in an
+    ExceptionGroup (which ``except ValueError`` would not catch and which turns ``sys.exit(3)``
+    into exit 1).
+    """
     client = JobClient(socket, spool, heartbeat)
     await client._first_contact()
-    async with anyio.create_task_group() as group:
-        group.start_soon(client._heartbeats)
+    error: BaseException | None = None
+    try:
+        async with anyio.create_task_group() as group:
+            group.start_soon(client._heartbeats)
+            try:
+                yield client
+            except anyio.get_cancelled_exc_class():
+                raise
+            except BaseException as exc:  # raised again below, unwrapped
+                error = exc
+                if isinstance(exc, _FAILS_OPEN_FITS) and client._open and not isinstance(exc, DaemonUnavailable):
+                    with anyio.CancelScope(shield=True), anyio.move_on_after(FAIL_ON_EXIT_TIMEOUT):
+                        await client._fail_open(exc)
+            finally:
+                group.cancel_scope.cancel()
+    finally:
+        with anyio.CancelScope(shield=True):
+            await client.aclose()
+    if error is not None:
         try:
-            yield client
-        except Exception as exc:
-            if client._open and not isinstance(exc, DaemonUnavailable):
-                with anyio.CancelScope(shield=True), anyio.move_on_after(FAIL_ON_EXIT_TIMEOUT):
-                    await client._fail_open(exc)
-            raise
+            raise error
         finally:
-            group.cancel_scope.cancel()
-            with anyio.CancelScope(shield=True):
-                await client.aclose()
-
-
-class SyncFitHandle:
-    """Blocking twin of ``FitHandle``."""
-
-    def __init__(self, portal: BlockingPortal, fit: FitHandle) -> None:
-        self._portal = portal
-        self._fit = fit
-        self.id = fit.id
-
-    def progress(self, **fields: Any) -> str:
-        return self._portal.call(lambda: self._fit.progress(**fields))
-
-    def complete(self, samples: Any = None, summary: Mapping[str, Any] | None = None, **extra: Any) -> str:
-        return self._portal.call(lambda: self._fit.complete(samples, summary, **extra))
-
-    def fail(self, message: str) -> str:
-        return self._portal.call(self._fit.fail, message)
-
-
-class SyncJobClient:
-    """Blocking twin of ``JobClient``; its event loop (and heartbeats) run in a daemon thread."""
-
-    def __init__(self, portal: BlockingPortal, client: JobClient) -> None:
-        self._portal = portal
-        self._client = client
-
-    def start(self, **fields: Any) -> SyncFitHandle:
-        return SyncFitHandle(self._portal, self._portal.call(lambda: self._client.start(**fields)))
-
-    def submit(self, record: Mapping[str, Any]) -> str:
-        return str(self._portal.call(self._client.submit, record))
-
-
-@contextmanager
-def connect_sync(socket: str | os.PathLike[str] | None = None, spool: str | os.PathLike[str] | None = None,
-                 heartbeat: float | None = None) -> Iterator[SyncJobClient]:
-    """``with lensd.connect_sync() as client``: the same API for plain scripts, no event loop needed."""
-    with start_blocking_portal() as portal, portal.wrap_async_context_manager(
-        connect(socket, spool, heartbeat)
-    ) as client:
-        yield SyncJobClient(portal, client)
+            error = None  # no reference cycle through this frame
