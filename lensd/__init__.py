@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from lensd.client.sync import connect_sync
     from lensd.domain.instance import Instance
     from lensd.domain.samples import Sample, Samples
-    from lensd.store.reader import Fit
+    from lensd.store.reader import Fit, ProgressPoint
 
 # public name -> the module that defines it; classes report themselves by the public name (lensd.Fit)
 _LAZY: Final = {
@@ -30,6 +30,7 @@ _LAZY: Final = {
     "AsyncAggregator": "lensd.aggregator",
     "Fit": "lensd.store.reader",
     "Instance": "lensd.domain.instance",
+    "ProgressPoint": "lensd.store.reader",
     "Sample": "lensd.domain.samples",
     "Samples": "lensd.domain.samples",
     "connect": "lensd.client.jobs",
@@ -58,6 +59,7 @@ __all__ = [
     "AsyncAggregator",
     "Fit",
     "Instance",
+    "ProgressPoint",
     "Sample",
     "Samples",
     "__version__",

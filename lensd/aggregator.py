@@ -90,10 +90,10 @@ class Aggregator(_Base):
         return self.fits()
 
     def fits(self) -> Generator[Fit, None, None]:
-        load = reader.payload_loader(self._conn)
+        load, history = reader.payload_loader(self._conn), reader.history_loader(self._conn)
         sql, params = reader.fit_rows_sql(self._state, reader.access(self._conn, self._state))
         for row in reader.stream(self._conn, sql, params):
-            yield Fit(reader.row_dict(row), load)
+            yield Fit(reader.row_dict(row), load, history)
 
     def values(self, name: str) -> Iterator[Any]:
         """One value per fit that has ``name``: "samples", "info", "model", "instance", a file..."""

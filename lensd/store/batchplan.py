@@ -15,6 +15,12 @@ Job facts are stored as the client sent them, with one addition: a SLURM id (``N
 arrives as the digit string the environment holds, and is indexed as that string *and* as its
 number, so ``agg.job["SLURM_ARRAY_TASK_ID"] == "7"``, ``== 7`` and ``< 100`` all find task 7, and
 ordering by it is numeric ("12" after "7"). ``fit.job`` still gives the string.
+
+Each progress event adds a row to ``progress_history``. A fit's history is bounded: once it holds
+more than ``HISTORY_MAX`` points, every second one is dropped (the first and the latest are kept),
+so a long fit keeps between ``HISTORY_MAX / 2`` and ``HISTORY_MAX`` points spread over its whole
+run, the recent ones denser. A ``start`` (an upsert of a running record) clears the history: the fit
+is being run again.
 """
 
 from __future__ import annotations
@@ -50,6 +56,16 @@ DELETE_PAYLOADS_SQL = "DELETE FROM payloads WHERE fit_key = ?"
 TOUCH_SQL = ("UPDATE fits SET last_event_at = ?, "
              "updated_at = CASE WHEN status = 'lost' THEN ? ELSE updated_at END, "
              "status = CASE WHEN status = 'lost' THEN 'running' ELSE status END WHERE id = ?")
+INSERT_HISTORY_SQL = ("INSERT INTO progress_history (fit_key, t, max_log_likelihood, n_samples, progress) "
+                      "VALUES (?, ?, ?, ?, ?)")
+DELETE_HISTORY_SQL = "DELETE FROM progress_history WHERE fit_key = ?"
+THIN_HISTORY_SQL = (
+    "DELETE FROM progress_history WHERE point IN (SELECT point FROM ("
+    "SELECT point, row_number() OVER (ORDER BY t, point) AS r, count(*) OVER () AS n "
+    "FROM progress_history WHERE fit_key = ?) WHERE n > ? AND r % 2 = 0 AND r < n)"
+)
+HISTORY_MAX: Final = 256
+HISTORY_COLUMNS: Final = ("max_log_likelihood", "n_samples", "progress")
 MARK_LOST_SQL = ("UPDATE fits SET status = 'lost', updated_at = ? "
                  "WHERE status = 'running' AND last_event_at < ?")
 
@@ -80,6 +96,8 @@ class _Pending:
     facts: dict[int, list[FactRow]] = field(default_factory=dict)
     nodes: dict[str, str] | None = None
     payloads: dict[str, bytes] = field(default_factory=dict)
+    restarted: bool = False  # a running record written whole: its old history goes
+    history: list[tuple[Any, ...]] = field(default_factory=list)
 
 
 FactRow = tuple[str, float | None, str | None, str | None]  # key, num, txt, json
@@ -246,6 +264,8 @@ def plan_batch(
             state.row = _with_times(ready.columns, op.record, created, now)
             state.columns, state.replace_all = {}, True
             state.facts, state.nodes, state.payloads = dict(ready.facts), ready.nodes, dict(ready.payloads)
+            if op.record.status == "running":
+                state.restarted, state.history = True, []
         else:
             changes = dict(op.columns, updated_at=now, last_event_at=now)
             if op.columns.get("status") == "failed":
@@ -259,6 +279,8 @@ def plan_batch(
             if op.instance is not None:
                 state.facts[KIND_VALUE] = _fact_rows(KIND_VALUE, op.instance)
                 (state.row if state.row is not None else state.columns)["instance"] = _json(op.instance)
+            if op.history:
+                state.history.append((state.fit_key, now, *(op.columns.get(c) for c in HISTORY_COLUMNS)))
         outcomes.append(APPLIED)
 
     plan = Plan()
@@ -286,6 +308,9 @@ def plan_batch(
                                for path, class_path in s.nodes.items()))
     plan.add(INSERT_PAYLOAD_SQL, ((s.fit_key, name, data) for s in pending.values()
                                   for name, data in s.payloads.items()))
+    plan.add(DELETE_HISTORY_SQL, ((s.fit_key,) for s in pending.values() if s.restarted))
+    plan.add(INSERT_HISTORY_SQL, (row for s in pending.values() for row in s.history))
+    plan.add(THIN_HISTORY_SQL, ((s.fit_key, HISTORY_MAX) for s in pending.values() if s.history))
     plan.add(TOUCH_SQL, touches)
     plan.add(MARK_LOST_SQL, ((now, cutoff) for cutoff in lost_cutoffs))
     return plan, outcomes, next_key

@@ -12,7 +12,7 @@ import os
 import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 from urllib.parse import quote
 
 from lensd.domain import modeltree
@@ -183,13 +183,42 @@ def access(conn: sqlite3.Connection, state: QueryState) -> compiler.Access:
     return compiler.access_from(found, counts, threshold)
 
 
+class ProgressPoint(NamedTuple):
+    """One point of a fit's convergence history: what one progress event reported, and when."""
+
+    time: float
+    max_log_likelihood: float | None
+    n_samples: int | None
+    progress: float | None
+
+
+HISTORY_SQL: Final = ("SELECT t, max_log_likelihood, n_samples, progress FROM progress_history "
+                      "WHERE fit_key = ? ORDER BY t, point")
+
+
+def history_loader(conn: sqlite3.Connection) -> Callable[[int], list[ProgressPoint]]:
+    """Reads one fit's history; a database older than schema v3 has none (an empty list)."""
+    def load(fit_key: int) -> list[ProgressPoint]:
+        try:
+            return [ProgressPoint(*row) for row in conn.execute(HISTORY_SQL, (fit_key,))]
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return []
+            raise StorageError(f"reading a progress history failed: {exc}") from None
+        except sqlite3.Error as exc:
+            raise StorageError(f"reading a progress history failed: {exc}") from None
+    return load
+
+
 class Fit:
     """One fit (SPEC §2); JSON fields are parsed and payloads loaded only when first asked for."""
 
     def __init__(self, row: Mapping[str, Any],
-                 load_payload: Callable[[int, str], Any] | None = None) -> None:
+                 load_payload: Callable[[int, str], Any] | None = None,
+                 load_history: Callable[[int], list[ProgressPoint]] | None = None) -> None:
         self._row = dict(row)
         self._load_payload = load_payload
+        self._load_history = load_history
         self._cache: dict[str, Any] = {}
 
     def __getattr__(self, name: str) -> Any:
@@ -236,6 +265,14 @@ class Fit:
     def samples(self) -> Samples | None:
         blob = self._payload(SAMPLES_PAYLOAD)
         return None if blob is None else decode_samples(blob, self._row.get("model"))
+
+    @property
+    def progress_history(self) -> list[ProgressPoint]:
+        """The convergence history: a point per progress event (bounded and thinned when long,
+        the first and the latest always kept), oldest first."""
+        if self._load_history is None:
+            raise LensdError("this fit was read over the socket; read the database for its history")
+        return self._load_history(int(self._row["fit_key"]))
 
     def file(self, name: str) -> Any:
         """A file output (``files/<name>.json`` or ``.csv`` of PyAutoFit) by its dotted name."""

@@ -11,6 +11,8 @@ an index search:
   as strings, as they would in Python.
 - ``nodes``: ``(fit_key, path) -> class_path, class_name`` for every model node that names a class.
 - ``payloads``: ``(fit_key, name) -> msgpack blob`` for samples and files, read only when asked for.
+- ``progress_history`` (v3): ``(fit_key, t) -> max_log_likelihood, n_samples, progress``, one row per
+  progress event, thinned by the writer when a fit has more than ``HISTORY_MAX`` (batchplan.py).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Final
 
 from lensd.errors import UnsupportedDatabase
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 APPLICATION_ID: Final = 0x4C454E53  # "LENS": marks the file as a lensd database
 
 KIND_VALUE: Final = 0
@@ -113,6 +115,19 @@ MIGRATIONS: Final[list[str]] = [
     DROP INDEX IF EXISTS facts_fit;
     CREATE INDEX IF NOT EXISTS nodes_probe ON nodes(fit_key, path, class_name, class_path);
     DROP INDEX IF EXISTS nodes_fit;
+    """,
+    # v3: the convergence history of each fit (``fit.progress_history``). Not in DATA_TABLES: a
+    # reader of a v2 file finds no such table and gives an empty history.
+    """
+    CREATE TABLE IF NOT EXISTS progress_history (
+        point              INTEGER PRIMARY KEY,
+        fit_key            INTEGER NOT NULL,
+        t                  REAL NOT NULL,
+        max_log_likelihood REAL,
+        n_samples          INTEGER,
+        progress           REAL
+    );
+    CREATE INDEX IF NOT EXISTS progress_history_fit ON progress_history(fit_key, t);
     """,
 ]
 

@@ -9,7 +9,8 @@ for socket events, spool files, watched folders and ``lensd ingest``:
 - ``MarkLost``: running fits silent since ``cutoff`` become ``lost``.
 
 ``progress`` keeps the latest state of a running fit (max log likelihood, sample count, fraction
-done, samples); like every event it marks the fit ``running``, which revives a ``lost`` one.
+done, samples) and adds a point to its convergence history (``Patch.history``); like every event it
+marks the fit ``running``, which revives a ``lost`` one.
 
 ``seq`` is the client's event counter for one fit: an op whose seq is not above the stored one was
 applied before (a client retry after a lost ack) and is skipped, which makes re-sends idempotent.
@@ -43,6 +44,7 @@ class Patch:
     columns: dict[str, Any]
     samples: Samples | None = None
     instance: dict[str, Any] | None = None
+    history: bool = False  # a progress event: its columns become a point of the fit's history
 
     @property
     def ids(self) -> tuple[str, ...]:
@@ -116,7 +118,8 @@ def op_from_request(op: str, fields: Mapping[str, Any]) -> Op:
             if isinstance(n_samples, bool) or not isinstance(n_samples, int):
                 raise InvalidRecord("n_samples must be an integer")
             columns["n_samples"] = n_samples
-        return Patch(_fit_id(fields), _seq(fields), columns, samples, _instance(fields.get("instance")))
+        return Patch(_fit_id(fields), _seq(fields), columns, samples, _instance(fields.get("instance")),
+                     history=True)
     if op == "fail":
         message = _text(fields, "error") or "failed"
         return Patch(_fit_id(fields), _seq(fields), {"status": "failed", "error": message})
