@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import socket
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 from anyio import TypedAttributeLookupError
@@ -18,12 +18,10 @@ from anyio.abc import SocketAttribute, SocketStream, TaskGroup
 
 from lensd._version import __version__
 from lensd.daemon.reads import ReadStream
+from lensd.daemon.services import ConnectionHost
 from lensd.errors import InvalidRecord, LensdError, ProtocolError, StorageError
 from lensd.store.writeops import op_from_request
 from lensd.wire import protocol
-
-if TYPE_CHECKING:
-    from lensd.daemon.server import Daemon
 
 log = logging.getLogger("lensd.connection")
 _READ_CHUNK = 1 << 16
@@ -43,7 +41,7 @@ class _Credit:
 
 
 class Connection:
-    def __init__(self, daemon: Daemon, stream: SocketStream) -> None:
+    def __init__(self, daemon: ConnectionHost, stream: SocketStream) -> None:
         self.daemon = daemon
         self.stream = stream
         self.decoder = protocol.FrameDecoder(daemon.settings.max_frame)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import re
 import resource
 import signal
 import socket
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.to_thread
 from anyio.abc import SocketListener, SocketStream, TaskGroup, TaskStatus
 
 from lensd._version import __version__
@@ -29,44 +29,13 @@ from lensd.daemon.committer import GroupCommitter
 from lensd.daemon.connection import Connection
 from lensd.daemon.reads import Reads
 from lensd.errors import AlreadyRunning, LensdError
+from lensd.mounts import NETWORK_FILE_SYSTEMS, file_system_type, is_network_file_system  # noqa: F401 - re-exported
 from lensd.settings import Settings
 from lensd.store import writerlock
 from lensd.store.writeops import MarkLost
 from lensd.store.writer import BatchWriter
 
 log = logging.getLogger("lensd.daemon")
-NETWORK_FILE_SYSTEMS = frozenset({"nfs", "nfs4", "lustre", "gpfs", "beegfs", "cifs", "smb3", "smbfs",
-                                  "fuse", "fuse.sshfs", "ceph", "glusterfs", "panfs", "afs", "9p"})
-
-
-MOUNTS = Path("/proc/mounts")
-_MOUNT_ESCAPE = re.compile(r"\\([0-7]{3})")
-
-
-def file_system_type(path: Path, mounts: Path = MOUNTS) -> str:
-    """The type of the mount holding ``path``, from a mounts table (longest matching mount point).
-
-    ``mounts`` is in /proc/mounts form; "" when it cannot be read or nothing matches.
-    """
-    target = str(path.resolve())
-    best, kind = "", ""
-    try:
-        with open(mounts, encoding="utf-8", errors="replace") as table:
-            for line in table:
-                parts = line.split()
-                if len(parts) >= 3:
-                    point = _MOUNT_ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), parts[1])
-                    inside = target == point or target.startswith(point.rstrip("/") + "/")
-                    if inside and len(point) >= len(best):
-                        best, kind = point, parts[2]
-    except OSError:
-        return ""
-    return kind
-
-
-def is_network_file_system(path: Path, mounts: Path = MOUNTS) -> bool:
-    kind = file_system_type(path, mounts)
-    return kind in NETWORK_FILE_SYSTEMS or kind.startswith("fuse.")
 
 
 def raise_open_file_limit() -> int:
@@ -252,13 +221,31 @@ class Daemon:
                 continue
             connections.start_soon(self._handle, stream)
 
-    async def _serve(self, listener: SocketListener, task_status: TaskStatus[None]) -> None:
-        from lensd.daemon import services
+    async def _start_services(self, group: TaskGroup) -> None:
+        """Start the folder watchers and the spool reader that the settings ask for (without waiting
+        for their catch-up scans: the daemon serves while they read). They run in the background
+        group, so stopping the daemon cancels them; their watchfiles threads see that group's
+        cancel scope through a ``StopFlag``."""
+        from lensd.daemon.services import StopFlag  # loaded only when asked for: a lean start
+        from lensd.daemon.spoolwatch import SpoolReader
+        from lensd.daemon.watcher import Watcher
 
+        settings = self.settings
+        if settings.watch:
+            group.start_soon(Watcher(self, group.cancel_scope).run)
+        if settings.spool is not None:
+            folder = settings.spool
+            try:  # before "ready": clients may drop files the moment the daemon says it serves
+                await anyio.to_thread.run_sync(lambda: folder.mkdir(parents=True, exist_ok=True))
+            except OSError as exc:
+                raise LensdError(f"cannot create the spool folder {folder}: {exc.strerror or exc}") from None
+            group.start_soon(SpoolReader(self, folder, StopFlag(group.cancel_scope)).run)
+
+    async def _serve(self, listener: SocketListener, task_status: TaskStatus[None]) -> None:
         async with anyio.create_task_group() as background:
             background.start_soon(self._sweep_lost)
             await background.start(self._signals)
-            await services.start(self, background)
+            await self._start_services(background)
             async with anyio.create_task_group() as connections:
                 connections.start_soon(self._accept, listener, connections)
                 log.info("lensd %s serving %s on %s", __version__, self.settings.db, self.settings.socket)

@@ -1,37 +1,51 @@
-"""Optional services of the daemon, started when their options are given (watch, spool).
+"""What the daemon's parts may use of the daemon: narrow protocols, and the stop flag.
 
-They run in the daemon's background task group, so stopping the daemon cancels them; the
-watchfiles threads they use are told to stop through that group's cancel scope.
+The connection handlers, the folder watchers and the spool reader are started by the server but
+must not import it (that was an import cycle): each types against the few things it uses here, and
+``Daemon`` provides them. A service needs the settings, the committer, the database path and the
+status dict it publishes its counters into; a connection also needs the reads, the status reply
+and the stop request.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import Any, Protocol
 
-import anyio.to_thread
-from anyio.abc import TaskGroup
+import anyio
 
-from lensd.errors import LensdError
-
-if TYPE_CHECKING:
-    from lensd.daemon.server import Daemon
+from lensd.daemon.committer import GroupCommitter
+from lensd.daemon.reads import Reads
+from lensd.settings import Settings
 
 
-async def start(daemon: Daemon, group: TaskGroup) -> None:
-    """Start the folder watchers and the spool reader that the settings ask for (without waiting
-    for their catch-up scans: the daemon serves while they read)."""
-    settings = daemon.settings
-    if settings.watch:
-        from lensd.daemon.watcher import Watcher
+class ServiceHost(Protocol):
+    """What a background service (watcher, spool reader) uses of the daemon."""
 
-        group.start_soon(Watcher(daemon, group.cancel_scope).run)
-    if settings.spool is not None:
-        from lensd.daemon.spoolwatch import SpoolReader
-        from lensd.daemon.watcher import StopFlag
+    settings: Settings
+    committer: GroupCommitter
+    database_path: Path
+    extra_status: dict[str, Any]  # published in ``status`` replies
 
-        folder = settings.spool
-        try:  # before "ready": clients may drop files the moment the daemon says it serves
-            await anyio.to_thread.run_sync(lambda: folder.mkdir(parents=True, exist_ok=True))
-        except OSError as exc:
-            raise LensdError(f"cannot create the spool folder {folder}: {exc.strerror or exc}") from None
-        group.start_soon(SpoolReader(daemon, settings.spool, StopFlag(group.cancel_scope)).run)
+
+class ConnectionHost(Protocol):
+    """What a client connection uses of the daemon."""
+
+    settings: Settings
+    committer: GroupCommitter
+    reads: Reads
+
+    async def status(self) -> dict[str, Any]: ...
+
+    def request_stop(self) -> None: ...
+
+
+class StopFlag:
+    """watchfiles polls ``is_set()`` from its thread; the daemon stops by cancelling our task group,
+    so the watch thread ends within one step instead of after its timeout."""
+
+    def __init__(self, scope: anyio.CancelScope) -> None:
+        self._scope = scope
+
+    def is_set(self) -> bool:
+        return self._scope.cancel_called

@@ -25,19 +25,16 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 import anyio.to_thread
 
-from lensd.daemon.server import is_network_file_system
+from lensd.daemon.services import ServiceHost, StopFlag
 from lensd.errors import LensdError, StorageError
+from lensd.mounts import is_network_file_system
 from lensd.store.writeops import Op, op_from_request
 from lensd.wire import spoolfile
-
-if TYPE_CHECKING:
-    from lensd.daemon.server import Daemon
-    from lensd.daemon.watcher import StopFlag
 
 log = logging.getLogger("lensd.wire.spoolfile")
 CHUNK = 256  # files committed together: one transaction, then one round of deletes
@@ -80,7 +77,7 @@ def delete(paths: list[Path]) -> None:
 class SpoolReader:
     """Drains one spool folder into the database, file by file, deleting only what is committed."""
 
-    def __init__(self, daemon: Daemon, folder: Path, stopped: StopFlag) -> None:
+    def __init__(self, daemon: ServiceHost, folder: Path, stopped: StopFlag) -> None:
         self.daemon = daemon
         self.folder = folder
         self.stopped = stopped

@@ -25,20 +25,18 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 import anyio.to_thread
 
 from lensd.daemon.folderscan import Seen, TreeWalker, affected, examine, exists, expand
-from lensd.daemon.server import is_network_file_system
+from lensd.daemon.services import ServiceHost, StopFlag
 from lensd.domain.records import Record
 from lensd.errors import LensdError
 from lensd.ingest.run import stored_signatures
+from lensd.mounts import is_network_file_system
 from lensd.store.writeops import Upsert
-
-if TYPE_CHECKING:
-    from lensd.daemon.server import Daemon
 
 log = logging.getLogger("lensd.watch")
 logging.getLogger("watchfiles.main").setLevel(logging.WARNING)  # its "N changes detected" drowns ours
@@ -47,21 +45,10 @@ NOTIFY_WALK_EVERY = 60.0  # a notified root is also walked this often: inotify c
 VERIFY_EVERY = 600.0
 
 
-class StopFlag:
-    """watchfiles polls ``is_set()`` from its thread; the daemon stops by cancelling our task group,
-    so the watch thread ends within one step instead of after its timeout."""
-
-    def __init__(self, scope: anyio.CancelScope) -> None:
-        self._scope = scope
-
-    def is_set(self) -> bool:
-        return self._scope.cancel_called
-
-
 class Watcher:
     """Every ``--watch`` root of one daemon; signatures are shared, so a fit is one fit."""
 
-    def __init__(self, daemon: Daemon, scope: anyio.CancelScope) -> None:
+    def __init__(self, daemon: ServiceHost, scope: anyio.CancelScope) -> None:
         self.daemon = daemon
         self.settings = daemon.settings
         self.stopped = StopFlag(scope)
