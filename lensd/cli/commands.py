@@ -211,3 +211,23 @@ def export(expression: str, db: Path | None, socket: Path | None, fmt: str, medi
 
     rows = exporting.export_rows(exporting.state_of(expression, all_fits=all_fits), db, socket, median)
     exporting.emit(lambda out: exporting.write(rows, fmt, out))
+
+
+@main.command()
+@click.argument("expression", required=False, default="")
+@db_option
+@socket_option
+@click.option("--status", "statuses", default="lost,failed", show_default=True,
+              help="Comma-separated statuses whose array tasks to re-run.")
+@click.option("--script", default=None, help="The batch script to resubmit [default: what the fits' "
+              "job facts say, see docs/web.md].")
+@click.option("--submit", "run", is_flag=True, help="Run the sbatch lines instead of printing them.")
+@reports_errors
+def retry(expression: str, db: Path | None, socket: Path | None, statuses: str, script: str | None,
+          run: bool) -> None:
+    """The sbatch --array lines that re-run exactly the lost and failed array tasks (of EXPRESSION)."""
+    from lensd.cli import retrying
+
+    plan = retrying.plan(expression, [s.strip() for s in statuses.split(",") if s.strip()], db, socket, script)
+    for line in retrying.report(plan, run):
+        click.echo(line)

@@ -33,7 +33,9 @@ from lensd.domain.samples import Samples
 from lensd.errors import DaemonUnavailable, LensdError
 from lensd.wire import spoolfile as spooling
 
-SLURM_VARIABLES: Final = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_JOB_NAME")
+# SLURM_SUBMIT_DIR and LENSD_SLURM_SCRIPT tell ``lensd retry`` which script to resubmit (lensd/domain/slurm.py)
+SLURM_VARIABLES: Final = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_JOB_NAME",
+                          "SLURM_SUBMIT_DIR", "LENSD_SLURM_SCRIPT")
 RETRY_DELAYS: Final = (0.05, 0.2, 0.5, 1.0, 2.0, 4.0)
 HEARTBEAT_MIN: Final = 0.02  # the daemon's --lost-after can be as short as 0.1 s
 HEARTBEAT_MAX: Final = 60.0
