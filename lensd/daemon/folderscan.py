@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -24,12 +23,11 @@ from pathlib import Path
 
 from lensd.domain.records import Record, validate_record
 from lensd.errors import LensdError
+from lensd.ingest.folders import HEX_ID, NOT_FITS, is_fit_folder, marks_fit
 from lensd.ingest.pyautofit import discover, folder_signature, read_fit
 
 SETTLE = 30.0  # seconds after a fit's folder changed during which it is checked in full each pass
 RACY_NS = 2 * 10**9  # a listing younger than this may hide a change made within its mtime's tick
-_HEX_ID = re.compile(r"[0-9a-f]{32}")
-_NOT_FITS = frozenset({"image", "files", "search_internal", "simulate"})  # as discover() skips them
 
 
 @dataclass(frozen=True)
@@ -109,7 +107,7 @@ class TreeWalker:
             if listing is None:
                 continue
             files = listing.files
-            if "metadata" in files or ".is_grid_search" in files:
+            if marks_fit(files):
                 check(folder, listing.mtime_ns, ".completed" not in files, grids)
                 if ".is_grid_search" in files:
                     grids = (*grids, folder)
@@ -117,7 +115,7 @@ class TreeWalker:
                 if name.endswith(".zip") and name[:-4] not in listing.dirs:  # a fit left only as a zip
                     check(f"{folder}/{name}", listing.mtime_ns, False, grids)
             stack.extend((f"{folder}/{name}", grids) for name in listing.dirs
-                         if name not in _NOT_FITS and not name.startswith("."))
+                         if name not in NOT_FITS and not name.startswith("."))
         self._seen, self._listings = seen, listings  # vanished folders are forgotten
         return dirty
 
@@ -130,7 +128,7 @@ def affected(paths: Iterable[str], root: str) -> set[str]:
     def kind(folder: str) -> tuple[bool, bool]:
         if folder not in is_fit:
             grid = os.path.isfile(f"{folder}/.is_grid_search")
-            is_fit[folder] = (grid or os.path.isfile(f"{folder}/metadata"), grid)
+            is_fit[folder] = (grid or is_fit_folder(folder), grid)
         return is_fit[folder]
 
     for path in paths:
@@ -184,10 +182,10 @@ def encloser(path: str) -> str | None:
     """For a fit not named by a PyAutoFit identifier, the fit or grid folder its id comes from
     ("" when none encloses it); None when the folder name (or its owner's) is the id."""
     name, parent = os.path.basename(path).removesuffix(".zip"), os.path.dirname(path)
-    if _HEX_ID.fullmatch(name) or os.path.basename(parent) == "analyses":
+    if HEX_ID.fullmatch(name) or os.path.basename(parent) == "analyses":
         return None
     folder = parent
-    while not (os.path.isfile(f"{folder}/metadata") or os.path.isfile(f"{folder}/.is_grid_search")):
+    while not is_fit_folder(folder):
         if os.path.dirname(folder) == folder:
             return ""
         folder = os.path.dirname(folder)

@@ -12,7 +12,7 @@ import re
 import time
 import zipfile
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Container, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import Protocol
@@ -20,10 +20,10 @@ from typing import Protocol
 from lensd.errors import IngestError
 
 MAX_ZIP_MEMBER = 512 * 2**20  # a member inflating past this is a zip bomb, not a fit
-_HEX_ID = re.compile(r"[0-9a-f]{32}")
+HEX_ID = re.compile(r"[0-9a-f]{32}")  # a PyAutoFit identifier: a folder so named is the fit's id
 _ANALYSIS = re.compile(r"analysis_(\d+)")
 _ZIPPED_ANALYSIS = re.compile(r"analyses/analysis_(\d+)/")
-_NOT_FITS = frozenset({"image", "files", "search_internal", "simulate"})
+NOT_FITS = frozenset({"image", "files", "search_internal", "simulate"})  # a fit's own folders
 _SIGNED_TOP = ("metadata", ".completed", ".is_grid_search", "results.csv")
 _SIGNED_CHILD = ("metadata", ".completed", "files/samples_summary.json")
 
@@ -161,6 +161,17 @@ def opened(path: Path) -> Iterator[tuple[Source, Source | None, Path]]:
         yield _Folder(path), None, path
 
 
+def marks_fit(names: Container[str]) -> bool:
+    """The fit-folder rule: a folder holding these names is a fit (``metadata``) or a grid or
+    sensitivity root (``.is_grid_search``). Everything that walks for fits asks this."""
+    return "metadata" in names or ".is_grid_search" in names
+
+
+def is_fit_folder(folder: str | os.PathLike[str]) -> bool:
+    """``marks_fit`` for a folder on disk, by at most two ``stat`` calls (no listing)."""
+    return os.path.isfile(os.path.join(folder, "metadata")) or os.path.isfile(os.path.join(folder, ".is_grid_search"))
+
+
 def discover(root: str | os.PathLike[str]) -> Iterator[Path]:
     """Fits, grid roots, analyses and zip-only fits under root, parents first, in name order.
 
@@ -184,12 +195,12 @@ def discover(root: str | os.PathLike[str]) -> Iterator[Path]:
             continue
         files = {e.name for e in entries if e.is_file()}
         dirs = {e.name for e in entries if e.is_dir(follow_symlinks=False)}
-        skip = _NOT_FITS
-        if "metadata" in files or ".is_grid_search" in files:
+        skip = NOT_FITS
+        if marks_fit(files):
             yield folder
             if "metadata" in files and "analyses" in dirs:
                 yield from _analysis_folders(folder / "analyses")
-                skip = _NOT_FITS | {"analyses"}
+                skip = NOT_FITS | {"analyses"}
         for name in sorted(files):
             if name.endswith(".zip") and name[:-4] not in dirs:
                 yield from _zip_fits(folder / name)
@@ -211,7 +222,7 @@ def _zip_fits(path: Path) -> Iterator[Path]:
     except (zipfile.BadZipFile, OSError):
         yield path  # an output zip that cannot be opened: reading it will say why
         return
-    if "metadata" in names or ".is_grid_search" in names:
+    if marks_fit(names):
         yield path
         found = {int(m.group(1)) for n in names if (m := _ZIPPED_ANALYSIS.match(n))}
         yield from (path / "analyses" / f"analysis_{i}" for i in sorted(found))
@@ -269,7 +280,7 @@ def identity(where: Path, root: Path | None, cache: dict[Path, Path | None]) -> 
     """
     ancestor = _enclosing(where.parent, cache) if where.parent != where else None
     parent_id = None if ancestor is None else identity(ancestor, root, cache)[0]
-    if _HEX_ID.fullmatch(where.name):
+    if HEX_ID.fullmatch(where.name):
         return where.name, parent_id
     if ancestor is not None:
         return f"{parent_id}/{where.relative_to(ancestor).as_posix()}", parent_id
@@ -281,7 +292,7 @@ def identity(where: Path, root: Path | None, cache: dict[Path, Path | None]) -> 
 def _enclosing(folder: Path, cache: dict[Path, Path | None]) -> Path | None:
     """The nearest fit or grid folder at or above ``folder``."""
     if folder not in cache:
-        if os.path.isfile(folder / "metadata") or os.path.isfile(folder / ".is_grid_search"):
+        if is_fit_folder(folder):
             cache[folder] = folder
         else:
             cache[folder] = None if folder.parent == folder else _enclosing(folder.parent, cache)
