@@ -1,10 +1,18 @@
-"""Where things are: CLI option > environment > default, decided in one place."""
+"""Where things are: CLI option > environment > default, decided in one place.
+
+``Settings`` is also the one declaration of the daemon's start options: a field with ``cli(...)``
+metadata is an option of ``lensd start`` (its flag is the field's name with dashes). The click
+options (``lensd.cli.commands``) and the argument list a background start hands its foreground child
+(``start_arguments``) are both generated from it, so an option added here exists everywhere.
+"""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any, Literal
 
 DEFAULT_LOST_AFTER = 600.0
 
@@ -33,22 +41,88 @@ def resolve_socket(path: str | os.PathLike[str] | None) -> Path:
 
 
 @dataclass(frozen=True)
-class Settings:
-    """Everything a daemon run is configured by."""
+class CliOption:
+    """How a ``Settings`` field is given on the command line.
 
-    db: Path
-    socket: Path
-    watch: tuple[Path, ...] = ()
-    spool: Path | None = None
-    poll: bool = False
-    poll_interval: float = 2.0
-    lost_after: float = DEFAULT_LOST_AFTER
-    durability: str = "full"
-    batch_max: int = 512
-    batch_ms: float = 2.0
+    ``kind``: ``file``/``path``/``dir`` (a path; ``dir`` may be repeated when the field is a tuple),
+    ``flag``, ``float``/``int`` (at least ``low``), ``choice`` (one of ``choices``).
+    """
+
+    kind: Literal["file", "path", "dir", "flag", "float", "int", "choice"]
+    help: str
+    low: float | None = None
+    choices: tuple[str, ...] = ()
+
+
+def cli(kind: Literal["file", "path", "dir", "flag", "float", "int", "choice"], help: str,
+        low: float | None = None, choices: tuple[str, ...] = ()) -> dict[str, CliOption]:
+    """The field metadata that makes a ``Settings`` field an option of ``lensd start``."""
+    return {"cli": CliOption(kind, help, low, choices)}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a daemon run is configured by; fields with ``cli`` metadata are start options."""
+
+    db: Path = field(metadata=cli("file", "Database file [default: $LENSD_DB, else ./lensd.sqlite]."))
+    socket: Path = field(metadata=cli(
+        "path", "Daemon socket [default: $LENSD_SOCKET, else $XDG_RUNTIME_DIR/lensd.sock]."))
+    watch: tuple[Path, ...] = field(default=(), metadata=cli(
+        "dir", "Watch this PyAutoFit output folder (repeatable)."))
+    spool: Path | None = field(default=None, metadata=cli(
+        "dir", "Ingest and delete record files that clients drop in this folder."))
+    poll: bool = field(default=False, metadata=cli(
+        "flag", "Poll watched folders (automatic on network file systems)."))
+    poll_interval: float = field(default=2.0, metadata=cli("float", "Seconds between polls.", low=0.05))
+    lost_after: float = field(default=DEFAULT_LOST_AFTER, metadata=cli(
+        "float", "Seconds without an event before a running fit is lost.", low=0.1))
+    durability: str = field(default="full", metadata=cli(
+        "choice", "full: acknowledged records survive power loss; normal: they survive a crash.",
+        choices=("full", "normal")))
+    batch_max: int = field(default=512, metadata=cli("int", "Most writes committed in one transaction.", low=1))
+    batch_ms: float = field(default=2.0, metadata=cli(
+        "float", "Longest wait for more writes before a commit.", low=0))
     max_frame: int = 64 * 1024 * 1024
-    max_connections: int = 512
-    handshake_timeout: float = 10.0
-    max_db_mb: int | None = None  # a quota: writes that would grow the database past it fail
-    foreground: bool = False
+    max_connections: int = field(default=512, metadata=cli(
+        "int", "Most client connections at once; more are refused with a 'busy' error.", low=1))
+    handshake_timeout: float = field(default=10.0, metadata=cli(
+        "float", "Seconds a new connection has to say hello before it is closed.", low=0.01))
+    max_db_mb: int | None = field(default=None, metadata=cli(  # a quota: writes past it fail
+        "int", "Quota guard: writes that would grow the database past this many MiB fail "
+               "with a 'full' error (no limit by default).", low=1))
+    foreground: bool = field(default=False, metadata=cli(
+        "flag", "Stay attached, log to stderr (systemd, SLURM)."))
     drain_timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class StartOption:
+    """One option of ``lensd start``: the ``Settings`` field, its flag, default and CLI form."""
+
+    name: str
+    flag: str
+    default: Any
+    cli: CliOption
+
+
+def start_options() -> Iterator[StartOption]:
+    """The start options, in declaration order (the order ``lensd start --help`` lists them)."""
+    for item in fields(Settings):
+        if "cli" in item.metadata:
+            yield StartOption(item.name, "--" + item.name.replace("_", "-"),
+                              None if item.name in ("db", "socket") else item.default, item.metadata["cli"])
+
+
+def start_arguments(settings: Settings) -> list[str]:
+    """The command-line form of ``settings``: what ``lensd start`` parses back into equal settings."""
+    argv: list[str] = []
+    for option in start_options():
+        value = getattr(settings, option.name)
+        if option.cli.kind == "flag":
+            argv += [option.flag] if value else []
+        elif isinstance(value, tuple):
+            for item in value:
+                argv += [option.flag, str(item)]
+        elif value is not None:
+            argv += [option.flag, str(value)]
+    return argv

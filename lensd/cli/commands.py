@@ -20,10 +20,43 @@ from lensd.errors import LensdError, QuerySyntaxError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-db_option = click.option("--db", "db", type=click.Path(dir_okay=False, path_type=Path), default=None,
-                         help="Database file [default: $LENSD_DB, else ./lensd.sqlite].")
-socket_option = click.option("--socket", "socket", type=click.Path(path_type=Path), default=None,
-                             help="Daemon socket [default: $LENSD_SOCKET, else $XDG_RUNTIME_DIR/lensd.sock].")
+
+def settings_option(option: config.StartOption) -> Callable[[F], F]:
+    """The click option of one start option (``lensd.settings.Settings`` declares them)."""
+    form = option.cli
+    extra: dict[str, Any] = {}
+    if form.kind == "flag":
+        extra["is_flag"] = True
+    elif form.kind in ("file", "path", "dir"):
+        extra["type"] = click.Path(dir_okay=form.kind != "file", file_okay=form.kind != "dir", path_type=Path)
+        extra["multiple"] = isinstance(option.default, tuple)
+    elif form.kind == "choice":
+        extra["type"] = click.Choice(list(form.choices))
+    elif form.kind == "float":
+        extra["type"] = click.FloatRange(min=form.low)
+    else:
+        extra["type"] = click.IntRange(min=None if form.low is None else int(form.low))
+    shown = form.kind in ("float", "int", "choice") and option.default is not None
+    return click.option(option.flag, option.name, default=option.default, show_default=shown,
+                        help=form.help, **extra)
+
+
+def settings_from(given: dict[str, Any]) -> config.Settings:
+    """The settings of parsed start options (db and socket resolved from the environment)."""
+    return config.Settings(**{**given, "db": config.resolve_db(given["db"]),
+                              "socket": config.resolve_socket(given["socket"]), "watch": tuple(given["watch"])})
+
+
+def start_options(command: F) -> F:
+    """Every start option, in the order ``Settings`` declares them."""
+    for option in reversed(list(config.start_options())):
+        command = settings_option(option)(command)
+    return command
+
+
+_BY_NAME = {option.name: option for option in config.start_options()}
+db_option = settings_option(_BY_NAME["db"])
+socket_option = settings_option(_BY_NAME["socket"])
 
 
 def reports_errors(command: F) -> F:
@@ -48,48 +81,16 @@ def main() -> None:
 
 
 @main.command()
-@db_option
-@socket_option
-@click.option("--watch", "watch", multiple=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Watch this PyAutoFit output folder (repeatable).")
-@click.option("--spool", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Ingest and delete record files that clients drop in this folder.")
-@click.option("--poll", is_flag=True, help="Poll watched folders (automatic on network file systems).")
-@click.option("--poll-interval", type=click.FloatRange(min=0.05), default=2.0, show_default=True,
-              help="Seconds between polls.")
-@click.option("--lost-after", type=click.FloatRange(min=0.1), default=config.DEFAULT_LOST_AFTER,
-              show_default=True, help="Seconds without an event before a running fit is lost.")
-@click.option("--durability", type=click.Choice(["full", "normal"]), default="full", show_default=True,
-              help="full: acknowledged records survive power loss; normal: they survive a crash.")
-@click.option("--batch-max", type=click.IntRange(min=1), default=512, show_default=True,
-              help="Most writes committed in one transaction.")
-@click.option("--batch-ms", type=click.FloatRange(min=0), default=2.0, show_default=True,
-              help="Longest wait for more writes before a commit.")
-@click.option("--max-connections", type=click.IntRange(min=1), default=512, show_default=True,
-              help="Most client connections at once; more are refused with a 'busy' error.")
-@click.option("--handshake-timeout", type=click.FloatRange(min=0.01), default=10.0, show_default=True,
-              help="Seconds a new connection has to say hello before it is closed.")
-@click.option("--max-db-mb", type=click.IntRange(min=1), default=None,
-              help="Quota guard: writes that would grow the database past this many MiB fail "
-                   "with a 'full' error (no limit by default).")
-@click.option("--foreground", is_flag=True, help="Stay attached, log to stderr (systemd, SLURM).")
+@start_options
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True)
 @reports_errors
-def start(db: Path | None, socket: Path | None, watch: Sequence[Path], spool: Path | None, poll: bool,
-          poll_interval: float, lost_after: float, durability: str, batch_max: int, batch_ms: float,
-          max_connections: int, handshake_timeout: float, max_db_mb: int | None, foreground: bool,
-          log_level: str) -> None:
+def start(log_level: str, **given: Any) -> None:
     """Start the daemon; refuses if another daemon holds the database."""
     from lensd.daemon.launch import start_daemon
 
-    options = config.Settings(
-        db=config.resolve_db(db), socket=config.resolve_socket(socket), watch=tuple(watch), spool=spool,
-        poll=poll, poll_interval=poll_interval, lost_after=lost_after, durability=durability,
-        batch_max=batch_max, batch_ms=batch_ms, max_connections=max_connections,
-        handshake_timeout=handshake_timeout, max_db_mb=max_db_mb, foreground=foreground,
-    )
-    if durability == "normal":
+    options = settings_from(given)
+    if options.durability == "normal":
         click.echo("lensd: --durability normal: acknowledged records survive a crash of the daemon, "
                    "not a power loss", err=True)
     start_daemon(options, log_level)

@@ -18,7 +18,7 @@ from pathlib import Path
 import anyio
 
 from lensd.errors import DaemonUnavailable, LensdError
-from lensd.settings import Settings
+from lensd.settings import Settings, start_arguments
 from lensd.store import writerlock
 
 START_TIMEOUT = 60.0
@@ -33,20 +33,8 @@ def start_daemon(settings: Settings, log_level: str = "info") -> None:
         configure_logging(log_level)
         run_daemon(settings)
         return
-    argv = [sys.executable, "-m", "lensd", "start", "--foreground", "--db", str(settings.db),
-            "--socket", str(settings.socket), "--lost-after", str(settings.lost_after),
-            "--durability", settings.durability, "--batch-max", str(settings.batch_max),
-            "--batch-ms", str(settings.batch_ms), "--poll-interval", str(settings.poll_interval),
-            "--max-connections", str(settings.max_connections),
-            "--handshake-timeout", str(settings.handshake_timeout), "--log-level", log_level]
-    if settings.max_db_mb is not None:
-        argv += ["--max-db-mb", str(settings.max_db_mb)]
-    for folder in settings.watch:
-        argv += ["--watch", str(folder)]
-    if settings.spool is not None:
-        argv += ["--spool", str(settings.spool)]
-    if settings.poll:
-        argv.append("--poll")
+    argv = [sys.executable, "-m", "lensd", "start", *start_arguments(settings), "--foreground",
+            "--log-level", log_level]
     log_path = settings.db.with_name(settings.db.name + ".log")
     settings.db.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log_file:
