@@ -3,16 +3,21 @@
 Both share ``_Base``, which holds an immutable ``QueryState`` and returns a new aggregator from
 every refinement (``query``, ``order_by``, slices, ``limit``, ``grid_searches``), as PyAutoFit's
 aggregator does. Only iterating touches the database, a page at a time.
+
+PyAutoFit's habits hold: ``agg(predicate)`` is ``agg.query(predicate)``, ``agg[0]`` and ``agg[-1]``
+are fits, ``agg[:-1]`` and ``agg[-2:]`` are aggregators with list semantics (negative bounds are
+resolved against the fit count when the query runs, by the reader or the daemon), and ``len``
+is a COUNT. docs/query.md lists where lensd deliberately differs.
 """
 
 from __future__ import annotations
 
+import operator
 import os
-from collections.abc import AsyncIterator, Generator, Iterator, Sequence
+from collections.abc import AsyncIterator, Coroutine, Generator, Iterator, Sequence
 from copy import copy
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Self, overload
 
-from lensd.errors import QueryError
 from lensd.query import compiler
 from lensd.query.nodes import Column, Predicate
 from lensd.query.state import QueryFields, QueryState
@@ -38,9 +43,14 @@ class _Base(QueryFields):
         """The immutable description of what this aggregator selects."""
         return self._state
 
-    def query(self, predicate: Predicate) -> Self:
-        """Fits matching ``predicate`` too (combined with any earlier query by ``&``)."""
+    def query(self, predicate: Predicate | Column) -> Self:
+        """Fits matching ``predicate`` too (combined with any earlier query by ``&``); a boolean
+        column alone (``agg.is_complete``) is a predicate."""
         return self._with(self._state.where(predicate))
+
+    def __call__(self, predicate: Predicate | Column) -> Self:
+        """``agg(predicate)``: the same as ``agg.query(predicate)``, as in PyAutoFit."""
+        return self.query(predicate)
 
     def order_by(self, key: Any, reverse: bool = False) -> Self:
         return self._with(self._state.ordered(key, reverse))
@@ -48,10 +58,18 @@ class _Base(QueryFields):
     def limit(self, n: int) -> Self:
         return self._with(self._state.limited(n))
 
-    def __getitem__(self, item: slice) -> Self:
-        if not isinstance(item, slice):
-            raise QueryError("index an aggregator with a slice (agg[:10]); iterate for single fits")
+    def _sliced(self, item: slice) -> Self:
         return self._with(self._state.sliced(item.start, item.stop, item.step))
+
+    def _one(self, item: object) -> tuple[int, Self]:
+        """``agg[i]`` as a one-fit aggregator (``fits[i:i+1]``, negatives from the end)."""
+        if isinstance(item, bool):
+            raise TypeError("aggregator indices are whole numbers or slices, not bool")
+        try:
+            index = operator.index(item)  # type: ignore[arg-type]
+        except TypeError:
+            raise TypeError(f"aggregator indices are whole numbers or slices, not {type(item).__name__}") from None
+        return index, self._sliced(slice(index, index + 1 or None))
 
     def grid_searches(self) -> Self:
         """Grid-search and sensitivity-map parents only; ``.children()`` reaches their cells."""
@@ -62,8 +80,26 @@ class _Base(QueryFields):
                            completed_only=self._state.completed_only, top_level_only=False)
         return state
 
+    def _describe(self) -> str:
+        """The state in the words of the API, for reprs: ``query(...) order_by(...) [2:5]``."""
+        state, parts = self._state, []
+        if state.predicate is not None:
+            parts.append(f"query({state.predicate!r})")
+        parts += [f"order_by({key.operand!r}{', reverse=True' if key.reverse else ''})" for key in state.order]
+        if state.offset or state.limit is not None:
+            stop = "" if state.limit is None else state.offset + state.limit
+            parts.append(f"[{state.offset or ''}:{stop}]")
+        parts += [f"[{'' if a is None else a}:{'' if b is None else b}]" for a, b in state.slices]
+        for flag, word in ((state.completed_only, "completed_only"), (not state.top_level_only, "all levels"),
+                           (state.grid_only, "grid_searches()")):
+            if flag:
+                parts.append(word)
+        if state.parent_id is not None:
+            parts.append(f"children of {state.parent_id!r}")
+        return " ".join(parts)
+
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self._state!r}>"
+        return f"<{type(self).__name__} {self._describe()}>".replace(" >", ">")
 
 
 class Aggregator(_Base):
@@ -81,23 +117,49 @@ class Aggregator(_Base):
         return cls(conn, QueryState(completed_only=completed_only, top_level_only=top_level_only),
                    os.fspath(path))
 
+    def __repr__(self) -> str:
+        return super().__repr__().replace("<Aggregator", f"<Aggregator {self._path!r}", 1)
+
+    def _resolved(self) -> QueryState:
+        return reader.resolve(self._conn, self._state)
+
     def __len__(self) -> int:
-        sql, params = compiler.select_count(self._state, reader.access(self._conn, self._state))
+        """How many fits are selected: one COUNT in SQL, no fit is loaded."""
+        state = self._resolved()
+        sql, params = compiler.select_count(state, reader.access(self._conn, state))
         row = next(reader.stream(self._conn, sql, params))
         return int(row[0])
 
     def __iter__(self) -> Iterator[Fit]:
         return self.fits()
 
+    @overload
+    def __getitem__(self, item: slice) -> Aggregator: ...
+    @overload
+    def __getitem__(self, item: int) -> Fit: ...
+    def __getitem__(self, item: slice | int) -> Aggregator | Fit:
+        """``agg[2:5]``, ``agg[-2:]``: a new aggregator; ``agg[0]``, ``agg[-1]``: one Fit."""
+        if isinstance(item, slice):
+            return self._sliced(item)
+        index, one = self._one(item)
+        for fit in one.fits():
+            return fit
+        raise IndexError(f"aggregator index {index} out of range: it selects {len(self)} fit(s)")
+
     def fits(self) -> Generator[Fit, None, None]:
         load, history = reader.payload_loader(self._conn), reader.history_loader(self._conn)
-        sql, params = reader.fit_rows_sql(self._state, reader.access(self._conn, self._state))
+        state = self._resolved()
+        sql, params = reader.fit_rows_sql(state, reader.access(self._conn, state))
         for row in reader.stream(self._conn, sql, params):
             yield Fit(reader.row_dict(row), load, history)
 
     def values(self, name: str) -> Iterator[Any]:
-        """One value per fit that has ``name``: "samples", "info", "model", "instance", a file..."""
-        sql, params = reader.values_plan(self._state, name, reader.access(self._conn, self._state))
+        """One value per fit that has ``name``: "samples", "info", "model", "instance", a file...
+
+        ``info`` is ``{}`` for a fit run without one, so ``zip(agg.fits(), agg.values("info"))``
+        lines up."""
+        state = self._resolved()
+        sql, params = reader.values_plan(state, name, reader.access(self._conn, state))
         for row in reader.stream(self._conn, sql, params, page=32):
             value = reader.decode_value(name, row)
             if value is not None:
@@ -115,7 +177,7 @@ class Aggregator(_Base):
         fits), not from the fits themselves, so it costs one indexed query.
         """
         kinds = (schema.KIND_VALUE, schema.KIND_INFO, *((schema.KIND_MEDIAN,) if median else ()))
-        sql, params = compiler.select_fact_keys(self._state, kinds)
+        sql, params = compiler.select_fact_keys(self._resolved(), kinds)
         paths: list[str] = []
         info: list[str] = []
         for kind, key in reader.stream(self._conn, sql, params):
@@ -170,6 +232,34 @@ class AsyncAggregator(_Base):
 
         client = await Client.open(socket)
         return cls(client, QueryState(completed_only=completed_only, top_level_only=top_level_only))
+
+    def __repr__(self) -> str:
+        where = getattr(self._client, "path", None)
+        return super().__repr__().replace("<AsyncAggregator", f"<AsyncAggregator {str(where)!r}", 1)
+
+    def __len__(self) -> int:
+        raise TypeError("len() cannot wait for the daemon: use `await agg.count()`")
+
+    def __iter__(self) -> Iterator[Fit]:
+        raise TypeError("an AsyncAggregator is iterated with `async for fit in agg.fits()`")
+
+    def __aiter__(self) -> AsyncIterator[Fit]:
+        return self.fits()
+
+    @overload
+    def __getitem__(self, item: slice) -> AsyncAggregator: ...
+    @overload
+    def __getitem__(self, item: int) -> Coroutine[Any, Any, Fit]: ...
+    def __getitem__(self, item: slice | int) -> AsyncAggregator | Coroutine[Any, Any, Fit]:
+        """``agg[2:5]``, ``agg[-2:]``: a new aggregator; ``await agg[0]``, ``await agg[-1]``: one Fit."""
+        if isinstance(item, slice):
+            return self._sliced(item)
+        return self._fit_at(*self._one(item))
+
+    async def _fit_at(self, index: int, one: AsyncAggregator) -> Fit:
+        async for fit in one.fits():
+            return fit
+        raise IndexError(f"aggregator index {index} out of range: it selects {await self.count()} fit(s)")
 
     async def count(self) -> int:
         reply = await self._client.request("count", query=self._state.to_wire())

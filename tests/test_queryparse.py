@@ -97,7 +97,7 @@ def test_text_builds_the_python_tree(text: str, python: Any) -> None:
     ("~" * 70 + "model.x == 1", 64, "nested"),
     ("bogus == 1", 0, "expected a field"),
     ("info.survey == 1", 4, 'expected ["key"]'),
-    ("search.id == 'a'", 7, "search has"),
+    ("search.bogus == 'a'", 7, "search has"),
     ("model.x == 1 " + "9" * 5000, 13, "expected & or |"),
 ])
 def test_syntax_errors_point_at_the_problem(text: str, position: int, message: str) -> None:

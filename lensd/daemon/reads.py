@@ -103,7 +103,7 @@ class Reads:
         if op == "jobs":
             sql, params = self._jobs_sql(fields)
             return ReadStream(await self._cursor(sql, params), page_size(fields, DEFAULT_PAGE), "job")
-        state = QueryState.from_wire(fields.get("query"))
+        state = await self._resolve(QueryState.from_wire(fields.get("query")))
         if op == "query":
             sql, params = reader.fit_rows_sql(state, await self._access(state))
             return ReadStream(await self._cursor(sql, params), page_size(fields, DEFAULT_PAGE), "fit")
@@ -124,8 +124,15 @@ class Reads:
         return JOBS_SQL + "WHERE status = ? ORDER BY updated_at DESC LIMIT ?", [status, limit]
 
     async def count(self, fields: dict[str, Any]) -> int:
-        state = QueryState.from_wire(fields.get("query"))
+        state = await self._resolve(QueryState.from_wire(fields.get("query")))
         return await self._scalar(*compiler.select_count(state, await self._access(state)))
+
+    async def _resolve(self, state: QueryState) -> QueryState:
+        """``reader.resolve`` on the daemon's read connection: negative slices need the count."""
+        if not state.needs_total:
+            return state
+        every = state.unwindowed()
+        return state.resolved(await self._scalar(*compiler.select_count(every, await self._access(every))))
 
     async def _scalar(self, sql: str, params: list[Any]) -> int:
         cursor = await self._cursor(sql, params)

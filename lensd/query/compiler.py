@@ -348,6 +348,8 @@ def _order_by(state: QueryState) -> Fragment:
 
 
 def _sliced(state: QueryState) -> bool:
+    if state.needs_total:  # a reader's bug, not a user's: resolve() runs before compiling
+        raise QueryError("a slice with a negative bound must be resolved against the fit count first")
     return state.limit is not None or state.offset > 0
 
 

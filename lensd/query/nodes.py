@@ -254,6 +254,31 @@ class Column(Operand):
     def __repr__(self) -> str:
         return self.name
 
+    # A boolean column alone is a predicate, as in PyAutoFit: agg.query(agg.is_complete),
+    # ~agg.is_grid_search, agg.is_complete & (agg.name == "x"), (agg.name == "x") & agg.is_complete.
+    def _as_predicate(self) -> Predicate:
+        if self.name not in BOOL_COLUMNS:
+            raise QueryError(f"{self.name} is not a yes/no column: compare it (e.g. {self.name} == ...)")
+        return Compare(self, "==", True)
+
+    def __invert__(self) -> Predicate:
+        return ~self._as_predicate()
+
+    def __and__(self, other: object) -> Predicate:
+        return self._as_predicate() & other
+
+    def __or__(self, other: object) -> Predicate:
+        return self._as_predicate() | other
+
+
+def as_predicate(value: object) -> Predicate:
+    """``value`` as a predicate: a predicate itself, or a boolean column meaning ``column == True``."""
+    if isinstance(value, Column):
+        return value._as_predicate()
+    if not isinstance(value, Predicate):
+        raise QueryError(f"query() takes a predicate such as agg.model.x > 1, not {value!r}")
+    return value
+
 
 def check_operand(value: object) -> Operand:
     """``value`` if it is a query field; anything else is a QueryError."""

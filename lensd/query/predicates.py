@@ -64,6 +64,9 @@ def _freeze(value: Any) -> Any:
 
 
 def _flatten(cls: type[And | Or], left: Predicate, right: object) -> tuple[Predicate, ...]:
+    convert = getattr(right, "_as_predicate", None)  # a boolean column alone (nodes.Column)
+    if convert is not None and not isinstance(right, Predicate):
+        right = convert()
     if not isinstance(right, Predicate):
         raise QueryError(f"cannot combine a query with {right!r}: both sides of & and | must be queries")
     return tuple(item for p in (left, right) for item in (p.items if isinstance(p, cls) else (p,)))

@@ -1,5 +1,5 @@
-"""The query state: which fits an aggregator selects, how it orders and slices them, and the
-fields it exposes to build predicates with (``agg.model``, ``agg.info[...]``, ``agg.unique_tag``).
+"""The query state: which fits an aggregator selects, and how it orders and slices them (the
+fields an aggregator exposes to build predicates with, ``agg.model`` and co., are in fields.py).
 
 Nodes live in query.py; this module adds what surrounds one predicate: ``OrderKey`` terms, the
 offset/limit window, the scope flags (completed only, top level only, children of a parent, grid
@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from typing import Any, Final, Generic, TypeVar
+from typing import Any, Final
 
 from lensd.errors import QueryError
+from lensd.query.fields import QueryFields  # re-exported: the agg.<field> mixin lives in fields.py
 from lensd.query.nodes import (
     MAX_DEPTH,
     MAX_NODES,
@@ -24,23 +25,20 @@ from lensd.query.nodes import (
     Compare,
     Contains,
     In,
-    InfoKey,
     IsNone,
-    JobKey,
-    MedianPath,
-    ModelPath,
     Not,
     Operand,
     Or,
     Predicate,
+    as_predicate,
     check_operand,
     check_scalar,
     check_text,
-    no_bool,
     operand_to_wire,
 )
 
 MAX_ORDER: Final = 16
+MAX_SLICES: Final = 16  # slices waiting for the fit count (a negative bound); more is a mistake
 MAX_INDEX: Final = 2**62  # offsets and limits stay far inside sqlite's 64-bit integers
 _NODES: Final[dict[str, type[Predicate]]] = {
     c._tag: c for c in (Compare, Contains, In, IsNone, ClassIs, And, Or, Not)
@@ -137,6 +135,12 @@ class QueryState:
 
     Refining methods return new states. Filtering or ordering after slicing is refused rather
     than guessed at: ``agg[:10].query(p)`` could mean either order of the two operations.
+
+    ``offset``/``limit`` is a window counted from the first fit. A slice with a negative bound
+    (``agg[-2:]``, ``agg[:-1]``) needs the number of fits, which only the database knows when the
+    query runs: such slices (and any slicing after them) wait in ``slices`` until the reader
+    calls ``resolved(total)``, which applies them with Python's own slice rules. The daemon gets
+    them the same way, so the file and the socket answer ``agg[-2:]`` alike.
     """
 
     predicate: Predicate | None = None
@@ -147,6 +151,7 @@ class QueryState:
     top_level_only: bool = True
     parent_id: str | None = None
     grid_only: bool = False
+    slices: tuple[tuple[int | None, int | None], ...] = ()
 
     def __post_init__(self) -> None:
         if self.predicate is not None and not isinstance(self.predicate, Predicate):
@@ -163,16 +168,18 @@ class QueryState:
                 raise QueryError(f"{flag} must be True or False")
         if self.parent_id is not None:
             check_text(self.parent_id, "parent_id")
+        if not isinstance(self.slices, (tuple, list)) or len(self.slices) > MAX_SLICES:
+            raise QueryError(f"at most {MAX_SLICES} slices with negative bounds")
+        object.__setattr__(self, "slices", tuple(_pending(item) for item in self.slices))
 
     def _unsliced(self, what: str) -> None:
-        if self.offset or self.limit is not None:
+        if self.offset or self.limit is not None or self.slices:
             raise QueryError(f"{what} after slicing or limit(): filter and order first, then slice")
 
-    def where(self, predicate: Predicate) -> QueryState:
+    def where(self, predicate: Predicate | Column) -> QueryState:
         """AND ``predicate`` onto the current one."""
         self._unsliced("query()")
-        if not isinstance(predicate, Predicate):
-            raise QueryError(f"query() takes a predicate such as agg.model.x > 1, not {predicate!r}")
+        predicate = as_predicate(predicate)
         combined = predicate if self.predicate is None else self.predicate & predicate
         return replace(self, predicate=combined)
 
@@ -183,12 +190,15 @@ class QueryState:
 
     def sliced(self, start: int | None = None, stop: int | None = None,
                step: int | None = None) -> QueryState:
-        """``state[start:stop]`` within the current window, so slices of slices compose."""
+        """``state[start:stop]`` within the current window, so slices of slices compose.
+
+        Negative bounds count from the end of the window, as for a list; they wait for the count.
+        """
         if step not in (None, 1):
             raise QueryError("slices with a step are not supported")
-        for bound in (start, stop):
-            if bound is not None and (isinstance(bound, bool) or not isinstance(bound, int) or bound < 0):
-                raise QueryError(f"slice bounds must be whole numbers >= 0 (no negatives), not {bound!r}")
+        start, stop = _pending((start, stop))
+        if self.slices or any(bound is not None and bound < 0 for bound in (start, stop)):
+            return replace(self, slices=(*self.slices, (start, stop)))
         begin = start or 0
         limit = None if self.limit is None else max(self.limit - begin, 0)
         if stop is not None:
@@ -198,7 +208,30 @@ class QueryState:
     def limited(self, n: int) -> QueryState:
         """At most ``n`` fits of the current window."""
         _index(n, "limit")
+        if self.slices:
+            return replace(self, slices=(*self.slices, (None, n)))
         return replace(self, limit=n if self.limit is None else min(self.limit, n))
+
+    @property
+    def needs_total(self) -> bool:
+        """True when slices wait for the number of fits (``resolved`` applies them)."""
+        return bool(self.slices)
+
+    def unwindowed(self) -> QueryState:
+        """The same fits before any slicing: what ``resolved`` needs the count of."""
+        return replace(self, offset=0, limit=None, slices=())
+
+    def resolved(self, total: int) -> QueryState:
+        """The window as ``offset``/``limit`` once ``total`` (the count of ``unwindowed()``) is known.
+
+        ``range`` slicing is Python's list slicing, so ``agg[-2:]`` is exactly ``fits[-2:]``.
+        """
+        if not self.slices:
+            return self
+        window = range(total)[self.offset:None if self.limit is None else self.offset + self.limit]
+        for start, stop in self.slices:
+            window = window[start:stop]
+        return replace(self, offset=min(window.start, MAX_INDEX), limit=len(window), slices=())
 
     def children_of(self, fit_id: str) -> QueryState:
         """Only the children (grid cells, sensitivity fits) of one fit; they are not top level."""
@@ -217,13 +250,18 @@ class QueryState:
             "order": [{"operand": operand_to_wire(k.operand), "reverse": k.reverse} for k in self.order],
             "offset": self.offset, "limit": self.limit, "completed_only": self.completed_only,
             "top_level_only": self.top_level_only, "parent_id": self.parent_id, "grid_only": self.grid_only,
+            "slices": [list(item) for item in self.slices],
         }
 
     @classmethod
     def from_wire(cls, data: object) -> QueryState:
         """Validate a state sent by an untrusted client; anything malformed is a QueryError."""
         reader = _WireReader()
+        if isinstance(data, dict) and "slices" not in data:
+            data = {**data, "slices": []}  # a client from before negative slices
         fields = reader._map(data, 0, _STATE_KEYS, "query state")
+        if not isinstance(fields["slices"], list) or len(fields["slices"]) > MAX_SLICES:
+            raise QueryError(f"malformed query state: slices must be a list of at most {MAX_SLICES} pairs")
         if not isinstance(fields["order"], list) or len(fields["order"]) > MAX_ORDER:
             raise QueryError(f"malformed query state: order must be a list of at most {MAX_ORDER} keys")
         order = tuple(
@@ -235,110 +273,17 @@ class QueryState:
         return cls(**{**fields, "predicate": predicate, "order": order})
 
 
+def _pending(item: object) -> tuple[int | None, int | None]:
+    """One ``(start, stop)`` slice: whole numbers (negatives count from the end) or None."""
+    if not isinstance(item, (tuple, list)) or len(item) != 2:
+        raise QueryError("a slice is a [start, stop] pair")
+    for bound in item:
+        if bound is not None and (isinstance(bound, bool) or not isinstance(bound, int)
+                                  or not -MAX_INDEX <= bound <= MAX_INDEX):
+            raise QueryError(f"slice bounds must be whole numbers within ±{MAX_INDEX} or None, not {bound!r}")
+    return item[0], item[1]
+
+
 _STATE_KEYS: Final = tuple(QueryState.__dataclass_fields__)
 
-
-# --- the fields aggregators expose ----------------------------------------------------------
-
-K = TypeVar("K", "InfoKey", "JobKey")
-
-
-class _Keys(Generic[K]):
-    """``agg.info`` and ``agg.job``: subscript with a key to get a field."""
-
-    __slots__ = ("_cls",)
-    __bool__ = no_bool
-    _cls: type[K]
-
-    def __init__(self, cls: type[K]) -> None:
-        self._cls = cls
-
-    def __getitem__(self, key: str) -> K:
-        return self._cls(key)
-
-    def __repr__(self) -> str:
-        return f"{self._cls._tag}[...]"
-
-
-class _SearchFields:
-    """``agg.search``: the columns PyAutoFit reaches through the search (``agg.search.unique_tag``)."""
-
-    __slots__ = ()
-
-    @property
-    def unique_tag(self) -> Column:
-        return Column("unique_tag")
-
-    @property
-    def name(self) -> Column:
-        return Column("name")
-
-    @property
-    def path_prefix(self) -> Column:
-        return Column("path_prefix")
-
-
-class QueryFields:
-    """Mixin for the aggregators: the fields a query can test, as ``agg.<field>``."""
-
-    __slots__ = ()
-
-    @property
-    def model(self) -> ModelPath:
-        return ModelPath("")
-
-    @property
-    def median(self) -> MedianPath:
-        return MedianPath("")
-
-    @property
-    def info(self) -> _Keys[InfoKey]:
-        return _Keys(InfoKey)
-
-    @property
-    def job(self) -> _Keys[JobKey]:
-        return _Keys(JobKey)
-
-    @property
-    def search(self) -> _SearchFields:
-        return _SearchFields()
-
-    @property
-    def id(self) -> Column:
-        return Column("id")
-
-    @property
-    def name(self) -> Column:
-        return Column("name")
-
-    @property
-    def path_prefix(self) -> Column:
-        return Column("path_prefix")
-
-    @property
-    def unique_tag(self) -> Column:
-        return Column("unique_tag")
-
-    @property
-    def status(self) -> Column:
-        return Column("status")
-
-    @property
-    def parent_id(self) -> Column:
-        return Column("parent_id")
-
-    @property
-    def max_log_likelihood(self) -> Column:
-        return Column("max_log_likelihood")
-
-    @property
-    def log_evidence(self) -> Column:
-        return Column("log_evidence")
-
-    @property
-    def is_complete(self) -> Column:
-        return Column("is_complete")
-
-    @property
-    def is_grid_search(self) -> Column:
-        return Column("is_grid_search")
+__all__ = ["MAX_ORDER", "MAX_SLICES", "OrderKey", "QueryFields", "QueryState"]

@@ -8,10 +8,11 @@ tighter than ``&`` and ``|`` (unlike Python), so ``a > 1 & b == "x"`` needs no p
     expr     := conj ("|" conj)*
     conj     := unary ("&" unary)*
     unary    := "~" unary | "(" expr ")" | test
-    test     := operand (CMP value | "." method) | literal CMP operand
+    test     := operand (CMP value | "." method) | literal CMP operand | BOOL_COLUMN
+                                                    (is_complete alone means is_complete == true)
     method   := "contains" "(" STRING ")" | "in_" "(" list ")" | "is_none" "(" ")"
     operand  := ["agg" "."] ( ("model" | "median") path | ("info" | "job") "[" STRING "]"
-                | "search" "." ("unique_tag" | "name" | "path_prefix") | COLUMN )
+                | "search" "." COLUMN | COLUMN )
     path     := ("." NAME | "[" STRING "]")*        a NAME starting with "_" is refused
     value    := literal | NAME ("." NAME)*          a bare name is a class (model nodes only)
     literal  := STRING | ["-" | "+"] (NUMBER | "inf") | true | false | none   (or True, None, ...)
@@ -45,6 +46,7 @@ from lensd.query.nodes import (
     Operand,
     Predicate,
     Scalar,
+    as_predicate,
 )
 
 T = TypeVar("T")
@@ -224,6 +226,9 @@ class _Parser:
         operand = self.operand()
         if self.accept("."):
             return self.method(operand)
+        if isinstance(operand, Column) and operand.name in BOOL_COLUMNS and not (
+                self.peek().kind == "op" and self.peek().text in _COMPARE):
+            return as_predicate(operand)  # a yes/no column alone, as in PyAutoFit
         op = self.comparison()
         value_token = self.peek()
         if value_token.kind == "name" and value_token.text not in _CONSTANTS:
@@ -297,10 +302,10 @@ class _Parser:
             self.expect("]", "expected ]")
             return self.build(key, InfoKey if name == "info" else JobKey, key.value)
         if name == "search":
-            self.expect(".", "expected .unique_tag, .name or .path_prefix after search")
+            self.expect(".", "expected .<column> after search, e.g. search.unique_tag")
             field = self.take()
-            if field.text not in ("unique_tag", "name", "path_prefix"):
-                self.fail("search has .unique_tag, .name and .path_prefix", field)
+            if field.text not in _COLUMNS:
+                self.fail(f"search has the fit columns: {', '.join(sorted(_COLUMNS))}", field)
             return Column(field.text)
         if name in _COLUMNS:
             return Column(name)

@@ -148,6 +148,8 @@ def decode_value(name: str, row: Sequence[Any]) -> Any:
         return decode_samples(row[2], row[1])
     if name == "instance":
         return instance_from(row[2], row[1])
+    if name == "info":  # a fit run without info has {}: values("info") lines up with fits()
+        return _json_object(row[1], "a stored info") or {}
     if name in JSON_VALUES:
         return _json_object(row[1], f"a stored {name}")
     return decode_payload(row[2])
@@ -167,6 +169,15 @@ def values_plan(state: QueryState, name: str, access: compiler.Access | None = N
     if name in JSON_VALUES:
         return compiler.select_column(state, name, access)
     return compiler.select_payloads(state, FILE_PAYLOAD_PREFIX + name, access)
+
+
+def resolve(conn: sqlite3.Connection, state: QueryState) -> QueryState:
+    """``state`` with its negative slices applied (``agg[-2:]``): they need the count of its fits."""
+    if not state.needs_total:
+        return state
+    every = state.unwindowed()
+    sql, params = compiler.select_count(every, access(conn, every))
+    return state.resolved(int(next(stream(conn, sql, params))[0]))
 
 
 def access(conn: sqlite3.Connection, state: QueryState) -> compiler.Access:
