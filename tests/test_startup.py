@@ -34,7 +34,7 @@ def test_the_cli_status_path_loads_nothing_heavy() -> None:
 
 def test_public_names_resolve_to_their_modules_objects() -> None:
     from lensd.aggregator import Aggregator
-    from lensd.client.jobs import connect_sync
+    from lensd.client.sync import connect_sync
     from lensd.store.reader import Fit
 
     assert lensd.Aggregator is Aggregator and lensd.Fit is Fit and lensd.connect_sync is connect_sync

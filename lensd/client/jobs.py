@@ -281,11 +281,3 @@ async def connect(socket: str | os.PathLike[str] | None = None, spool: str | os.
         finally:
             error = None  # no reference cycle through this frame
 
-
-def __getattr__(name: str) -> Any:
-    """The blocking twins moved to sync.py; ``from lensd.client.jobs import connect_sync`` still works."""
-    if name in ("connect_sync", "SyncJobClient", "SyncFitHandle"):
-        from lensd.client import sync
-
-        return getattr(sync, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
