@@ -142,8 +142,8 @@ def table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None,
 def submit_path(path: Path, socket: Path, spool: Path | None) -> Iterator[str]:
     """Send a PyAutoFit folder (every fit in it) or a record file to the daemon."""
     from lensd.client.sync import connect_sync
-    from lensd.domain.records import record_to_wire, validate_record
     from lensd.ingest import pyautofit
+    from lensd.ingest.run import fit_records
     from lensd.wire import spoolfile as spooling
 
     records: list[dict[str, Any]] = []
@@ -151,8 +151,7 @@ def submit_path(path: Path, socket: Path, spool: Path | None) -> Iterator[str]:
         for item in pyautofit.scan([path]):
             if isinstance(item, pyautofit.FolderFailure):
                 raise LensdError(f"{item.path}: {item.reason}")
-            children = item.pop("children", None) or []
-            records += [record_to_wire(validate_record(r)) for r in (item, *children)]
+            records += fit_records(item)  # as read: the daemon validates what it receives
         if not records:
             raise LensdError(f"no PyAutoFit fit in {path}")
     elif path.suffix == ".json":

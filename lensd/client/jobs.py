@@ -30,7 +30,8 @@ import anyio
 from lensd.client.connection import Client
 from lensd.domain.records import Record, validate_record
 from lensd.domain.samples import Samples
-from lensd.errors import DaemonUnavailable, LensdError
+from lensd.errors import DaemonUnavailable, InvalidRecord, LensdError
+from lensd.wire import protocol
 from lensd.wire import spoolfile as spooling
 
 # SLURM_SUBMIT_DIR and LENSD_SLURM_SCRIPT tell ``lensd retry`` which script to resubmit (lensd/domain/slurm.py)
@@ -111,9 +112,12 @@ class FitHandle:
             record = {**self._latest, **record}
         if summary is not None:
             record["summary"] = summary
-        validate_record(record)
         self._client._open.pop(self.id, None)
-        return await self._client._send("complete", {"record": record, "seq": self._next_seq()})
+        try:
+            return await self._client._send("complete", {"record": record, "seq": self._next_seq()})
+        except InvalidRecord:
+            self._client._open[self.id] = self  # refused: the fit is still open
+            raise
 
     async def fail(self, message: str) -> str:
         self._client._open.pop(self.id, None)
@@ -160,6 +164,8 @@ class JobClient:
                     break  # no daemon here (another node's job): spool at once
                 self._client = None
         if self._spool is not None:
+            if op in protocol.RECORD_OPS:  # no daemon checks it now: say what is wrong before it is saved
+                validate_record(fields["record"])
             spooling.write(self._spool, op, fields)
             return "spooled"
         assert last is not None
@@ -192,7 +198,6 @@ class JobClient:
         record = dict(record)
         if isinstance(record.get("samples"), Samples):
             record["samples"] = record["samples"].to_wire()
-        validate_record(record)
         return await self._send("submit", {"record": record})
 
     async def _heartbeats(self) -> None:

@@ -21,10 +21,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from lensd.domain.records import Record, validate_record
+from lensd.domain.records import Record
 from lensd.errors import LensdError
 from lensd.ingest.folders import HEX_ID, NOT_FITS, is_fit_folder, marks_fit
 from lensd.ingest.pyautofit import discover, folder_signature, read_fit
+from lensd.ingest.run import validate_fit
 
 SETTLE = 30.0  # seconds after a fit's folder changed during which it is checked in full each pass
 RACY_NS = 2 * 10**9  # a listing younger than this may hide a change made within its mtime's tick
@@ -220,9 +221,7 @@ def examine(fits: Iterable[str], root: Path, known: Mapping[str, str],
         waiting.pop(source, None)
         running = os.path.isdir(path) and not os.path.exists(f"{path}/.completed")
         try:
-            data = read_fit(path, root)
-            children = data.pop("children", None) or []
-            records = tuple(validate_record(item) for item in (data, *children))
+            records = tuple(validate_fit(read_fit(path, root)))
             found.append(Seen(path, source, signature, records, running=running))
             continue
         except LensdError as exc:

@@ -1,7 +1,8 @@
 """Samples of a non-linear search: the arrays, and the instances read off them.
 
 Stored and sent as plain arrays (never pickled), so a samples payload is exactly what
-``to_wire`` returns.
+``to_wire`` returns. Samples that arrived in that form keep the bytes they came as (``packed``),
+which are then stored as they are instead of being packed again.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ import numpy as np
 from lensd.domain import modeltree
 from lensd.domain.instance import Instance
 from lensd.errors import InvalidRecord
+from lensd.wire import codec
 
 _COLUMNS = ("log_likelihood", "log_prior", "weight")
+_ARRAYS = ("parameters", *_COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -32,7 +35,7 @@ class Sample:
 class Samples:
     """Parameter paths, an (n, k) float array, and per-sample log likelihood, log prior and weight."""
 
-    __slots__ = ("log_likelihood", "log_prior", "model", "parameters", "paths", "weight")
+    __slots__ = ("log_likelihood", "log_prior", "model", "packed", "parameters", "paths", "weight")
 
     def __init__(
         self,
@@ -53,6 +56,7 @@ class Samples:
                                       else np.asarray(log_prior, dtype=np.float64))
         self.weight: np.ndarray = np.ones(n) if weight is None else np.asarray(weight, dtype=np.float64)
         self.model = model
+        self.packed: bytes | None = None  # ``codec.pack(self.to_wire())``, when it arrived so
         self._check()
 
     def _check(self) -> None:
@@ -74,8 +78,10 @@ class Samples:
     def from_wire(cls, data: Any, model: Mapping[str, Any] | None = None) -> Samples:
         """Validate an untrusted ``{"paths", "parameters", "log_likelihood", ...}`` mapping."""
         if isinstance(data, Samples):
-            return cls(data.paths, data.parameters, data.log_likelihood, data.log_prior, data.weight,
+            copy = cls(data.paths, data.parameters, data.log_likelihood, data.log_prior, data.weight,
                        model if model is not None else data.model)
+            copy.packed = data.packed
+            return copy
         if not isinstance(data, Mapping):
             raise InvalidRecord("samples must be a mapping with paths, parameters and log_likelihood")
         unknown = set(data) - {"paths", "parameters", *_COLUMNS}
@@ -87,10 +93,14 @@ class Samples:
         if not isinstance(paths, (list, tuple)):
             raise InvalidRecord("samples.paths must be a list of strings")
         try:
-            return cls(paths, data["parameters"], data["log_likelihood"], data.get("log_prior"),
-                       data.get("weight"), model)
+            samples = cls(paths, data["parameters"], data["log_likelihood"], data.get("log_prior"),
+                          data.get("weight"), model)
         except (TypeError, ValueError) as exc:
             raise InvalidRecord(f"samples arrays are not numeric: {exc}") from None
+        if (isinstance(data, codec.Received) and len(data) == len(_ARRAYS) + 1 and isinstance(paths, list)
+                and all(getattr(samples, name) is data.get(name) for name in _ARRAYS)):
+            samples.packed = data.packed  # every array kept as it came (float64): the bytes are to_wire's
+        return samples
 
     def to_wire(self) -> dict[str, Any]:
         return {"paths": self.paths, "parameters": self.parameters,

@@ -8,8 +8,9 @@ ingest of the same tree costs a directory walk.
 
 Reading a folder is most of the cost (parsing samples.csv's numbers alone is ~2 ms for 1,000 samples),
 so from ``PARALLEL_FROM`` folders on, worker processes (one per CPU) read them and hand each record
-back as the msgpack the socket carries; this process validates and writes, in folder order. The
-workers are forked before anything starts a thread.
+back as the msgpack the socket carries; this process validates and writes, in folder order (or,
+through a daemon, sends the records as read: the daemon validates them). The workers are forked
+before anything starts a thread.
 """
 
 from __future__ import annotations
@@ -23,12 +24,12 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from lensd.domain.records import Record, record_to_wire, validate_record
+from lensd.domain.records import Record, validate_record
 from lensd.errors import AlreadyRunning, DaemonUnavailable, LensdError
 from lensd.ingest import pyautofit
 from lensd.store import writerlock
@@ -37,6 +38,7 @@ from lensd.wire import codec
 
 BATCH = 256
 DAEMON_CONNECTIONS = 4
+T = TypeVar("T")
 PARALLEL_FROM = 200  # folders; fewer are read here, faster than starting worker processes
 
 
@@ -88,20 +90,35 @@ def _load_packed(folder: Path, root: Path, stored: str | None) -> tuple[str, Any
     return kind, value
 
 
-def _records(kind: str, value: Any, report: IngestReport) -> list[Record]:
-    """Records of one loaded folder (a fit may bring analysis children); [] when unchanged or failed."""
+def fit_records(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """A read fit as the record dicts it stands for: itself, then its analysis children (popped)."""
+    children = data.pop("children", None) or []
+    return [data, *children]
+
+
+def validate_fit(data: dict[str, Any]) -> list[Record]:
+    """``fit_records`` of a read fit, each validated: what a writer in this process stores."""
+    return [validate_record(item) for item in fit_records(data)]
+
+
+def _fit_dicts(kind: str, value: Any, report: IngestReport) -> list[dict[str, Any]]:
+    """The record dicts of one loaded folder; [] when it was unchanged or failed (reported)."""
     if kind == "unchanged":
         report.unchanged.append(value)
         return []
     if kind == "failed":
         report.failed.append(value)
         return []
-    data = codec.unpack(value) if isinstance(value, bytes) else value
+    return fit_records(codec.unpack(value) if isinstance(value, bytes) else value)
+
+
+def _records(kind: str, value: Any, report: IngestReport) -> list[Record]:
+    """The validated records of one loaded folder (for the direct writer)."""
+    fits = _fit_dicts(kind, value, report)
     try:
-        children = data.pop("children", None) or []
-        return [validate_record(data), *(validate_record(child) for child in children)]
+        return [validate_record(item) for item in fits]
     except LensdError as exc:
-        report.failed.append(pyautofit.FolderFailure(str(data.get("source")), str(exc)))
+        report.failed.append(pyautofit.FolderFailure(str(fits[0].get("source")), str(exc)))
     return []
 
 
@@ -169,24 +186,25 @@ async def _write_direct(db: Path, batches: Iterable[list[Record]], report: Inges
         await writer.close()
 
 
-async def _write_daemon(socket: Path, batches: Iterable[list[Record]], raw: dict[str, dict[str, Any]],
-                        report: IngestReport) -> None:
+async def _write_daemon(socket: Path, batches: Iterable[list[dict[str, Any]]], report: IngestReport) -> None:
+    """Send the records as read: the daemon validates what it receives, once."""
     from lensd.client.connection import Client
 
-    send, receive = anyio.create_memory_object_stream[Record](BATCH)
+    send, receive = anyio.create_memory_object_stream[dict[str, Any]](BATCH)
 
-    async def worker(records: MemoryObjectReceiveStream[Record]) -> None:
+    async def worker(records: MemoryObjectReceiveStream[dict[str, Any]]) -> None:
         client = await Client.open(socket)
         try:
             async with records:
                 async for record in records:
                     try:
-                        await client.request("submit", record=raw.pop(record.id))
-                        report.ingested.append(record.id)
+                        await client.request("submit", record=record)
+                        report.ingested.append(str(record.get("id")))
                     except DaemonUnavailable:
                         raise
                     except LensdError as exc:
-                        report.failed.append(pyautofit.FolderFailure(record.source or record.id, str(exc)))
+                        where = record.get("source") or record.get("id")
+                        report.failed.append(pyautofit.FolderFailure(str(where), str(exc)))
         finally:
             await client.aclose()
 
@@ -212,17 +230,12 @@ def ingest(dirs: Iterable[str | os.PathLike[str]], db: Path, socket: Path | None
     if total is not None:
         total(len(folders))
     known = stored_signatures(db)
-    raw: dict[str, dict[str, Any]] = {}
-    daemon_mode = False
     pool = reader_pool(len(folders), readers)
 
-    def batches() -> Iterable[list[Record]]:
-        batch: list[Record] = []
+    def batches(records_of: Callable[[str, Any, IngestReport], list[T]]) -> Iterable[list[T]]:
+        batch: list[T] = []
         for loaded in _loaded(folders, known, pool):
-            for record in _records(*loaded, report):
-                batch.append(record)
-                if daemon_mode:
-                    raw[record.id] = record_to_wire(record)
+            batch += records_of(*loaded, report)
             if progress is not None:
                 progress(1)
             if len(batch) >= BATCH:
@@ -239,12 +252,11 @@ def ingest(dirs: Iterable[str | os.PathLike[str]], db: Path, socket: Path | None
             target = socket or (Path(holder.socket) if holder and holder.socket else None)
             if target is None:
                 raise
-            daemon_mode = True
             report.via = f"daemon at {target}"
-            anyio.run(_write_daemon, target, batches(), raw, report, backend="asyncio")
+            anyio.run(_write_daemon, target, batches(_fit_dicts), report, backend="asyncio")
             return report
         try:
-            anyio.run(_write_direct, db, batches(), report, backend="asyncio")
+            anyio.run(_write_direct, db, batches(_records), report, backend="asyncio")
         finally:
             lock.close()
         return report

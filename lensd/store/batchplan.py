@@ -33,6 +33,7 @@ from typing import Any, Final
 
 from lensd.domain import modeltree
 from lensd.domain.records import Record
+from lensd.domain.samples import Samples
 from lensd.store.schema import FIT_COLUMNS, KIND_INFO, KIND_JOB, KIND_MEDIAN, KIND_VALUE, encode_fact
 from lensd.store.writeops import MarkLost, Op, Touch, Upsert
 from lensd.wire import codec
@@ -196,8 +197,13 @@ def _prepare_record(record: Record) -> Prepared:
 def record_payloads(record: Record) -> dict[str, bytes]:
     payloads = {f"{FILE_PAYLOAD_PREFIX}{name}": codec.pack(value) for name, value in record.files.items()}
     if record.samples is not None:
-        payloads[SAMPLES_PAYLOAD] = codec.pack(record.samples.to_wire())
+        payloads[SAMPLES_PAYLOAD] = samples_payload(record.samples)
     return payloads
+
+
+def samples_payload(samples: Samples) -> bytes:
+    """The stored form of samples: the bytes they arrived as when those are already that form."""
+    return samples.packed if samples.packed is not None else codec.pack(samples.to_wire())
 
 
 def fact_columns(kind: int, key: str, value: Any) -> tuple[float | None, str | None, str | None]:
@@ -275,7 +281,7 @@ def plan_batch(
             else:
                 state.columns.update(changes)
             if op.samples is not None:
-                state.payloads[SAMPLES_PAYLOAD] = codec.pack(op.samples.to_wire())
+                state.payloads[SAMPLES_PAYLOAD] = samples_payload(op.samples)
             if op.instance is not None:
                 state.facts[KIND_VALUE] = _fact_rows(KIND_VALUE, op.instance)
                 (state.row if state.row is not None else state.columns)["instance"] = _json(op.instance)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import msgpack
@@ -105,3 +106,44 @@ def unpack(data: bytes) -> Any:
         raise
     except Exception as exc:  # msgpack raises a zoo of types on bad input
         raise ProtocolError(f"malformed msgpack: {type(exc).__name__}: {exc}") from None
+
+
+class Received(dict[str, Any]):
+    """A map decoded from received bytes, with those bytes (``packed``): a value that is stored as
+    msgpack can be stored as it arrived, without being packed again (``Samples.from_wire``)."""
+
+    __slots__ = ("packed",)
+
+    def __init__(self, value: dict[str, Any], packed: bytes) -> None:
+        super().__init__(value)
+        self.packed = packed
+
+
+def span(body: bytes, path: Sequence[str]) -> tuple[int, int] | None:
+    """Where the value at ``path`` (map keys, outermost first) lies in the msgpack map ``body``.
+
+    None when a map on the way is missing or malformed, or holds the key twice: a decoder keeps
+    one of the two, and the bytes must be those of the value it kept.
+    """
+    start = 0
+    view = memoryview(body)
+    try:
+        for key in path:
+            unpacker = msgpack.Unpacker(raw=False, max_buffer_size=0)
+            unpacker.feed(view[start:])
+            found = None
+            for _ in range(unpacker.read_map_header()):
+                if unpacker.unpack() == key:
+                    if found is not None:
+                        return None
+                    found = start + unpacker.tell()
+                unpacker.skip()
+            if found is None:
+                return None
+            start = found
+        unpacker = msgpack.Unpacker(max_buffer_size=0)
+        unpacker.feed(view[start:])
+        unpacker.skip()
+        return start, start + unpacker.tell()
+    except Exception:  # malformed: the full decode already said so, or will
+        return None

@@ -40,7 +40,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from lensd.errors import FrameTooLarge, LensdError, ProtocolError, from_wire
-from lensd.wire.codec import pack, unpack
+from lensd.wire.codec import Received, pack, span, unpack
 
 PROTOCOL_VERSION = 1
 DEFAULT_MAX_FRAME = 64 * 1024 * 1024
@@ -48,6 +48,9 @@ HEADER = struct.Struct(">I")
 _LARGEST_LENGTH = 2**32 - 1  # what the 4-byte header can say
 
 WRITE_OPS = frozenset({"submit", "start", "progress", "complete", "fail", "heartbeat"})
+RECORD_OPS = frozenset({"submit", "start", "complete"})  # write ops that carry a whole record
+_SAMPLES_AT = {"submit": ("record", "samples"), "start": ("record", "samples"),  # where a write op
+               "complete": ("record", "samples"), "progress": ("samples",)}  # carries samples
 READ_OPS = frozenset({"query", "values", "count", "status", "jobs"})
 CONTROL_OPS = frozenset({"hello", "next", "cancel", "stop"})
 ALL_OPS = WRITE_OPS | READ_OPS | CONTROL_OPS
@@ -79,7 +82,25 @@ def _decode_body(body: bytes) -> dict[str, Any]:
         raise ProtocolError(f"a frame must hold a msgpack map, not {type(message).__name__}")
     if not all(isinstance(key, str) for key in message):
         raise ProtocolError("message keys must be strings")
+    op = message.get("op")
+    path = _SAMPLES_AT.get(op) if isinstance(op, str) else None
+    if path is not None:
+        _keep_samples_bytes(message, path, body)
     return message
+
+
+def _keep_samples_bytes(message: dict[str, Any], path: tuple[str, ...], body: bytes) -> None:
+    """Samples in a write op become a ``Received`` map holding their bytes, so that samples already
+    in the stored form are stored as they arrived (``Samples.from_wire``), not packed again."""
+    holder: Any = message
+    for key in path[:-1]:
+        holder = holder.get(key)
+        if not isinstance(holder, dict):
+            return
+    if type(holder.get(path[-1])) is dict:
+        where = span(body, path)
+        if where is not None:
+            holder[path[-1]] = Received(holder[path[-1]], body[where[0]:where[1]])
 
 
 class FrameDecoder:
