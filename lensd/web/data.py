@@ -1,0 +1,239 @@
+"""What the dashboard reads, from a database file: the public Aggregator for fits, and a few
+aggregate statements (counts, throughput, histograms) that SQL answers without shipping fits.
+
+Every statement is parameterised; every query the user types goes through the text grammar of
+``lensd query`` (lensd/query/text.py) into a ``QueryState``, compiled by lensd's compiler. The
+connection is read-only (WAL readers never block the daemon's writer) and used by one thread at a
+time (the app's limiter).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from lensd.aggregator import Aggregator
+from lensd.domain.slurm import RetryPlan, retry_plan
+from lensd.errors import QueryError, QuerySyntaxError
+from lensd.query import compiler, text
+from lensd.query.nodes import NUMBER_COLUMNS, TEXT_COLUMNS, Column, ModelPath, Operand, fact_address
+from lensd.query.state import QueryState
+from lensd.store import reader
+from lensd.store.reader import Fit
+
+STATUSES: Final = ("running", "completed", "failed", "lost")
+LIST_LIMIT: Final = 50  # running, failed, lost fits shown on the overview
+RETRY_LIMIT: Final = 100_000  # lost and failed fits read for the overview's sbatch lines
+BUCKETS: Final = 12  # throughput over the last hour, in 5-minute buckets
+MAX_LABELS: Final = 8  # colours of a histogram; the rest is "other"
+SORTABLE: Final = ("id", "unique_tag", "name", "status", "max_log_likelihood", "log_evidence")
+LIST_COLUMNS: Final = ("id", "unique_tag", "name", "status", "progress", "n_samples", "max_log_likelihood",
+                       "error", "created_at", "last_event_at", "job")
+_LIST_SQL: Final = (f"SELECT {', '.join(LIST_COLUMNS)} FROM fits WHERE status = ? "  # noqa: S608 - fixed names
+                    "ORDER BY last_event_at DESC LIMIT ?")
+
+
+@dataclass(frozen=True)
+class Query:
+    """The query box's text as a state, or the grammar's error pointing at the problem."""
+
+    text: str
+    state: QueryState
+    error: str | None = None
+    position: int | None = None
+
+
+def parse_query(expression: str, sort: str = "", descending: bool = False) -> Query:
+    """``expression`` (the ``lensd query`` grammar) and a sort key; a bad one keeps its error."""
+    state = QueryState()
+    try:
+        if expression.strip():
+            state = state.where(text.parse(expression))
+        if sort:
+            state = state.ordered(sort_operand(sort), descending)
+    except QuerySyntaxError as exc:
+        return Query(expression, QueryState(), exc.pointed(), exc.position)
+    except QueryError as exc:
+        return Query(expression, QueryState(), str(exc))
+    return Query(expression, state)
+
+
+def sort_operand(name: str) -> Operand:
+    return Column(name) if name in SORTABLE else text.parse_operand(name)
+
+
+def _job(value: Any) -> dict[str, Any]:
+    try:
+        parsed = json.loads(value) if value else {}
+    except ValueError:
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
+
+
+def _listed(row: Sequence[Any]) -> dict[str, Any]:
+    item = dict(zip(LIST_COLUMNS, row, strict=True))
+    item["job"] = _job(item["job"])
+    return item
+
+
+class LocalSource:
+    """The dashboard's reads of one lensd database file."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.conn = reader.open_readonly(self.path)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def _agg(self, state: QueryState) -> Aggregator:
+        return Aggregator(self.conn, state, str(self.path))
+
+    def _rows(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        return list(reader.stream(self.conn, sql, list(params)))
+
+    # --- overview -------------------------------------------------------------------------
+    def overview(self, now: float | None = None) -> dict[str, Any]:
+        """Counts by status (every fit, grid cells too, as ``lensd status``), completions and
+        failures per 5 minutes over the last hour, and the running, failed and lost fits."""
+        now = time.time() if now is None else now
+        counts = dict.fromkeys(STATUSES, 0)
+        for status, n in self._rows("SELECT status, count(*) FROM fits GROUP BY status", []):
+            counts[str(status)] = int(n)
+        start = now - BUCKETS * 300
+        done = {s: [0] * BUCKETS for s in ("completed", "failed")}
+        for bucket, status, n in self._rows(
+                "SELECT CAST((last_event_at - ?) / 300 AS INTEGER) AS b, status, count(*) FROM fits "
+                "WHERE status IN ('completed', 'failed') AND last_event_at >= ? GROUP BY b, status",
+                [start, start]):
+            if 0 <= bucket < BUCKETS:
+                done[str(status)][int(bucket)] += int(n)
+        lists = {s: [_listed(r) for r in self._rows(_LIST_SQL, [s, LIST_LIMIT])] for s in ("running", "failed", "lost")}
+        return {"now": now, "counts": counts, "total": sum(counts.values()), "throughput": done,
+                "bucket_seconds": 300, **lists, "retry": [line.command for line in self.retry().lines]}
+
+    def retry(self) -> RetryPlan:
+        """The ``lensd retry`` lines of the lost and failed fits."""
+        rows = self._rows("SELECT id, job FROM fits WHERE status IN ('lost', 'failed') LIMIT ?", [RETRY_LIMIT])
+        return retry_plan((fit_id, _job(job)) for fit_id, job in rows)
+
+    # --- the fits table -------------------------------------------------------------------
+    def count(self, state: QueryState) -> int:
+        return len(self._agg(state))
+
+    def page(self, state: QueryState, offset: int, size: int) -> list[Fit]:
+        return list(self._agg(state)[offset:offset + size].fits())
+
+    def export_rows(self, state: QueryState) -> Iterator[dict[str, Any]]:
+        return self._agg(state).to_rows()
+
+    # --- one fit --------------------------------------------------------------------------
+    def fit(self, fit_id: str) -> Fit | None:
+        everything = self._agg(QueryState(top_level_only=False))
+        return next(iter(everything.query(everything.id == fit_id).fits()), None)
+
+    def payload_names(self, fit: Fit) -> list[str]:
+        rows = self._rows("SELECT name FROM payloads WHERE fit_key = ? ORDER BY name", [fit.fit_key])
+        return [str(name) for (name,) in rows]
+
+    def children(self, fit: Fit) -> list[Fit]:
+        return list(self._agg(QueryState(top_level_only=False).children_of(fit.id))[:200].fits())
+
+    # --- across fits ----------------------------------------------------------------------
+    def _value(self, operand: Operand, alias: str) -> tuple[str, str, list[Any]]:
+        """(JOIN clause, numeric SQL expression, params) for the value of ``operand`` per fit."""
+        if isinstance(operand, Column):
+            if operand.name not in NUMBER_COLUMNS:
+                raise QueryError(f"{operand.name} is not a number: plot a parameter path, an info key "
+                                 "or max_log_likelihood / log_evidence")
+            return "", f"f.{operand.name}", []
+        address = fact_address(operand)
+        if address is None:
+            raise QueryError(f"cannot plot {operand!r}")
+        join = f"JOIN facts AS {alias} ON {alias}.fit_key = f.fit_key AND {alias}.kind = ? AND {alias}.key = ?"
+        return join, f"{alias}.num", list(address)
+
+    def _label(self, colour: str) -> tuple[str, str, list[Any]]:
+        """(JOIN clause, label SQL expression, params) for colouring by a class or a value."""
+        if not colour:
+            return "", "NULL", []
+        operand = text.parse_operand(colour)
+        if isinstance(operand, ModelPath):  # the class at that node, else its value
+            join = ("LEFT JOIN nodes AS cn ON cn.fit_key = f.fit_key AND cn.path = ? "
+                    "LEFT JOIN facts AS cf ON cf.fit_key = f.fit_key AND cf.kind = ? AND cf.key = ?")
+            value = fact_address(operand) or (0, "")
+            return join, "coalesce(cn.class_name, cf.txt, cf.num)", [operand.path, *value]
+        if isinstance(operand, Column):
+            if operand.name not in TEXT_COLUMNS:
+                raise QueryError(f"colour by a text column, a class or an info key, not {operand.name}")
+            return "", f"f.{operand.name}", []
+        address = fact_address(operand)
+        if address is None:
+            raise QueryError(f"cannot colour by {operand!r}")
+        join = "LEFT JOIN facts AS cf ON cf.fit_key = f.fit_key AND cf.kind = ? AND cf.key = ?"
+        return join, "coalesce(cf.txt, cf.num)", list(address)
+
+    def _range(self, state: QueryState, join: str, expr: str, params: list[Any]) -> tuple[float, float] | None:
+        where, where_params = compiler.compile_where(state)
+        condition = f"{where} AND {expr} IS NOT NULL" if where else f"WHERE {expr} IS NOT NULL"
+        sql = f"SELECT min({expr}), max({expr}) FROM fits AS f {join} {condition}"  # noqa: S608 - our fragments
+        low, high = self._rows(sql, [*params, *where_params])[0]
+        if low is None or high is None or not (math.isfinite(low) and math.isfinite(high)):
+            return None
+        return float(low), float(high)
+
+    def histogram(self, state: QueryState, x: str, colour: str = "", y: str = "",
+                  bins: int = 40) -> dict[str, Any]:
+        """Counts per bin of ``x`` (and of ``y``: a binned scatter), per label of ``colour``,
+        for the fits of ``state``: one GROUP BY, whatever the number of fits."""
+        axes = [(name, *self._value(text.parse_operand(name), alias)) for name, alias in ((x, "vx"), (y, "vy")) if name]
+        colour_join, label, label_params = self._label(colour)
+        joins, params, edges = [], [], []
+        for _, join, expr, join_params in axes:
+            found = self._range(state, join, expr, join_params)
+            if found is None:
+                return {"x": x, "y": y, "colour": colour, "edges": [], "series": {}, "total": 0}
+            low, high = found
+            width = (high - low) / bins if high > low else 1.0
+            edges.append([low + i * width for i in range(bins + 1)])
+            joins.append(join)
+            params.extend(join_params)
+        bin_exprs = [f"min(CAST(({expr} - ?) / ? AS INTEGER), {bins - 1})" for _, _, expr, _ in axes]
+        bin_params = [p for e in edges for p in (e[0], (e[-1] - e[0]) / bins or 1.0)]
+        where, where_params = compiler.compile_where(state)
+        not_null = " AND ".join(f"{expr} IS NOT NULL" for _, _, expr, _ in axes)
+        condition = f"{where} AND {not_null}" if where else f"WHERE {not_null}"
+        groups = ", ".join(f"b{i}" for i in range(len(axes)))
+        selected = ", ".join(f"{e} AS b{i}" for i, e in enumerate(bin_exprs))
+        sql = (f"SELECT {selected}, {label} AS label, count(*) FROM fits AS f {' '.join(joins)} {colour_join} "  # noqa: S608
+               f"{condition} GROUP BY {groups}, label")
+        rows = self._rows(sql, [*bin_params, *params, *label_params, *where_params])
+        return _series(rows, x, y, colour, edges, bins)
+
+
+def _series(rows: list[tuple[Any, ...]], x: str, y: str, colour: str, edges: list[list[float]],
+            bins: int) -> dict[str, Any]:
+    """Group the rows' counts by label, the largest labels first, the rest as "other"."""
+    two = len(edges) == 2
+    totals: dict[str, int] = {}
+    for row in rows:
+        name = "all" if row[-2] is None and not colour else str(row[-2]) if row[-2] is not None else "none"
+        totals[name] = totals.get(name, 0) + int(row[-1])
+    kept = sorted(totals, key=lambda k: -totals[k])[:MAX_LABELS]
+    series: dict[str, Any] = {}
+    for row in rows:
+        name = "all" if row[-2] is None and not colour else str(row[-2]) if row[-2] is not None else "none"
+        name = name if name in kept else "other"
+        if two:
+            cells = series.setdefault(name, {})
+            key = f"{int(row[0])},{int(row[1])}"
+            cells[key] = cells.get(key, 0) + int(row[-1])
+        else:
+            counts = series.setdefault(name, [0] * bins)
+            counts[int(row[0])] += int(row[-1])
+    return {"x": x, "y": y, "colour": colour, "edges": edges, "series": series, "total": sum(totals.values())}
