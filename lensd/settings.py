@@ -45,16 +45,16 @@ class CliOption:
     """How a ``Settings`` field is given on the command line.
 
     ``kind``: ``file``/``path``/``dir`` (a path; ``dir`` may be repeated when the field is a tuple),
-    ``flag``, ``float``/``int`` (at least ``low``), ``choice`` (one of ``choices``).
+    ``flag``, ``float``/``int`` (at least ``low``), ``choice`` (one of ``choices``), ``text``.
     """
 
-    kind: Literal["file", "path", "dir", "flag", "float", "int", "choice"]
+    kind: Literal["file", "path", "dir", "flag", "float", "int", "choice", "text"]
     help: str
     low: float | None = None
     choices: tuple[str, ...] = ()
 
 
-def cli(kind: Literal["file", "path", "dir", "flag", "float", "int", "choice"], help: str,
+def cli(kind: Literal["file", "path", "dir", "flag", "float", "int", "choice", "text"], help: str,
         low: float | None = None, choices: tuple[str, ...] = ()) -> dict[str, CliOption]:
     """The field metadata that makes a ``Settings`` field an option of ``lensd start``."""
     return {"cli": CliOption(kind, help, low, choices)}
@@ -92,6 +92,13 @@ class Settings:
                "with a 'full' error (no limit by default).", low=1))
     foreground: bool = field(default=False, metadata=cli(
         "flag", "Stay attached, log to stderr (systemd, SLURM)."))
+    web: str | None = field(default=None, metadata=cli(
+        "text", "Also serve the read-only web dashboard on HOST:PORT (docs/web.md); its URL, with a "
+                "token, is printed once."))
+    web_tls_cert: Path | None = field(default=None, metadata=cli("file", "TLS certificate for --web."))
+    web_tls_key: Path | None = field(default=None, metadata=cli("file", "TLS private key for --web."))
+    web_insecure_bind: bool = field(default=False, metadata=cli(
+        "flag", "Allow --web on a non-loopback address without TLS (the token travels in clear text)."))
     drain_timeout: float = 30.0
 
 

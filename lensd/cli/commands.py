@@ -34,6 +34,8 @@ def settings_option(option: config.StartOption) -> Callable[[F], F]:
         extra["type"] = click.Choice(list(form.choices))
     elif form.kind == "float":
         extra["type"] = click.FloatRange(min=form.low)
+    elif form.kind == "text":
+        extra["type"] = str
     else:
         extra["type"] = click.IntRange(min=None if form.low is None else int(form.low))
     shown = form.kind in ("float", "int", "choice") and option.default is not None
@@ -232,3 +234,29 @@ def retry(expression: str, db: Path | None, socket: Path | None, statuses: str, 
     plan = retrying.plan(expression, [s.strip() for s in statuses.split(",") if s.strip()], db, socket, script)
     for line in retrying.report(plan, run):
         click.echo(line)
+
+
+@main.command()
+@click.option("--bind", default="127.0.0.1:8321", show_default=True,
+              help="HOST:PORT to serve on; a non-loopback address needs TLS or --insecure-bind.")
+@db_option
+@click.option("--address", default=None, help="Ask this daemon (socket path) where its database is, "
+              "and read that [default: --db].")
+@click.option("--tls-cert", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              help="Serve HTTPS with this certificate (with --tls-key).")
+@click.option("--tls-key", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              help="The certificate's private key.")
+@click.option("--insecure-bind", is_flag=True, help="Allow a non-loopback address without TLS.")
+@reports_errors
+def web(bind: str, db: Path | None, address: str | None, tls_cert: Path | None, tls_key: Path | None,
+        insecure_bind: bool) -> None:
+    """The read-only web dashboard: overview, fits, one fit, plots across fits (docs/web.md)."""
+    try:
+        from lensd.web import serve
+    except ImportError as exc:
+        raise LensdError(f"the dashboard needs the web extra: pip install 'lensd[web]' ({exc.name} is missing)") \
+            from None
+    if db is not None and address is not None:
+        raise LensdError("give --db or --address, not both")
+    path = serve.database_of(address) if address is not None else config.resolve_db(db)
+    serve.run(path, serve.WebOptions(bind, tls_cert, tls_key, insecure_bind))

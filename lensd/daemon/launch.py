@@ -42,12 +42,15 @@ def start_daemon(settings: Settings, log_level: str = "info") -> None:
                                  start_new_session=True)
     assert child.stdout is not None
     line = _first_line(child, START_TIMEOUT)
+    web = _first_line(child, START_TIMEOUT) if settings.web is not None and line.startswith("lensd ready") else ""
     child.stdout.close()
     if not line.startswith("lensd ready"):
         code = child.poll()
         tail = _tail(log_path)
         raise LensdError(f"the daemon did not start (exit {code}): {tail}")
     print(f"lensd started: pid {child.pid}, socket {settings.socket}, database {settings.db}, log {log_path}")
+    if web.startswith("lensd web:"):
+        print(web.strip())  # the dashboard's URL and token, shown once
 
 
 def _first_line(child: subprocess.Popen[bytes], timeout: float) -> str:

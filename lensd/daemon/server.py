@@ -106,6 +106,7 @@ class Daemon:
         self.live: set[Connection] = set()
         self._drained = anyio.Event()
         self.extra_status: dict[str, Any] = {}
+        self.web_url = ""
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -240,6 +241,22 @@ class Daemon:
             except OSError as exc:
                 raise LensdError(f"cannot create the spool folder {folder}: {exc.strerror or exc}") from None
             group.start_soon(SpoolReader(self, folder, StopFlag(group.cancel_scope)).run)
+        if settings.web is not None:
+            self.web_url = await self._start_web(group)
+
+    async def _start_web(self, group: TaskGroup) -> str:
+        """The dashboard (``--web``) on the daemon's loop, reading the database read-only; its
+        socket is bound (or refused) before the daemon says it is ready."""
+        try:
+            from lensd.web.serve import WebOptions, serve
+        except ImportError as exc:
+            raise LensdError(f"--web needs the web extra: pip install 'lensd[web]' ({exc.name} is missing)") from None
+        settings = self.settings
+        assert settings.web is not None
+        options = WebOptions(settings.web, settings.web_tls_cert, settings.web_tls_key, settings.web_insecure_bind)
+        url: str = await group.start(serve, self.database_path, options, False)
+        self.extra_status["web"] = url.partition("?")[0]  # never the token
+        return url
 
     async def _serve(self, listener: SocketListener, task_status: TaskStatus[None]) -> None:
         async with anyio.create_task_group() as background:
@@ -253,6 +270,8 @@ class Daemon:
                 task_status.started()
                 print(f"lensd ready: socket {self.settings.socket} database {self.settings.db}",
                       flush=True)
+                if self.web_url:
+                    print(f"lensd web: {self.web_url}", flush=True)  # once, after the line launchers wait for
                 await self._stop.wait()
                 notify_systemd("STOPPING=1")
                 await listener.aclose()  # no new connections

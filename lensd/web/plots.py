@@ -97,11 +97,14 @@ def convergence(times: Sequence[float], max_log_likelihood: Sequence[float | Non
     ax = figure.add_subplot()
     start = times[0] if times else 0.0
     t = np.asarray([s - start for s in times], dtype=float)
+    by_time = len(t) > 1 and float(t.max()) > 0  # events committed together share one time
+    if not by_time:
+        t = np.arange(len(t), dtype=float)
     kept = [i for i, v in enumerate(max_log_likelihood) if v is not None]
     ys = np.asarray([max_log_likelihood[i] for i in kept], dtype=float)
     ax.plot(t[kept], ys, "-", color=COLOURS[0], linewidth=1)
     ax.scatter(t[kept], ys, s=10, color=COLOURS[0], gid="convergence-points", zorder=3)
-    ax.set_xlabel("seconds since the first progress event")
+    ax.set_xlabel("seconds since the first progress event" if by_time else "progress event")
     ax.set_ylabel("max log likelihood")
     fractions = [(t[i], p) for i, p in enumerate(progress) if p is not None]
     if fractions:

@@ -15,6 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import anyio
+from anyio.abc import TaskStatus
+
 from lensd.errors import LensdError
 from lensd.web.auth import check_bind, new_token
 
@@ -62,8 +65,13 @@ def _quiet_server(config: Any) -> Any:
     return Server(config)
 
 
-async def serve(db: Path, options: WebOptions, announce: bool = True) -> None:
-    """Serve the dashboard of the database ``db`` until cancelled; prints the URL with its token once."""
+async def serve(db: Path, options: WebOptions, announce: bool = True, *,
+                task_status: TaskStatus[str] = anyio.TASK_STATUS_IGNORED) -> None:
+    """Serve the dashboard of the database ``db`` until cancelled.
+
+    The URL with its token is printed once (``announce``) or handed to ``task_status`` (the
+    daemon prints it after its ready line). A refused bind raises before anything is served.
+    """
     import uvicorn
 
     from lensd.web.app import make_app
@@ -72,11 +80,15 @@ async def serve(db: Path, options: WebOptions, announce: bool = True) -> None:
     host, port = split_bind(options.bind)
     tls = options.tls_cert is not None and options.tls_key is not None
     if (options.tls_cert is None) != (options.tls_key is None):
-        raise LensdError("TLS needs both --tls-cert and --tls-key")
+        raise LensdError("TLS needs both a certificate and its key")
     warning = check_bind(host, tls, options.insecure_bind)
     source = LocalSource(db)
     token = new_token()
-    sock = listen(host, port)
+    try:
+        sock = listen(host, port)
+    except BaseException:
+        source.close()
+        raise
     try:
         config = uvicorn.Config(make_app(source, token, secure_cookie=tls), log_level="warning", access_log=False,
                                 lifespan="off", ssl_certfile=options.tls_cert if tls else None,
@@ -84,21 +96,40 @@ async def serve(db: Path, options: WebOptions, announce: bool = True) -> None:
         server = _quiet_server(config)
         bound_host, bound_port = sock.getsockname()[:2]
         shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+        url = f"{'https' if tls else 'http'}://{shown}:{bound_port}/?token={token}"
         if warning:
             print(warning, file=sys.stderr, flush=True)
         if announce:
-            print(f"lensd web: {'https' if tls else 'http'}://{shown}:{bound_port}/?token={token}", flush=True)
+            print(f"lensd web: {url}", flush=True)
+        task_status.started(url)
         await server.serve(sockets=[sock])
     finally:
         sock.close()
         source.close()
 
 
+def database_of(address: str) -> Path:
+    """The database of the daemon at ``address``, which the dashboard reads directly (read-only,
+    never blocking the daemon's writer): it must be on this machine, as the daemon's disk is."""
+    from lensd.client.connection import Client
+
+    async def ask() -> str:
+        client = await Client.open(address)
+        try:
+            return str((await client.request("status"))["status"]["database"])
+        finally:
+            await client.aclose()
+
+    path = Path(anyio.run(ask, backend="asyncio"))
+    if not path.is_file():
+        raise LensdError(f"the daemon's database {path} is not on this machine: run lensd web on the "
+                         "daemon's node, or start the daemon with --web")
+    return path
+
+
 def run(db: Path, options: WebOptions) -> None:
     """``lensd web``: serve until Ctrl-C or SIGTERM."""
     import signal
-
-    import anyio
 
     async def main() -> None:
         async with anyio.create_task_group() as group:

@@ -1,0 +1,221 @@
+"""The dashboard in a real headless browser (Debian's chromium through Playwright), served by a
+real ``lensd web`` process or by the daemon (``lensd start --web``), over a real sqlite file.
+
+Pages are waited on through their DOM (Playwright's waits), never by sleeping: the overview
+refreshes itself, and a test waits until the page shows what the database holds.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import sys
+from pathlib import Path
+
+import anyio
+import pytest
+from conftest import lensd_cli
+from records_factory import PATHS, record
+from test_jobs import workers  # noqa: F401 - the fixture of client processes
+from webtools import browser, get, url_line, web_process
+
+import lensd
+from lensd.errors import QuerySyntaxError
+from lensd.query import text
+from lensd.store.writeops import op_from_request
+from lensd.store.writer import BatchWriter
+from lensd.web.auth import check_bind
+
+
+def _counts(db: Path) -> dict[str, int]:
+    conn = sqlite3.connect(db)
+    try:
+        found = dict(conn.execute("SELECT status, count(*) FROM fits GROUP BY status").fetchall())
+    finally:
+        conn.close()
+    return {s: int(found.get(s, 0)) for s in ("running", "completed", "failed", "lost")}
+
+
+def _write(db: Path, requests: list[tuple[str, dict[str, object]]]) -> None:
+    async def run() -> None:
+        writer = await BatchWriter.open(db)
+        outcomes = await writer.apply([op_from_request(op, fields) for op, fields in requests])
+        assert all(o == "applied" for o in outcomes), outcomes
+        await writer.close()
+    anyio.run(run)
+
+
+@pytest.fixture
+def survey(tmp_path: Path) -> Path:
+    """30 completed fits, two failed, one running with a convergence history of 9 points."""
+    db = tmp_path / "lensd.sqlite"
+    requests: list[tuple[str, dict[str, object]]] = [("submit", {"record": record(i)}) for i in range(30)]
+    requests += [("submit", {"record": record(i, status="failed", error=f"diverged {i}")}) for i in (40, 41)]
+    requests.append(("start", {"record": {**record(50), "status": "running"}}))
+    requests += [("progress", {"id": "fit-50", "max_log_likelihood": -90.0 + 5 * i, "n_samples": 100 * i,
+                               "progress": i / 10}) for i in range(1, 10)]
+    _write(db, requests)
+    return db
+
+
+def test_overview_counts_are_the_databases_and_a_live_fit_shows_up_and_completes(make_daemon, workers) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    daemon = make_daemon("--web", "127.0.0.1:0")  # the daemon serves the dashboard itself
+    url = url_line(daemon.process)
+    for i in (300, 301, 302):
+        submitted = workers("submit", daemon.socket, i, wait=False)
+        submitted.expect("ack")
+    failing = workers("script", daemon.socket, 310)
+    assert failing.do("fail", message="out of memory") == "applied"
+    assert failing.finish() == 0
+
+    with browser() as page:
+        page.goto(url)
+        counts = _counts(daemon.db)
+        assert counts == {"running": 0, "completed": 3, "failed": 1, "lost": 0}
+        for status, n in counts.items():
+            assert page.text_content(f'[data-status="{status}"]') == str(n)
+        assert "out of memory" in page.text_content("table.failed")
+        page.evaluate("window.lensdMarker = 42")  # gone if the page were reloaded
+
+        live = workers("script", daemon.socket, 7)  # a real client process opens fit-7
+        page.locator("table.running a", has_text=re.compile(r"^fit-7$")).wait_for()
+        assert page.text_content('[data-status="running"]') == "1"
+        assert live.do("progress", max_log_likelihood=-12.5, progress=0.5, n_samples=40) == "applied"
+        page.wait_for_function("() => document.querySelector('table.running').textContent.includes('-12.5')")
+        assert live.do("complete", samples_of=7) == "applied"
+        page.wait_for_function("() => document.querySelector('[data-status=completed]').textContent === '4'"
+                               " && !document.querySelector('table.running').textContent.includes('fit-7')")
+        assert page.evaluate("window.lensdMarker") == 42
+        for status, n in _counts(daemon.db).items():
+            assert page.text_content(f'[data-status="{status}"]') == str(n)
+        assert live.finish() == 0
+    assert daemon.stop() == 0
+
+
+def test_the_query_box_filters_to_the_apis_answer_and_shows_grammar_errors(survey: Path) -> None:
+    expression = 'model.galaxies.lens.mass.einstein_radius > 1.2 & unique_tag != "lens_3"'
+    agg = lensd.Aggregator.from_database(survey)
+    wanted = [fit.id for fit in agg.query(text.parse(expression)).fits()]
+    by_likelihood = [fit.id for fit in agg.order_by(agg.max_log_likelihood, reverse=True).fits()]
+    agg.close()
+    assert 0 < len(wanted) < 33
+    with web_process(survey) as web, browser() as page:
+        page.goto(web.url)
+        page.click("text=Fits")
+        page.fill("#q", expression)
+        page.press("#q", "Enter")
+        page.wait_for_url(re.compile(r"/fits\?q="))
+        assert page.locator("table.fits tbody tr td:first-child").all_text_contents() == wanted
+        assert page.text_content("#total") == str(len(wanted))
+
+        exported = page.request.get(web.base + (page.get_attribute("#export-json", "href") or ""))
+        assert [row["id"] for row in json.loads(exported.text())] == wanted
+        csv_lines = page.request.get(web.base + (page.get_attribute("#export-csv", "href") or "")).text().splitlines()
+        assert len(csv_lines) == len(wanted) + 1 and csv_lines[0].startswith("id,")
+
+        page.fill("#q", "")
+        page.press("#q", "Enter")
+        page.click("table.fits th >> text=max_log_likelihood")  # ascending, then descending
+        page.click("table.fits th >> text=max_log_likelihood")
+        page.wait_for_url(re.compile(r"desc=1"))
+        assert page.locator("table.fits tbody tr td:first-child").all_text_contents() == by_likelihood
+
+        bad = "model.galaxies.lens.mass.einstein_radius > & unique_tag"
+        with pytest.raises(QuerySyntaxError) as grammar:
+            text.parse(bad)
+        page.fill("#q", bad)
+        page.press("#q", "Enter")
+        page.locator("#query-error").wait_for()
+        assert page.text_content("#query-error") == grammar.value.pointed()
+        assert page.locator("table.fits").count() == 0
+        api = page.request.get(f"{web.base}/api/fits?q=" + bad.replace("&", "%26"))
+        assert api.status == 400 and api.json()["error"] == grammar.value.pointed()
+
+
+def test_a_fit_page_has_a_corner_panel_per_pair_and_a_point_per_progress_event(survey: Path) -> None:
+    agg = lensd.Aggregator.from_database(survey)
+    [fit] = list(agg.query(agg.id == "fit-50").fits())
+    history, free = fit.progress_history, fit.samples.paths
+    agg.close()
+    assert len(history) == 9 and len(free) == len(PATHS) == 3
+    with web_process(survey) as web, browser() as page:
+        page.goto(web.url)
+        page.goto(f"{web.base}/fit/fit-50")
+        pairs = page.locator('#corner-plot svg g[id^="pair-"]')
+        assert pairs.count() == len(free) * (len(free) - 1) // 2
+        assert sorted(pairs.evaluate_all("nodes => nodes.map(n => n.id)")) == ["pair-0-1", "pair-0-2", "pair-1-2"]
+        assert page.locator('#corner-plot svg g[id^="marginal-"]').count() == len(free)
+        assert page.locator("#convergence-plot svg g#convergence-points use").count() == len(history)
+        assert page.text_content("#history-points") == str(len(history))
+        for path in PATHS:
+            assert path.split(".")[-1] in page.text_content("table.instance")
+
+        page.goto(f"{web.base}/fit/fit-40")  # a failed fit: its message, no history
+        assert "diverged 40" in page.text_content("table.facts")
+        assert "no progress events" in page.text_content("#convergence")
+
+
+def test_across_fits_counts_in_sql_what_the_api_selects_coloured_by_class(survey: Path) -> None:
+    agg = lensd.Aggregator.from_database(survey)
+    chosen = agg.query(agg.info["survey"] == "SLACS")
+    classes = [fit.model["arguments"]["galaxies"]["arguments"]["lens"]["arguments"]["mass"]["class_path"]
+               for fit in chosen.fits()]
+    agg.close()
+    with web_process(survey) as web, browser() as page:
+        page.goto(web.url)
+        page.goto(f"{web.base}/plot")
+        page.fill("#q", 'info["survey"] == "SLACS"')
+        page.fill("#x", "model.galaxies.lens.mass.einstein_radius")
+        page.fill("#colour", "model.galaxies.lens.mass")
+        page.press("#q", "Enter")
+        page.locator("#plot svg").wait_for()
+        assert page.text_content("#plotted") == str(len(classes))
+        for name in {c.rsplit(".", 1)[-1] for c in classes}:
+            assert page.locator(f'#plot svg g[id="series-{name}"]').count() == 1
+        histogram = page.request.get(f"{web.base}/api/histogram?q=" + 'info["survey"] == "SLACS"'
+                                     + "&x=model.galaxies.lens.mass.einstein_radius&colour=model.galaxies.lens.mass")
+        series = histogram.json()["series"]
+        assert {k: sum(v) for k, v in series.items()} == {
+            n: sum(c.endswith("." + n) for c in classes) for n in {c.rsplit(".", 1)[-1] for c in classes}}
+
+
+def test_every_page_and_endpoint_needs_the_token(survey: Path) -> None:
+    with web_process(survey) as web:
+        for path in ("/", "/fits", "/api/overview", "/api/fits", "/fit/fit-1", "/export.csv", "/plot",
+                     "/static/app.js", "/partial/overview", "/nowhere"):
+            status, _, body = get(web.base + path)
+            assert status == 401, path
+            assert b"token" in body
+            assert get(web.base + path, {"Authorization": "Bearer not-the-token"})[0] == 403, path
+            assert get(web.base + path, {"Cookie": "lensd_token=" + web.token[:-1] + "x"})[0] == 403, path
+            assert get(web.base + path + "?token=guess")[0] == 403, path
+        assert get(web.base + "/api/overview", {"Authorization": f"Bearer {web.token}"})[0] == 200
+        status, headers, _ = get(f"{web.base}/fits?q=x&token={web.token}")
+        assert status == 303 and headers["location"] == "/fits?q=x"  # the token leaves the address bar
+        assert headers["set-cookie"].startswith(f"lensd_token={web.token};") and "HttpOnly" in headers["set-cookie"]
+        cookie = {"Cookie": f"lensd_token={web.token}"}
+        status, headers, body = get(web.base + "/api/overview", cookie)
+        assert status == 200 and json.loads(body)["counts"] == _counts(survey)
+        assert "default-src 'self'" in headers["content-security-policy"]
+        with browser() as page:
+            page.goto(web.base + "/")
+            assert "needs the token" in page.content()
+            page.goto(web.url)
+            assert page.text_content('[data-status="completed"]') == "30"
+
+
+def test_nothing_is_served_beyond_loopback_without_tls_or_the_flag(survey: Path, make_daemon) -> None:  # type: ignore[no-untyped-def]
+    refused = lensd_cli("web", "--db", str(survey), "--bind", "0.0.0.0:0", timeout=60)
+    assert refused.returncode == 1
+    assert "not a loopback address" in refused.stderr and "--insecure-bind" in refused.stderr
+    assert "lensd web: http" not in refused.stdout
+    daemon = make_daemon("--web", "0.0.0.0:0", start=False)
+    with pytest.raises(RuntimeError, match="not a loopback address"):
+        daemon.start()
+    assert check_bind("127.0.0.1", tls=False, insecure=False) is None
+    assert check_bind("localhost", tls=False, insecure=False) is None
+    assert check_bind("::1", tls=False, insecure=False) is None
+    assert "WARNING" in (check_bind("10.1.2.3", tls=False, insecure=True) or "")
+    assert "TLS" in (check_bind("10.1.2.3", tls=True, insecure=False) or "")
+    assert sys.executable  # the refusals above ran the real command line
