@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Coroutine, Generator, Iterator, Seque
 from copy import copy
 from typing import TYPE_CHECKING, Any, Self, overload
 
-from lensd.query import compiler
+from lensd.query import compiler, counting
 from lensd.query.nodes import Column, Predicate
 from lensd.query.state import QueryFields, QueryState
 from lensd.store import flatrows, reader, schema
@@ -126,7 +126,7 @@ class Aggregator(_Base):
     def __len__(self) -> int:
         """How many fits are selected: one COUNT in SQL, no fit is loaded."""
         state = self._resolved()
-        sql, params = compiler.select_count(state, reader.access(self._conn, state))
+        sql, params = counting.select_count(state, reader.access(self._conn, state))
         row = next(reader.stream(self._conn, sql, params))
         return int(row[0])
 

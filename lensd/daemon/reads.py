@@ -17,7 +17,7 @@ from typing import Any, Final
 import aiosqlite
 
 from lensd.errors import QueryError, StorageError
-from lensd.query import compiler
+from lensd.query import compiler, counting
 from lensd.query.state import QueryState
 from lensd.store import reader, schema
 
@@ -125,7 +125,7 @@ class Reads:
 
     async def count(self, fields: dict[str, Any]) -> int:
         state = await self._resolve(QueryState.from_wire(fields.get("query")))
-        return await self._scalar(*compiler.select_count(state, await self._access(state)))
+        return await self._scalar(*counting.select_count(state, await self._access(state)))
 
     async def _resolve(self, state: QueryState) -> QueryState:
         """``reader.resolve`` on the daemon's read connection: negative slices need the count."""
