@@ -219,3 +219,40 @@ def test_nothing_is_served_beyond_loopback_without_tls_or_the_flag(survey: Path,
     assert "WARNING" in (check_bind("10.1.2.3", tls=False, insecure=True) or "")
     assert "TLS" in (check_bind("10.1.2.3", tls=True, insecure=False) or "")
     assert sys.executable  # the refusals above ran the real command line
+
+
+def test_histogram_and_scatter_counts_match_the_values_the_api_reads(survey: Path) -> None:
+    import numpy as np
+
+    from lensd.web.data import LocalSource, parse_query
+
+    x, y = "model.galaxies.lens.mass.einstein_radius", "model.galaxies.lens.mass.centre.centre_0"
+    expression = 'unique_tag != "lens_2"'
+    agg = lensd.Aggregator.from_database(survey)
+    fits = list(agg.query(text.parse(expression)).fits())
+    agg.close()
+    xs = np.array([f.to_dict()["instance"]["galaxies.lens.mass.einstein_radius"] for f in fits])
+    ys = np.array([f.to_dict()["instance"]["galaxies.lens.mass.centre.centre_0"] for f in fits])
+    surveys = [f.info["survey"] for f in fits]
+    source = LocalSource(survey)
+    try:
+        state = parse_query(expression).state
+        one = source.histogram(state, x, 'info["survey"]', bins=10)
+        assert one["total"] == len(fits)
+        for name in set(surveys):
+            chosen = xs[[s == name for s in surveys]]
+            edges = one["edges"][0]
+            counts = [int(((chosen >= lo) & (chosen < hi)).sum()) for lo, hi in zip(edges, edges[1:], strict=False)]
+            counts[-1] += int((chosen == one["edges"][0][-1]).sum())  # the top edge belongs to the last bin
+            assert one["series"][name] == counts
+        two = source.histogram(state, x, "", y, bins=5)
+        cells: dict[str, int] = two["series"]["all"]
+        assert sum(cells.values()) == len(fits)
+        ex, ey = (np.asarray(e) for e in two["edges"])
+        expected, _, _ = np.histogram2d(xs, ys, bins=[ex, ey])
+        assert cells == {f"{i},{j}": int(expected[i, j]) for i in range(5) for j in range(5)
+                                                   if expected[i, j]}
+        with pytest.raises(QuerySyntaxError):
+            source.histogram(state, "model.", "")
+    finally:
+        source.close()

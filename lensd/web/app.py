@@ -205,7 +205,24 @@ def make_app(source: LocalSource, token: str, secure_cookie: bool = False) -> To
         Mount("/static", StaticFiles(directory=STATIC)),
     ]
     app = Starlette(routes=routes, exception_handlers={LensdError: failure, Exception: failure})
-    return TokenGuard(app, token, secure_cookie)
+    return TokenGuard(_timed(app), token, secure_cookie)
+
+
+def _timed(app: Any) -> Any:
+    """Add ``Server-Timing: app;dur=<ms>`` (request in to response start), for bench/web.py and
+    the browser's network panel."""
+    import time
+
+    async def timed(scope: Any, receive: Any, send: Any) -> None:
+        began = time.perf_counter()
+
+        async def stamped(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                took = f"app;dur={(time.perf_counter() - began) * 1000:.1f}".encode()
+                message = {**message, "headers": [*message.get("headers", []), (b"server-timing", took)]}
+            await send(message)
+        await app(scope, receive, stamped)
+    return timed
 
 
 def _only_formats(handler: Callable[[Request], Any]) -> Callable[[Request], Any]:

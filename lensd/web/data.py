@@ -10,7 +10,6 @@ time (the app's limiter).
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -20,8 +19,8 @@ from typing import Any, Final
 from lensd.aggregator import Aggregator
 from lensd.domain.slurm import RetryPlan, retry_plan
 from lensd.errors import QueryError, QuerySyntaxError
-from lensd.query import compiler, text
-from lensd.query.nodes import NUMBER_COLUMNS, TEXT_COLUMNS, Column, ModelPath, Operand, fact_address
+from lensd.query import text
+from lensd.query.nodes import Column, Operand
 from lensd.query.state import QueryState
 from lensd.store import reader
 from lensd.store.reader import Fit
@@ -145,95 +144,10 @@ class LocalSource:
         return list(self._agg(QueryState(top_level_only=False).children_of(fit.id))[:200].fits())
 
     # --- across fits ----------------------------------------------------------------------
-    def _value(self, operand: Operand, alias: str) -> tuple[str, str, list[Any]]:
-        """(JOIN clause, numeric SQL expression, params) for the value of ``operand`` per fit."""
-        if isinstance(operand, Column):
-            if operand.name not in NUMBER_COLUMNS:
-                raise QueryError(f"{operand.name} is not a number: plot a parameter path, an info key "
-                                 "or max_log_likelihood / log_evidence")
-            return "", f"f.{operand.name}", []
-        address = fact_address(operand)
-        if address is None:
-            raise QueryError(f"cannot plot {operand!r}")
-        join = f"JOIN facts AS {alias} ON {alias}.fit_key = f.fit_key AND {alias}.kind = ? AND {alias}.key = ?"
-        return join, f"{alias}.num", list(address)
-
-    def _label(self, colour: str) -> tuple[str, str, list[Any]]:
-        """(JOIN clause, label SQL expression, params) for colouring by a class or a value."""
-        if not colour:
-            return "", "NULL", []
-        operand = text.parse_operand(colour)
-        if isinstance(operand, ModelPath):  # the class at that node, else its value
-            join = ("LEFT JOIN nodes AS cn ON cn.fit_key = f.fit_key AND cn.path = ? "
-                    "LEFT JOIN facts AS cf ON cf.fit_key = f.fit_key AND cf.kind = ? AND cf.key = ?")
-            value = fact_address(operand) or (0, "")
-            return join, "coalesce(cn.class_name, cf.txt, cf.num)", [operand.path, *value]
-        if isinstance(operand, Column):
-            if operand.name not in TEXT_COLUMNS:
-                raise QueryError(f"colour by a text column, a class or an info key, not {operand.name}")
-            return "", f"f.{operand.name}", []
-        address = fact_address(operand)
-        if address is None:
-            raise QueryError(f"cannot colour by {operand!r}")
-        join = "LEFT JOIN facts AS cf ON cf.fit_key = f.fit_key AND cf.kind = ? AND cf.key = ?"
-        return join, "coalesce(cf.txt, cf.num)", list(address)
-
-    def _range(self, state: QueryState, join: str, expr: str, params: list[Any]) -> tuple[float, float] | None:
-        where, where_params = compiler.compile_where(state)
-        condition = f"{where} AND {expr} IS NOT NULL" if where else f"WHERE {expr} IS NOT NULL"
-        sql = f"SELECT min({expr}), max({expr}) FROM fits AS f {join} {condition}"  # noqa: S608 - our fragments
-        low, high = self._rows(sql, [*params, *where_params])[0]
-        if low is None or high is None or not (math.isfinite(low) and math.isfinite(high)):
-            return None
-        return float(low), float(high)
-
     def histogram(self, state: QueryState, x: str, colour: str = "", y: str = "",
                   bins: int = 40) -> dict[str, Any]:
-        """Counts per bin of ``x`` (and of ``y``: a binned scatter), per label of ``colour``,
-        for the fits of ``state``: one GROUP BY, whatever the number of fits."""
-        axes = [(name, *self._value(text.parse_operand(name), alias)) for name, alias in ((x, "vx"), (y, "vy")) if name]
-        colour_join, label, label_params = self._label(colour)
-        joins, params, edges = [], [], []
-        for _, join, expr, join_params in axes:
-            found = self._range(state, join, expr, join_params)
-            if found is None:
-                return {"x": x, "y": y, "colour": colour, "edges": [], "series": {}, "total": 0}
-            low, high = found
-            width = (high - low) / bins if high > low else 1.0
-            edges.append([low + i * width for i in range(bins + 1)])
-            joins.append(join)
-            params.extend(join_params)
-        bin_exprs = [f"min(CAST(({expr} - ?) / ? AS INTEGER), {bins - 1})" for _, _, expr, _ in axes]
-        bin_params = [p for e in edges for p in (e[0], (e[-1] - e[0]) / bins or 1.0)]
-        where, where_params = compiler.compile_where(state)
-        not_null = " AND ".join(f"{expr} IS NOT NULL" for _, _, expr, _ in axes)
-        condition = f"{where} AND {not_null}" if where else f"WHERE {not_null}"
-        groups = ", ".join(f"b{i}" for i in range(len(axes)))
-        selected = ", ".join(f"{e} AS b{i}" for i, e in enumerate(bin_exprs))
-        sql = (f"SELECT {selected}, {label} AS label, count(*) FROM fits AS f {' '.join(joins)} {colour_join} "  # noqa: S608
-               f"{condition} GROUP BY {groups}, label")
-        rows = self._rows(sql, [*bin_params, *params, *label_params, *where_params])
-        return _series(rows, x, y, colour, edges, bins)
+        """Counts per bin of ``x`` (and of ``y``: a binned scatter), per label of ``colour``, for
+        the fits of ``state``, counted in SQL (lensd/web/aggregate.py)."""
+        from lensd.web import aggregate
 
-
-def _series(rows: list[tuple[Any, ...]], x: str, y: str, colour: str, edges: list[list[float]],
-            bins: int) -> dict[str, Any]:
-    """Group the rows' counts by label, the largest labels first, the rest as "other"."""
-    two = len(edges) == 2
-    totals: dict[str, int] = {}
-    for row in rows:
-        name = "all" if row[-2] is None and not colour else str(row[-2]) if row[-2] is not None else "none"
-        totals[name] = totals.get(name, 0) + int(row[-1])
-    kept = sorted(totals, key=lambda k: -totals[k])[:MAX_LABELS]
-    series: dict[str, Any] = {}
-    for row in rows:
-        name = "all" if row[-2] is None and not colour else str(row[-2]) if row[-2] is not None else "none"
-        name = name if name in kept else "other"
-        if two:
-            cells = series.setdefault(name, {})
-            key = f"{int(row[0])},{int(row[1])}"
-            cells[key] = cells.get(key, 0) + int(row[-1])
-        else:
-            counts = series.setdefault(name, [0] * bins)
-            counts[int(row[0])] += int(row[-1])
-    return {"x": x, "y": y, "colour": colour, "edges": edges, "series": series, "total": sum(totals.values())}
+        return aggregate.histogram(self._rows, state, x, colour, y, bins)

@@ -1,0 +1,135 @@
+"""The web dashboard at 10^5 and 10^6 fits: server time of the first pages and of a histogram,
+and the memory of the web process while paging.
+
+    .venv/bin/python -m bench.web [--quick]          # --quick: 10^4 and 10^5
+
+A real ``lensd web`` process serves a cached database (bench._dbcache: the writer's own rows).
+Each figure is the server's own time (the ``Server-Timing`` header: request in to response
+start, which includes the SQL and the HTML), median of 5 after one warm-up request. The baseline
+is the same reads through the public API in this process (``Aggregator``: the first 50 fits and
+``len``), so the ratio is what the web layer adds. Memory: the web process's resident set after
+the first page, and after paging through 300 pages of 50 fits (15,000 fits read and rendered).
+"""
+
+from __future__ import annotations
+
+import http.client
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from itertools import islice
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from bench import Options, Row
+from bench._common import _readline, main, ms, verdict
+from bench._dbcache import database
+
+PAGE = 50
+PAGES = 300
+TARGET_PAGE_MS = 300.0
+TARGET_HISTOGRAM_MS = 1000.0
+X = "model.galaxies.lens.mass.einstein_radius"
+CLASS = "model.galaxies.lens.mass"
+REQUESTS: dict[str, str] = {
+    "fits, first page": "/fits",
+    "fits, first page of einstein_radius > 1.0": "/fits?q=" + quote(f"{X} > 1.0"),
+    "overview page": "/",
+    "overview refresh (/partial/overview)": "/partial/overview",
+    "histogram of einstein_radius": f"/api/histogram?x={quote(X)}",
+    "histogram coloured by mass class": f"/api/histogram?x={quote(X)}&colour={quote(CLASS)}",
+    "histogram of einstein_radius > 1.0": f"/api/histogram?x={quote(X)}&q=" + quote(f"{X} > 1.0"),
+}
+
+
+def _get(base: str, token: str, path: str) -> float:
+    """The server's time for one GET (Server-Timing), in seconds."""
+    parts = urlsplit(base)
+    conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=600)
+    try:
+        conn.request("GET", path, headers={"Authorization": f"Bearer {token}"})
+        reply = conn.getresponse()
+        reply.read()
+        assert reply.status == 200, (path, reply.status)
+        timing = reply.getheader("server-timing") or ""
+        return float(timing.split("dur=")[1]) / 1000
+    finally:
+        conn.close()
+
+
+def _median(work: Callable[[], float], repeat: int = 5) -> float:
+    work()
+    return statistics.median(work() for _ in range(repeat))
+
+
+def _wall(work: Callable[[], Any]) -> float:
+    began = time.perf_counter()
+    work()
+    return time.perf_counter() - began
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def measure(path: Path) -> dict[str, float]:
+    import lensd
+
+    agg = lensd.Aggregator.from_database(path)
+    found = {"api: first 50 fits + len": _median(lambda: _wall(lambda: (list(islice(agg.fits(), PAGE)), len(agg))))}
+    agg.close()
+    process = subprocess.Popen([sys.executable, "-m", "lensd", "web", "--db", str(path), "--bind", "127.0.0.1:0"],
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        line = _readline(process, 120)
+        assert line.startswith("lensd web: "), line
+        url = line.removeprefix("lensd web: ").strip()
+        base, token = url.split("/?")[0], url.rsplit("token=", 1)[1]
+        for name, request in REQUESTS.items():
+            found[name] = _median(lambda r=request: _get(base, token, r))
+        found["rss after page 1 (MB)"] = _rss_mb(process.pid)
+        for page in range(1, PAGES + 1):
+            _get(base, token, f"/fits?page={page}")
+        found["rss after 300 pages (MB)"] = _rss_mb(process.pid)
+    finally:
+        process.terminate()
+        process.wait(60)
+    return found
+
+
+def _size(n: int) -> str:
+    return f"10^{len(str(n)) - 1}"
+
+
+def run(options: Options) -> list[Row]:
+    sizes = [10**4, 10**5] if options.quick else [10**5, 10**6]
+    results = {n: measure(database(options.cache, n)[0]) for n in sizes}
+    labels = " / ".join(_size(n) for n in sizes)
+    section = f"web dashboard: server time ({labels} fits)"
+    rows = []
+    base = [results[n]["api: first 50 fits + len"] for n in sizes]
+    for name in REQUESTS:
+        figures = [results[n][name] for n in sizes]
+        limit = TARGET_HISTOGRAM_MS if name.startswith("histogram") else TARGET_PAGE_MS
+        target = f"<{limit:.0f} ms at {_size(sizes[-1])}: {verdict(figures[-1] * 1000 < limit)}" \
+            if name in ("fits, first page", "overview page", "histogram of einstein_radius") else ""
+        ratio = f"{figures[-1] / base[-1]:.1f}x api" if name.startswith("fits") else ""
+        rows.append(Row(section, name, " / ".join(ms(f) for f in figures),
+                        baseline=" / ".join(ms(b) for b in base) if name.startswith("fits") else "",
+                        ratio=ratio, target=target))
+    for n in sizes:
+        before, after = results[n]["rss after page 1 (MB)"], results[n]["rss after 300 pages (MB)"]
+        rows.append(Row("web dashboard: memory while paging", f"{_size(n)} fits: RSS after 1 and {PAGES} pages",
+                        f"{before:.0f} MB -> {after:.0f} MB", ratio=f"{after - before:+.0f} MB",
+                        target=f"flat: {verdict(after - before < 20)}"))
+    return rows
+
+
+if __name__ == "__main__":
+    main(run, __doc__)

@@ -1,0 +1,139 @@
+"""Histograms and binned scatters over a query, counted in SQL: one statement, whatever the
+number of fits, that reads the facts index and never ships fits or values to Python.
+
+The statement is driven from the facts index of the x value (``facts(kind, key, num, fit_key)``),
+so it reads one index range; the query's fits are a set it tests keys against
+(``fit_key IN (SELECT ...)``, built once), left out when the query selects every fit. The bin edges
+come from the value's minimum and maximum: two index seeks when every fit is selected.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any, Final
+
+from lensd.errors import QueryError
+from lensd.query import compiler, text
+from lensd.query.nodes import NUMBER_COLUMNS, TEXT_COLUMNS, Column, ModelPath, Operand, fact_address
+from lensd.query.state import QueryState
+
+MAX_LABELS: Final = 8  # colours of a histogram; the rest is "other"
+Rows = Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]
+
+
+def _axis(operand: Operand, alias: str) -> tuple[str, str, list[Any]]:
+    """(table with its condition, numeric expression, params) of one value per fit, on ``alias``."""
+    if isinstance(operand, Column):
+        if operand.name not in NUMBER_COLUMNS:
+            raise QueryError(f"{operand.name} is not a number: plot a parameter path, an info key "
+                             "or max_log_likelihood / log_evidence")
+        return f"fits AS {alias}", f"{alias}.{operand.name}", []
+    address = fact_address(operand)
+    if address is None:
+        raise QueryError(f"cannot plot {operand!r}")
+    return (f"facts AS {alias}", f"{alias}.num", list(address))
+
+
+def _condition(operand: Operand, alias: str, expr: str) -> str:
+    fact = "" if isinstance(operand, Column) else f"{alias}.kind = ? AND {alias}.key = ? AND "
+    return f"{fact}{expr} IS NOT NULL"
+
+
+def _label(rows: Rows, colour: str) -> tuple[str, str, list[Any]]:
+    """(LEFT JOIN clauses on ``vx``, label expression, params) for colouring by a class or value."""
+    if not colour:
+        return "", "NULL", []
+    operand = text.parse_operand(colour)
+    if isinstance(operand, ModelPath) and rows("SELECT 1 FROM nodes WHERE path = ? LIMIT 1", [operand.path]):
+        return ("LEFT JOIN nodes AS cn ON cn.fit_key = vx.fit_key AND cn.path = ?", "cn.class_name",
+                [operand.path])
+    if isinstance(operand, Column):
+        if operand.name not in TEXT_COLUMNS:
+            raise QueryError(f"colour by a text column, a class or an info key, not {operand.name}")
+        return "LEFT JOIN fits AS cc ON cc.fit_key = vx.fit_key", f"cc.{operand.name}", []
+    address = fact_address(operand)
+    if address is None:
+        raise QueryError(f"cannot colour by {operand!r}")
+    return ("LEFT JOIN facts AS cf ON cf.fit_key = vx.fit_key AND cf.kind = ? AND cf.key = ?",
+            "coalesce(cf.txt, cf.num)", list(address))
+
+
+def _selection(rows: Rows, state: QueryState) -> tuple[str, list[Any]]:
+    """`` AND vx.fit_key IN (the query's fits)``, or nothing when the query selects every fit."""
+    every = (state.predicate is None and not state.completed_only and not state.grid_only
+             and state.parent_id is None and not state.offset and state.limit is None)
+    if every and (not state.top_level_only
+                  or not rows("SELECT 1 FROM fits WHERE parent_id IS NOT NULL LIMIT 1", [])):
+        return "", []
+    sql, params = compiler.select_fits(state, "f.fit_key")
+    return f" AND vx.fit_key IN ({sql})", params
+
+
+def _range(rows: Rows, table: str, where: str, expr: str, params: list[Any]) -> tuple[float, float] | None:
+    low = rows(f"SELECT min({expr}) FROM {table} WHERE {where}", params)[0][0]  # noqa: S608 - our fragments
+    high = rows(f"SELECT max({expr}) FROM {table} WHERE {where}", params)[0][0]  # noqa: S608
+    if low is None or high is None or not (math.isfinite(low) and math.isfinite(high)):
+        return None
+    return float(low), float(high)
+
+
+def histogram(rows: Rows, state: QueryState, x: str, colour: str = "", y: str = "",
+              bins: int = 40) -> dict[str, Any]:
+    """Counts of the fits of ``state`` per bin of ``x`` (and ``y``) and per colour label."""
+    empty = {"x": x, "y": y, "colour": colour, "edges": [], "series": {}, "total": 0}
+    x_operand = text.parse_operand(x)
+    x_table, x_expr, x_params = _axis(x_operand, "vx")
+    where, params = _condition(x_operand, "vx", x_expr), list(x_params)
+    joins, join_params = "", []
+    exprs = [x_expr]
+    if y:
+        y_operand = text.parse_operand(y)
+        y_table, y_expr, y_params = _axis(y_operand, "vy")
+        joins = f" JOIN {y_table} ON vy.fit_key = vx.fit_key AND {_condition(y_operand, 'vy', y_expr)}"
+        join_params, exprs = list(y_params), [x_expr, y_expr]
+    selection, selection_params = _selection(rows, state)
+    edges = []
+    for index, expr in enumerate(exprs):
+        if index == 0:
+            found = _range(rows, x_table, where + selection, expr, [*params, *selection_params])
+        else:
+            found = _range(rows, f"{x_table}{joins}", where + selection, expr,
+                           [*join_params, *params, *selection_params])
+        if found is None:
+            return empty
+        low, high = found
+        width = (high - low) / bins if high > low else 1.0
+        edges.append([low + i * width for i in range(bins + 1)])
+    colour_join, label, label_params = _label(rows, colour)
+    bin_exprs = [f"max(0, min(CAST(({e} - ?) / ? AS INTEGER), {bins - 1}))" for e in exprs]
+    bin_params = [p for e in edges for p in (e[0], (e[-1] - e[0]) / bins or 1.0)]
+    groups = ", ".join(f"b{i}" for i in range(len(exprs)))
+    selected = ", ".join(f"{b} AS b{i}" for i, b in enumerate(bin_exprs))
+    sql = (f"SELECT {selected}, {label} AS label, count(*) FROM {x_table}{joins} {colour_join} "  # noqa: S608
+           f"WHERE {where}{selection} GROUP BY {groups}, label")
+    found_rows = rows(sql, [*bin_params, *join_params, *label_params, *params, *selection_params])
+    return _series(found_rows, x, y, colour, edges, bins)
+
+
+def _series(rows: list[tuple[Any, ...]], x: str, y: str, colour: str, edges: list[list[float]],
+            bins: int) -> dict[str, Any]:
+    """Group the rows' counts by label, the largest labels first, the rest as "other"."""
+    two = len(edges) == 2
+    totals: dict[str, int] = {}
+    for row in rows:
+        name = "all" if row[-2] is None and not colour else str(row[-2]) if row[-2] is not None else "none"
+        totals[name] = totals.get(name, 0) + int(row[-1])
+    kept = sorted(totals, key=lambda k: -totals[k])[:MAX_LABELS]
+    series: dict[str, Any] = {}
+    for row in rows:
+        name = "all" if row[-2] is None and not colour else str(row[-2]) if row[-2] is not None else "none"
+        name = name if name in kept else "other"
+        if two:
+            cells = series.setdefault(name, {})
+            key = f"{int(row[0])},{int(row[1])}"
+            cells[key] = cells.get(key, 0) + int(row[-1])
+        else:
+            counts = series.setdefault(name, [0] * bins)
+            counts[int(row[0])] += int(row[-1])
+    return {"x": x, "y": y, "colour": colour, "edges": edges, "series": series, "total": sum(totals.values())}
