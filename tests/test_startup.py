@@ -14,7 +14,7 @@ import pytest
 
 import lensd
 
-HEAVY = ("numpy", "sqlite3", "lensd.store.reader", "lensd.query.compiler", "lensd.aggregator")
+HEAVY = ("numpy", "sqlite3", "lensd.store.reader", "lensd.query.compiler", "lensd.aggregator", "asyncio")
 
 
 def _loaded_after(code: str) -> set[str]:
@@ -28,8 +28,17 @@ def test_import_lensd_loads_nothing_heavy() -> None:
     assert _loaded_after("import lensd") == set()
 
 
+def test_lensd_status_answers_over_the_blocking_client(daemon) -> None:  # type: ignore[no-untyped-def]
+    from lensd.cli import render
+
+    report = render.daemon_status(daemon.socket)
+    assert report["pid"] == daemon.process.pid
+    assert render.daemon_jobs(daemon.socket, None, 10) == []
+
+
 def test_the_cli_status_path_loads_nothing_heavy() -> None:
-    assert _loaded_after("import lensd.cli.commands, lensd.cli.render, lensd.client.connection") == set()
+    # status and jobs ask one question over a blocking socket: no event loop to import
+    assert _loaded_after("import lensd.cli.commands, lensd.cli.render, lensd.client.blocking") == set()
 
 
 def test_public_names_resolve_to_their_modules_objects() -> None:

@@ -11,33 +11,17 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final
 
-import anyio
-
 from lensd.errors import LensdError
 
 JOB_COLUMNS: Final = ("id", "unique_tag", "name", "status", "progress", "max_log_likelihood", "age",
                       "seen", "slurm")
 
 
-def _with_client(socket: Path, work: Any) -> Any:
-    from lensd.client.connection import Client
-
-    async def run() -> Any:
-        client = await Client.open(socket)
-        try:
-            return await work(client)
-        finally:
-            await client.aclose()
-
-    return anyio.run(run, backend="asyncio")
-
-
 def daemon_status(socket: Path) -> dict[str, Any]:
-    async def ask(client: Any) -> dict[str, Any]:
-        reply = await client.request("status")
-        return dict(reply["status"])
-    result: dict[str, Any] = _with_client(socket, ask)
-    return result
+    from lensd.client.blocking import BlockingClient
+
+    with BlockingClient(socket) as client:
+        return dict(client.request("status")["status"])
 
 
 def _duration(seconds: float | None) -> str:
@@ -76,13 +60,13 @@ def format_status(report: dict[str, Any]) -> str:
 
 
 def daemon_jobs(socket: Path, status: str | None, limit: int) -> list[dict[str, Any]]:
-    async def ask(client: Any) -> list[dict[str, Any]]:
-        fields: dict[str, Any] = {"limit": limit}
-        if status:
-            fields["status"] = status
-        return [dict(row) async for row in client.stream("jobs", **fields)]
-    result: list[dict[str, Any]] = _with_client(socket, ask)
-    return result
+    from lensd.client.blocking import BlockingClient
+
+    fields: dict[str, Any] = {"limit": limit}
+    if status:
+        fields["status"] = status
+    with BlockingClient(socket) as client:
+        return [dict(row) for row in client.stream("jobs", **fields)]
 
 
 def _slurm(job: dict[str, Any]) -> str:

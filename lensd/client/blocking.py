@@ -1,0 +1,106 @@
+"""A blocking socket client for one-shot CLI commands (``lensd status``, ``lensd jobs``).
+
+Same protocol, same errors as ``connection.Client``, but a plain blocking ``socket``: a command
+that asks one question and exits does not need an event loop, and importing anyio's asyncio
+backend and asyncio itself was most of ``lensd status``'s start-up (docs/performance.md).
+"""
+
+from __future__ import annotations
+
+import os
+import socket as _socket
+from collections.abc import Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from lensd import settings
+from lensd.errors import DaemonUnavailable, LensdError, ProtocolError
+from lensd.wire import protocol
+
+_READ_CHUNK = 1 << 16
+CONNECT_TIMEOUT = 10.0
+
+
+class BlockingClient:
+    """One connection that has said hello; ``with BlockingClient(path) as c: c.request("status")``."""
+
+    def __init__(self, socket: str | os.PathLike[str] | None = None, connect_timeout: float = CONNECT_TIMEOUT) -> None:
+        self.path: Path = settings.resolve_socket(socket)
+        self._decoder = protocol.FrameDecoder()
+        self._inbox: list[dict[str, Any]] = []
+        self._rid = 0
+        self._sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+        self._sock.settimeout(connect_timeout)
+        try:
+            self._sock.connect(str(self.path))
+        except OSError as exc:
+            self._sock.close()
+            raise DaemonUnavailable(f"no lensd daemon answers at {self.path}: {exc}") from None
+        try:
+            try:
+                self._sock.sendall(protocol.encode_frame(protocol.hello(0)))
+            except OSError:
+                pass  # a daemon that refused us ("busy") has closed; its reason is still to read
+            self.server = protocol.raise_for_reply(self._receive())
+        except (OSError, EOFError) as exc:
+            self._sock.close()
+            raise DaemonUnavailable(f"the daemon at {self.path} did not complete the handshake: {exc}") from None
+        except LensdError:
+            self._sock.close()
+            raise
+        self._sock.settimeout(None)  # like the async client: a busy daemon is waited for
+
+    def _receive(self) -> dict[str, Any]:
+        while not self._inbox:
+            data = self._sock.recv(_READ_CHUNK)
+            if not data:
+                raise EOFError("the daemon closed the connection")
+            self._inbox.extend(self._decoder.feed(data))
+        return self._inbox.pop(0)
+
+    def _reply_for(self, rid: int) -> dict[str, Any]:
+        while True:
+            message = self._receive()
+            if message.get("rid") == rid:
+                return message
+            if message.get("rid") is None and message.get("ok") is False:
+                protocol.raise_for_reply(message)  # the daemon refused our framing
+
+    def _ask(self, op: str, fields: dict[str, Any]) -> int:
+        self._rid += 1
+        self._sock.sendall(protocol.encode_frame(protocol.request(op, self._rid, **fields)))
+        return self._rid
+
+    def request(self, op: str, **fields: Any) -> dict[str, Any]:
+        """Send one request and return its reply (``ok``/``done``); raises the daemon's error."""
+        try:
+            return protocol.raise_for_reply(self._reply_for(self._ask(op, fields)))
+        except (OSError, EOFError) as exc:
+            raise DaemonUnavailable(f"lost the connection to the daemon at {self.path}: {exc}") from None
+
+    def stream(self, op: str, **fields: Any) -> Iterator[Any]:
+        """Items of a paged read, every page asked for in turn (the command reads them all)."""
+        try:
+            rid = self._ask(op, fields)
+            while True:
+                message = protocol.raise_for_reply(self._reply_for(rid))
+                if message.get("done"):
+                    return
+                items = message.get("page")
+                if not isinstance(items, list):
+                    raise ProtocolError("a page frame without a page list")
+                self._sock.sendall(protocol.encode_frame(protocol.request("next", rid)))
+                yield from items
+        except (OSError, EOFError) as exc:
+            raise DaemonUnavailable(f"lost the connection to the daemon at {self.path}: {exc}") from None
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
