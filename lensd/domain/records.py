@@ -1,7 +1,8 @@
 """Fit records and events: the one place untrusted input is checked.
 
 Everything that reaches the database (a dict from a socket, a spool file, a PyAutoFit folder)
-passes ``validate_record`` or ``validate_event`` first, so the writer and the query side can rely
+passes ``validate_record`` (whole records) or ``lensd.store.writeops.op_from_request`` (events,
+which checks their fields with the helpers here) first, so the writer and the query side can rely
 on types. Errors name the field and say what was expected.
 """
 

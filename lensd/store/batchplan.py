@@ -170,11 +170,6 @@ def _with_times(columns: Mapping[str, Any], record: Record, created_at: float, n
     }
 
 
-def record_row(record: Record, created_at: float, now: float) -> dict[str, Any]:
-    """The ``fits`` row of a whole record."""
-    return _with_times(_record_columns(record), record, created_at, now)
-
-
 def _fact_rows(kind: int, values: Mapping[str, Any]) -> list[FactRow]:
     return [(key, *fact_columns(kind, key, value)) for key, value in values.items()]
 
