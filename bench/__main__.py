@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 from bench import CACHE, Options, Row
@@ -121,7 +122,7 @@ def main() -> None:
     (CACHE / "last-table.txt").write_text("\n".join(lines) + "\n")
 
 
-def _section_order(rows: list[Row]) -> object:
+def _section_order(rows: list[Row]) -> Callable[[Row], int]:
     first: dict[str, int] = {}
     for index, row in enumerate(rows):
         first.setdefault(row.section, index)

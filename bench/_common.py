@@ -32,7 +32,7 @@ def machine_facts() -> list[str]:
     """One line each: CPUs, memory, Python, sqlite, numpy, PyAutoFit, file system of the scratch folder."""
     import numpy
 
-    from lensd.daemon.server import file_system_type
+    from lensd.mounts import file_system_type
 
     memory = ""
     with contextlib.suppress(OSError, ValueError, IndexError), open("/proc/meminfo", encoding="ascii") as info:

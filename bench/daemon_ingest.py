@@ -56,7 +56,7 @@ def _client(socket: str, indices: range, seed: int, go: Any, out: Any) -> None:
     records = _records(indices, seed)
     sent = sum(len(codec.pack(r)) for r in records)
 
-    async def submit_all() -> tuple[float, float]:
+    async def submit_all() -> tuple[float, float, float]:
         async with lensd.connect(socket) as client:
             await anyio.to_thread.run_sync(go.wait)
             began, cpu = time.perf_counter(), time.process_time()

@@ -27,7 +27,7 @@ from typing import Any
 import anyio
 
 from lensd.client.connection import Client
-from lensd.daemon.server import file_system_type
+from lensd.mounts import file_system_type
 
 TICK = os.sysconf("SC_CLK_TCK")
 

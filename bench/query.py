@@ -21,6 +21,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
+from functools import partial
 from itertools import islice
 from typing import Any
 
@@ -54,6 +55,10 @@ def _median(work: Callable[[], Any], repeat: int = 5) -> float:
     return statistics.median(runs)
 
 
+def _first_page(selected: Any) -> list[Any]:
+    return list(islice(selected.fits(), PAGE))
+
+
 def measure(path: Any) -> dict[str, dict[str, float]]:
     """Per seed: seconds to the first page, seconds to count, and the count."""
     import lensd
@@ -63,8 +68,8 @@ def measure(path: Any) -> dict[str, dict[str, float]]:
         found = {}
         for name, seed in SEEDS.items():
             selected = agg.query(seed(agg))
-            found[name] = {"first_page": _median(lambda s=selected: list(islice(s.fits(), PAGE))),
-                           "count": _median(lambda s=selected: len(s)), "n": float(len(selected))}
+            found[name] = {"first_page": _median(partial(_first_page, selected)),
+                           "count": _median(selected.__len__), "n": float(len(selected))}
         return found
     finally:
         agg.close()

@@ -12,7 +12,7 @@ import math
 import operator
 import sqlite3
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 from hypothesis import strategies as st
 
@@ -55,7 +55,8 @@ def lookup(record: dict[str, Any], operand: Operand) -> Any:
             return record["status"] == "completed"
         value = record[operand.name]
         return MISSING if value is None else value
-    table = {ModelPath: "values", MedianPath: "medians", InfoKey: "info", JobKey: "job"}[type(operand)]
+    tables: dict[type[Operand], str] = {ModelPath: "values", MedianPath: "medians", InfoKey: "info", JobKey: "job"}
+    table = tables[type(operand)]
     key = operand.path if isinstance(operand, (ModelPath, MedianPath)) else operand.key  # type: ignore[attr-defined]
     return record[table].get(key, MISSING)
 
@@ -64,7 +65,7 @@ def _class_is(record: dict[str, Any], path: str, by: str, name: str) -> bool:
     class_path = record["classes"].get(path)
     if class_path is None:
         return False
-    return (class_path if by == "class_path" else class_path.rsplit(".", 1)[-1]) == name
+    return bool((class_path if by == "class_path" else class_path.rsplit(".", 1)[-1]) == name)
 
 
 def _equals(record: dict[str, Any], operand: Operand, stored: Any, value: Any) -> bool:
@@ -122,7 +123,8 @@ def select(records: Sequence[dict[str, Any]], state: QueryState) -> list[str]:
     ]
     for key in reversed(state.order):  # stable sorts, least significant key first
         keyed = [(_sort_key(lookup(r, key.operand)), r) for r in chosen]
-        present = sorted((kr for kr in keyed if kr[0] is not None), key=lambda kr: kr[0], reverse=key.reverse)
+        present = sorted((kr for kr in keyed if kr[0] is not None), key=lambda kr: cast(tuple[int, Any], kr[0]),
+                         reverse=key.reverse)
         chosen = [r for _, r in present] + [r for k, r in keyed if k is None]
     stop = None if state.limit is None else state.offset + state.limit
     return [r["id"] for r in chosen[state.offset:stop]]
@@ -183,7 +185,7 @@ KEYS = ["survey", "SLURM_ARRAY_JOB_ID", "x' OR '1'='1", "n"]
 TEXT_COLUMNS = ["id", "name", "path_prefix", "unique_tag", "status", "parent_id"]
 NUMBER_COLUMNS = ["max_log_likelihood", "log_evidence", "is_complete", "is_grid_search"]
 
-texts = st.text(st.characters(blacklist_categories=("Cs",)), max_size=5)
+texts = st.text(st.characters(blacklist_categories=["Cs"]), max_size=5)
 strings = st.sampled_from(HOSTILE) | texts
 numbers = st.sampled_from(NUMBERS) | st.floats(allow_nan=False) | st.integers(-3, 3)
 stored_values = (numbers | strings | strings | st.none() | st.just(math.nan) | st.lists(st.integers(), max_size=2)

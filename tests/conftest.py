@@ -123,7 +123,7 @@ def daemon(make_daemon) -> DaemonProcess:  # type: ignore[no-untyped-def]
 def integrity_ok(db: Path) -> bool:
     conn = sqlite3.connect(db)
     try:
-        return conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        return bool(conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok")
     finally:
         conn.close()
 

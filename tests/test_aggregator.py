@@ -54,6 +54,7 @@ def test_every_fit_with_pyautofits_max_log_likelihood_and_instance(agg: lensd.Ag
         assert math.isclose(fit.max_log_likelihood, expected["max_log_likelihood"], rel_tol=1e-12)
         assert fit.unique_tag == expected["unique_tag"]
         assert fit.info == expected["info"]
+        assert fit.instance is not None
         flat = fit.instance.to_flat()
         for path, value in parameters(expected["max_log_likelihood_instance"]).items():
             assert math.isclose(flat[path], value, rel_tol=1e-12), (fit_id, path)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,7 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def agg(db: Path) -> lensd.Aggregator:
+def agg(db: Path) -> Iterator[lensd.Aggregator]:
     aggregator = lensd.Aggregator.from_database(db)
     yield aggregator
     aggregator.close()
@@ -136,6 +137,7 @@ def test_fixed_tuples_in_instance_nodes_are_kept(agg: lensd.Aggregator) -> None:
     """The chained fit's source is the Nautilus fit's instance; its centre is a fixed tuple."""
     fit = by_name(agg, "lens_a/chained[source_fixed]")
     nautilus = BY_NAME["lens_a/nautilus"]["samples"]["max_log_likelihood_dict"]
+    assert fit.instance is not None
     centre = fit.instance.galaxies.source.bulge.centre
     assert centre == (nautilus["galaxies.source.bulge.centre.centre_0"],
                       nautilus["galaxies.source.bulge.centre.centre_1"])
@@ -149,10 +151,11 @@ def test_fixed_tuples_in_instance_nodes_are_kept(agg: lensd.Aggregator) -> None:
 def test_tuples_in_instances_are_tuples(agg: lensd.Aggregator) -> None:
     fit = by_name(agg, "lens_a/nautilus")
     expected = BY_NAME["lens_a/nautilus"]["instance"]["attributes"]["galaxies"]["attributes"]
+    assert fit.instance is not None
     centre = fit.instance.galaxies.source.bulge.centre
     assert isinstance(centre, tuple) and len(centre) == 2
     y, x = centre
-    assert [y, x] == list(centre) == [centre[0], centre[1]] == [centre.centre_0, centre.centre_1]
+    assert [y, x] == list(centre) == [centre[0], centre[1]] == [centre.centre_0, centre.centre_1]  # type: ignore[attr-defined]
     assert list(centre) == expected["source"]["attributes"]["bulge"]["attributes"]["centre"]
     assert list(fit.instance.galaxies.lens.mass.ell_comps) == \
         expected["lens"]["attributes"]["mass"]["attributes"]["ell_comps"]

@@ -111,7 +111,7 @@ def test_bad_first_frames_get_an_error_and_a_closed_connection(daemon, payload, 
         sock.sendall(payload)
         reply = read_frame(sock)
         assert reply is not None and reply["ok"] is False
-        assert reply["error"]["code"] == expect  # type: ignore[index]
+        assert reply["error"]["code"] == expect
         assert read_frame(sock) is None  # closed
     with lensd.connect_sync(socket=daemon.socket) as client:
         assert client.submit(record(7)) == "applied"

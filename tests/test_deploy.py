@@ -318,7 +318,8 @@ def test_the_daemon_job_says_where_it_is_and_backs_up_when_its_time_is_up(shared
 
 def operating_block(first_line: str) -> str:
     page = (ROOT / "docs" / "operating.md").read_text()
-    [body] = [b for b in re.findall(r"^```python\n(.*?)^```$", page, flags=re.S | re.M) if b.startswith(first_line)]
+    blocks = re.findall(r"^```python\n(.*?)^```$", page, flags=re.S | re.M)
+    [body] = [str(b) for b in blocks if b.startswith(first_line)]
     return body
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import anyio
 from records_factory import record
@@ -37,7 +38,7 @@ def test_progress_events_of_a_client_process_become_the_fits_history(daemon, wor
     assert worker.finish() == 0
 
 
-def _apply(db: Path, requests: list[tuple[str, dict[str, object]]], batch: int) -> None:
+def _apply(db: Path, requests: list[tuple[str, dict[str, Any]]], batch: int) -> None:
     async def run() -> None:
         writer = await BatchWriter.open(db)
         ops = [op_from_request(op, fields) for op, fields in requests]
@@ -56,10 +57,11 @@ def test_a_long_history_is_thinned_keeping_the_first_and_the_latest_point(tmp_pa
     _apply(db, [start, *events], batch=7)
     history = _fit(db, "fit-7").progress_history
     assert batchplan.HISTORY_MAX // 2 <= len(history) <= batchplan.HISTORY_MAX
-    samples = [p.n_samples for p in history]
+    samples = [p.n_samples or 0 for p in history]
+    assert None not in [p.n_samples for p in history]
     assert samples[0] == 1 and samples[-1] == 1000 and samples == sorted(samples)
     assert len(set(samples)) == len(samples)
-    assert all(p.max_log_likelihood == -1000 + p.n_samples for p in history)
+    assert all(p.max_log_likelihood == -1000 + (p.n_samples or 0) for p in history)
 
     # a restart of the same fit (a SLURM requeue) begins a new history
     _apply(db, [start, ("progress", {"id": "fit-7", "max_log_likelihood": -5.0})], batch=10)

@@ -61,7 +61,7 @@ def failed_with(db: Path) -> str | None:
     fit = fit_of(db, "fit-x")
     assert fit is not None
     assert fit.status == "failed", fit.status
-    return fit.error
+    return str(fit.error) if fit.error is not None else None
 
 
 @pytest.mark.parametrize("kind", ["sync", "async"])

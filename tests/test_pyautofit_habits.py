@@ -28,6 +28,11 @@ from lensd.query.fields import FIT_COLUMNS
 Build = Callable[[Any], Any]
 
 
+def _ordered_query(text: str) -> Build:
+    """The aggregator ordered by id, then queried with ``text``."""
+    return lambda agg: agg.order_by(agg.id).query(_parse(text))
+
+
 @pytest.fixture(scope="module")
 def filled() -> Iterator[DaemonProcess]:
     folder = Path(tempfile.mkdtemp(prefix="ldh", dir="/tmp"))
@@ -125,9 +130,9 @@ def test_every_fit_column_is_reachable_under_search(side: Side) -> None:
     assert set(probes) == FIT_COLUMNS
     for column, test in probes.items():
         text = f"search.{column} {test}".replace(" .", ".")
-        by_search = side.ask(lambda agg, t=text: agg.order_by(agg.id).query(_parse(t)))
+        by_search = side.ask(_ordered_query(text))
         plain = text.removeprefix("search.")
-        by_column = side.ask(lambda agg, t=plain: agg.order_by(agg.id).query(_parse(t)))
+        by_column = side.ask(_ordered_query(plain))
         assert by_search == by_column, column
         assert by_search, f"{column}: the probe should find fits"
         assert len(by_search) <= len(fits)

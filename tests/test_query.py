@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -130,7 +131,9 @@ def test_state_refinements() -> None:
     assert child.parent_id == "abc" and not child.top_level_only
     assert state.grids().grid_only
     assert state.limited(5).limited(9).limit == 5
-    for refine in (lambda s: s.where(a), lambda s: s.ordered(agg.model.a), lambda s: s.grids()):
+    refiners: tuple[Callable[[QueryState], QueryState], ...] = (
+        lambda s: s.where(a), lambda s: s.ordered(agg.model.a), lambda s: s.grids())
+    for refine in refiners:
         with pytest.raises(QueryError, match="slicing"):
             refine(state.sliced(0, 3))
     for bad in ((0.5, None), (True, None), (None, 2**63), ("1", None)):
@@ -167,7 +170,7 @@ def states(draw: st.DrawFn) -> QueryState:
     state = QueryState(predicate=draw(st.none() | predicates), completed_only=draw(st.booleans()),
                        top_level_only=draw(st.booleans()), grid_only=draw(st.booleans()))
     if draw(st.booleans()):
-        state = state.children_of(draw(st.text(st.characters(blacklist_categories=("Cs",)), max_size=5)))
+        state = state.children_of(draw(st.text(st.characters(blacklist_categories=["Cs"]), max_size=5)))
     for _ in range(draw(st.integers(0, 2))):
         state = state.ordered(draw(st.sampled_from([agg.model.a, agg.median.b, agg.info["c"], agg.job["d"],
                                                     agg.unique_tag])), draw(st.booleans()))

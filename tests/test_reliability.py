@@ -40,9 +40,9 @@ from wire import (
 )
 
 import lensd
-from lensd.daemon.server import file_system_type, is_network_file_system
 from lensd.domain.records import RECORD_KEYS
 from lensd.errors import Busy, LensdError, StorageError
+from lensd.mounts import file_system_type, is_network_file_system
 from lensd.wire import protocol
 
 
@@ -107,7 +107,7 @@ def test_a_write_whose_ack_is_lost_is_stored_once_when_resent(daemon) -> None:  
         fit_id = f"retry-{trial}"
         data = record(trial, 30, id=fit_id)
         running = {k: v for k, v in data.items() if k not in ("samples", "status")} | {"status": "running"}
-        events = [("start", {"record": running, "seq": 1000}),
+        events: list[tuple[str, dict[str, Any]]] = [("start", {"record": running, "seq": 1000}),
                   ("progress", {"id": fit_id, "seq": 1001, "max_log_likelihood": -1e6, "progress": 0.5}),
                   ("complete", {"record": data, "seq": 1002}),
                   ("submit", {"record": record(trial, 30, id=f"whole-{trial}")})]

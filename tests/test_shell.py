@@ -155,7 +155,8 @@ def test_seed_answers_are_what_they_say(lens_db: Path) -> None:
     """A spot check that the shared answers are right, not merely equal."""
     agg = lensd.Aggregator.from_database(lens_db)
     fits = list(agg.fits())
-    radius = {f.id: f.instance.galaxies.lens.mass.einstein_radius for f in fits}
+    assert all(f.instance is not None for f in fits)
+    radius = {f.id: f.instance.galaxies.lens.mass.einstein_radius for f in fits}  # type: ignore[union-attr]
     rows = cli_json("query", 'model.galaxies.lens.mass.einstein_radius > 1.0 | unique_tag == "lens_3"',
                     "--db", str(lens_db))
     assert {r["id"] for r in rows} == {f.id for f in fits if radius[f.id] > 1.0 or f.unique_tag == "lens_3"}
@@ -371,6 +372,7 @@ def test_export_median_and_query(lens_db: Path) -> None:
     rows = cli_json("export", "--db", str(lens_db), "--median", "--query", 'info["survey"] == "SLACS"')
     assert [r["id"] for r in rows] == [f.id for f in slacs] and len(rows) == 5
     for row, fit in zip(rows, slacs, strict=True):
+        assert fit.median is not None and fit.instance is not None
         median = fit.median.to_flat()
         assert median.keys() <= row.keys()
         assert all(row[p] == v for p, v in median.items())
@@ -378,6 +380,7 @@ def test_export_median_and_query(lens_db: Path) -> None:
         assert row["info.survey"] == "SLACS" and row["info.index"] == fit.info["index"]
     maximum = cli_json("export", "--db", str(lens_db), "--query", 'info["survey"] == "SLACS"')
     assert [list(r) for r in maximum] == [list(r) for r in rows]
+    assert slacs[0].instance is not None
     assert maximum[0]["galaxies.lens.mass.centre.centre_0"] == slacs[0].instance.galaxies.lens.mass.centre.centre_0
     assert cli_json("export", "--db", str(lens_db), "--query", 'unique_tag == "none"') == []
     header = lensd_cli("export", "--db", str(lens_db), "--query", 'unique_tag == "none"').stdout
@@ -391,6 +394,7 @@ def test_to_rows_and_to_dataframe_have_the_export_columns(lens_db: Path) -> None
     assert agg.columns() == list(exported[0])
     medians = agg.to_rows(median=True)
     first = next(agg.fits()).median
+    assert first is not None
     assert next(medians)["galaxies.lens.mass.einstein_radius"] == first.galaxies.lens.mass.einstein_radius
     medians.close()
     picked = list(agg.to_rows(["id", "galaxies.lens.mass.einstein_radius", "info.survey", "info.nothing"]))
@@ -531,7 +535,7 @@ def test_html_escapes_hostile_strings(tmp_path: Path) -> None:
     fit = next(agg.fits())
     assert fit.unique_tag == HOSTILE_TEXT
     samples = fit.samples
-    assert samples is not None and HOSTILE_TEXT in samples.paths
+    assert samples is not None and HOSTILE_TEXT in samples.paths and fit.instance is not None
     for html in (agg._repr_html_(), fit._repr_html_(), samples._repr_html_(), fit.instance._repr_html_()):
         assert "<script>" not in html and "alert(1)" in html, html[:300]
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in agg._repr_html_()
@@ -552,6 +556,7 @@ def test_aggregator_html_shows_the_first_rows(lens_db: Path, monkeypatch: pytest
 def test_instances_print_readably(lens_db: Path, db: Path) -> None:
     agg = lensd.Aggregator.from_database(lens_db)
     instance = next(agg.fits()).instance
+    assert instance is not None
     mass = instance.galaxies.lens.mass
     text = repr(instance)
     assert text.startswith("Collection(galaxies=Collection(lens=Galaxy(mass=Isothermal(centre=(")

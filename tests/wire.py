@@ -18,7 +18,7 @@ import struct
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import msgpack
 import pytest
@@ -35,7 +35,7 @@ def scaled(normal: int, stress: int) -> int:
 
 def stressed(test: T) -> T:
     """Mark ``test`` as a stress test only when LENSD_STRESS=1 (it reads its counts from ``scaled``)."""
-    return pytest.mark.stress(test) if STRESS else test  # type: ignore[no-any-return]
+    return cast(T, pytest.mark.stress(test)) if STRESS else test
 
 
 def raw_connection(path: Path, timeout: float = 10.0) -> socketlib.socket:

@@ -27,11 +27,14 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Final, TextIO
+from typing import TYPE_CHECKING, Any, Final, TextIO
 
 from lensd.query.state import QueryState
 from lensd.store import flatrows
 from lensd.store.reader import Fit
+
+if TYPE_CHECKING:
+    from _typeshed import SupportsWrite
 
 QUERY_COLUMNS: Final = ("id", "unique_tag", "name", "status", "max_log_likelihood")
 PAGE: Final = 256  # fits buffered between the socket reader and the writer
@@ -158,7 +161,7 @@ def _csv_cell(value: Any) -> Any:
     return value
 
 
-def write(rows: Iterable[dict[str, Any]], fmt: str, out: TextIO,
+def write(rows: Iterable[dict[str, Any]], fmt: str, out: SupportsWrite[str],
           columns: Sequence[str] | None = None) -> None:
     """Write rows as ``table``, ``csv`` or ``json``; CSV and JSON as they come.
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,13 +57,13 @@ class GroupCommitter:
     def queue_depth(self) -> int:
         return self._send.statistics().current_buffer_used
 
-    async def submit(self, ops: list[Op]) -> list[str | LensdError]:
+    async def submit(self, ops: Sequence[Op]) -> list[str | LensdError]:
         """Queue ``ops`` and wait until they are committed (or failed).
 
         Their record-only rows are worked out here (``rows.prepare``), on the event loop, while
         the writer thread commits the batch before.
         """
-        item = _Submission(ops, [_prepare(op) for op in ops])
+        item = _Submission(list(ops), [_prepare(op) for op in ops])
         await self._send.send(item)
         await item.done.wait()
         return item.outcomes

@@ -218,7 +218,7 @@ def _minimal_row(fit_id: str, created_at: float, now: float) -> dict[str, Any]:
 
 
 def plan_batch(
-    ops: list[Op], existing: Mapping[str, Existing], next_key: int, now: float,
+    ops: Sequence[Op], existing: Mapping[str, Existing], next_key: int, now: float,
     prepared: Sequence[Prepared | None] | None = None,
 ) -> tuple[Plan, list[str], int]:
     """Rows for a batch; returns the plan, one outcome per op (APPLIED/DUPLICATE), the next free key.

@@ -111,7 +111,7 @@ class BatchWriter:
                 found[fit_id] = Existing(key, seq, created)
         return found
 
-    def _apply(self, ops: list[Op], prepared: Sequence[Prepared | None] | None) -> list[str]:
+    def _apply(self, ops: Sequence[Op], prepared: Sequence[Prepared | None] | None) -> list[str]:
         """The batch's transaction, in the worker thread."""
         self._conn.execute("BEGIN IMMEDIATE")
         try:
@@ -131,7 +131,7 @@ class BatchWriter:
         self.records += len(ops)
         return outcomes
 
-    async def apply(self, ops: list[Op], prepared: Sequence[Prepared | None] | None = None
+    async def apply(self, ops: Sequence[Op], prepared: Sequence[Prepared | None] | None = None
                     ) -> list[str | LensdError]:
         """Commit ``ops``; one outcome per op: "applied", "duplicate", or the error for that op.
 
