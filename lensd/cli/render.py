@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from lensd.errors import LensdError
+from lensd.store.flatrows import cell_text
 
 JOB_COLUMNS: Final = ("id", "unique_tag", "name", "status", "progress", "max_log_likelihood", "age",
                       "seen", "slurm")
@@ -102,19 +103,11 @@ def format_jobs(rows: list[dict[str, Any]]) -> str:
     return table(shown, columns, full=("error",))
 
 
-def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return str(value)
-
-
 def table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None,
           full: Sequence[str] = ()) -> str:
     """An aligned text table (long cells are shortened to keep it readable, except ``full`` columns)."""
     columns = list(columns or dict.fromkeys(c for row in rows for c in row))
-    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
+    cells = [[cell_text(row.get(c)) for c in columns] for row in rows]
     cells = [[c if len(c) <= 40 or name in full else c[:37] + "..." for c, name in zip(line, columns, strict=True)]
              for line in cells]
     widths = [max([len(c)] + [len(line[i]) for line in cells]) for i, c in enumerate(columns)]

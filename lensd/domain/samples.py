@@ -174,16 +174,14 @@ class Samples:
             medians[path] = float(column[order[min(k, len(order) - 1)]])
         return {**modeltree.constants(self.model or {}), **medians}
 
+    def _instance(self, values: dict[str, Any]) -> Instance | None:
+        """``values`` as an instance of the model; None when there are none (no samples)."""
+        return Instance.from_flat(values, modeltree.class_nodes(self.model or {})) if values else None
+
     @property
     def max_log_likelihood_instance(self) -> Instance | None:
-        values = self.max_log_likelihood_values()
-        if not values:
-            return None
-        return Instance.from_flat(values, modeltree.class_nodes(self.model or {}))
+        return self._instance(self.max_log_likelihood_values())
 
     @property
     def median_pdf_instance(self) -> Instance | None:
-        values = self.median_pdf_values()
-        if not values:
-            return None
-        return Instance.from_flat(values, modeltree.class_nodes(self.model or {}))
+        return self._instance(self.median_pdf_values())

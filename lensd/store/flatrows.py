@@ -108,7 +108,8 @@ def dataframe_of(rows: Iterable[dict[str, Any]], columns: Sequence[str]) -> Any:
     return pandas.DataFrame.from_records(list(rows), columns=list(columns))
 
 
-def _html_cell(value: Any) -> str:
+def cell_text(value: Any) -> str:
+    """A value as a table cell shows it: nothing for None, 6 significant digits for a float."""
     if value is None:
         return ""
     if isinstance(value, float):
@@ -120,7 +121,7 @@ def html_table(rows: Iterable[dict[str, Any]], columns: Sequence[str], total: in
     """A small HTML table of the first rows, for Jupyter; every name and value is escaped."""
     rows = list(rows)
     head = "".join(f"<th>{escape(c)}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{escape(_html_cell(row.get(c)))}</td>" for c in columns) + "</tr>"
+    body = "".join("<tr>" + "".join(f"<td>{escape(cell_text(row.get(c)))}</td>" for c in columns) + "</tr>"
                    for row in rows)
     shown = f"the first {len(rows)} of {total} fits" if len(rows) < total else f"{total} fits"
     return f"<p>{shown}</p><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"

@@ -123,27 +123,36 @@ def span(body: bytes, path: Sequence[str]) -> tuple[int, int] | None:
     """Where the value at ``path`` (map keys, outermost first) lies in the msgpack map ``body``.
 
     None when a map on the way is missing or malformed, or holds the key twice: a decoder keeps
-    one of the two, and the bytes must be those of the value it kept.
+    one of the two, and the bytes must be those of the value it kept. One pass, nothing built but
+    the keys.
     """
-    start = 0
-    view = memoryview(body)
+    unpacker = msgpack.Unpacker(raw=False, max_buffer_size=0)
+    unpacker.feed(body)
     try:
-        for key in path:
-            unpacker = msgpack.Unpacker(raw=False, max_buffer_size=0)
-            unpacker.feed(view[start:])
-            found = None
-            for _ in range(unpacker.read_map_header()):
-                if unpacker.unpack() == key:
-                    if found is not None:
-                        return None
-                    found = start + unpacker.tell()
-                unpacker.skip()
-            if found is None:
-                return None
-            start = found
-        unpacker = msgpack.Unpacker(max_buffer_size=0)
-        unpacker.feed(view[start:])
-        unpacker.skip()
-        return start, start + unpacker.tell()
-    except Exception:  # malformed: the full decode already said so, or will
+        found = _seek(unpacker, path)
+    except Exception:  # malformed, or a key twice: the full decode says what it says
         return None
+    return found if isinstance(found, tuple) else None
+
+
+_ABSENT = object()  # the key was there, but what it leads to was not
+
+
+def _seek(unpacker: msgpack.Unpacker, path: Sequence[str]) -> object:
+    """Read one map from ``unpacker`` whole; the span at ``path`` inside it, ``_ABSENT`` or None."""
+    found: object = None
+    for _ in range(unpacker.read_map_header()):
+        if unpacker.unpack() != path[0]:
+            unpacker.skip()
+            continue
+        if found is not None:
+            raise ValueError(f"the key {path[0]!r} is there twice")
+        if len(path) == 1:
+            start = unpacker.tell()
+            unpacker.skip()
+            found = (start, unpacker.tell())
+        else:
+            found = _seek(unpacker, path[1:])
+            if found is None:
+                found = _ABSENT
+    return found
