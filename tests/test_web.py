@@ -136,6 +136,7 @@ def test_the_query_box_filters_to_the_apis_answer_and_shows_grammar_errors(surve
 def test_a_fit_page_has_a_corner_panel_per_pair_and_a_point_per_progress_event(survey: Path) -> None:
     agg = lensd.Aggregator.from_database(survey)
     [fit] = list(agg.query(agg.id == "fit-50").fits())
+    assert fit.samples is not None
     history, free = fit.progress_history, fit.samples.paths
     agg.close()
     assert len(history) == 9 and len(free) == len(PATHS) == 3
