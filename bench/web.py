@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -92,7 +93,7 @@ def measure(path: Path) -> dict[str, float]:
         url = line.removeprefix("lensd web: ").strip()
         base, token = url.split("/?")[0], url.rsplit("token=", 1)[1]
         for name, request in REQUESTS.items():
-            found[name] = _median(lambda r=request: _get(base, token, r))
+            found[name] = _median(partial(_get, base, token, request))
         found["rss after page 1 (MB)"] = _rss_mb(process.pid)
         for page in range(1, PAGES + 1):
             _get(base, token, f"/fits?page={page}")
