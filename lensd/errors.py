@@ -12,6 +12,7 @@
     ├── DaemonError                 code "daemon",       exit 1   the daemon answered with an error
     ├── AlreadyRunning              code "running",      exit 1   another daemon holds the database
     ├── Busy                        code "busy",         exit 1   the daemon refused a connection (cap)
+    ├── MissingExtra                code "extra",        exit 1   an optional dependency is not installed
     └── DaemonUnavailable           code "unavailable",  exit 3   nothing answers on the socket
 
 Each class carries the wire ``code`` used in error replies (SPEC §6) and the CLI ``exit_code``
@@ -92,6 +93,12 @@ class Busy(LensdError):
     code = "busy"
 
 
+class MissingExtra(LensdError):
+    """A feature needs an optional dependency; the message names the extra that installs it."""
+
+    code = "extra"
+
+
 class DaemonUnavailable(LensdError):
     code = "unavailable"
     exit_code = 3
@@ -101,7 +108,7 @@ _BY_CODE: dict[str, type[LensdError]] = {
     cls.code: cls
     for cls in (
         LensdError, InvalidRecord, QueryError, QuerySyntaxError, ProtocolError, FrameTooLarge,
-        StorageError, UnsupportedDatabase, IngestError, AlreadyRunning, Busy, DaemonUnavailable,
+        StorageError, UnsupportedDatabase, IngestError, AlreadyRunning, Busy, MissingExtra, DaemonUnavailable,
     )
 }
 
@@ -116,6 +123,6 @@ def from_wire(code: str, message: str) -> LensdError:
 
 __all__ = [
     "AlreadyRunning", "Busy", "DaemonError", "DaemonUnavailable", "FrameTooLarge", "IngestError",
-    "InvalidRecord", "LensdError", "ProtocolError", "QueryError", "QuerySyntaxError",
+    "InvalidRecord", "LensdError", "MissingExtra", "ProtocolError", "QueryError", "QuerySyntaxError",
     "StorageError", "UnsupportedDatabase", "from_wire",
 ]

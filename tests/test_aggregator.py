@@ -64,7 +64,7 @@ def test_samples_values_match_pyautofit(agg: lensd.Aggregator) -> None:
     by_best = {r["max_log_likelihood"]: r for r in FITS.values()}
     seen = 0
     for samples in agg.values("samples"):
-        expected = by_best[samples.max_log_likelihood]
+        expected = by_best[samples.max_log_likelihood_sample.log_likelihood]
         assert len(samples) == samples.parameters.shape[0] == len(samples.log_likelihood) > 0
         instance = samples.max_log_likelihood_instance.to_flat()
         for path, value in parameters(expected["max_log_likelihood_instance"]).items():

@@ -172,7 +172,8 @@ def test_start_progress_complete_keeps_the_latest_state_then_the_final_samples(d
     [running] = list(agg.values("samples"))
     np.testing.assert_array_equal(running.parameters, record(11)["samples"]["parameters"])
     fit = fit_of(daemon.db, "fit-1")
-    assert fit is not None and (fit.n_samples, fit.max_log_likelihood) == (100, running.max_log_likelihood)
+    best = running.max_log_likelihood_sample.log_likelihood
+    assert fit is not None and (fit.n_samples, fit.max_log_likelihood) == (100, best)
     assert agg.query(agg.model.galaxies.lens.mass.einstein_radius > -1.0).fits().__next__().id == "fit-1"
 
     assert worker.do("complete", samples_of=12) == "applied"
@@ -196,7 +197,7 @@ def test_complete_without_samples_keeps_what_progress_last_sent(daemon, workers)
     [samples] = list(agg.values("samples"))
     np.testing.assert_array_equal(samples.parameters, record(21)["samples"]["parameters"])
     [fit] = list(agg.fits())
-    assert (fit.status, fit.max_log_likelihood) == ("completed", samples.max_log_likelihood)
+    assert (fit.status, fit.max_log_likelihood) == ("completed", samples.max_log_likelihood_sample.log_likelihood)
     assert fit.instance is not None
     agg.close()
 

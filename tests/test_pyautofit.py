@@ -245,7 +245,10 @@ def test_pickles_are_never_opened(tmp_path: Path) -> None:
     (fit / "files" / "dataset.pickle").write_bytes(garbage)
     (fit / "files" / "search_internal" / "state.json").write_bytes(b"{not json")
     record = read_fit(fit)
-    assert set(record["files"]) == {"samples_info"}
+    assert set(record["files"]) == {"samples_info", "lensd.skipped"}
+    assert record["files"]["lensd.skipped"] == [  # a note of each pickle, none opened
+        f"files/{name}: a pickle, never opened (opening one runs code)"
+        for name in ("dataset.pickle", "search_internal.dill", "search_internal/search_internal.dill")]
 
 
 def test_other_csv_files_become_arrays_or_columns(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from typing import Any, Final
 
 import numpy as np
 
-from lensd.domain import modeltree
+from lensd.domain import fitsdata, modeltree
 from lensd.domain.samples import Samples
 from lensd.errors import InvalidRecord
 from lensd.wire import codec
@@ -127,8 +127,8 @@ def _files(value: Any) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, Mapping):
-        raise InvalidRecord("files must map names to JSON values or arrays")
-    files = {}
+        raise InvalidRecord("files must map names to JSON values, arrays or FITS bytes")
+    files: dict[str, Any] = {}
     for name, item in value.items():
         if not isinstance(name, str) or not name or len(name) > 256:
             raise InvalidRecord(f"files has a bad name {name!r}")
@@ -136,6 +136,10 @@ def _files(value: Any) -> dict[str, Any]:
             if item.dtype.kind not in "biuf":
                 raise InvalidRecord(f"files.{name} must be a numeric array")
             files[name] = item
+        elif isinstance(item, (bytes, bytearray, memoryview)):
+            if not fitsdata.is_fits(item):  # the only bytes a record carries are FITS files
+                raise InvalidRecord(f"files.{name}: bytes must be a FITS file (beginning with SIMPLE)")
+            files[name] = bytes(item)
         else:
             files[name] = _json_value(item, f"files.{name}")
     return files
@@ -229,7 +233,8 @@ def validate_record(data: Any) -> Record:
                                           trees["search"], model)
     max_ll = numbers.pop("max_log_likelihood")
     if max_ll is None and samples is not None:
-        max_ll = samples.max_log_likelihood
+        best = samples.max_log_likelihood_sample
+        max_ll = None if best is None else best.log_likelihood
     log_evidence = numbers.pop("log_evidence")
     if log_evidence is None:
         log_evidence = _summary_log_evidence(trees["summary"])

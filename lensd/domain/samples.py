@@ -1,8 +1,12 @@
-"""Samples of a non-linear search: the arrays, and the instances read off them.
+"""Samples of a non-linear search: the arrays, the instances read off them, PyAutoFit's API.
 
 Stored and sent as plain arrays (never pickled), so a samples payload is exactly what
 ``to_wire`` returns. Samples that arrived in that form keep the bytes they came as (``packed``),
-which are then stored as they are instead of being packed again.
+which are then stored as they are instead of being packed again. Two column orders exist and both are explicit: ``paths``/``parameters``
+follow the stored columns (samples.csv's header, prior-id order), ``model_paths`` is PyAutoFit's
+``model.paths`` order (model.json's order, as PyAutoFit rebuilds the model). PyAutoFit's names
+(``parameter_lists``, ``max_log_likelihood(as_instance=False)``, ``median_pdf``, ``values_at_sigma``,
+``errors_at_*``, ``from_sample_index``) use PyAutoFit's order and its statistics (lensd.domain.pdf).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import numpy as np
 
 from lensd.domain import modeltree
 from lensd.domain.instance import Instance
+from lensd.domain.pdf import Marginals, kind_of
 from lensd.errors import InvalidRecord
 from lensd.wire import codec
 
@@ -35,7 +40,8 @@ class Sample:
 class Samples:
     """Parameter paths, an (n, k) float array, and per-sample log likelihood, log prior and weight."""
 
-    __slots__ = ("log_likelihood", "log_prior", "model", "packed", "parameters", "paths", "weight")
+    __slots__ = ("_order", "log_likelihood", "log_prior", "model", "packed", "parameters", "paths", "samples_info",
+                 "weight")
 
     def __init__(
         self,
@@ -45,6 +51,7 @@ class Samples:
         log_prior: Any = None,
         weight: Any = None,
         model: Mapping[str, Any] | None = None,
+        samples_info: Mapping[str, Any] | None = None,
     ) -> None:
         self.paths: list[str] = list(paths)
         self.parameters: np.ndarray = np.asarray(parameters, dtype=np.float64)
@@ -56,8 +63,10 @@ class Samples:
                                       else np.asarray(log_prior, dtype=np.float64))
         self.weight: np.ndarray = np.ones(n) if weight is None else np.asarray(weight, dtype=np.float64)
         self.model = model
+        self.samples_info: dict[str, Any] = dict(samples_info or {})
         self.packed: bytes | None = None  # ``codec.pack(self.to_wire())``, when it arrived so
         self._check()
+        self._order: list[int] | None = None
 
     def _check(self) -> None:
         if not all(isinstance(p, str) and p for p in self.paths):
@@ -75,11 +84,19 @@ class Samples:
                 raise InvalidRecord(f"samples.{name} must have shape ({n},), got {column.shape}")
 
     @classmethod
-    def from_wire(cls, data: Any, model: Mapping[str, Any] | None = None) -> Samples:
-        """Validate an untrusted ``{"paths", "parameters", "log_likelihood", ...}`` mapping."""
+    def from_wire(cls, data: Any, model: Mapping[str, Any] | None = None,
+                  samples_info: Mapping[str, Any] | None = None) -> Samples:
+        """Validate an untrusted ``{"paths", "parameters", "log_likelihood", ...}`` mapping.
+
+        ``samples_info`` is PyAutoFit's samples_info.json (it names the kind of samples and holds
+        the evidence); it is not part of the wire form.
+        """
+        if samples_info is not None and not isinstance(samples_info, Mapping):
+            samples_info = None
         if isinstance(data, Samples):
             copy = cls(data.paths, data.parameters, data.log_likelihood, data.log_prior, data.weight,
-                       model if model is not None else data.model)
+                       model if model is not None else data.model,
+                       samples_info if samples_info is not None else data.samples_info)
             copy.packed = data.packed
             return copy
         if not isinstance(data, Mapping):
@@ -94,7 +111,7 @@ class Samples:
             raise InvalidRecord("samples.paths must be a list of strings")
         try:
             samples = cls(paths, data["parameters"], data["log_likelihood"], data.get("log_prior"),
-                          data.get("weight"), model)
+                          data.get("weight"), model, samples_info)
         except (TypeError, ValueError) as exc:
             raise InvalidRecord(f"samples arrays are not numeric: {exc}") from None
         if (isinstance(data, codec.Received) and len(data) == len(_ARRAYS) + 1 and isinstance(paths, list)
@@ -124,14 +141,10 @@ class Samples:
         head = "".join(f"<th>{escape(p)}</th>" for p in self.paths)
         rows = [f"<tr><th>max likelihood</th>{cells(best.kwargs)}</tr>"] if best is not None else []
         rows += [f"<tr><th>median</th>{cells(self.median_pdf_values())}</tr>"] if len(self) else []
+        best_ll = None if best is None else best.log_likelihood
         return (f"<p>{len(self)} samples × {len(self.paths)} parameters; "
-                f"max log likelihood {escape(str(self.max_log_likelihood))}</p>"
+                f"max log likelihood {escape(str(best_ll))}</p>"
                 f"<table><thead><tr><th></th>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>")
-
-    @property
-    def max_log_likelihood(self) -> float | None:
-        i = self._best_index()
-        return None if i is None else float(self.log_likelihood[i])
 
     def _best_index(self) -> int | None:
         if not len(self):
@@ -159,20 +172,11 @@ class Samples:
         return {**modeltree.constants(self.model or {}), **sample.kwargs}
 
     def median_pdf_values(self) -> dict[str, Any]:
-        """Path → weighted median of each parameter, with the model's constants filled in."""
+        """Path → median of each parameter's marginal PDF (PyAutoFit's estimate, lensd.domain.pdf),
+        with the model's constants filled in."""
         if not len(self):
             return {}
-        weight = np.clip(np.nan_to_num(self.weight), 0.0, None)
-        if weight.sum() <= 0:
-            weight = np.ones_like(weight)
-        medians = {}
-        for j, path in enumerate(self.paths):
-            column = self.parameters[:, j]
-            order = np.argsort(column, kind="stable")
-            cumulative = np.cumsum(weight[order])
-            k = int(np.searchsorted(cumulative, 0.5 * cumulative[-1]))
-            medians[path] = float(column[order[min(k, len(order) - 1)]])
-        return {**modeltree.constants(self.model or {}), **medians}
+        return self._values(self._marginals().median())
 
     def _instance(self, values: dict[str, Any]) -> Instance | None:
         """``values`` as an instance of the model; None when there are none (no samples)."""
@@ -185,3 +189,132 @@ class Samples:
     @property
     def median_pdf_instance(self) -> Instance | None:
         return self._instance(self.median_pdf_values())
+
+    # -- PyAutoFit's Samples API: the same names and arguments, PyAutoFit's column order ---------
+
+    @property
+    def model_paths(self) -> list[str]:
+        """PyAutoFit's ``model.paths`` as dotted strings: the order of ``parameter_lists`` and of
+        every vector below. It is model.json's order of free parameters when they are exactly the
+        stored columns, else the stored order (``paths``)."""
+        return [self.paths[j] for j in self._model_order()]
+
+    def _model_order(self) -> list[int]:
+        if self._order is None:
+            wanted = modeltree.prior_paths(self.model or {})
+            index = {path: j for j, path in enumerate(self.paths)}
+            self._order = ([index[path] for path in wanted] if sorted(wanted) == sorted(self.paths)
+                           else list(range(len(self.paths))))
+        return self._order
+
+    def _in_model_order(self) -> np.ndarray:
+        return self.parameters[:, self._model_order()]
+
+    def _values(self, vector: Sequence[Any]) -> dict[str, Any]:
+        return {**modeltree.constants(self.model or {}), **dict(zip(self.model_paths, vector, strict=True))}
+
+    def _shaped(self, vector: list[Any], as_instance: bool, as_dict: bool) -> Any:
+        """What PyAutoFit's ``to_instance`` gives: a dict by path, an instance, or the vector."""
+        if as_dict:
+            return dict(zip(self.model_paths, vector, strict=True))
+        if as_instance:
+            return self._instance(self._values(vector))
+        return vector
+
+    def _marginals(self) -> Marginals:
+        return Marginals(self._in_model_order(), self.weight, kind_of(self.samples_info), self._best_index())
+
+    @property
+    def parameter_lists(self) -> list[list[float]]:
+        """Every sample's free parameters, in ``model_paths`` order."""
+        return self._in_model_order().tolist()  # type: ignore[no-any-return]
+
+    @property
+    def log_likelihood_list(self) -> list[float]:
+        return self.log_likelihood.tolist()  # type: ignore[no-any-return]
+
+    @property
+    def log_prior_list(self) -> list[float]:
+        return self.log_prior.tolist()  # type: ignore[no-any-return]
+
+    @property
+    def log_posterior_list(self) -> list[float]:
+        return (self.log_likelihood + self.log_prior).tolist()  # type: ignore[no-any-return]
+
+    @property
+    def weight_list(self) -> list[float]:
+        return self.weight.tolist()  # type: ignore[no-any-return]
+
+    @property
+    def total_samples(self) -> int:
+        return len(self)
+
+    @property
+    def max_log_likelihood_index(self) -> int:
+        """PyAutoFit's: the first sample when every likelihood is NaN."""
+        best = self._best_index()
+        return 0 if best is None else best
+
+    @property
+    def log_evidence(self) -> float | None:
+        """The evidence nested samplers record in samples_info.json (None for MCMC, optimisers)."""
+        value = self.samples_info.get("log_evidence") if kind_of(self.samples_info) == "pdf" else None
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+    def max_log_likelihood(self, as_instance: bool = True, as_dict: bool = False) -> Any:
+        """The best sample: an instance (PyAutoFit's default), ``as_instance=False`` a list in
+        ``model_paths`` order, ``as_dict=True`` path → value. None without samples."""
+        if not len(self):
+            return None
+        return self._shaped(self._in_model_order()[self.max_log_likelihood_index].tolist(), as_instance, as_dict)
+
+    def from_sample_index(self, sample_index: int, as_instance: bool = True, as_dict: bool = False) -> Any:
+        return self._shaped(self._in_model_order()[sample_index].tolist(), as_instance, as_dict)
+
+    def median_pdf(self, as_instance: bool = True, as_dict: bool = False) -> Any:
+        if not len(self):
+            return None
+        return self._shaped(self._marginals().median(), as_instance, as_dict)
+
+    def values_at_sigma(self, sigma: float, as_instance: bool = True, as_dict: bool = False) -> Any:
+        """(lower, upper) value of every parameter at ``sigma``."""
+        if not len(self):
+            return None
+        return self._shaped(self._marginals().at_sigma(sigma), as_instance, as_dict)
+
+    def values_at_upper_sigma(self, sigma: float, as_instance: bool = True, as_dict: bool = False) -> Any:
+        if not len(self):
+            return None
+        return self._shaped([hi for _, hi in self._marginals().at_sigma(sigma)], as_instance, as_dict)
+
+    def values_at_lower_sigma(self, sigma: float, as_instance: bool = True, as_dict: bool = False) -> Any:
+        if not len(self):
+            return None
+        return self._shaped([lo for lo, _ in self._marginals().at_sigma(sigma)], as_instance, as_dict)
+
+    def errors_at_sigma(self, sigma: float, as_instance: bool = True, as_dict: bool = False) -> Any:
+        """(lower error, upper error): the median minus the lower value, the upper value minus it."""
+        if not len(self):
+            return None
+        marginals = self._marginals()
+        errors = [(median - lo, hi - median)
+                  for median, (lo, hi) in zip(marginals.median(), marginals.at_sigma(sigma), strict=True)]
+        return self._shaped(errors, as_instance, as_dict)
+
+    def errors_at_upper_sigma(self, sigma: float, as_instance: bool = True, as_dict: bool = False) -> Any:
+        errors = self.errors_at_sigma(sigma, as_instance=False)
+        return None if errors is None else self._shaped([hi for _, hi in errors], as_instance, as_dict)
+
+    def errors_at_lower_sigma(self, sigma: float, as_instance: bool = True, as_dict: bool = False) -> Any:
+        errors = self.errors_at_sigma(sigma, as_instance=False)
+        return None if errors is None else self._shaped([lo for lo, _ in errors], as_instance, as_dict)
+
+    def draw_randomly_via_pdf(self, as_instance: bool = True, as_dict: bool = False,
+                              rng: np.random.Generator | None = None) -> Any:
+        """One sample drawn with probability ``weight`` (normalised), as PyAutoFit draws it."""
+        if not len(self):
+            return None
+        weight = np.clip(np.nan_to_num(self.weight), 0.0, None)
+        p = weight / weight.sum() if weight.sum() > 0 else None
+        index = int((rng or np.random.default_rng()).choice(len(self), p=p))
+        return self.from_sample_index(index, as_instance, as_dict)

@@ -26,6 +26,19 @@ _ZIPPED_ANALYSIS = re.compile(r"analyses/analysis_(\d+)/")
 NOT_FITS = frozenset({"image", "files", "search_internal", "simulate"})  # a fit's own folders
 _SIGNED_TOP = ("metadata", ".completed", ".is_grid_search", "results.csv")
 _SIGNED_CHILD = ("metadata", ".completed", "files/samples_summary.json")
+READ_SUFFIXES = (".json", ".csv", ".fits")  # what a fit's files/ gives its record (FITS: image/ too)
+PICKLE_SUFFIXES = (".pickle", ".pkl", ".dill")  # listed to be noted as skipped, never opened
+
+
+def _listed(name: str) -> bool:
+    """Whether ``files/...`` or ``image/...`` (relative to a fit) belongs in its listing."""
+    if name.startswith("image/"):
+        return name.endswith(".fits")
+    if not name.startswith("files/"):
+        return False
+    if name.startswith("files/search_internal/") or "/search_internal/" in name:
+        return name.endswith(PICKLE_SUFFIXES)  # a search's saved state: pickles, never read
+    return name.endswith((*READ_SUFFIXES, *PICKLE_SUFFIXES))
 
 
 class Source(Protocol):
@@ -91,26 +104,24 @@ class _Zipped:
             return None
 
     def listing(self) -> list[str]:
-        start = self.prefix + "files/"
-        return sorted(name[len(self.prefix):] for name in self.archive.namelist()
-                      if name.startswith(start) and not name.endswith("/")
-                      and not name.startswith(start + "search_internal/")
-                      and name.endswith((".json", ".csv")))
+        names = (name[len(self.prefix):] for name in self.archive.namelist()
+                 if name.startswith(self.prefix) and not name.endswith("/"))
+        return sorted(name for name in names if _listed(name))
 
 
-def _output_files(base: Path, rel: str = "files") -> Iterator[tuple[str, os.DirEntry[str]]]:
-    """JSON and CSV files under ``base/files`` by relative name; search_internal holds pickles."""
-    try:
-        entries = list(os.scandir(base / rel))
-    except FileNotFoundError:
-        return
-    for entry in entries:
-        name = f"{rel}/{entry.name}"
-        if entry.is_dir(follow_symlinks=False):
-            if entry.name != "search_internal":
+def _output_files(base: Path, rel: str = "") -> Iterator[tuple[str, os.DirEntry[str]]]:
+    """The files of ``_listed`` under ``base/files`` and ``base/image``, by relative name."""
+    for top in (("files", "image") if not rel else (rel,)):
+        try:
+            entries = list(os.scandir(base / top))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for entry in entries:
+            name = f"{top}/{entry.name}"
+            if entry.is_dir(follow_symlinks=False):
                 yield from _output_files(base, name)
-        elif entry.name.endswith((".json", ".csv")):
-            yield name, entry
+            elif _listed(name):
+                yield name, entry
 
 
 def _open_zip(path: Path) -> zipfile.ZipFile:

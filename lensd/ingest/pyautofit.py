@@ -1,4 +1,4 @@
-"""PyAutoFit output folders -> fit records (SPEC §2), reading only JSON and CSV files.
+"""PyAutoFit output folders -> fit records (SPEC §2), reading JSON, CSV and FITS files.
 
 Pickles and dill files are never opened and no class path found in the data is imported: a
 results folder is untrusted input, so opening it must not run code. Finding folders, zips,
@@ -46,13 +46,15 @@ from typing import Any
 
 import numpy as np
 
+from lensd.domain.fitsdata import FITS_MAGIC
 from lensd.errors import IngestError
-from lensd.ingest.folders import Source, discover, folder_signature, identity, nested_fits, opened
+from lensd.ingest.folders import PICKLE_SUFFIXES, Source, discover, folder_signature, identity, nested_fits, opened
 
 __all__ = ["FolderFailure", "discover", "folder_signature", "read_fit", "scan"]
 
 _OWN_JSON = frozenset({"model", "search", "info", "samples_summary"})  # fields, not ``files`` entries
 _SAMPLE_COLUMNS = ("log_likelihood", "log_prior", "weight")
+SKIPPED = "lensd.skipped"  # the files entry listing what was not read, and why
 
 
 @dataclass(frozen=True)
@@ -148,13 +150,7 @@ def _contents(src: Source, need_model: bool) -> dict[str, Any]:
     summary = _json(src, "files/samples_summary.json")
     csv_data = src.read("files/samples.csv")
     samples = None if csv_data is None else _samples(csv_data)
-    files: dict[str, Any] = {}
-    for name in src.listing():
-        stem, suffix = name.removeprefix("files/").rsplit(".", 1)
-        if (suffix == "json" and stem in _OWN_JSON) or (suffix == "csv" and stem == "samples"):
-            continue
-        files[stem.replace("/", ".")] = (_json(src, name) if suffix == "json"
-                                         else _csv(name, src.read(name) or b""))
+    files = _files(src)
     best = None
     if samples is not None:
         likelihood = samples["log_likelihood"][~np.isnan(samples["log_likelihood"])]
@@ -164,6 +160,44 @@ def _contents(src: Source, need_model: bool) -> dict[str, Any]:
             "summary": summary, "samples": samples, "files": files,
             "max_log_likelihood": best if best is not None else _summary_max_ll(summary),
             "log_evidence": _number(evidence)}
+
+
+def _files(src: Source) -> dict[str, Any]:
+    """``files/`` JSON and CSV as values, FITS (``files/`` and ``image/``) as their bytes, under
+    PyAutoFit's names (``files/dataset/data.fits`` is "dataset.data", ``image/fit.fits`` "fit");
+    pickles are never opened: ``lensd.skipped`` lists them, one "name: reason" line each."""
+    files: dict[str, Any] = {}
+    skipped: list[str] = []
+    images: list[tuple[str, str]] = []
+    for name in src.listing():
+        top, _, rest = name.partition("/")
+        stem, suffix = rest.rsplit(".", 1)
+        key = stem.replace("/", ".")
+        if f".{suffix}" in PICKLE_SUFFIXES:
+            skipped.append(f"{name}: a pickle, never opened (opening one runs code)")
+        elif top == "image":
+            images.append((key, name))
+        elif (suffix == "json" and stem in _OWN_JSON) or (suffix == "csv" and stem == "samples"):
+            continue
+        elif suffix == "fits":
+            files[key] = _fits(src, name)
+        else:
+            files[key] = _json(src, name) if suffix == "json" else _csv(name, src.read(name) or b"")
+    for key, name in images:  # PyAutoFit's fit.value(name) looks in files/ first, then image/
+        if key in files:
+            skipped.append(f"{name}: PyAutoFit's name {key!r} is files/{key.replace('.', '/')}.fits")
+        else:
+            files[key] = _fits(src, name)
+    if skipped:
+        files[SKIPPED] = skipped
+    return files
+
+
+def _fits(src: Source, name: str) -> bytes:
+    data = src.read(name) or b""
+    if not data.startswith(FITS_MAGIC):
+        raise IngestError(f"{name}: not a FITS file (it does not begin with SIMPLE)")
+    return data
 
 
 def _json(src: Source, name: str) -> Any:

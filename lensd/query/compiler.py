@@ -390,6 +390,15 @@ def select_payloads(state: QueryState, name: str, access: Access | None = None) 
     return _join([join, _window(state, access), _order_by(state)])
 
 
+def select_samples(state: QueryState, name: str, info_name: str, access: Access | None = None) -> Fragment:
+    """Rows ``(id, model, data, info)``: payload ``name`` and, where the fit has it, payload
+    ``info_name`` (PyAutoFit's samples_info, which says how to read the samples) or NULL."""
+    join = ("SELECT f.id, f.model, p.data, i.data FROM fits AS f JOIN payloads AS p "
+            "ON p.fit_key = f.fit_key AND p.name = ? "
+            "LEFT JOIN payloads AS i ON i.fit_key = f.fit_key AND i.name = ?", [name, info_name])
+    return _join([join, _window(state, access), _order_by(state)])
+
+
 def select_column(state: QueryState, column: str, access: Access | None = None) -> Fragment:
     """Rows ``(id, <json column>)`` for ``values(column)``; the column comes from a whitelist."""
     if column not in _JSON_COLUMNS:

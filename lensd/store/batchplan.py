@@ -134,6 +134,12 @@ def _json(value: Any) -> str | None:
     return None if value is None else json.dumps(value, sort_keys=True, default=str)
 
 
+def _model_json(value: Any) -> str | None:
+    """A model in its own key order: PyAutoFit's parameter order (``model.paths``) is the order
+    model.json lists its priors in, which sorting the keys would lose."""
+    return None if value is None else json.dumps(value, default=str)
+
+
 def _class_nodes(model_json: str | None, model: Any, cache: dict[str | None, dict[str, str]]) -> dict[str, str]:
     """``modeltree.class_nodes(model)``, remembered by the model's JSON text: the fits of one
     survey share a handful of models, and walking each one again is a tenth of planning a fit."""
@@ -153,7 +159,7 @@ def _record_columns(record: Record) -> dict[str, Any]:
         "unique_tag": record.unique_tag, "status": record.status,
         "max_log_likelihood": record.max_log_likelihood, "log_evidence": record.log_evidence,
         "parent_id": record.parent_id, "is_grid_search": int(record.is_grid_search),
-        "model": _json(record.model), "search": _json(record.search), "info": _json(record.info),
+        "model": _model_json(record.model), "search": _json(record.search), "info": _json(record.info),
         "job": _json(record.job), "summary": _json(record.summary), "instance": _json(record.instance),
         "error": record.error, "progress": record.progress, "n_samples": record.n_samples,
         "seq": None, "source": record.source, "source_sig": record.source_sig,

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Final, NamedTuple
 from urllib.parse import quote
 
-from lensd.domain import modeltree
+from lensd.domain import fitsdata, modeltree
 from lensd.domain.instance import Instance
 from lensd.domain.samples import Samples
 from lensd.errors import LensdError, QueryError, StorageError, UnsupportedDatabase
@@ -27,6 +27,7 @@ from lensd.wire import codec
 
 PAGE_SIZE: Final = 256
 JSON_VALUES: Final = frozenset({"info", "model", "search", "summary", "job"})
+ALIASES: Final = {"samples_summary": "summary"}  # PyAutoFit's names for lensd's fields
 FIT_ROW_COLUMNS: Final = ("fit_key", *schema.FIT_COLUMNS)
 MAX_PAYLOAD: Final = 1 << 30
 
@@ -113,11 +114,21 @@ def decode_payload(blob: Any) -> Any:
         raise StorageError(f"a stored payload cannot be decoded: {exc}") from None
 
 
-def decode_samples(blob: Any, model_json: Any) -> Samples:
+SAMPLES_INFO: Final = FILE_PAYLOAD_PREFIX + "samples_info"  # PyAutoFit's samples_info.json
+
+
+def decode_file(blob: Any) -> Any:
+    """A file payload: its JSON value or array, or for a FITS file an astropy HDUList over it."""
+    value = decode_payload(blob)
+    return fitsdata.hdulist(value) if fitsdata.is_fits(value) else value
+
+
+def decode_samples(blob: Any, model_json: Any, info_blob: Any = None) -> Samples:
     data = decode_payload(blob)
     model = _json_object(model_json, "a stored model")
+    info = None if info_blob is None else decode_payload(info_blob)
     try:
-        return Samples.from_wire(data, model)
+        return Samples.from_wire(data, model, info if isinstance(info, dict) else None)
     except LensdError as exc:
         raise StorageError(f"a stored samples payload is invalid: {exc}") from None
     except _MALFORMED as exc:
@@ -144,15 +155,16 @@ def instance_from(values_json: Any, model_json: Any) -> Instance | None:
 
 def decode_value(name: str, row: Sequence[Any]) -> Any:
     """Turn one row of ``values_plan(state, name)`` into the value the user asked for."""
+    name = ALIASES.get(name, name)
     if name == "samples":
-        return decode_samples(row[2], row[1])
+        return decode_samples(row[2], row[1], row[3] if len(row) > 3 else None)
     if name == "instance":
         return instance_from(row[2], row[1])
     if name == "info":  # a fit run without info has {}: values("info") lines up with fits()
         return _json_object(row[1], "a stored info") or {}
     if name in JSON_VALUES:
         return _json_object(row[1], f"a stored {name}")
-    return decode_payload(row[2])
+    return decode_file(row[2])
 
 
 def values_plan(state: QueryState, name: str, access: compiler.Access | None = None) -> tuple[str, list[Any]]:
@@ -162,8 +174,9 @@ def values_plan(state: QueryState, name: str, access: compiler.Access | None = N
     """
     if not isinstance(name, str) or not name:
         raise QueryError("values() takes the name of a field or file")
+    name = ALIASES.get(name, name)
     if name == "samples":
-        return compiler.select_payloads(state, SAMPLES_PAYLOAD, access)
+        return compiler.select_samples(state, SAMPLES_PAYLOAD, SAMPLES_INFO, access)
     if name == "instance":
         return compiler.select_fits(state, "f.id, f.model, f.instance", access)
     if name in JSON_VALUES:
@@ -275,7 +288,7 @@ class Fit:
     @property
     def samples(self) -> Samples | None:
         blob = self._payload(SAMPLES_PAYLOAD)
-        return None if blob is None else decode_samples(blob, self._row.get("model"))
+        return None if blob is None else decode_samples(blob, self._row.get("model"), self._payload(SAMPLES_INFO))
 
     @property
     def progress_history(self) -> list[ProgressPoint]:
@@ -286,12 +299,14 @@ class Fit:
         return self._load_history(int(self._row["fit_key"]))
 
     def file(self, name: str) -> Any:
-        """A file output (``files/<name>.json`` or ``.csv`` of PyAutoFit) by its dotted name."""
+        """A file output of PyAutoFit by its dotted name: ``files/<name>.json`` or ``.csv`` as its
+        value, a ``.fits`` (``files/`` or ``image/``) as an astropy HDUList (lensd[astro])."""
         blob = self._payload(FILE_PAYLOAD_PREFIX + name)
-        return None if blob is None else decode_payload(blob)
+        return None if blob is None else decode_file(blob)
 
     def value(self, name: str) -> Any:
         """The same names as ``Aggregator.values``, for one fit."""
+        name = ALIASES.get(name, name)
         if name == "samples":
             return self.samples
         if name == "instance":

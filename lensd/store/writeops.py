@@ -108,7 +108,8 @@ def op_from_request(op: str, fields: Mapping[str, Any]) -> Op:
         for key in ("max_log_likelihood", "progress"):
             value = _number(fields, key)
             if value is None and key == "max_log_likelihood" and samples is not None:
-                value = samples.max_log_likelihood
+                best = samples.max_log_likelihood_sample
+                value = None if best is None else best.log_likelihood
             if value is not None:
                 columns[key] = value
         if not 0.0 <= columns.get("progress", 0.0) <= 1.0:
