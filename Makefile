@@ -4,7 +4,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo bench stress lint clean
+AUTOLENS_VENV := .venv-autolens
+AUTOLENS_STAMP := $(AUTOLENS_VENV)/.installed
+AUTOLENS_PIN := autolens==2026.7.29.1 autofit==2026.7.29.1
+
+.PHONY: test test-autolens demo bench stress lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -19,6 +23,17 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/pytest -m "not stress"
 
+# The trusted bridge (lensd.autofit) and docs/pyautolens.md, run against real PyAutoLens in its
+# own venv: autolens never enters .venv, and the default suite never needs it.
+$(AUTOLENS_STAMP): pyproject.toml
+	test -x $(AUTOLENS_VENV)/bin/python || $(PY) -m venv $(AUTOLENS_VENV)
+	$(AUTOLENS_VENV)/bin/python -m pip install -q --upgrade pip
+	$(AUTOLENS_VENV)/bin/python -m pip install -q $(AUTOLENS_PIN) -e '.[test,astro]'
+	touch $(AUTOLENS_STAMP)
+
+test-autolens: $(AUTOLENS_STAMP)
+	PYAUTO_SKIP_WORKSPACE_VERSION_CHECK=1 $(AUTOLENS_VENV)/bin/pytest -p no:cacheprovider tests_autolens
+
 stress: $(STAMP)
 	LENSD_STRESS=1 $(BIN)/pytest -m stress
 
@@ -29,4 +44,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(AUTOLENS_VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Coroutine, Generator, Iterator, Seque
 from copy import copy
 from typing import TYPE_CHECKING, Any, Self, overload
 
+from lensd.errors import LensdError, QueryError
 from lensd.query import compiler, counting
 from lensd.query.nodes import Column, Predicate
 from lensd.query.state import QueryFields, QueryState
@@ -213,6 +214,17 @@ class Aggregator(_Base):
     def _repr_html_(self) -> str:
         first = self[:flatrows.HTML_ROWS]
         return flatrows.html_table(first.to_rows(), first.columns(), len(self))
+
+    def as_autofit(self, trust: bool = False) -> Any:
+        """These fits with PyAutoFit's interface, for ``al.agg.TracerAgg(aggregator=...)`` and
+        friends (lensd.autofit). It rebuilds models with PyAutoFit's ``from_dict``, which imports
+        every class path stored in the database: pass ``trust=True`` only for a database you trust."""
+        if trust is not True:
+            raise LensdError("as_autofit imports the class paths stored in the database; "
+                             "call as_autofit(trust=True) only for a database you trust")
+        from lensd.autofit import Aggregator as AutofitAggregator  # needs autofit installed
+
+        return AutofitAggregator(self, trust=True)
 
     def close(self) -> None:
         self._conn.close()
