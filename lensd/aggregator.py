@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Coroutine, Generator, Iterator, Seque
 from copy import copy
 from typing import TYPE_CHECKING, Any, Self, overload
 
-from lensd.errors import LensdError, QueryError
+from lensd.errors import LensdError
 from lensd.query import compiler, counting
 from lensd.query.nodes import Column, Predicate
 from lensd.query.state import QueryFields, QueryState

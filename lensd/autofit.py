@@ -18,16 +18,32 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator, Iterator, Mapping
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import autofit as af  # the bridge exists only where PyAutoFit is installed
 from autonerves.class_path import get_class
 from autonerves.dictable import from_dict
 
-import lensd
+from lensd.domain.samples import Samples
 from lensd.errors import LensdError
 from lensd.query.nodes import Column
 from lensd.query.state import QueryState
+from lensd.store.reader import Fit as LensdFit
+
+if TYPE_CHECKING:  # lensd.aggregator imports this module (as_autofit); only its shape is needed here
+    from typing import Protocol
+
+    class LensdAggregator(Protocol):
+        _conn: Any
+        _path: str
+
+        def fits(self) -> Iterator[LensdFit]: ...
+        def __len__(self) -> int: ...
+        def __getitem__(self, item: slice) -> LensdAggregator: ...
+        def query(self, predicate: Any) -> LensdAggregator: ...
+        def order_by(self, key: Any, reverse: bool = False) -> LensdAggregator: ...
+        def grid_searches(self) -> LensdAggregator: ...
+        def children(self) -> LensdAggregator: ...
 
 __all__ = ["Aggregator", "Fit", "samples_for"]
 
@@ -36,7 +52,7 @@ def _typed(value: Any) -> bool:
     return isinstance(value, Mapping) and isinstance(value.get("type"), str)
 
 
-def samples_for(samples: lensd.Samples, samples_info: Mapping[str, Any] | None, model: Any) -> Any:
+def samples_for(samples: Samples, samples_info: Mapping[str, Any] | None, model: Any) -> Any:
     """PyAutoFit's Samples object (``SamplesNest``, ``SamplesMCMC``, ...) for lensd's arrays.
 
     The class is the one ``samples_info.json`` names, as PyAutoFit's own loader does; columns are
@@ -57,7 +73,7 @@ def samples_for(samples: lensd.Samples, samples_info: Mapping[str, Any] | None, 
 class Fit:
     """One lensd fit with PyAutoFit's ``Fit`` interface; values are rebuilt when first asked for."""
 
-    def __init__(self, fit: lensd.Fit, aggregator: Aggregator) -> None:
+    def __init__(self, fit: LensdFit, aggregator: Aggregator) -> None:
         self._fit = fit
         self._aggregator = aggregator
 
@@ -72,7 +88,7 @@ class Fit:
     max_log_likelihood = property(lambda self: self._fit.max_log_likelihood)
 
     @property
-    def unwrapped(self) -> lensd.Fit:
+    def unwrapped(self) -> LensdFit:
         """The lensd fit underneath (plain data, nothing imported)."""
         return self._fit
 
@@ -154,7 +170,7 @@ class Aggregator:
     so ``agg.query(agg.model.galaxies.lens.mass == al.mp.Isothermal)`` reads as in PyAutoFit.
     """
 
-    def __init__(self, aggregator: lensd.Aggregator, trust: bool = True) -> None:
+    def __init__(self, aggregator: LensdAggregator, trust: bool = True) -> None:
         """Wrapping is the act of trust (importing this module needs autofit, and it imports the
         database's class paths as PyAutoFit does); ``trust=False`` refuses."""
         if trust is not True:
@@ -163,11 +179,11 @@ class Aggregator:
         self._agg = aggregator
 
     @property
-    def unwrapped(self) -> lensd.Aggregator:
+    def unwrapped(self) -> LensdAggregator:
         """The lensd aggregator underneath."""
         return self._agg
 
-    def _wrap(self, aggregator: lensd.Aggregator) -> Aggregator:
+    def _wrap(self, aggregator: LensdAggregator) -> Aggregator:
         return Aggregator(aggregator)
 
     def __iter__(self) -> Iterator[Fit]:
@@ -235,7 +251,7 @@ class Aggregator:
         return f"<lensd.autofit.Aggregator over {self._agg!r}>"
 
 
-def _scope(aggregator: lensd.Aggregator, predicate: Any) -> lensd.Aggregator:
+def _scope(aggregator: LensdAggregator, predicate: Any) -> LensdAggregator:
     """Fits of the same database matching ``predicate``, whatever ``aggregator`` had selected."""
-    return lensd.Aggregator(aggregator._conn, QueryState(predicate=predicate, top_level_only=False),
+    return type(aggregator)(aggregator._conn, QueryState(predicate=predicate, top_level_only=False),  # type: ignore[call-arg]
                             aggregator._path)

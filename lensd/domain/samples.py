@@ -2,9 +2,11 @@
 
 Stored and sent as plain arrays (never pickled), so a samples payload is exactly what
 ``to_wire`` returns. Samples that arrived in that form keep the bytes they came as (``packed``),
-which are then stored as they are instead of being packed again. Two column orders exist and both are explicit: ``paths``/``parameters``
-follow the stored columns (samples.csv's header, prior-id order), ``model_paths`` is PyAutoFit's
-``model.paths`` order (model.json's order, as PyAutoFit rebuilds the model). PyAutoFit's names
+which are then stored as they are instead of being packed again.
+
+Two column orders exist and both are explicit: ``paths``/``parameters`` follow the stored columns
+(samples.csv's header, prior-id order), ``model_paths`` is PyAutoFit's ``model.paths`` order
+(model.json's order, as PyAutoFit rebuilds the model). PyAutoFit's names
 (``parameter_lists``, ``max_log_likelihood(as_instance=False)``, ``median_pdf``, ``values_at_sigma``,
 ``errors_at_*``, ``from_sample_index``) use PyAutoFit's order and its statistics (lensd.domain.pdf).
 """
