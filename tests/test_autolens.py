@@ -205,7 +205,9 @@ def samples_of(agg: lensd.Aggregator) -> list[tuple[Any, dict[str, Any]]]:
         samples = fit.samples
         if samples is None:
             continue
-        best = samples.max_log_likelihood_sample.log_likelihood
+        sample = samples.max_log_likelihood_sample
+        assert sample is not None
+        best = sample.log_likelihood
         (record,) = [r for r in DIRECTORY.values() if math.isclose(r["max_log_likelihood"], best, rel_tol=1e-12)]
         pairs.append((samples, record))
     everything.close()
@@ -215,10 +217,10 @@ def samples_of(agg: lensd.Aggregator) -> list[tuple[Any, dict[str, Any]]]:
 
 def test_both_parameter_orders_are_explicit(agg: lensd.Aggregator) -> None:
     for samples, record in samples_of(agg):
-        header = [c.strip() for c in (OUTPUT / record_folder(record) / "files" / "samples.csv")
-                  .read_text().split("\n", 1)[0].split(",")][:len(samples.paths)] if record_folder(record) else None
-        if header is not None:
-            assert samples.paths == header  # the stored columns: samples.csv's order
+        folder = record_folder(record)
+        if folder is not None:  # the stored columns: samples.csv's order
+            header = (OUTPUT / folder / "files" / "samples.csv").read_text().split("\n", 1)[0].split(",")
+            assert samples.paths == [c.strip() for c in header][:len(samples.paths)]
         assert samples.model_paths == record["samples"]["model_paths"] == record["model_paths"]
         assert sorted(samples.paths) == sorted(samples.model_paths)
     assert any(s.paths != s.model_paths for s, _ in samples_of(agg)), "the fixtures show both orders"
