@@ -6,7 +6,9 @@
     │   └── QuerySyntaxError        code "syntax",       exit 2   text of `lensd query` does not parse
     ├── ProtocolError               code "protocol",     exit 1   bad frame, bad hello, unknown op
     │   └── FrameTooLarge           code "too_large",    exit 1
-    ├── StorageError                code "storage",      exit 1   sqlite failed (disk full, locked, corrupt)
+    ├── StorageError                code "storage",      exit 1   sqlite or the file system failed
+    │   ├── StorageFull             code "full",         exit 1   disk full, or past --max-db-mb
+    │   ├── DatabaseLocked          code "locked",       exit 1   another process holds sqlite's lock
     │   └── UnsupportedDatabase     code "schema",       exit 1   not a lensd database, or a newer schema
     ├── IngestError                 code "ingest",       exit 1   a PyAutoFit folder cannot be read
     ├── DaemonError                 code "daemon",       exit 1   the daemon answered with an error
@@ -15,8 +17,14 @@
     ├── MissingExtra                code "extra",        exit 1   an optional dependency is not installed
     └── DaemonUnavailable           code "unavailable",  exit 3   nothing answers on the socket
 
+    LensdWarning (a UserWarning, not an error)                       something is likely a mistake
+    └── NoSuchName                                                   a query name no fit has
+
 Each class carries the wire ``code`` used in error replies (SPEC §6) and the CLI ``exit_code``
-(SPEC §5), so the boundaries convert errors without a lookup table of their own.
+(SPEC §5), so the boundaries convert errors without a lookup table of their own. sqlite3 and
+OSError exceptions become these in one place, ``lensd.store.sqlite_errors`` (by sqlite's error
+code, never by the text of its message). Warnings are not errors: the Python API warns
+(``warnings.warn``, once per name) where the CLI prints a note on stderr; neither raises.
 """
 
 from __future__ import annotations
@@ -67,6 +75,18 @@ class StorageError(LensdError):
     code = "storage"
 
 
+class StorageFull(StorageError):
+    """Nothing was written: the disk is full, or the database reached its --max-db-mb quota."""
+
+    code = "full"
+
+
+class DatabaseLocked(StorageError):
+    """sqlite's lock is held by another process (a second writer, a long read transaction)."""
+
+    code = "locked"
+
+
 class UnsupportedDatabase(StorageError):
     code = "schema"
 
@@ -104,11 +124,21 @@ class DaemonUnavailable(LensdError):
     exit_code = 3
 
 
+class LensdWarning(UserWarning):
+    """Base of the warnings lensd gives: something is likely a mistake, but not an error."""
+
+
+class NoSuchName(LensdWarning):
+    """A query or ``values()`` names something no fit in the database has (a typo, an import
+    alias such as ``al.mp.Isothermal``); the message names the closest names that exist."""
+
+
 _BY_CODE: dict[str, type[LensdError]] = {
     cls.code: cls
     for cls in (
         LensdError, InvalidRecord, QueryError, QuerySyntaxError, ProtocolError, FrameTooLarge,
-        StorageError, UnsupportedDatabase, IngestError, AlreadyRunning, Busy, MissingExtra, DaemonUnavailable,
+        StorageError, StorageFull, DatabaseLocked, UnsupportedDatabase, IngestError, AlreadyRunning, Busy,
+        MissingExtra, DaemonUnavailable,
     )
 }
 
@@ -122,7 +152,8 @@ def from_wire(code: str, message: str) -> LensdError:
 
 
 __all__ = [
-    "AlreadyRunning", "Busy", "DaemonError", "DaemonUnavailable", "FrameTooLarge", "IngestError",
-    "InvalidRecord", "LensdError", "MissingExtra", "ProtocolError", "QueryError", "QuerySyntaxError",
-    "StorageError", "UnsupportedDatabase", "from_wire",
+    "AlreadyRunning", "Busy", "DaemonError", "DaemonUnavailable", "DatabaseLocked", "FrameTooLarge",
+    "IngestError", "InvalidRecord", "LensdError", "LensdWarning", "MissingExtra", "NoSuchName",
+    "ProtocolError", "QueryError", "QuerySyntaxError", "StorageError", "StorageFull",
+    "UnsupportedDatabase", "from_wire",
 ]

@@ -32,6 +32,18 @@ def default_socket() -> Path:
     return Path.home() / ".lensd" / "lensd.sock"
 
 
+SOCKET_PATH_MAX = 107  # bytes in sun_path on Linux (108 with its NUL); macOS allows 103
+
+
+def socket_path_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be a Unix socket (too long for sun_path), or None when it can be."""
+    size = len(os.fsencode(path))
+    if size <= SOCKET_PATH_MAX:
+        return None
+    return (f"the socket path {path} is {size} bytes, over the {SOCKET_PATH_MAX}-byte limit of Unix "
+            "socket paths: pass a shorter --socket (e.g. $XDG_RUNTIME_DIR/lensd.sock or /tmp/lensd-$USER.sock)")
+
+
 def resolve_db(path: str | os.PathLike[str] | None) -> Path:
     return Path(path) if path is not None else default_db()
 

@@ -11,7 +11,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from lensd.errors import LensdError
+from lensd.errors import InvalidRecord, LensdError
 from lensd.store.flatrows import cell_text
 
 JOB_COLUMNS: Final = ("id", "unique_tag", "name", "status", "progress", "max_log_likelihood", "age",
@@ -137,6 +137,14 @@ def submit_path(path: Path, socket: Path, spool: Path | None) -> Iterator[str]:
         except (OSError, ValueError) as exc:
             raise LensdError(f"{path}: not a JSON record: {exc}") from None
         records = loaded if isinstance(loaded, list) else [loaded]
+        for index, record in enumerate(records):  # refused here, in one line, before any is sent
+            if not isinstance(record, dict):
+                raise InvalidRecord(f"{path}: a record is a JSON object, not {type(record).__name__}")
+            try:
+                validate_record(record)
+            except InvalidRecord as exc:
+                where = f" (record {index})" if len(records) > 1 else ""
+                raise InvalidRecord(f"{path}{where}: {exc}") from None
     elif path.suffix == spooling.SUFFIX:
         op, fields = spooling.read(path)
         records = [fields["record"]] if "record" in fields else []

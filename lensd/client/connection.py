@@ -40,11 +40,15 @@ class Client:
     async def open(cls, socket: str | os.PathLike[str] | None = None,
                    connect_timeout: float = CONNECT_TIMEOUT) -> Client:
         path = settings.resolve_socket(socket)
+        problem = settings.socket_path_problem(path)
+        if problem is not None:
+            raise DaemonUnavailable(f"no daemon at {path}: {problem}")
         try:
             with anyio.fail_after(connect_timeout):
                 stream = await anyio.connect_unix(str(path))
         except (OSError, TimeoutError) as exc:
-            raise DaemonUnavailable(f"no lensd daemon answers at {path}: {exc}") from None
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or "timed out"
+            raise DaemonUnavailable(f"no daemon at {path} ({reason}); is `lensd start` running?") from None
         client = cls(stream, path, {})
         try:
             with anyio.fail_after(connect_timeout):

@@ -18,8 +18,9 @@ from pathlib import Path
 import anyio
 
 from lensd.errors import DaemonUnavailable, LensdError
-from lensd.settings import Settings, start_arguments
+from lensd.settings import Settings, socket_path_problem, start_arguments
 from lensd.store import writerlock
+from lensd.store.sqlite_errors import check_db_folder, os_error
 
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 120.0
@@ -36,8 +37,13 @@ def start_daemon(settings: Settings, log_level: str = "info") -> None:
     argv = [sys.executable, "-m", "lensd", "start", *start_arguments(settings), "--foreground",
             "--log-level", log_level]
     log_path = settings.db.with_name(settings.db.name + ".log")
-    settings.db.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as log_file:
+    check_start(settings)
+    fresh = not settings.db.exists() and not log_path.exists()
+    try:
+        log_file = open(log_path, "ab")  # noqa: SIM115 - closed below, once the child has it
+    except OSError as exc:
+        raise os_error(exc, f"cannot write the log {log_path}") from None
+    with log_file:
         child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log_file, stdin=subprocess.DEVNULL,
                                  start_new_session=True)
     assert child.stdout is not None
@@ -47,10 +53,21 @@ def start_daemon(settings: Settings, log_level: str = "info") -> None:
     if not line.startswith("lensd ready"):
         code = child.poll()
         tail = _tail(log_path)
+        if fresh and code is not None and not settings.db.exists():
+            log_path.unlink(missing_ok=True)  # nothing was created: leave nothing beside it
         raise LensdError(f"the daemon did not start (exit {code}): {tail}")
     print(f"lensd started: pid {child.pid}, socket {settings.socket}, database {settings.db}, log {log_path}")
     if web.startswith("lensd web:"):
         print(web.strip())  # the dashboard's URL and token, shown once
+
+
+def check_start(settings: Settings) -> None:
+    """What a start would fail on, said in one line before anything is created: the database's
+    folder must exist, the socket path must fit a Unix socket address."""
+    check_db_folder(settings.db)
+    problem = socket_path_problem(settings.socket)
+    if problem is not None:
+        raise LensdError(problem)
 
 
 def _first_line(child: subprocess.Popen[bytes], timeout: float) -> str:
@@ -73,7 +90,7 @@ def _tail(path: Path) -> str:
     except OSError:
         return "(no log)"
     interesting = [line for line in lines if "lensd:" in line or "Error" in line or "error" in line]
-    return (interesting or lines or ["(empty log)"])[-1]
+    return (interesting or lines or ["(empty log)"])[-1].removeprefix("lensd: ")  # no "lensd: lensd:"
 
 
 def _wait_for_lock(db: Path, timeout: float) -> bool:

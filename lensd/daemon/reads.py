@@ -16,10 +16,11 @@ from typing import Any, Final
 
 import aiosqlite
 
-from lensd.errors import QueryError, StorageError
+from lensd.errors import QueryError
 from lensd.query import compiler, counting
 from lensd.query.state import QueryState
 from lensd.store import reader, schema
+from lensd.store.sqlite_errors import readonly_uri, storage_error
 
 DEFAULT_PAGE: Final = 256
 MAX_PAGE: Final = 10_000
@@ -58,7 +59,7 @@ class ReadStream:
         try:
             rows = list(await self._cursor.fetchmany(self._size))
         except sqlite3.Error as exc:
-            raise StorageError(f"query failed: {exc}") from None
+            raise storage_error(exc, "query failed") from None
         if len(rows) < self._size:
             self.exhausted = True
         if self._shape == "fit":
@@ -84,7 +85,7 @@ class Reads:
     @classmethod
     async def open(cls, target: Path) -> Reads:
         """Open ``target`` (an absolute path) read-only."""
-        conn = await aiosqlite.connect(f"file:{target}?mode=ro", uri=True, isolation_level=None)
+        conn = await aiosqlite.connect(readonly_uri(target), uri=True, isolation_level=None)
         for pragma in schema.READER_PRAGMAS:
             await conn.execute(pragma)
         return cls(conn, target)
@@ -96,7 +97,7 @@ class Reads:
         try:
             return await self._conn.execute(sql, params)
         except sqlite3.Error as exc:
-            raise StorageError(f"query failed: {exc}") from None
+            raise storage_error(exc, "query failed") from None
 
     async def open_stream(self, op: str, fields: dict[str, Any]) -> ReadStream:
         """A paged stream for ``query``, ``values`` or ``jobs``."""
@@ -132,7 +133,7 @@ class Reads:
         if not state.needs_total:
             return state
         every = state.unwindowed()
-        return state.resolved(await self._scalar(*compiler.select_count(every, await self._access(every))))
+        return state.resolved(await self._scalar(*counting.select_count(every, await self._access(every))))
 
     async def _scalar(self, sql: str, params: list[Any]) -> int:
         cursor = await self._cursor(sql, params)

@@ -30,7 +30,7 @@ from lensd.daemon.connection import Connection
 from lensd.daemon.reads import Reads
 from lensd.errors import AlreadyRunning, LensdError
 from lensd.mounts import NETWORK_FILE_SYSTEMS, file_system_type, is_network_file_system  # noqa: F401 - re-exported
-from lensd.settings import Settings
+from lensd.settings import Settings, socket_path_problem
 from lensd.store import writerlock
 from lensd.store.writeops import MarkLost
 from lensd.store.writer import BatchWriter
@@ -174,6 +174,9 @@ class Daemon:
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         settings = self.settings
+        problem = socket_path_problem(settings.socket)
+        if problem is not None:
+            raise LensdError(problem)
         lock = writerlock.acquire(settings.db, settings.socket)
         try:
             open_files = raise_open_file_limit()
@@ -197,7 +200,7 @@ class Daemon:
                     await self._serve(listener, task_status)
                     self.committer.close()  # commit what is queued; run() then returns
         finally:
-            lock.close()
+            writerlock.release(lock, settings.db)
 
     async def _close_listener(self, listener: SocketListener) -> None:
         with anyio.CancelScope(shield=True):

@@ -31,7 +31,7 @@ import anyio
 import anyio.to_thread
 
 from lensd.daemon.services import ServiceHost, StopFlag
-from lensd.errors import LensdError, StorageError
+from lensd.errors import DatabaseLocked, LensdError, StorageFull
 from lensd.mounts import is_network_file_system
 from lensd.store.writeops import Op, op_from_request
 from lensd.wire import spoolfile
@@ -166,7 +166,7 @@ class SpoolReader:
                 self._attempts.pop(path.name, None)
                 continue
             tries = self._attempts[path.name] = self._attempts.get(path.name, 0) + 1
-            transient = isinstance(outcome, StorageError) and ("full" in str(outcome) or "locked" in str(outcome))
+            transient = isinstance(outcome, (StorageFull, DatabaseLocked))  # by sqlite's code, not its text
             if tries >= MAX_ATTEMPTS and not transient:
                 refused.append((path, f"the database refused it {tries} times: {outcome}"))
             else:

@@ -33,6 +33,7 @@ from lensd.domain.records import Record, validate_record
 from lensd.errors import AlreadyRunning, DaemonUnavailable, LensdError
 from lensd.ingest import pyautofit
 from lensd.store import writerlock
+from lensd.store.sqlite_errors import readonly_uri
 from lensd.store.writeops import Upsert
 from lensd.wire import codec
 
@@ -55,7 +56,7 @@ def stored_signatures(db: Path) -> dict[str, str]:
     if not db.exists():
         return {}
     try:
-        conn = sqlite3.connect(f"file:{db.resolve()}?mode=ro", uri=True)
+        conn = sqlite3.connect(readonly_uri(db), uri=True)
         try:
             rows = conn.execute("SELECT source, source_sig FROM fits WHERE source IS NOT NULL").fetchall()
         finally:
@@ -258,7 +259,7 @@ def ingest(dirs: Iterable[str | os.PathLike[str]], db: Path, socket: Path | None
         try:
             anyio.run(_write_direct, db, batches(_records), report, backend="asyncio")
         finally:
-            lock.close()
+            writerlock.release(lock, db)
         return report
     finally:
         if pool is not None:

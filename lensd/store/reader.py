@@ -13,7 +13,6 @@ import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, NamedTuple
-from urllib.parse import quote
 
 from lensd.domain import fitsdata, modeltree
 from lensd.domain.instance import Instance
@@ -23,6 +22,7 @@ from lensd.query import compiler
 from lensd.query.state import QueryState
 from lensd.store import schema
 from lensd.store.batchplan import FILE_PAYLOAD_PREFIX, SAMPLES_PAYLOAD
+from lensd.store.sqlite_errors import readonly_uri, storage_error
 from lensd.wire import codec
 
 PAGE_SIZE: Final = 256
@@ -43,10 +43,9 @@ def open_readonly(path: str | os.PathLike[str]) -> sqlite3.Connection:
         raise StorageError(f"no database at {target}")
     if target.is_dir():
         raise StorageError(f"{target} is a directory, not a database file")
-    uri = f"file:{quote(str(target.resolve()))}?mode=ro"
     conn: sqlite3.Connection | None = None
     try:
-        conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+        conn = sqlite3.connect(readonly_uri(target), uri=True, isolation_level=None, check_same_thread=False)
         for pragma in schema.READER_PRAGMAS:
             conn.execute(pragma)
         version = schema.read_version(conn)
@@ -60,9 +59,10 @@ def open_readonly(path: str | os.PathLike[str]) -> sqlite3.Connection:
     except sqlite3.Error as exc:
         if conn is not None:
             conn.close()
-        if "not a database" in str(exc):
+        error = storage_error(exc, f"cannot open {target}")
+        if isinstance(error, UnsupportedDatabase):
             raise UnsupportedDatabase(f"{target} is not a sqlite database: {exc}") from None
-        raise StorageError(f"cannot open {target}: {exc}") from None
+        raise error from None
     return conn
 
 
@@ -77,7 +77,7 @@ def stream(conn: sqlite3.Connection, sql: str, params: list[Any],
         finally:
             cursor.close()
     except sqlite3.Error as exc:
-        raise StorageError(f"query failed: {exc}") from None
+        raise storage_error(exc, "query failed") from None
 
 
 # What decoding malformed stored data can raise; it becomes a StorageError naming what was bad.
@@ -203,7 +203,7 @@ def access(conn: sqlite3.Connection, state: QueryState) -> compiler.Access:
         threshold = compiler.probe_threshold(int(conn.execute(compiler.SIZE_SQL).fetchone()[0]))
         counts = [int(conn.execute(*leaf.count(threshold)).fetchone()[0]) for leaf in found]
     except sqlite3.Error as exc:
-        raise StorageError(f"query failed: {exc}") from None
+        raise storage_error(exc, "query failed") from None
     return compiler.access_from(found, counts, threshold)
 
 

@@ -18,9 +18,10 @@ from typing import Any, TypeVar
 
 import anyio
 
-from lensd.errors import LensdError, StorageError
+from lensd.errors import LensdError, StorageError, StorageFull
 from lensd.store import schema
 from lensd.store.batchplan import Existing, Prepared, plan_batch
+from lensd.store.sqlite_errors import is_full, storage_error
 from lensd.store.writeops import Op
 
 log = logging.getLogger("lensd.writer")
@@ -28,25 +29,18 @@ T = TypeVar("T")
 _LOOKUP_CHUNK = 500
 
 
-def storage_error(exc: BaseException) -> StorageError:
-    """A sqlite error as a message a user can act on."""
-    text = str(exc)
-    if "full" in text:
-        return StorageError(f"database or disk is full: {text}; free space, then resend")
-    if "locked" in text or "busy" in text:
-        return StorageError(f"database is locked by another process: {text}")
-    return StorageError(f"sqlite error: {text}")
-
-
 def prepare_database(path: str | Path, durability: str = "full") -> None:
     """Create or migrate the database file (one short synchronous connection, before serving)."""
-    conn = sqlite3.connect(str(path), isolation_level=None)
+    try:
+        conn = sqlite3.connect(str(path), isolation_level=None)
+    except sqlite3.Error as exc:
+        raise storage_error(exc, f"cannot create or open {path}") from None
     try:
         for pragma in schema.writer_pragmas(durability):
             conn.execute(pragma)
         schema.migrate(conn)
-    except sqlite3.Error as exc:
-        raise storage_error(exc) from None
+    except (sqlite3.Error, OSError) as exc:
+        raise storage_error(exc, str(path)) from None
     finally:
         conn.close()
 
@@ -157,7 +151,7 @@ class BatchWriter:
 
     def _storage_error(self, exc: sqlite3.Error) -> StorageError:
         """``storage_error``, and for a full database the facts needed to act: quota, size, free disk."""
-        if "full" not in str(exc) or self._path is None:
+        if not is_full(exc) or self._path is None:
             return storage_error(exc)
         facts = []
         try:
@@ -171,8 +165,8 @@ class BatchWriter:
             pass
         remedy = "raise the quota or free disk space" if self._max_db_mb is not None else "free disk space"
         detail = "" if str(exc) == "database or disk is full" else f" ({exc})"
-        return StorageError(f"database or disk is full{detail}: {'; '.join(facts) or 'no space left'}; "
-                            f"nothing of this write was stored: {remedy}, then resend")
+        return StorageFull(f"database or disk is full{detail}: {'; '.join(facts) or 'no space left'}; "
+                           f"nothing of this write was stored: {remedy}, then resend")
 
 
 def _connect(path: str | Path, durability: str) -> sqlite3.Connection:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import IO
 
 from lensd.errors import AlreadyRunning
+from lensd.store.sqlite_errors import check_db_folder, os_error
 
 
 @dataclass(frozen=True)
@@ -38,9 +39,15 @@ def read_holder(db: Path) -> Holder | None:
 
 
 def acquire(db: Path, socket: Path | None = None) -> IO[str]:
-    """Take the writer's lock or raise AlreadyRunning naming the holder; keep the handle open."""
-    db.parent.mkdir(parents=True, exist_ok=True)
-    handle = open(lock_path(db), "a+", encoding="utf-8")  # noqa: SIM115 - held open on purpose
+    """Take the writer's lock or raise AlreadyRunning naming the holder; keep the handle open.
+
+    The database's folder must exist (a typo in --db creates nothing) and be writable.
+    """
+    check_db_folder(db)
+    try:
+        handle = open(lock_path(db), "a+", encoding="utf-8")  # noqa: SIM115 - held open on purpose
+    except OSError as exc:
+        raise os_error(exc, f"cannot write {lock_path(db)}") from None
     try:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -54,3 +61,15 @@ def acquire(db: Path, socket: Path | None = None) -> IO[str]:
     handle.write(f"{os.getpid()}\n{socket.resolve() if socket else ''}\n")
     handle.flush()
     return handle
+
+
+def release(handle: IO[str], db: Path) -> None:
+    """Let go of the lock; remove the lock file when the database was never created, so a start
+    that failed leaves nothing beside a database that does not exist."""
+    try:
+        if not db.exists():
+            lock_path(db).unlink(missing_ok=True)
+    except OSError:
+        pass
+    finally:
+        handle.close()
