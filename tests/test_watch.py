@@ -18,6 +18,10 @@ import watchfiles
 from conftest import DIR_OUTPUT, integrity_ok
 
 from lensd.cli import render
+from lensd.daemon.folderscan import expand
+from lensd.ingest.folders import folder_signature
+from lensd.ingest.run import stored_signatures
+from lensd.store.sqlite_errors import readonly_uri
 from lensd.demo.synthetic import write_fit
 from lensd.ingest import pyautofit
 
@@ -45,7 +49,7 @@ def stored(db: Path) -> dict[str, tuple[str, float, str | None]]:
     """id -> (status, updated_at, source), read as a reader would, never blocking the daemon."""
     if not db.exists():
         return {}
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    conn = sqlite3.connect(readonly_uri(db), uri=True)
     try:
         rows = conn.execute("SELECT id, status, updated_at, source FROM fits").fetchall()
     finally:
@@ -61,6 +65,19 @@ def passes_after(daemon: Any, extra: int) -> None:
     """Wait until the watcher finished ``extra`` more passes over its folders."""
     target = status(daemon)["watch_passes"] + extra
     until(lambda: status(daemon)["watch_passes"] >= target, daemon.db.parent, what=f"{extra} passes")
+
+
+def settled(db: Path, tree: Path) -> bool:
+    """The watcher has nothing left to read under ``tree``: every fit it would look at is stored
+    with the signature the tree has now (the watcher's own test for "unchanged").
+
+    "Every fit completed" is not enough once the copy is over: a fit first stored from its
+    ``.zip`` (copied before its folder) or half copied (a copy stalled for longer than the poll
+    interval, as it does under load) is completed already, and is stored again from its final
+    files a pass or two later: a snapshot taken before that is not the last word.
+    """
+    known = stored_signatures(db)
+    return all(known.get(str(Path(fit).resolve())) == folder_signature(fit) for fit in expand([str(tree)]))
 
 
 def expected_ids(tree: Path) -> set[str]:
@@ -86,6 +103,7 @@ def test_copied_tree_appears_zip_only_fit_too_and_restart_reads_nothing(make_dae
         return wanted <= set(fits) and all(fits[i][0] == "completed" for i in wanted)
 
     until(all_completed, daemon.db.parent, what="every fixture fit")
+    until(lambda: settled(daemon.db, tree), daemon.db.parent, what="the watcher to have read the final copy")
     before = stored(daemon.db)
     assert set(before) == wanted
     assert str(before[ZIPPED_ONLY][2]).endswith(f"{ZIPPED_ONLY}.zip")
