@@ -22,7 +22,7 @@ from lensd.errors import LensdError
 from lensd.query import compiler, counting
 from lensd.query.nodes import Column, Predicate
 from lensd.query.state import QueryFields, QueryState
-from lensd.store import flatrows, reader, schema
+from lensd.store import flatrows, names, reader, schema
 from lensd.store.reader import Fit
 
 if TYPE_CHECKING:
@@ -129,7 +129,14 @@ class Aggregator(_Base):
         state = self._resolved()
         sql, params = counting.select_count(state, reader.access(self._conn, state))
         row = next(reader.stream(self._conn, sql, params))
+        if not row[0]:
+            self._explain_nothing()
         return int(row[0])
+
+    def _explain_nothing(self, value: str | None = None) -> None:
+        """An empty answer: warn (NoSuchName, once each) about the names no fit has."""
+        for note in names.notes_for(self._conn, self._state.predicate, value):
+            names.warn_once(note, stacklevel=4)
 
     def __iter__(self) -> Iterator[Fit]:
         return self.fits()
@@ -151,8 +158,12 @@ class Aggregator(_Base):
         load, history = reader.payload_loader(self._conn), reader.history_loader(self._conn)
         state = self._resolved()
         sql, params = reader.fit_rows_sql(state, reader.access(self._conn, state))
+        found = False
         for row in reader.stream(self._conn, sql, params):
+            found = True
             yield Fit(reader.row_dict(row), load, history)
+        if not found:
+            self._explain_nothing()
 
     def values(self, name: str) -> Iterator[Any]:
         """One value per fit that has ``name``: "samples", "info", "model", "instance", a file...
@@ -161,10 +172,14 @@ class Aggregator(_Base):
         lines up."""
         state = self._resolved()
         sql, params = reader.values_plan(state, name, reader.access(self._conn, state))
+        found = False
         for row in reader.stream(self._conn, sql, params, page=32):
             value = reader.decode_value(name, row)
             if value is not None:
+                found = True
                 yield value
+        if not found:
+            self._explain_nothing(name)
 
     def children(self) -> Aggregator:
         """The cells and sensitivity fits of the selected grid searches."""
@@ -278,14 +293,36 @@ class AsyncAggregator(_Base):
         return int(reply["count"])
 
     async def fits(self) -> AsyncIterator[Fit]:
+        found = False
         async for row in self._client.stream("query", query=self._state.to_wire()):
+            found = True
             yield Fit(row)
+        if not found:
+            await self._explain_nothing()
 
     async def values(self, name: str) -> AsyncIterator[Any]:
+        found = False
         async for item in self._client.stream("values", name=name, query=self._state.to_wire()):
             value = reader.decode_value(name, item)
             if value is not None:
+                found = True
                 yield value
+        if not found:
+            await self._explain_nothing(name)
+
+    async def _explain_nothing(self, value: str | None = None) -> None:
+        """As ``Aggregator``'s: the names are looked up in the daemon's database file, read-only,
+        when this machine can read it (the same node); otherwise nothing is said."""
+        import anyio
+
+        if self._state.predicate is None and value is None:
+            return
+        reply = await self._client.request("status")
+        database = (reply.get("status") or {}).get("database")
+        if isinstance(database, str):
+            notes = await anyio.to_thread.run_sync(names.notes_for_file, database, self._state.predicate, value)
+            for note in notes:
+                names.warn_once(note, stacklevel=4)
 
     async def children(self) -> AsyncAggregator:
         parents = [fit.id async for fit in self.fits()]

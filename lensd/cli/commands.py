@@ -80,6 +80,18 @@ def reports_errors(command: F) -> F:
 @click.version_option(package_name="lensd")
 def main() -> None:
     """lensd: track and query many model fits through one daemon that owns one sqlite file."""
+    import warnings
+
+    from lensd.errors import LensdWarning
+
+    def note(message: Warning | str, category: type[Warning], *rest: Any, **more: Any) -> None:
+        if issubclass(category, LensdWarning):
+            click.echo(f"lensd: note: {message}", err=True)  # a note on stderr, never a traceback
+        else:
+            shown(message, category, *rest, **more)
+
+    shown = warnings.showwarning
+    warnings.showwarning = note
 
 
 @main.command()
