@@ -19,11 +19,11 @@ from conftest import DIR_OUTPUT, integrity_ok
 
 from lensd.cli import render
 from lensd.daemon.folderscan import expand
+from lensd.demo.synthetic import write_fit
+from lensd.ingest import pyautofit
 from lensd.ingest.folders import folder_signature
 from lensd.ingest.run import stored_signatures
 from lensd.store.sqlite_errors import readonly_uri
-from lensd.demo.synthetic import write_fit
-from lensd.ingest import pyautofit
 
 ZIPPED_ONLY = "856b09f9a4536bb11f98393cdabe9696"  # single/gaussian_a/lbfgs: copied as its zip alone
 

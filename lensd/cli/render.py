@@ -119,6 +119,7 @@ def table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None,
 def submit_path(path: Path, socket: Path, spool: Path | None) -> Iterator[str]:
     """Send a PyAutoFit folder (every fit in it) or a record file to the daemon."""
     from lensd.client.sync import connect_sync
+    from lensd.domain.records import validate_record
     from lensd.ingest import pyautofit
     from lensd.ingest.run import fit_records
     from lensd.wire import spoolfile as spooling
