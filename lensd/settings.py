@@ -14,6 +14,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
+from lensd.errors import DaemonUnavailable
+
 DEFAULT_LOST_AFTER = 600.0
 
 
@@ -42,6 +44,15 @@ def socket_path_problem(path: Path) -> str | None:
         return None
     return (f"the socket path {path} is {size} bytes, over the {SOCKET_PATH_MAX}-byte limit of Unix "
             "socket paths: pass a shorter --socket (e.g. $XDG_RUNTIME_DIR/lensd.sock or /tmp/lensd-$USER.sock)")
+
+
+def unreachable(path: Path, exc: BaseException | None = None) -> DaemonUnavailable:
+    """The error both socket clients raise when nothing answers at ``path`` (exit 3)."""
+    problem = socket_path_problem(path)
+    if problem is not None:
+        return DaemonUnavailable(f"no daemon at {path}: {problem}")
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc or "") or "timed out"
+    return DaemonUnavailable(f"no daemon at {path} ({reason}); is `lensd start` running?")
 
 
 def resolve_db(path: str | os.PathLike[str] | None) -> Path:

@@ -30,13 +30,15 @@ class BlockingClient:
         self._decoder = protocol.FrameDecoder()
         self._inbox: list[dict[str, Any]] = []
         self._rid = 0
+        if settings.socket_path_problem(self.path) is not None:
+            raise settings.unreachable(self.path)
         self._sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         self._sock.settimeout(connect_timeout)
         try:
             self._sock.connect(str(self.path))
         except OSError as exc:
             self._sock.close()
-            raise DaemonUnavailable(f"no lensd daemon answers at {self.path}: {exc}") from None
+            raise settings.unreachable(self.path, exc) from None
         try:
             try:
                 self._sock.sendall(protocol.encode_frame(protocol.hello(0)))

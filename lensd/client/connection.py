@@ -40,15 +40,13 @@ class Client:
     async def open(cls, socket: str | os.PathLike[str] | None = None,
                    connect_timeout: float = CONNECT_TIMEOUT) -> Client:
         path = settings.resolve_socket(socket)
-        problem = settings.socket_path_problem(path)
-        if problem is not None:
-            raise DaemonUnavailable(f"no daemon at {path}: {problem}")
+        if settings.socket_path_problem(path) is not None:
+            raise settings.unreachable(path)
         try:
             with anyio.fail_after(connect_timeout):
                 stream = await anyio.connect_unix(str(path))
         except (OSError, TimeoutError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or "timed out"
-            raise DaemonUnavailable(f"no daemon at {path} ({reason}); is `lensd start` running?") from None
+            raise settings.unreachable(path, exc) from None
         client = cls(stream, path, {})
         try:
             with anyio.fail_after(connect_timeout):

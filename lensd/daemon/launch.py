@@ -24,6 +24,7 @@ from lensd.store.sqlite_errors import check_db_folder, os_error
 
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 120.0
+EXIT_GRACE = 10.0  # how long a child that failed to start may take to exit
 
 
 def start_daemon(settings: Settings, log_level: str = "info") -> None:
@@ -51,7 +52,10 @@ def start_daemon(settings: Settings, log_level: str = "info") -> None:
     web = _first_line(child, START_TIMEOUT) if settings.web is not None and line.startswith("lensd ready") else ""
     child.stdout.close()
     if not line.startswith("lensd ready"):
-        code = child.poll()
+        try:
+            code: int | None = child.wait(EXIT_GRACE)  # its stdout ended: it is exiting
+        except subprocess.TimeoutExpired:
+            code = None
         tail = _tail(log_path)
         if fresh and code is not None and not settings.db.exists():
             log_path.unlink(missing_ok=True)  # nothing was created: leave nothing beside it
