@@ -133,7 +133,7 @@ def test_full_and_locked_are_told_apart_by_sqlite_error_code(tmp_path: Path) -> 
 
     # the words in a message decide nothing: only the code does
     worded = sqlite3.OperationalError("database or disk is full; database is locked")
-    worded.sqlite_errorcode = sqlite3.SQLITE_IOERR  # type: ignore[attr-defined]
+    worded.sqlite_errorcode = sqlite3.SQLITE_IOERR
     mapped = sqlite_errors.storage_error(worded)
     assert type(mapped) is StorageError and mapped.code == "storage"
     holder.close()
