@@ -10,7 +10,9 @@ fits. Each figure is the median of 5 runs after one warm-up (the file is in the 
 
 - **first page**: ``agg.query(q)`` and its first 256 fits loaded as ``Fit`` objects, which is what
   a notebook shows and the first page the daemon streams; the targets are on this figure;
-- **count**: ``len(agg.query(q))``, one ``SELECT count(*)`` that must touch every match.
+- **count**: ``len(agg.query(q))``, one statement that must count every match
+  (``lensd.query.counting``: index ranges and probes, never the matches' fits rows); target
+  < 50 ms at 10^6 (issue 18).
 
 PyAutoFit, when installed, answers the same seeds (its ``agg.query(q)[:256]`` and ``len``) on
 its own database of the folder-ingest folders (10^3 fits; 10^2 with --quick).
@@ -108,6 +110,8 @@ def run(options: Options) -> list[Row]:
                 top, base = results[high][name][kind], results[mid][name][kind]
                 met = top * 1000 < TARGET_MS and top <= TARGET_GROWTH * base
                 target = f"<{TARGET_MS:.0f} ms, <={TARGET_GROWTH:.0f}x 10^4: {verdict(met)}"
+            elif kind == "count" and high == 10**6:  # issue 18: counts served by indexes
+                target = f"<{TARGET_MS:.0f} ms: {verdict(results[high][name][kind] * 1000 < TARGET_MS)}"
             other = theirs.get(name)
             rows.append(Row(section, f"{name} ({matches:.0%} match)",
                             " / ".join(ms(f).replace(" ms", "") for f in figures) + " ms",
