@@ -246,7 +246,7 @@ class Aggregator(_Base):
 
 
 class AsyncAggregator(_Base):
-    """The same queries, answered by the daemon over its socket and streamed in pages."""
+    """The same queries, answered by the daemon (Unix socket or TCP) and streamed in pages."""
 
     def __init__(self, client: Client, state: QueryState) -> None:
         self._client = client
@@ -254,10 +254,15 @@ class AsyncAggregator(_Base):
 
     @classmethod
     async def connect(cls, socket: str | os.PathLike[str] | None = None, completed_only: bool = False,
-                      top_level_only: bool = True) -> AsyncAggregator:
+                      top_level_only: bool = True, *, address: str | None = None,
+                      secret_file: str | os.PathLike[str] | None = None,
+                      tls_ca: str | os.PathLike[str] | None = None,
+                      contact: str | os.PathLike[str] | None = None) -> AsyncAggregator:
+        """Ask the daemon, found as ``lensd.connect()`` finds it (``address=``, the contact file, ...)."""
         from lensd.client.connection import Client
+        from lensd.client.jobs import target_of
 
-        client = await Client.open(socket)
+        client = await Client.open(target_of(socket, address, secret_file, tls_ca, contact))
         return cls(client, QueryState(completed_only=completed_only, top_level_only=top_level_only))
 
     def __repr__(self) -> str:

@@ -15,6 +15,7 @@
     ├── AlreadyRunning              code "running",      exit 1   another daemon holds the database
     ├── Busy                        code "busy",         exit 1   the daemon refused a connection (cap)
     ├── MissingExtra                code "extra",        exit 1   an optional dependency is not installed
+    ├── AuthenticationFailed        code "auth",         exit 1   a TCP handshake failed (secret, TLS)
     └── DaemonUnavailable           code "unavailable",  exit 3   nothing answers on the socket
 
     LensdWarning (a UserWarning, not an error)                       something is likely a mistake
@@ -119,6 +120,12 @@ class MissingExtra(LensdError):
     code = "extra"
 
 
+class AuthenticationFailed(LensdError):
+    """A TCP handshake failed: wrong or missing secret, a replay, a certificate that does not match."""
+
+    code = "auth"
+
+
 class DaemonUnavailable(LensdError):
     code = "unavailable"
     exit_code = 3
@@ -138,7 +145,7 @@ _BY_CODE: dict[str, type[LensdError]] = {
     for cls in (
         LensdError, InvalidRecord, QueryError, QuerySyntaxError, ProtocolError, FrameTooLarge,
         StorageError, StorageFull, DatabaseLocked, UnsupportedDatabase, IngestError, AlreadyRunning, Busy,
-        MissingExtra, DaemonUnavailable,
+        MissingExtra, AuthenticationFailed, DaemonUnavailable,
     )
 }
 
@@ -152,8 +159,8 @@ def from_wire(code: str, message: str) -> LensdError:
 
 
 __all__ = [
-    "AlreadyRunning", "Busy", "DaemonError", "DaemonUnavailable", "DatabaseLocked", "FrameTooLarge",
-    "IngestError", "InvalidRecord", "LensdError", "LensdWarning", "MissingExtra", "NoSuchName",
+    "AlreadyRunning", "AuthenticationFailed", "Busy", "DaemonError", "DaemonUnavailable", "DatabaseLocked",
+    "FrameTooLarge", "IngestError", "InvalidRecord", "LensdError", "LensdWarning", "MissingExtra", "NoSuchName",
     "ProtocolError", "QueryError", "QuerySyntaxError", "StorageError", "StorageFull",
     "UnsupportedDatabase", "from_wire",
 ]

@@ -68,7 +68,8 @@ class CliOption:
     """How a ``Settings`` field is given on the command line.
 
     ``kind``: ``file``/``path``/``dir`` (a path; ``dir`` may be repeated when the field is a tuple),
-    ``flag``, ``float``/``int`` (at least ``low``), ``choice`` (one of ``choices``), ``text``.
+    ``flag``, ``float``/``int`` (at least ``low``), ``choice`` (one of ``choices``), ``text`` (a
+    string, repeatable when the field is a tuple).
     """
 
     kind: Literal["file", "path", "dir", "flag", "float", "int", "choice", "text"]
@@ -123,6 +124,14 @@ class Settings:
     web_insecure_bind: bool = field(default=False, metadata=cli(
         "flag", "Allow --web on a non-loopback address without TLS (the token travels in clear text)."))
     drain_timeout: float = 30.0
+    listen: tuple[str, ...] = field(default=(), metadata=cli(
+        "text", "Also serve authenticated TCP at HOST:PORT (repeatable; port 0 picks a free one)."))
+    secret_file: Path | None = field(default=None, metadata=cli(
+        "file", "The TCP secret, made on first start [default: $LENSD_SECRET_FILE, else ~/.lensd/secret]."))
+    contact: Path | None = field(default=None, metadata=cli(
+        "file", "Where to write the contact file [default: $LENSD_CONTACT, else ~/.lensd/contact.json]."))
+    tls_cert: Path | None = field(default=None, metadata=cli("file", "Serve TCP over TLS with this certificate (PEM)."))
+    tls_key: Path | None = field(default=None, metadata=cli("file", "The TLS certificate's private key (PEM)."))
 
 
 @dataclass(frozen=True)

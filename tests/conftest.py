@@ -25,6 +25,12 @@ DIR_OUTPUT = FIXTURES / "dir_output"
 SENSITIVITY_OUTPUT = FIXTURES / "sensitivity_output"
 
 
+@pytest.fixture(autouse=True)
+def _own_contact_file(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test's daemons write their contact file in a folder of its own, never ~/.lensd."""
+    monkeypatch.setenv("LENSD_CONTACT", str(tmp_path_factory.mktemp("contact") / "contact.json"))
+
+
 @pytest.fixture
 def short_tmp() -> Iterator[Path]:
     """A temporary folder with a short path: a socket path must fit in ~100 bytes."""

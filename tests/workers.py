@@ -25,7 +25,7 @@ from lensd.errors import LensdError
 
 
 def submit(socket: str, first: int, count: int, n_samples: int = 100) -> None:
-    with lensd.connect_sync(socket=socket) as client:
+    with lensd.connect_sync(address=socket) as client:  # a socket path, or tcp://host:port
         for i in range(first, first + count):
             outcome = client.submit(record(i, n_samples))
             print(f"ack fit-{i} {outcome}", flush=True)
@@ -33,7 +33,7 @@ def submit(socket: str, first: int, count: int, n_samples: int = 100) -> None:
 
 
 def fit(socket: str, first: int, count: int) -> None:
-    with lensd.connect_sync(socket=socket) as client:
+    with lensd.connect_sync(address=socket) as client:
         for i in range(first, first + count):
             data = record(i)
             handle = client.start(id=data["id"], name="live", unique_tag=data["unique_tag"],

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import click
 
 from lensd import settings as config
+from lensd.client.address import Target
 from lensd.errors import LensdError, QuerySyntaxError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -36,6 +37,7 @@ def settings_option(option: config.StartOption) -> Callable[[F], F]:
         extra["type"] = click.FloatRange(min=form.low)
     elif form.kind == "text":
         extra["type"] = str
+        extra["multiple"] = isinstance(option.default, tuple)
     else:
         extra["type"] = click.IntRange(min=None if form.low is None else int(form.low))
     shown = form.kind in ("float", "int", "choice") and option.default is not None
@@ -46,7 +48,8 @@ def settings_option(option: config.StartOption) -> Callable[[F], F]:
 def settings_from(given: dict[str, Any]) -> config.Settings:
     """The settings of parsed start options (db and socket resolved from the environment)."""
     return config.Settings(**{**given, "db": config.resolve_db(given["db"]),
-                              "socket": config.resolve_socket(given["socket"]), "watch": tuple(given["watch"])})
+                              "socket": config.resolve_socket(given["socket"]), "watch": tuple(given["watch"]),
+                              "listen": tuple(given["listen"])})
 
 
 def start_options(command: F) -> F:
@@ -59,6 +62,32 @@ def start_options(command: F) -> F:
 _BY_NAME = {option.name: option for option in config.start_options()}
 db_option = settings_option(_BY_NAME["db"])
 socket_option = settings_option(_BY_NAME["socket"])
+
+
+def daemon_options(command: F) -> F:
+    """``--socket``, ``--address``, ``--secret-file`` and ``--tls-ca``, given to the command as one
+    ``target`` (``lensd.client.address.Target``): where the daemon is and how to reach it."""
+    from lensd.client.address import Target
+
+    @wraps(command)
+    def wrapper(*args: Any, socket: Path | None, address: str | None, secret_file: Path | None,
+                tls_ca: Path | None, **kwargs: Any) -> Any:
+        target = Target(address=address, socket=socket, secret_file=secret_file, tls_ca=tls_ca)
+        return command(*args, target=target, **kwargs)
+
+    for option in reversed((
+        socket_option,
+        click.option("--address", default=None, metavar="ADDRESS",
+                     help="tcp://HOST:PORT, tls://HOST:PORT or a socket path [default: $LENSD_ADDRESS, "
+                          "else the contact file, else the socket]."),
+        click.option("--secret-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                     help="The secret for TCP [default: $LENSD_SECRET_FILE, else ~/.lensd/secret]."),
+        click.option("--tls-ca", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+                     help="Verify the daemon's TLS certificate with this CA [default: $LENSD_TLS_CA, else the "
+                          "contact file's fingerprint]."),
+    )):
+        wrapper = option(wrapper)
+    return wrapper  # type: ignore[return-value]
 
 
 def reports_errors(command: F) -> F:
@@ -111,40 +140,40 @@ def start(log_level: str, **given: Any) -> None:
 
 
 @main.command()
-@socket_option
+@daemon_options
 @reports_errors
-def stop(socket: Path | None) -> None:
+def stop(target: Target) -> None:
     """Stop the daemon gracefully: commit everything queued, then exit."""
     from lensd.daemon.launch import stop_daemon
 
-    stop_daemon(config.resolve_socket(socket))
+    stop_daemon(target)
     click.echo("lensd stopped")
 
 
 @main.command()
-@socket_option
+@daemon_options
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @reports_errors
-def status(socket: Path | None, fmt: str) -> None:
+def status(target: Target, fmt: str) -> None:
     """Is the daemon up? pid, uptime, database, queue, rates, fits by status. Exit 3 when down."""
     from lensd.cli import render
 
-    report = render.daemon_status(config.resolve_socket(socket))
+    report = render.daemon_status(target)
     click.echo(json.dumps(report, indent=2, default=str) if fmt == "json" else render.format_status(report))
 
 
 @main.command()
-@socket_option
+@daemon_options
 @click.option("--status", "status_", type=click.Choice(["running", "completed", "failed", "lost"]),
               default=None, help="Only fits with this status.")
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @reports_errors
-def jobs(socket: Path | None, status_: str | None, limit: int, fmt: str) -> None:
+def jobs(target: Target, status_: str | None, limit: int, fmt: str) -> None:
     """Fits newest first: id, unique_tag, name, status, progress, max log L, age, SLURM ids."""
     from lensd.cli import render
 
-    rows = render.daemon_jobs(config.resolve_socket(socket), status_, limit)
+    rows = render.daemon_jobs(target, status_, limit)
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2, default=str))
     else:
@@ -155,10 +184,10 @@ def jobs(socket: Path | None, status_: str | None, limit: int, fmt: str) -> None
 @click.argument("dirs", nargs=-1, required=True,
                 type=click.Path(exists=True, file_okay=False, path_type=Path))
 @db_option
-@socket_option
+@daemon_options
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @reports_errors
-def ingest(dirs: Sequence[Path], db: Path | None, socket: Path | None, quiet: bool) -> None:
+def ingest(dirs: Sequence[Path], db: Path | None, target: Target, quiet: bool) -> None:
     """Ingest PyAutoFit output folders (through the daemon when one owns the database)."""
     from lensd.ingest import run as ingesting
 
@@ -167,7 +196,7 @@ def ingest(dirs: Sequence[Path], db: Path | None, socket: Path | None, quiet: bo
         def total(n: int) -> None:
             bar.length = n
 
-        report = ingesting.ingest(dirs, config.resolve_db(db), socket, progress=bar.update, total=total)
+        report = ingesting.ingest(dirs, config.resolve_db(db), target, progress=bar.update, total=total)
     click.echo(f"ingested {len(report.ingested)}, unchanged {len(report.unchanged)}, "
                f"failed {len(report.failed)} ({report.via})")
     for failure in report.failed:
@@ -178,22 +207,22 @@ def ingest(dirs: Sequence[Path], db: Path | None, socket: Path | None, quiet: bo
 
 @main.command()
 @click.argument("path", type=click.Path(exists=True, path_type=Path))
-@socket_option
+@daemon_options
 @click.option("--spool", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Write to this spool folder when the daemon cannot be reached.")
 @reports_errors
-def submit(path: Path, socket: Path | None, spool: Path | None) -> None:
+def submit(path: Path, target: Target, spool: Path | None) -> None:
     """Send one finished PyAutoFit output folder, or a record file (.json, .lensd), to the daemon."""
     from lensd.cli import render
 
-    for line in render.submit_path(path, config.resolve_socket(socket), spool):
+    for line in render.submit_path(path, target, spool):
         click.echo(line)
 
 
 @main.command()
 @click.argument("expression", required=False, default="")
 @db_option
-@socket_option
+@daemon_options
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
               show_default=True)
 @click.option("--limit", type=click.IntRange(min=1), default=None)
@@ -201,30 +230,30 @@ def submit(path: Path, socket: Path | None, spool: Path | None) -> None:
               help="A column or model path; prefix with - for descending (e.g. -max_log_likelihood).")
 @click.option("--all", "all_fits", is_flag=True, help="Include grid cells and sensitivity fits.")
 @reports_errors
-def query(expression: str, db: Path | None, socket: Path | None, fmt: str, limit: int | None,
+def query(expression: str, db: Path | None, target: Target, fmt: str, limit: int | None,
           order_by: str | None, all_fits: bool) -> None:
     """Fits matching EXPRESSION, e.g. 'model.galaxies.lens.mass.einstein_radius > 1.0 & unique_tag == "a"'."""
     from lensd.cli import export as exporting
 
     state = exporting.state_of(expression, limit, order_by, all_fits)
-    rows = exporting.query_rows(state, db, socket)
+    rows = exporting.query_rows(state, db, target)
     exporting.emit(lambda out: exporting.write(rows, fmt, out, exporting.QUERY_COLUMNS))
 
 
 @main.command()
 @click.option("--query", "expression", default="", help="Only fits matching this expression.")
 @db_option
-@socket_option
+@daemon_options
 @click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True)
 @click.option("--median", is_flag=True, help="Median PDF values instead of max likelihood.")
 @click.option("--all", "all_fits", is_flag=True, help="Include grid cells and sensitivity fits.")
 @reports_errors
-def export(expression: str, db: Path | None, socket: Path | None, fmt: str, median: bool,
+def export(expression: str, db: Path | None, target: Target, fmt: str, median: bool,
            all_fits: bool) -> None:
     """A flat table: fit columns, a column per parameter path, info.<key> columns."""
     from lensd.cli import export as exporting
 
-    rows = exporting.export_rows(exporting.state_of(expression, all_fits=all_fits), db, socket, median)
+    rows = exporting.export_rows(exporting.state_of(expression, all_fits=all_fits), db, target, median)
     exporting.emit(lambda out: exporting.write(rows, fmt, out))
 
 

@@ -2,7 +2,7 @@
 
 The expression is text read by the grammar of text.py (never ``eval``) into the same
 QueryState the Python API builds, so the shell and a notebook get the same fits. Fits come from
-the database file (read-only) or, when only ``--socket`` is given, from the daemon, one page at a
+the database file (read-only) or, when only ``--socket``/``--address`` is given, from the daemon, one page at a
 time in both cases.
 
 CSV and JSON are written row by row, so exporting 10^5 fits holds one page of fits, not the
@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TextIO
 
+from lensd.client.address import Target
 from lensd.query.state import QueryState
 from lensd.store import flatrows
 from lensd.store.reader import Fit
@@ -56,7 +57,7 @@ def state_of(expression: str, limit: int | None = None, order_by: str | None = N
     return state
 
 
-def remote_fits(state: QueryState, socket: Path) -> Iterator[Fit]:
+def remote_fits(state: QueryState, target: Target) -> Iterator[Fit]:
     """The daemon's fits for ``state``, one at a time, for synchronous code.
 
     An event loop in a thread (a blocking portal) runs one task that reads the socket stream and
@@ -70,7 +71,9 @@ def remote_fits(state: QueryState, socket: Path) -> Iterator[Fit]:
     send, receive = anyio.create_memory_object_stream[Fit](max_buffer_size=PAGE)
 
     async def pump() -> None:
-        async with send, await AsyncAggregator.connect(socket=socket) as remote:
+        async with send, await AsyncAggregator.connect(
+                socket=target.socket, address=target.address, secret_file=target.secret_file,
+                tls_ca=target.tls_ca) as remote:
             async for fit in remote._with(state).fits():
                 await send.send(fit)
 
@@ -89,13 +92,14 @@ def remote_fits(state: QueryState, socket: Path) -> Iterator[Fit]:
             portal.call(receive.aclose)
 
 
-def _local(db: Path | None, socket: Path | None) -> bool:
-    return db is not None or socket is None
+def _local(db: Path | None, target: Target | None) -> bool:
+    """Read the file unless the daemon was named (--socket, --address, $LENSD_ADDRESS) and --db was not."""
+    return db is not None or target is None or not target.explicit
 
 
-def query_rows(state: QueryState, db: Path | None, socket: Path | None) -> Iterator[dict[str, Any]]:
+def query_rows(state: QueryState, db: Path | None, target: Target | None) -> Iterator[dict[str, Any]]:
     """``lensd query``: id, unique_tag, name, status, max_log_likelihood of each fit."""
-    if _local(db, socket):
+    if _local(db, target):
         from lensd import settings
         from lensd.aggregator import Aggregator
 
@@ -107,14 +111,14 @@ def query_rows(state: QueryState, db: Path | None, socket: Path | None) -> Itera
             fits.close()  # its cursor before the connection, when the reader stops early
             agg.close()
     else:
-        assert socket is not None
-        yield from ({c: getattr(fit, c) for c in QUERY_COLUMNS} for fit in remote_fits(state, socket))
+        assert target is not None
+        yield from ({c: getattr(fit, c) for c in QUERY_COLUMNS} for fit in remote_fits(state, target))
 
 
-def export_rows(state: QueryState, db: Path | None, socket: Path | None,
+def export_rows(state: QueryState, db: Path | None, target: Target | None,
                 median: bool = False) -> Iterator[dict[str, Any]]:
     """``lensd export``: one flat row per fit, every row with the same columns (see lensd.store.flatrows)."""
-    if _local(db, socket):
+    if _local(db, target):
         from lensd import settings
         from lensd.aggregator import Aggregator
 
@@ -126,8 +130,8 @@ def export_rows(state: QueryState, db: Path | None, socket: Path | None,
             rows.close()
             agg.close()
     else:
-        assert socket is not None
-        yield from _spilled(remote_fits(state, socket), median)
+        assert target is not None
+        yield from _spilled(remote_fits(state, target), median)
 
 
 def _spilled(fits: Iterable[Fit], median: bool) -> Iterator[dict[str, Any]]:

@@ -11,6 +11,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final
 
+from lensd.client.address import Target, TargetLike
 from lensd.errors import InvalidRecord, LensdError
 from lensd.store.flatrows import cell_text
 
@@ -18,10 +19,10 @@ JOB_COLUMNS: Final = ("id", "unique_tag", "name", "status", "progress", "max_log
                       "seen", "slurm")
 
 
-def daemon_status(socket: Path) -> dict[str, Any]:
+def daemon_status(target: TargetLike) -> dict[str, Any]:
     from lensd.client.blocking import BlockingClient
 
-    with BlockingClient(socket) as client:
+    with BlockingClient(target) as client:
         return dict(client.request("status")["status"])
 
 
@@ -50,6 +51,8 @@ def format_status(report: dict[str, Any]) -> str:
         f"database   {report.get('database')} ({_size(float(report.get('database_bytes') or 0))}, "
         f"durability {report.get('durability')})",
         f"socket     {report.get('socket')} ({report.get('connections')} connections)",
+        *([f"tcp        {', '.join(report['tcp'])}{' (TLS)' if report.get('tls') else ''}"]
+          if report.get("tcp") else []),
         f"queue      {report.get('queue_depth')} waiting, mean batch {report.get('mean_batch', 0):.1f}, "
         f"{report.get('records_per_s', 0):.1f} records/s over the last minute",
         "fits       " + (", ".join(f"{k} {v}" for k, v in sorted(by_status.items())) or "none"),
@@ -60,13 +63,13 @@ def format_status(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def daemon_jobs(socket: Path, status: str | None, limit: int) -> list[dict[str, Any]]:
+def daemon_jobs(target: TargetLike, status: str | None, limit: int) -> list[dict[str, Any]]:
     from lensd.client.blocking import BlockingClient
 
     fields: dict[str, Any] = {"limit": limit}
     if status:
         fields["status"] = status
-    with BlockingClient(socket) as client:
+    with BlockingClient(target) as client:
         return [dict(row) for row in client.stream("jobs", **fields)]
 
 
@@ -116,7 +119,7 @@ def table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None,
     return "\n".join(out) + "\n"
 
 
-def submit_path(path: Path, socket: Path, spool: Path | None) -> Iterator[str]:
+def submit_path(path: Path, target: Target, spool: Path | None) -> Iterator[str]:
     """Send a PyAutoFit folder (every fit in it) or a record file to the daemon."""
     from lensd.client.sync import connect_sync
     from lensd.domain.records import validate_record
@@ -153,7 +156,8 @@ def submit_path(path: Path, socket: Path, spool: Path | None) -> Iterator[str]:
             raise LensdError(f"{path} holds a {op} event, not a whole record")
     else:
         raise LensdError(f"{path}: give a PyAutoFit output folder, a .json record or a .lensd file")
-    with connect_sync(socket=socket, spool=spool) as client:
+    with connect_sync(spool=spool, socket=target.socket, address=target.address,
+                      secret_file=target.secret_file, tls_ca=target.tls_ca) as client:
         for record in records:
             outcome = client.submit(record)
             yield f"{outcome} {record.get('id') or ''}".rstrip()

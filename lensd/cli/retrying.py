@@ -33,7 +33,10 @@ def plan(expression: str, statuses: Sequence[str], db: Path | None, socket: Path
             return retry_plan(((fit.id, fit.job) for fit in agg._with(state).fits()), script)
         finally:
             agg.close()
-    return retry_plan(((fit.id, fit.job) for fit in exporting.remote_fits(state, socket)), script)
+    from lensd.client.address import Target
+
+    fits = exporting.remote_fits(state, Target(socket=socket))
+    return retry_plan(((fit.id, fit.job) for fit in fits), script)
 
 
 def report(found: RetryPlan, run: bool) -> Iterator[str]:

@@ -1,4 +1,4 @@
-"""A blocking socket client for one-shot CLI commands (``lensd status``, ``lensd jobs``).
+"""A blocking client for one-shot CLI commands (``lensd status``, ``lensd jobs``): socket or TCP.
 
 Same protocol, same errors as ``connection.Client``, but a plain blocking ``socket``: a command
 that asks one question and exits does not need an event loop, and importing anyio's asyncio
@@ -7,51 +7,75 @@ backend and asyncio itself was most of ``lensd status``'s start-up (docs/perform
 
 from __future__ import annotations
 
-import os
-import socket as _socket
 from collections.abc import Iterator
-from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from lensd import settings
+from lensd.client import address, transport
+from lensd.client.address import Endpoint, TargetLike
+from lensd.client.secret import read_secret, resolve_secret_file
 from lensd.errors import DaemonUnavailable, LensdError, ProtocolError
-from lensd.wire import protocol
+from lensd.wire import auth, protocol
 
 _READ_CHUNK = 1 << 16
 CONNECT_TIMEOUT = 10.0
 
 
 class BlockingClient:
-    """One connection that has said hello; ``with BlockingClient(path) as c: c.request("status")``."""
+    """One connection that has said hello; ``with BlockingClient(target) as c: c.request("status")``.
 
-    def __init__(self, socket: str | os.PathLike[str] | None = None, connect_timeout: float = CONNECT_TIMEOUT) -> None:
-        self.path: Path = settings.resolve_socket(socket)
+    ``target`` is found as for every client (``lensd.client.address``): an address, a socket path,
+    the contact file, or the default socket."""
+
+    def __init__(self, target: TargetLike = None, connect_timeout: float = CONNECT_TIMEOUT) -> None:
+        route = address.resolve(target)
         self._decoder = protocol.FrameDecoder()
         self._inbox: list[dict[str, Any]] = []
         self._rid = 0
-        if settings.socket_path_problem(self.path) is not None:
-            raise settings.unreachable(self.path)
-        self._sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
-        self._sock.settimeout(connect_timeout)
-        try:
-            self._sock.connect(str(self.path))
-        except OSError as exc:
-            self._sock.close()
-            raise settings.unreachable(self.path, exc) from None
-        try:
+        failures: list[tuple[Endpoint, BaseException | None]] = []
+        for endpoint in route.endpoints:
+            if address.connectable(endpoint) is not None:
+                failures.append((endpoint, None))
+                continue
             try:
-                self._sock.sendall(protocol.encode_frame(protocol.hello(0)))
+                self._sock = transport.open_socket(endpoint, connect_timeout)
+            except OSError as exc:
+                failures.append((endpoint, exc))
+                continue
+            self.path = str(endpoint)
+            self._greet(endpoint)
+            self._sock.settimeout(None)  # like the async client: a busy daemon is waited for
+            return
+        raise address.unreachable(route, failures)
+
+    def _greet(self, endpoint: Endpoint) -> None:
+        """hello, and over TCP the challenge-response (``lensd.wire.auth``); closes on failure."""
+        try:
+            side = None
+            if endpoint.unix is None:
+                secret = read_secret(resolve_secret_file(endpoint.secret_file))
+                side = auth.ClientSide(secret, auth.new_nonce())
+            try:
+                self._sock.sendall(protocol.encode_frame(side.hello(0) if side else protocol.hello(0)))
             except OSError:
                 pass  # a daemon that refused us ("busy") has closed; its reason is still to read
-            self.server = protocol.raise_for_reply(self._receive())
+            reply = protocol.raise_for_reply(self._receive())
+            if side is not None:
+                side, proof = side.answer(reply, 1)
+                self._sock.sendall(protocol.encode_frame(proof))
+                reply = protocol.raise_for_reply(self._receive())
+                side.check_accepted(reply)
+            self.server = reply
         except (OSError, EOFError) as exc:
             self._sock.close()
             raise DaemonUnavailable(f"the daemon at {self.path} did not complete the handshake: {exc}") from None
+        except ProtocolError as exc:
+            self._sock.close()
+            raise DaemonUnavailable(f"{self.path} does not answer in the lensd protocol ({exc}); "
+                                    "a TLS port needs tls:// or the contact file's fingerprint") from None
         except LensdError:
             self._sock.close()
             raise
-        self._sock.settimeout(None)  # like the async client: a busy daemon is waited for
 
     def _receive(self) -> dict[str, Any]:
         while not self._inbox:

@@ -1,4 +1,4 @@
-"""The socket client: one connection to the daemon, requests and paged streams over it.
+"""The client: one connection to the daemon (Unix socket or TCP), requests and paged streams over it.
 
 Used by jobs (``lensd.connect``) and by ``AsyncAggregator``. Requests on one connection are
 serialised by a lock (one in flight), which keeps replies in order without a reader task.
@@ -9,59 +9,86 @@ from __future__ import annotations
 import os
 import socket as _socket
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import anyio
-from anyio.abc import SocketStream
+from anyio.abc import ByteStream
 
-from lensd import settings
+from lensd.client import address, transport
+from lensd.client.address import Endpoint, Route, TargetLike
+from lensd.client.secret import read_secret, resolve_secret_file
 from lensd.errors import DaemonUnavailable, LensdError, ProtocolError
-from lensd.wire import protocol
+from lensd.wire import auth, protocol
 
 _READ_CHUNK = 1 << 16
 CONNECT_TIMEOUT = 10.0
 
 
 class Client:
-    """A connection that has said hello."""
+    """A connection that has said hello (and, over TCP, authenticated)."""
 
-    def __init__(self, stream: SocketStream, path: Path, server: dict[str, Any]) -> None:
+    def __init__(self, stream: ByteStream, endpoint: Endpoint, server: dict[str, Any],
+                 route: Route | None = None) -> None:
         self._stream = stream
         self._decoder = protocol.FrameDecoder()
         self._inbox: list[dict[str, Any]] = []
         self._lock = anyio.Lock()
         self._rid = 0
-        self.path = path
+        self.endpoint = endpoint
+        self.path = str(endpoint)  # where, for messages
         self.server = server
+        self.route = route
         self.closed = False
 
     @classmethod
-    async def open(cls, socket: str | os.PathLike[str] | None = None,
-                   connect_timeout: float = CONNECT_TIMEOUT) -> Client:
-        path = settings.resolve_socket(socket)
-        if settings.socket_path_problem(path) is not None:
-            raise settings.unreachable(path)
+    async def open(cls, target: TargetLike = None, connect_timeout: float = CONNECT_TIMEOUT) -> Client:
+        """Connect to the first endpoint of ``target``'s route that answers (``lensd.client.address``)."""
+        route = address.resolve(target)
+        failures: list[tuple[Endpoint, BaseException | None]] = []
+        for endpoint in route.endpoints:
+            if address.connectable(endpoint) is not None:
+                failures.append((endpoint, None))
+                continue
+            try:
+                with anyio.fail_after(connect_timeout):
+                    stream = await transport.open_stream(endpoint)
+            except (OSError, TimeoutError) as exc:
+                failures.append((endpoint, exc))
+                continue
+            client = cls(stream, endpoint, {}, route)
+            await client._greet(seconds=connect_timeout)
+            return client
+        raise address.unreachable(route, failures)
+
+    async def _greet(self, *, seconds: float) -> None:
+        """hello (and the TCP challenge-response); the stream is closed if it fails."""
+        side = None
+        if self.endpoint.unix is None:
+            side = auth.ClientSide(read_secret(resolve_secret_file(self.endpoint.secret_file)), auth.new_nonce())
         try:
-            with anyio.fail_after(connect_timeout):
-                stream = await anyio.connect_unix(str(path))
-        except (OSError, TimeoutError) as exc:
-            raise settings.unreachable(path, exc) from None
-        client = cls(stream, path, {})
-        try:
-            with anyio.fail_after(connect_timeout):
+            with anyio.fail_after(seconds):
                 try:
-                    await client._send(protocol.hello(0))
+                    await self._send(side.hello(0) if side else protocol.hello(0))
                 except (OSError, anyio.BrokenResourceError):
                     pass  # a daemon that refused us ("busy") has closed; its reason is still to read
-                client.server = protocol.raise_for_reply(await client._receive())
+                reply = protocol.raise_for_reply(await self._receive())
+                if side is not None:
+                    side, proof = side.answer(reply, 1)
+                    await self._send(proof)
+                    reply = protocol.raise_for_reply(await self._receive())
+                    side.check_accepted(reply)
+                self.server = reply
         except (OSError, TimeoutError, anyio.BrokenResourceError, anyio.EndOfStream) as exc:
-            await client.aclose()
-            raise DaemonUnavailable(f"the daemon at {path} did not complete the handshake: {exc}") from None
+            await self.aclose()
+            raise DaemonUnavailable(f"the daemon at {self.path} did not complete the handshake: "
+                                    f"{exc or type(exc).__name__}") from None
+        except ProtocolError as exc:
+            await self.aclose()
+            raise DaemonUnavailable(f"{self.path} does not answer in the lensd protocol ({exc}); "
+                                    "a TLS port needs tls:// or the contact file's fingerprint") from None
         except LensdError:
-            await client.aclose()
+            await self.aclose()
             raise
-        return client
 
     async def _send(self, message: dict[str, Any]) -> None:
         await self._stream.send(protocol.encode_frame(message))

@@ -23,10 +23,14 @@ import socket
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any, Final
 
 import anyio
+import anyio.to_thread
 
+from lensd.client import address
+from lensd.client.address import Target, TargetLike
 from lensd.client.connection import Client
 from lensd.domain.records import Record, validate_record
 from lensd.domain.samples import Samples
@@ -52,6 +56,22 @@ def job_facts() -> dict[str, Any]:
     facts: dict[str, Any] = {name: os.environ[name] for name in SLURM_VARIABLES if os.environ.get(name)}
     facts.update(host=socket.gethostname(), pid=os.getpid(), started_at=time.time())
     return facts
+
+
+def heartbeat_period(lost_after: float) -> float:
+    """A quarter of the daemon's --lost-after, at most a minute (one late beat never loses a fit)."""
+    return min(HEARTBEAT_MAX, max(HEARTBEAT_MIN, lost_after / HEARTBEAT_SHARE))
+
+
+def target_of(socket: str | os.PathLike[str] | None = None, address: str | None = None,
+              secret_file: str | os.PathLike[str] | None = None, tls_ca: str | os.PathLike[str] | None = None,
+              contact: str | os.PathLike[str] | None = None) -> Target:
+    """The ``Target`` that the keyword arguments of ``connect()`` and friends describe."""
+    def path(value: str | os.PathLike[str] | None) -> Path | None:
+        return Path(value) if value is not None else None
+
+    return Target(address=address, socket=path(socket), contact=path(contact), secret_file=path(secret_file),
+                  tls_ca=path(tls_ca))
 
 
 def _wire_samples(samples: Any) -> Any:
@@ -129,12 +149,12 @@ class JobClient:
     """Writes over one connection, reconnecting when it drops; spools when the daemon is away."""
 
     def __repr__(self) -> str:
-        where = self._client.path if self._client is not None else self._socket or "the default socket"
+        where = self._client.path if self._client is not None else self._target or "the default socket"
         return f"<lensd.JobClient {where}, {len(self._open)} open fit(s)>"
 
-    def __init__(self, socket_path: str | os.PathLike[str] | None, spool: str | os.PathLike[str] | None,
+    def __init__(self, target: TargetLike, spool: str | os.PathLike[str] | None,
                  heartbeat: float | None) -> None:
-        self._socket = socket_path
+        self._target = target
         self._spool = spool
         self._heartbeat = heartbeat
         self._client: Client | None = None
@@ -144,7 +164,7 @@ class JobClient:
 
     async def _connection(self) -> Client:
         if self._client is None or self._client.closed:
-            self._client = await Client.open(self._socket)
+            self._client = await Client.open(self._target)
             self._reached = True
         return self._client
 
@@ -203,20 +223,32 @@ class JobClient:
     async def _heartbeats(self) -> None:
         """One heartbeat per period naming every open fit, for as long as the client lives.
 
-        A failed beat is never fatal to the job: the next one reconnects, and a fit the daemon
-        marked lost meanwhile is revived by it.
+        Over the connection when the daemon answers, else (``spool=``) as one small spool file
+        per period, so a job that reaches only the spool is not marked lost. A failed beat is never
+        fatal to the job: the next one reconnects, and a fit the daemon marked lost meanwhile is
+        revived by it.
         """
-        interval = self._heartbeat or HEARTBEAT_MAX
         while True:
-            await anyio.sleep(interval)  # a period, not synchronisation
+            await anyio.sleep(self._heartbeat or HEARTBEAT_MAX)  # a period, not synchronisation
             if self._open:
-                try:
-                    client = await self._connection()
-                    await client.request("heartbeat", ids=sorted(self._open))
-                except DaemonUnavailable:
-                    self._client = None
-                except LensdError as exc:
-                    log.warning("a heartbeat was refused: %s", exc)
+                await self._beat(sorted(self._open))
+
+    async def _beat(self, ids: list[str]) -> None:
+        try:
+            with anyio.fail_after(max(1.0, (self._heartbeat or HEARTBEAT_MAX) / 2)):
+                client = await self._connection()
+                await client.request("heartbeat", ids=ids)
+            return
+        except (DaemonUnavailable, TimeoutError):
+            self._client = None
+        except LensdError as exc:
+            log.warning("a heartbeat was refused: %s", exc)
+            return
+        if self._spool is not None:
+            try:
+                await anyio.to_thread.run_sync(spooling.write, self._spool, "heartbeat", {"ids": ids})
+            except OSError as exc:
+                log.warning("could not spool a heartbeat: %s", exc)
 
     async def _fail_open(self, exc: BaseException) -> None:
         """The job's code raised: fail its open fits with the error, if the daemon can be told."""
@@ -232,12 +264,16 @@ class JobClient:
         try:
             client = await self._connection()
         except DaemonUnavailable:
+            route = address.resolve(self._target)
+            if self._spool is None and route.contact is not None:
+                self._spool = route.contact.spool  # the daemon's own spool, from its contact file
             if self._spool is None:
                 raise
+            if self._heartbeat is None and route.contact is not None and route.contact.lost_after:
+                self._heartbeat = heartbeat_period(route.contact.lost_after)
             return
         if self._heartbeat is None:
-            lost_after = float(client.server.get("lost_after") or 600.0)
-            self._heartbeat = min(HEARTBEAT_MAX, max(HEARTBEAT_MIN, lost_after / HEARTBEAT_SHARE))
+            self._heartbeat = heartbeat_period(float(client.server.get("lost_after") or 600.0))
 
     async def aclose(self) -> None:
         if self._client is not None:
@@ -252,15 +288,22 @@ _FAILS_OPEN_FITS: Final = (Exception, SystemExit, KeyboardInterrupt)
 
 @asynccontextmanager
 async def connect(socket: str | os.PathLike[str] | None = None, spool: str | os.PathLike[str] | None = None,
-                  heartbeat: float | None = None) -> AsyncIterator[JobClient]:
+                  heartbeat: float | None = None, *, address: str | None = None,
+                  secret_file: str | os.PathLike[str] | None = None, tls_ca: str | os.PathLike[str] | None = None,
+                  contact: str | os.PathLike[str] | None = None) -> AsyncIterator[JobClient]:
     """``async with lensd.connect() as client``: a job's connection to the daemon (SPEC §3).
+
+    Where the daemon is: ``address=`` (``tcp://host:port`` or a socket path) or ``socket=``, else
+    ``$LENSD_ADDRESS``/``$LENSD_SOCKET``, else the contact file, else the default socket
+    (``lensd.client.address``). Without ``spool=``, a daemon found through its contact file lends
+    its own spool folder when no address answers.
 
     The heartbeats run in a task group around the block, but an exception from the block is caught
     inside the group and raised again after it, so it leaves as itself and not wrapped in an
     ExceptionGroup (which ``except ValueError`` would not catch and which turns ``sys.exit(3)``
     into exit 1).
     """
-    client = JobClient(socket, spool, heartbeat)
+    client = JobClient(target_of(socket, address, secret_file, tls_ca, contact), spool, heartbeat)
     await client._first_contact()
     error: BaseException | None = None
     try:

@@ -71,9 +71,9 @@ class SyncJobClient:
     """Blocking twin of ``JobClient``; usable as ``with connect_sync() as c`` or closed by hand."""
 
     def __init__(self, socket: str | os.PathLike[str] | None, spool: str | os.PathLike[str] | None,
-                 heartbeat: float | None) -> None:
+                 heartbeat: float | None, **where: Any) -> None:
         self._portal, self._thread = _portal_thread()
-        self._session = self._portal.wrap_async_context_manager(connect(socket, spool, heartbeat))
+        self._session = self._portal.wrap_async_context_manager(connect(socket, spool, heartbeat, **where))
         try:
             self._client: JobClient = self._session.__enter__()
         except BaseException:
@@ -120,7 +120,8 @@ class SyncJobClient:
 
 
 def connect_sync(socket: str | os.PathLike[str] | None = None, spool: str | os.PathLike[str] | None = None,
-                 heartbeat: float | None = None) -> SyncJobClient:
+                 heartbeat: float | None = None, **where: Any) -> SyncJobClient:
     """``with lensd.connect_sync() as client`` or ``client = lensd.connect_sync()`` (then
-    ``client.close()``): the API of ``lensd.connect``, blocking."""
-    return SyncJobClient(socket, spool, heartbeat)
+    ``client.close()``): the API of ``lensd.connect``, blocking. ``address=``, ``secret_file=``,
+    ``tls_ca=`` and ``contact=`` as for ``connect()``."""
+    return SyncJobClient(socket, spool, heartbeat, **where)

@@ -10,11 +10,11 @@ from __future__ import annotations
 import logging
 import socket
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio import TypedAttributeLookupError
-from anyio.abc import SocketAttribute, SocketStream, TaskGroup
+from anyio.abc import ByteStream, SocketAttribute, TaskGroup
 
 from lensd._version import __version__
 from lensd.daemon.reads import ReadStream
@@ -22,6 +22,9 @@ from lensd.daemon.services import ConnectionHost
 from lensd.errors import InvalidRecord, LensdError, ProtocolError, StorageError
 from lensd.store.writeops import op_from_request
 from lensd.wire import protocol
+
+if TYPE_CHECKING:
+    from lensd.daemon.network import Gate
 
 log = logging.getLogger("lensd.connection")
 _READ_CHUNK = 1 << 16
@@ -41,9 +44,14 @@ class _Credit:
 
 
 class Connection:
-    def __init__(self, daemon: ConnectionHost, stream: SocketStream) -> None:
+    """One client over any byte stream: a Unix socket, TCP, or TLS (``gate`` set: authenticate first)."""
+
+    def __init__(self, daemon: ConnectionHost, stream: ByteStream, gate: Gate | None = None,
+                 peer: str = "local") -> None:
         self.daemon = daemon
         self.stream = stream
+        self.gate = gate
+        self.peer = peer
         self.decoder = protocol.FrameDecoder(daemon.settings.max_frame)
         self.send_lock = anyio.Lock()
         self.credits: dict[int, _Credit] = {}
@@ -84,10 +92,26 @@ class Connection:
         return self.decoder.feed(data)
 
     async def _handshake(self) -> bool:
+        if self.gate is None:
+            return await self._hello()
+        try:
+            return await self.gate.authenticate(self)
+        except ProtocolError as exc:  # garbage before authenticating
+            await self.gate.refuse(self.peer, str(exc))
+            raise
+        finally:
+            self.gate.throttle.release(self.peer)
+
+    async def first_messages(self) -> list[dict[str, Any]]:
+        """The frames that arrive within the handshake timeout (at least one, else [])."""
         pending: list[dict[str, Any]] = []
         with anyio.move_on_after(self.daemon.settings.handshake_timeout):
             while not pending:
                 pending = await self._messages()
+        return pending
+
+    async def _hello(self) -> bool:
+        pending = await self.first_messages()
         if not pending:
             await self.send(protocol.error(None, ProtocolError("no hello within the handshake timeout")))
             return False
@@ -97,11 +121,22 @@ class Connection:
         except ProtocolError as exc:
             await self.send(protocol.error(protocol.reply_rid(first), exc))
             return False
-        reply = protocol.hello_reply(rid, __version__)
-        reply["lost_after"] = self.daemon.settings.lost_after
-        await self.send(reply)
+        await self.send(self.welcome(protocol.hello_reply(rid, __version__)))
         self._backlog.extend(rest)
         return True
+
+    async def read_frames(self) -> list[dict[str, Any]]:
+        """The frames the next chunk of bytes completes (the gate reads the handshake with it)."""
+        return await self._messages()
+
+    def queue(self, messages: list[dict[str, Any]]) -> None:
+        """Frames that came with the handshake, to dispatch once it has succeeded."""
+        self._backlog.extend(messages)
+
+    def welcome(self, reply: dict[str, Any]) -> dict[str, Any]:
+        """The reply that opens the connection for requests, with what a client should know."""
+        reply["lost_after"] = self.daemon.settings.lost_after
+        return reply
 
     async def serve(self) -> None:
         """Handle this connection until the peer closes it or the daemon stops."""
@@ -148,8 +183,8 @@ class Connection:
             if credit is not None:
                 credit.cancelled = True
                 credit.poke()
-        elif op == "hello":
-            requests.start_soon(self.send, protocol.error(rid, ProtocolError("hello was already said")))
+        elif op in ("hello", "auth"):
+            requests.start_soon(self.send, protocol.error(rid, ProtocolError(f"{op} was already said")))
         elif op == "stop":
             requests.start_soon(self._stop, rid)
         elif op in protocol.WRITE_OPS:

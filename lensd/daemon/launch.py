@@ -17,6 +17,7 @@ from pathlib import Path
 
 import anyio
 
+from lensd.client.address import TargetLike
 from lensd.errors import DaemonUnavailable, LensdError
 from lensd.settings import Settings, socket_path_problem, start_arguments
 from lensd.store import writerlock
@@ -28,6 +29,10 @@ EXIT_GRACE = 10.0  # how long a child that failed to start may take to exit
 
 
 def start_daemon(settings: Settings, log_level: str = "info") -> None:
+    if settings.listen:  # refuse a secret others can read here, in one line, before forking
+        from lensd.client.secret import ensure_secret, resolve_secret_file
+
+        ensure_secret(resolve_secret_file(settings.secret_file))
     if settings.foreground:
         from lensd.daemon.logs import configure_logging
         from lensd.daemon.server import run_daemon
@@ -118,11 +123,11 @@ def _wait_for_lock(db: Path, timeout: float) -> bool:
     return released
 
 
-def stop_daemon(socket: Path) -> None:
+def stop_daemon(target: TargetLike) -> None:
     from lensd.client.connection import Client
 
     async def ask() -> str:
-        client = await Client.open(socket)
+        client = await Client.open(target)
         try:
             status = await client.request("status")
             database = str(status["status"]["database"])

@@ -21,12 +21,15 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
-from anyio.abc import SocketListener, SocketStream, TaskGroup, TaskStatus
+from anyio.abc import ByteStream, SocketListener, TaskGroup, TaskStatus
 
 from lensd._version import __version__
+from lensd.client import contact
 from lensd.client.connection import socket_answers
+from lensd.daemon import network
 from lensd.daemon.committer import GroupCommitter
 from lensd.daemon.connection import Connection
+from lensd.daemon.network import Gate
 from lensd.daemon.reads import Reads
 from lensd.errors import AlreadyRunning, LensdError
 from lensd.mounts import NETWORK_FILE_SYSTEMS, file_system_type, is_network_file_system  # noqa: F401 - re-exported
@@ -107,6 +110,9 @@ class Daemon:
         self._drained = anyio.Event()
         self.extra_status: dict[str, Any] = {}
         self.web_url = ""
+        self.gate: Gate | None = None
+        self.contact_path = contact.resolve_contact_file(settings.contact)
+        self.tcp: list[tuple[SocketListener, tuple[str, int]]] = []
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -121,10 +127,12 @@ class Daemon:
             "watched": [str(p) for p in self.settings.watch],
             "spool": str(self.settings.spool) if self.settings.spool else None,
             "lost_after": self.settings.lost_after, "durability": self.settings.durability,
+            "tcp": [f"{h}:{p}" for _, (h, p) in self.tcp], "tls": bool(self.gate and self.gate.tls),
+            "failed_handshakes": self.gate.failures if self.gate else 0,
             **self.committer.stats(), **self.extra_status,
         }
 
-    async def _handle(self, stream: SocketStream) -> None:
+    async def _handle(self, stream: ByteStream, gate: Gate | None = None) -> None:
         if self.connections >= self.settings.max_connections:
             from lensd.wire import protocol
 
@@ -139,15 +147,25 @@ class Daemon:
             finally:
                 await stream.aclose()
             return
-        connection = Connection(self, stream)
-        self.live.add(connection)
         self.connections += 1
+        try:
+            if gate is None:
+                await self._serve_connection(Connection(self, stream))
+                return
+            admitted = await gate.open(stream, seconds=self.settings.handshake_timeout)
+            if admitted is not None:
+                tcp_stream, peer = admitted
+                await self._serve_connection(Connection(self, tcp_stream, gate, peer))
+        finally:
+            self.connections -= 1
+
+    async def _serve_connection(self, connection: Connection) -> None:
+        self.live.add(connection)
         try:
             await connection.serve()
         except Exception:
             log.exception("a connection failed")
         finally:
-            self.connections -= 1
             self.live.discard(connection)
             self._drained.set()
             self._drained = anyio.Event()
@@ -174,6 +192,7 @@ class Daemon:
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         settings = self.settings
+        self.gate = network.make_gate(settings)  # first: a secret others can read stops us here
         problem = socket_path_problem(settings.socket)
         if problem is not None:
             raise LensdError(problem)
@@ -190,6 +209,9 @@ class Daemon:
             async with AsyncExitStack() as stack:
                 listener = await bind_socket(settings.socket)
                 stack.push_async_callback(self._close_listener, listener)
+                self.tcp = await network.bind_tcp(settings)
+                for tcp_listener, _ in self.tcp:
+                    stack.push_async_callback(tcp_listener.aclose)
                 writer = await BatchWriter.open(settings.db, settings.durability, settings.max_db_mb)
                 stack.push_async_callback(writer.close)
                 self.committer = GroupCommitter(writer, settings.batch_max, settings.batch_ms)
@@ -210,7 +232,7 @@ class Daemon:
         except OSError:
             pass
 
-    async def _accept(self, listener: SocketListener, connections: TaskGroup) -> None:
+    async def _accept(self, listener: SocketListener, connections: TaskGroup, gate: Gate | None = None) -> None:
         while True:
             try:
                 stream = await listener.accept()
@@ -223,7 +245,7 @@ class Daemon:
                 log.warning("cannot accept a connection: %s", exc)
                 await anyio.sleep(0.1)  # back off until a connection closes and frees a descriptor
                 continue
-            connections.start_soon(self._handle, stream)
+            connections.start_soon(self._handle, stream, gate)
 
     async def _start_services(self, group: TaskGroup) -> None:
         """Start the folder watchers and the spool reader that the settings ask for (without waiting
@@ -268,16 +290,26 @@ class Daemon:
             await self._start_services(background)
             async with anyio.create_task_group() as connections:
                 connections.start_soon(self._accept, listener, connections)
-                log.info("lensd %s serving %s on %s", __version__, self.settings.db, self.settings.socket)
+                for tcp_listener, _ in self.tcp:
+                    connections.start_soon(self._accept, tcp_listener, connections, self.gate)
+                network.publish_contact(self.contact_path, network.contact_of(
+                    self.settings, self.started, [address for _, address in self.tcp], self.gate,
+                    self.database_path))
+                log.info("lensd %s serving %s on %s%s", __version__, self.settings.db, self.settings.socket,
+                         "".join(f" and tcp://{h}:{p}" for _, (h, p) in self.tcp))
                 notify_systemd("READY=1")
                 task_status.started()
-                print(f"lensd ready: socket {self.settings.socket} database {self.settings.db}",
+                tcp = "".join(f" tcp {h}:{p}" for _, (h, p) in self.tcp)
+                print(f"lensd ready: socket {self.settings.socket} database {self.settings.db}{tcp}",
                       flush=True)
                 if self.web_url:
                     print(f"lensd web: {self.web_url}", flush=True)  # once, after the line launchers wait for
                 await self._stop.wait()
                 notify_systemd("STOPPING=1")
                 await listener.aclose()  # no new connections
+                for tcp_listener, _ in self.tcp:
+                    await tcp_listener.aclose()
+                contact.remove(self.contact_path, os.getpid())
                 for connection in list(self.live):
                     connection.finish()  # stop reading; writes already received still get answers
                 with anyio.move_on_after(self.settings.drain_timeout) as drain:

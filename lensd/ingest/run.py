@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream
 
+from lensd.client.address import Target, TargetLike
 from lensd.domain.records import Record, validate_record
 from lensd.errors import AlreadyRunning, DaemonUnavailable, LensdError
 from lensd.ingest import pyautofit
@@ -187,7 +188,7 @@ async def _write_direct(db: Path, batches: Iterable[list[Record]], report: Inges
         await writer.close()
 
 
-async def _write_daemon(socket: Path, batches: Iterable[list[dict[str, Any]]], report: IngestReport) -> None:
+async def _write_daemon(socket: TargetLike, batches: Iterable[list[dict[str, Any]]], report: IngestReport) -> None:
     """Send the records as read: the daemon validates what it receives, once."""
     from lensd.client.connection import Client
 
@@ -219,7 +220,14 @@ async def _write_daemon(socket: Path, batches: Iterable[list[dict[str, Any]]], r
                     await send.send(record)
 
 
-def ingest(dirs: Iterable[str | os.PathLike[str]], db: Path, socket: Path | None = None,
+def _named_socket(socket: TargetLike) -> TargetLike:
+    """The socket the caller named, if any (a bare Target names none: the lock file says where)."""
+    if isinstance(socket, Target):
+        return socket if socket.socket is not None else None
+    return socket
+
+
+def ingest(dirs: Iterable[str | os.PathLike[str]], db: Path, socket: TargetLike = None,
            progress: Callable[[int], None] | None = None, total: Callable[[int], None] | None = None,
            readers: int | None = None) -> IngestReport:
     """Ingest every fit under ``dirs`` into ``db``; failures are reported, never raised per folder.
@@ -245,12 +253,17 @@ def ingest(dirs: Iterable[str | os.PathLike[str]], db: Path, socket: Path | None
         if batch:
             yield batch
 
+    # --address (or $LENSD_ADDRESS): the daemon may be on another node; its lock is not ours to see
+    remote = isinstance(socket, Target) and bool(socket.address or os.environ.get("LENSD_ADDRESS"))
     try:
         try:
+            if remote:
+                raise AlreadyRunning("ingest through the daemon named by --address")
             lock = writerlock.acquire(db)
         except AlreadyRunning:
             holder = writerlock.read_holder(db)
-            target = socket or (Path(holder.socket) if holder and holder.socket else None)
+            target: TargetLike = socket if remote else _named_socket(socket)
+            target = target or (Path(holder.socket) if holder and holder.socket else None)
             if target is None:
                 raise
             report.via = f"daemon at {target}"

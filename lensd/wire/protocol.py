@@ -52,7 +52,7 @@ RECORD_OPS = frozenset({"submit", "start", "complete"})  # write ops that carry 
 _SAMPLES_AT = {"submit": ("record", "samples"), "start": ("record", "samples"),  # where a write op
                "complete": ("record", "samples"), "progress": ("samples",)}  # carries samples
 READ_OPS = frozenset({"query", "values", "count", "status", "jobs"})
-CONTROL_OPS = frozenset({"hello", "next", "cancel", "stop"})
+CONTROL_OPS = frozenset({"hello", "auth", "next", "cancel", "stop"})
 ALL_OPS = WRITE_OPS | READ_OPS | CONTROL_OPS
 
 
