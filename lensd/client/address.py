@@ -36,6 +36,10 @@ class Target:
     secret_file: Path | None = None
     tls_ca: Path | None = None
 
+    def __str__(self) -> str:
+        named = self.address or (os.fspath(self.socket) if self.socket is not None else None)
+        return named or os.environ.get("LENSD_ADDRESS") or "the daemon found by its contact file"
+
     @property
     def explicit(self) -> bool:
         """Whether the caller (or ``$LENSD_ADDRESS``) named the daemon, rather than leaving it to be found."""
