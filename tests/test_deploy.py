@@ -9,6 +9,7 @@ stream over the socket or, from "another node", through the spool, and ``submit-
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -281,7 +282,8 @@ def end_of_time_limit(job: subprocess.Popen[str]) -> str:
 
 
 def test_the_daemon_job_says_where_it_is_and_backs_up_when_its_time_is_up(shared, short_tmp, daemon_jobs) -> None:  # type: ignore[no-untyped-def]
-    env = slurm_env(shared, LENSD_LOCAL=str(short_tmp / "node1"), LENSD_BACKUP_EVERY="0")
+    secret = {"LENSD_SECRET_FILE": str(short_tmp / "home" / "secret")}  # ~/.lensd/secret on a cluster
+    env = slurm_env(shared, LENSD_LOCAL=str(short_tmp / "node1"), LENSD_BACKUP_EVERY="0", **secret)
     job, printed = start_daemon_job(env, daemon_jobs)
     where = dict(line.split("=", 1) for line in (shared / "lensd.env").read_text().splitlines())
     assert where["LENSD_NODE"] == HOST and where["LENSD_SPOOL"] == str(shared / "spool")
@@ -293,6 +295,12 @@ def test_the_daemon_job_says_where_it_is_and_backs_up_when_its_time_is_up(shared
 
     task = run_script("fit-array.sbatch", env=slurm_env(shared, task=0))  # finds the daemon by lensd.env
     assert task.returncode == 0 and "(applied)" in task.stdout, task.stdout + task.stderr
+    assert where["LENSD_CONTACT"] == str(shared / "contact.json")
+    contact = json.loads((shared / "contact.json").read_text())
+    assert contact["tcp"] and contact["tcp"][0]["port"] > 0 and contact["host"] == HOST
+    elsewhere = slurm_env(shared, task=1, LENSD_NODE="another-node", **secret)  # a task on another node
+    task = run_script("fit-array.sbatch", env=elsewhere)
+    assert task.returncode == 0 and "over TCP" in task.stdout and "(applied)" in task.stdout, task.stdout + task.stderr
     folder = next(DIR_OUTPUT.rglob("d84750cd075cd129a33ac035b98cf1c4"))
     sent = run_script("submit-at-end.sh", str(folder), env=slurm_env(shared))
     assert sent.stdout.split() == ["applied", folder.name], sent.stderr
@@ -301,7 +309,8 @@ def test_the_daemon_job_says_where_it_is_and_backs_up_when_its_time_is_up(shared
     assert "backed up to" in rest and "stopped (exit 0)" in rest
     assert not (shared / "lensd.env").exists() and not Path(where["LENSD_SOCKET"]).parent.exists()
     backup = shared / "backup" / "lensd.sqlite"
-    assert set(fits_by_tag(backup)) == {"lens_a", "gaussian_b"}
+    assert set(fits_by_tag(backup)) == {"lens_a", "lens_b", "gaussian_b"}
+    assert not (shared / "contact.json").exists()  # a clean stop removes it
     assert backup.read_bytes()[18] == 1  # a rollback-journal file: readable without -wal/-shm beside it
 
     # the next daemon job lands on another node with an empty local disk: it starts from the backup
