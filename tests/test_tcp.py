@@ -263,10 +263,10 @@ def test_kill_9_while_tcp_clients_submit_loses_and_doubles_nothing(
     monkeypatch.setenv("LENSD_SECRET_FILE", str(first.secret_file))
     procs = [worker("submit", first.address, k * 10_000, 10_000) for k in range(4)]
     assert procs[0].stdout is not None
-    for _ in range(20 + 15 * trial):  # kill at a different depth each trial
-        assert procs[0].stdout.readline().startswith("ack")
+    seen = [procs[0].stdout.readline() for _ in range(20 + 15 * trial)]  # a different depth each trial
+    assert all(line.startswith("ack") for line in seen), seen[-3:]
     first.process.kill()
-    acked = set()
+    acked = {line.split()[1] for line in seen}
     for p in procs:
         p.kill()  # its acknowledgements are already on its stdout; spare it the reconnect backoff
         out, _ = p.communicate(timeout=120)
