@@ -282,8 +282,8 @@ def end_of_time_limit(job: subprocess.Popen[str]) -> str:
 
 
 def test_the_daemon_job_says_where_it_is_and_backs_up_when_its_time_is_up(shared, short_tmp, daemon_jobs) -> None:  # type: ignore[no-untyped-def]
-    secret = {"LENSD_SECRET_FILE": str(short_tmp / "home" / "secret")}  # ~/.lensd/secret on a cluster
-    env = slurm_env(shared, LENSD_LOCAL=str(short_tmp / "node1"), LENSD_BACKUP_EVERY="0", **secret)
+    secret = str(short_tmp / "home" / "secret")  # ~/.lensd/secret on a cluster
+    env = slurm_env(shared, LENSD_LOCAL=str(short_tmp / "node1"), LENSD_BACKUP_EVERY="0", LENSD_SECRET_FILE=secret)
     job, printed = start_daemon_job(env, daemon_jobs)
     where = dict(line.split("=", 1) for line in (shared / "lensd.env").read_text().splitlines())
     assert where["LENSD_NODE"] == HOST and where["LENSD_SPOOL"] == str(shared / "spool")
@@ -298,7 +298,7 @@ def test_the_daemon_job_says_where_it_is_and_backs_up_when_its_time_is_up(shared
     assert where["LENSD_CONTACT"] == str(shared / "contact.json")
     contact = json.loads((shared / "contact.json").read_text())
     assert contact["tcp"] and contact["tcp"][0]["port"] > 0 and contact["host"] == HOST
-    elsewhere = slurm_env(shared, task=1, LENSD_NODE="another-node", **secret)  # a task on another node
+    elsewhere = slurm_env(shared, task=1, LENSD_NODE="another-node", LENSD_SECRET_FILE=secret)  # another node
     task = run_script("fit-array.sbatch", env=elsewhere)
     assert task.returncode == 0 and "over TCP" in task.stdout and "(applied)" in task.stdout, task.stdout + task.stderr
     folder = next(DIR_OUTPUT.rglob("d84750cd075cd129a33ac035b98cf1c4"))

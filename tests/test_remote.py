@@ -204,7 +204,7 @@ RECONNECTING_JOB = textwrap.dedent("""
 
 
 def test_a_tcp_job_falls_back_to_the_spool_and_back_losing_and_doubling_nothing(
-        make_daemon, short_tmp) -> None:  # type: ignore[no-untyped-def]
+        make_daemon: Callable[..., DaemonProcess], short_tmp: Path) -> None:
     from conftest import integrity_ok
     from test_tcp import TcpDaemon
 
