@@ -195,6 +195,22 @@ def summary_medians(summary: Mapping[str, Any] | None) -> dict[str, Any]:
     return dict(kwargs) if isinstance(kwargs, Mapping) else {}
 
 
+SUMMARY_SIGMAS: Final = (1, 3)  # the intervals PyAutoFit's samples_summary.json keeps
+
+
+def summary_from_samples(samples: Samples) -> dict[str, Any] | None:
+    """What ``samples_summary.json`` would say, for a fit that sent samples and no summary: the
+    median PDF values and the 1σ and 3σ (lower, upper) values, computed from the samples as
+    PyAutoFit computes them (weighted quantiles, lensd.domain.pdf). ``derived_from`` says so."""
+    if not len(samples):
+        return None
+    summary: dict[str, Any] = {"median_pdf": samples.median_pdf_values(), "derived_from": "samples"}
+    for sigma in SUMMARY_SIGMAS:
+        bounds = samples.values_at_sigma(float(sigma), as_instance=False, as_dict=True) or {}
+        summary[f"values_at_sigma_{sigma}"] = {path: [lo, hi] for path, (lo, hi) in bounds.items()}
+    return summary
+
+
 def _summary_log_evidence(summary: Mapping[str, Any] | None) -> float | None:
     if not isinstance(summary, Mapping):
         return None
@@ -238,6 +254,8 @@ def validate_record(data: Any) -> Record:
     log_evidence = numbers.pop("log_evidence")
     if log_evidence is None:
         log_evidence = _summary_log_evidence(trees["summary"])
+    if trees["summary"] is None and samples is not None and status == "completed":
+        trees["summary"] = summary_from_samples(samples)  # a streamed fit: its medians from its samples
     return Record(
         id=record_id, status=status, **text, **trees, **numbers,  # type: ignore[arg-type]
         samples=samples, instance=instance, median=summary_medians(trees["summary"]),
