@@ -278,6 +278,45 @@ def retry(expression: str, db: Path | None, socket: Path | None, statuses: str, 
 
 
 @main.command()
+@click.argument("expression")
+@db_option
+@socket_option
+@click.option("--all", "all_fits", is_flag=True, help="Include grid cells and sensitivity fits.")
+@click.option("--yes", is_flag=True, help="Do not ask before deleting.")
+@reports_errors
+def delete(expression: str, db: Path | None, socket: Path | None, all_fits: bool, yes: bool) -> None:
+    """Remove the fits matching EXPRESSION (through the daemon when one owns the database)."""
+    from lensd.cli import export as exporting
+    from lensd.cli import manage
+
+    ids = [str(row["id"]) for row in exporting.query_rows(exporting.state_of(expression, all_fits=all_fits),
+                                                          db, socket)]
+    click.echo(f"{len(ids)} fit(s) match {expression!r}")
+    if not ids:
+        return
+    if not yes and not click.confirm(f"delete {len(ids)} fit(s)?", default=False, err=True):
+        raise LensdError("nothing deleted")
+    outcome = manage.write("delete", {"ids": ids}, db, socket)
+    click.echo(f"deleted {len(ids)} fit(s)" if outcome == "applied" else "nothing to delete (already gone)")
+
+
+@main.command()
+@click.argument("fit_id", metavar="ID")
+@click.argument("pairs", metavar="KEY=VALUE", nargs=-1, required=True)
+@db_option
+@socket_option
+@reports_errors
+def tag(fit_id: str, pairs: tuple[str, ...], db: Path | None, socket: Path | None) -> None:
+    """Set info keys of one fit (ID or a unique prefix of it); VALUE is JSON when it parses, null removes."""
+    from lensd.cli import manage
+
+    info = manage.parse_assignments(pairs)
+    full = manage.resolve_id(fit_id, db, socket)
+    outcome = manage.write("tag", {"id": full, "info": info}, db, socket)
+    click.echo(f"{outcome} {full}")
+
+
+@main.command()
 @click.option("--bind", default="127.0.0.1:8321", show_default=True,
               help="HOST:PORT to serve on; a non-loopback address needs TLS or --insecure-bind.")
 @db_option

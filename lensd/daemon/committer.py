@@ -18,7 +18,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from lensd.errors import LensdError, StorageError
 from lensd.store.batchplan import Prepared, prepare
-from lensd.store.writeops import Op
+from lensd.store.writeops import AdminOp, Delete, Op, Tag
 from lensd.store.writer import BatchWriter
 
 log = logging.getLogger("lensd.writer")
@@ -26,13 +26,15 @@ log = logging.getLogger("lensd.writer")
 
 @dataclass
 class _Submission:
-    ops: list[Op]
+    ops: list[Op | AdminOp]
     prepared: list[Prepared | None]
     done: anyio.Event = field(default_factory=anyio.Event)
     outcomes: list[str | LensdError] = field(default_factory=list)
 
 
-def _prepare(op: Op) -> Prepared | None:
+def _prepare(op: Op | AdminOp) -> Prepared | None:
+    if isinstance(op, (Delete, Tag)):
+        return None
     try:
         return prepare(op)
     except Exception:  # planned again in the batch, which reports the failure as it always did
@@ -57,7 +59,7 @@ class GroupCommitter:
     def queue_depth(self) -> int:
         return self._send.statistics().current_buffer_used
 
-    async def submit(self, ops: Sequence[Op]) -> list[str | LensdError]:
+    async def submit(self, ops: Sequence[Op | AdminOp]) -> list[str | LensdError]:
         """Queue ``ops`` and wait until they are committed (or failed).
 
         Their record-only rows are worked out here (``rows.prepare``), on the event loop, while

@@ -20,7 +20,7 @@ from lensd._version import __version__
 from lensd.daemon.reads import ReadStream
 from lensd.daemon.services import ConnectionHost
 from lensd.errors import InvalidRecord, LensdError, ProtocolError, StorageError
-from lensd.store.writeops import op_from_request
+from lensd.store.writeops import admin_from_request, op_from_request
 from lensd.wire import protocol
 
 if TYPE_CHECKING:
@@ -187,7 +187,7 @@ class Connection:
             requests.start_soon(self.send, protocol.error(rid, ProtocolError(f"{op} was already said")))
         elif op == "stop":
             requests.start_soon(self._stop, rid)
-        elif op in protocol.WRITE_OPS:
+        elif op in protocol.WRITE_OPS or op in protocol.ADMIN_OPS:
             requests.start_soon(self._write, op, rid, fields)
         elif op in ("count", "status"):
             requests.start_soon(self._single, op, rid, fields)
@@ -203,7 +203,7 @@ class Connection:
 
     async def _write(self, op: str, rid: int, fields: dict[str, Any]) -> None:
         try:
-            write = op_from_request(op, fields)
+            write = admin_from_request(op, fields) if op in protocol.ADMIN_OPS else op_from_request(op, fields)
         except LensdError as exc:
             log.info("refused %s: %s", op, exc)
             await self.send(protocol.error(rid, exc))

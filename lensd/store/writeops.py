@@ -8,6 +8,12 @@ for socket events, spool files, watched folders and ``lensd ingest``:
 - ``Touch``: heartbeats; a ``lost`` fit is revived, an unknown id is ignored.
 - ``MarkLost``: running fits silent since ``cutoff`` become ``lost``.
 
+and two that a person asks for (``lensd delete``, ``lensd tag``), applied by store/adminops.py in
+the same transaction as the batch they arrive in:
+
+- ``Delete``: fits (and their facts, nodes, payloads, history) are removed.
+- ``Tag``: keys of one fit's ``info`` are set (a None value removes the key).
+
 ``progress`` keeps the latest state of a running fit (max log likelihood, sample count, fraction
 done, samples) and adds a point to its convergence history (``Patch.history``); like every event it
 marks the fit ``running``, which revives a ``lost`` one.
@@ -20,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from lensd.domain.records import Record, _instance, _number, _text, validate_record, with_status
 from lensd.domain.samples import Samples
@@ -70,7 +76,28 @@ class MarkLost:
     ids: tuple[str, ...] = field(default=())
 
 
+@dataclass(frozen=True)
+class Delete:
+    fit_ids: tuple[str, ...]
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        return ()  # applied by adminops, which reads what it needs itself
+
+
+@dataclass(frozen=True)
+class Tag:
+    id: str
+    info: dict[str, Any]
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        return ()
+
+
 Op = Upsert | Patch | Touch | MarkLost
+AdminOp = Delete | Tag
+MAX_DELETE: Final = 1_000_000
 
 
 def _seq(fields: Mapping[str, Any]) -> int | None:
@@ -130,3 +157,19 @@ def op_from_request(op: str, fields: Mapping[str, Any]) -> Op:
             raise InvalidRecord("heartbeat needs ids: a list of fit ids")
         return Touch(tuple(ids))
     raise InvalidRecord(f"{op!r} is not a write operation")
+
+
+def admin_from_request(op: str, fields: Mapping[str, Any]) -> AdminOp:
+    """``delete`` ({"ids": [...]}) or ``tag`` ({"id": ..., "info": {...}}) from an untrusted request."""
+    if op == "delete":
+        ids = fields.get("ids")
+        if not isinstance(ids, list) or not all(isinstance(i, str) and i for i in ids) or len(ids) > MAX_DELETE:
+            raise InvalidRecord(f"delete needs ids: a list of at most {MAX_DELETE} fit ids")
+        return Delete(tuple(dict.fromkeys(ids)))
+    if op == "tag":
+        info = fields.get("info")
+        if not isinstance(info, dict) or not info or not all(isinstance(k, str) and k for k in info):
+            raise InvalidRecord("tag needs info: a map of keys to JSON values")
+        checked = validate_record({"id": _fit_id(fields), "status": "running", "info": info})  # JSON values only
+        return Tag(checked.id, dict(info))
+    raise InvalidRecord(f"{op!r} is not an admin operation")

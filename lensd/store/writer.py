@@ -20,13 +20,15 @@ import anyio
 
 from lensd.errors import LensdError, StorageError, StorageFull
 from lensd.store import schema
+from lensd.store.adminops import apply_admin
 from lensd.store.batchplan import Existing, Prepared, plan_batch
 from lensd.store.sqlite_errors import is_full, storage_error
-from lensd.store.writeops import Op
+from lensd.store.writeops import AdminOp, Delete, Op, Tag
 
 log = logging.getLogger("lensd.writer")
 T = TypeVar("T")
 _LOOKUP_CHUNK = 500
+ADMIN_OPS = (Delete, Tag)
 
 
 def prepare_database(path: str | Path, durability: str = "full") -> None:
@@ -105,14 +107,23 @@ class BatchWriter:
                 found[fit_id] = Existing(key, seq, created)
         return found
 
-    def _apply(self, ops: Sequence[Op], prepared: Sequence[Prepared | None] | None) -> list[str]:
-        """The batch's transaction, in the worker thread."""
+    def _apply(self, ops: Sequence[Op | AdminOp],
+               prepared: Sequence[Prepared | None] | None) -> list[str | LensdError]:
+        """The batch's transaction, in the worker thread (admin ops after the planned ones)."""
+        planned = [i for i, op in enumerate(ops) if not isinstance(op, ADMIN_OPS)]
         self._conn.execute("BEGIN IMMEDIATE")
         try:
-            existing = self._existing([i for op in ops for i in op.ids])
-            plan, outcomes, next_key = plan_batch(ops, existing, self._next_key, time.time(), prepared)
+            regular: list[Op] = [ops[i] for i in planned]  # type: ignore[misc]
+            existing = self._existing([i for op in regular for i in op.ids])
+            plan, planned_outcomes, next_key = plan_batch(
+                regular, existing, self._next_key, time.time(),
+                None if prepared is None else [prepared[i] for i in planned])
             for sql, rows in plan.statements:
                 self._conn.executemany(sql, rows)
+            outcomes: list[str | LensdError] = [
+                apply_admin(self._conn, op) if isinstance(op, ADMIN_OPS) else "" for op in ops]
+            for index, outcome in zip(planned, planned_outcomes, strict=True):
+                outcomes[index] = outcome
             self._conn.execute("COMMIT")
         except BaseException:
             try:
@@ -125,7 +136,7 @@ class BatchWriter:
         self.records += len(ops)
         return outcomes
 
-    async def apply(self, ops: Sequence[Op], prepared: Sequence[Prepared | None] | None = None
+    async def apply(self, ops: Sequence[Op | AdminOp], prepared: Sequence[Prepared | None] | None = None
                     ) -> list[str | LensdError]:
         """Commit ``ops``; one outcome per op: "applied", "duplicate", or the error for that op.
 

@@ -53,7 +53,8 @@ _SAMPLES_AT = {"submit": ("record", "samples"), "start": ("record", "samples"), 
                "complete": ("record", "samples"), "progress": ("samples",)}  # carries samples
 READ_OPS = frozenset({"query", "values", "count", "status", "jobs"})
 CONTROL_OPS = frozenset({"hello", "auth", "next", "cancel", "stop"})
-ALL_OPS = WRITE_OPS | READ_OPS | CONTROL_OPS
+ADMIN_OPS = frozenset({"delete", "tag"})  # lensd delete / lensd tag: writes a person asks for, never spooled
+ALL_OPS = WRITE_OPS | READ_OPS | CONTROL_OPS | ADMIN_OPS
 
 
 def _check_limit(max_frame: int) -> int:
