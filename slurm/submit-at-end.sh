@@ -12,8 +12,8 @@
 # daemon reads (`lensd submit --spool`). Prints one line per fit: applied, duplicate or spooled.
 #
 # Variables (environment):
-#   LENSD_SHARED  the shared folder of lensd-daemon.sbatch (default $HOME/lensd); its lensd.env sets
-#                 LENSD_SOCKET and LENSD_SPOOL unless they are set already.
+#   LENSD_SHARED  the shared folder of lensd-daemon.sbatch (default $HOME/.lensd/shared); its
+#                 lensd.env sets LENSD_SOCKET and LENSD_SPOOL unless they are set already.
 #   LENSD_SOCKET  the daemon's socket (default: lensd's own, $LENSD_SOCKET or $XDG_RUNTIME_DIR/lensd.sock).
 #   LENSD_SPOOL   the spool folder used when the socket cannot be reached (default $LENSD_SHARED/spool).
 #   LENSD         the lensd command (default: lensd on PATH).
@@ -21,7 +21,11 @@
 set -euo pipefail
 
 folder=${1:?usage: submit-at-end.sh PYAUTOFIT_OUTPUT_FOLDER}
-LENSD_SHARED=${LENSD_SHARED:-$HOME/lensd}
+LENSD_SHARED=${LENSD_SHARED:-$HOME/.lensd/shared}
+if [[ -e $LENSD_SHARED/pyproject.toml && -d $LENSD_SHARED/lensd ]]; then
+    echo "lensd: LENSD_SHARED=$LENSD_SHARED is a clone of lensd, not a folder for its data: set LENSD_SHARED" >&2
+    exit 1
+fi
 if [[ -r $LENSD_SHARED/lensd.env ]]; then
     # KEY=value lines written by lensd-daemon.sbatch, read as data (never sourced).
     while IFS='=' read -r key value; do

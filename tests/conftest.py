@@ -138,3 +138,24 @@ def lensd_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 12
               input: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "lensd", *args], capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, **(env or {})}, input=input)
+
+
+# --- SLURM templates (test_deploy, test_slurm_finish) -------------------------------------
+
+@pytest.fixture
+def shared(short_tmp: Path) -> Path:
+    """The shared folder of a survey, with its list of datasets."""
+    folder = short_tmp / "shared"
+    folder.mkdir()
+    (folder / "datasets.txt").write_text("lens_a\nlens_b\nlens_c\n")
+    return folder
+
+
+@pytest.fixture
+def daemon_jobs() -> Iterator[list[subprocess.Popen[str]]]:
+    started: list[subprocess.Popen[str]] = []
+    yield started
+    for job in started:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+            job.wait(30)

@@ -17,7 +17,6 @@ import signal
 import socket as socketlib
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -187,17 +186,10 @@ def slurm_env(shared: Path, task: int | None = None, **extra: str) -> dict[str, 
     return env
 
 
-def run_script(name: str, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["bash", str(SLURM / name), *args], capture_output=True, text=True, timeout=120, env=env)
-
-
-@pytest.fixture
-def shared(short_tmp: Path) -> Path:
-    """The shared folder of a survey, with its list of datasets."""
-    folder = short_tmp / "shared"
-    folder.mkdir()
-    (folder / "datasets.txt").write_text("lens_a\nlens_b\nlens_c\n")
-    return folder
+def run_script(name: str, *args: str, env: dict[str, str],
+               cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["bash", str(SLURM / name), *args], capture_output=True, text=True, timeout=120, env=env,
+                          cwd=cwd)
 
 
 def fits_by_tag(db: Path) -> dict[str, lensd.store.reader.Fit]:
@@ -246,16 +238,6 @@ def test_an_array_task_on_another_node_spools_and_the_daemon_ingests_it(make_dae
     assert sent.stdout.split() == ["spooled", folder.name]
     until(lambda: folder.name in stored(daemon.db) and not list(spool.glob("*.lensd")), daemon.db.parent, spool,
           what="the submitted folder")
-
-
-@pytest.fixture
-def daemon_jobs() -> Iterator[list[subprocess.Popen[str]]]:
-    started: list[subprocess.Popen[str]] = []
-    yield started
-    for job in started:
-        if job.poll() is None:
-            os.killpg(job.pid, signal.SIGKILL)
-            job.wait(30)
 
 
 def start_daemon_job(env: dict[str, str], started: list[subprocess.Popen[str]]) -> tuple[subprocess.Popen[str], str]:
