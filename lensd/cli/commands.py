@@ -280,23 +280,24 @@ def retry(expression: str, db: Path | None, socket: Path | None, statuses: str, 
 @main.command()
 @click.argument("expression")
 @db_option
-@socket_option
+@daemon_options
 @click.option("--all", "all_fits", is_flag=True, help="Include grid cells and sensitivity fits.")
 @click.option("--yes", is_flag=True, help="Do not ask before deleting.")
 @reports_errors
-def delete(expression: str, db: Path | None, socket: Path | None, all_fits: bool, yes: bool) -> None:
+def delete(expression: str, db: Path | None, target: Target, all_fits: bool, yes: bool) -> None:
     """Remove the fits matching EXPRESSION (through the daemon when one owns the database)."""
     from lensd.cli import export as exporting
     from lensd.cli import manage
 
+    source = target if target.explicit else None
     ids = [str(row["id"]) for row in exporting.query_rows(exporting.state_of(expression, all_fits=all_fits),
-                                                          db, socket)]
+                                                          db, source)]
     click.echo(f"{len(ids)} fit(s) match {expression!r}")
     if not ids:
         return
     if not yes and not click.confirm(f"delete {len(ids)} fit(s)?", default=False, err=True):
         raise LensdError("nothing deleted")
-    outcome = manage.write("delete", {"ids": ids}, db, socket)
+    outcome = manage.write("delete", {"ids": ids}, db, target)
     click.echo(f"deleted {len(ids)} fit(s)" if outcome == "applied" else "nothing to delete (already gone)")
 
 
@@ -304,15 +305,15 @@ def delete(expression: str, db: Path | None, socket: Path | None, all_fits: bool
 @click.argument("fit_id", metavar="ID")
 @click.argument("pairs", metavar="KEY=VALUE", nargs=-1, required=True)
 @db_option
-@socket_option
+@daemon_options
 @reports_errors
-def tag(fit_id: str, pairs: tuple[str, ...], db: Path | None, socket: Path | None) -> None:
+def tag(fit_id: str, pairs: tuple[str, ...], db: Path | None, target: Target) -> None:
     """Set info keys of one fit (ID or a unique prefix of it); VALUE is JSON when it parses, null removes."""
     from lensd.cli import manage
 
     info = manage.parse_assignments(pairs)
-    full = manage.resolve_id(fit_id, db, socket)
-    outcome = manage.write("tag", {"id": full, "info": info}, db, socket)
+    full = manage.resolve_id(fit_id, db, target)
+    outcome = manage.write("tag", {"id": full, "info": info}, db, target)
     click.echo(f"{outcome} {full}")
 
 

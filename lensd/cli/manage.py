@@ -19,6 +19,7 @@ from typing import Any
 import anyio
 
 from lensd import settings
+from lensd.client.address import Target
 from lensd.errors import AlreadyRunning, InvalidRecord, LensdError
 from lensd.query.state import QueryState
 from lensd.store import writerlock
@@ -26,23 +27,23 @@ from lensd.store import writerlock
 PREFIX_END = "\U0010ffff"  # above every character: [prefix, prefix + PREFIX_END) holds the ids it starts
 
 
-def _ids(state: QueryState, db: Path | None, socket: Path | None) -> list[str]:
+def _ids(state: QueryState, db: Path | None, target: Target) -> list[str]:
     from lensd.cli import export as exporting
 
-    return [str(row["id"]) for row in exporting.query_rows(state, db, socket)]
+    return [str(row["id"]) for row in exporting.query_rows(state, db, target if target.explicit else None)]
 
 
-def resolve_id(given: str, db: Path | None, socket: Path | None) -> str:
+def resolve_id(given: str, db: Path | None, target: Target) -> str:
     """The fit id ``given`` names: itself, or the one id it is a unique prefix of."""
     from lensd.query.fields import QueryFields
 
     fields = QueryFields()
-    exact = _ids(QueryState(predicate=fields.id == given, top_level_only=False), db, socket)
+    exact = _ids(QueryState(predicate=fields.id == given, top_level_only=False), db, target)
     if exact:
         return exact[0]
     prefixed = QueryState(predicate=(fields.id >= given) & (fields.id < given + PREFIX_END),
                           top_level_only=False, limit=11)
-    found = _ids(prefixed, db, socket)
+    found = _ids(prefixed, db, target)
     if not found:
         raise LensdError(f"no fit has an id starting with {given!r}")
     if len(found) > 1:
@@ -67,10 +68,10 @@ def parse_assignments(pairs: Sequence[str]) -> dict[str, Any]:
     return info
 
 
-def write(op: str, fields: dict[str, Any], db: Path | None, socket: Path | None) -> str:
+def write(op: str, fields: dict[str, Any], db: Path | None, target: Target) -> str:
     """Commit one admin op through the single writer; its outcome ("applied" or "duplicate")."""
-    if socket is not None:
-        return _through_daemon(socket, op, fields)
+    if target.explicit:
+        return _through_daemon(target, op, fields)
     path = settings.resolve_db(db)
     if not path.exists():
         raise LensdError(f"no database at {path}")
@@ -80,7 +81,7 @@ def write(op: str, fields: dict[str, Any], db: Path | None, socket: Path | None)
         holder = writerlock.read_holder(path)
         if holder is None or not holder.socket:
             raise
-        return _through_daemon(Path(holder.socket), op, fields)
+        return _through_daemon(Target(socket=Path(holder.socket)), op, fields)
     try:
         return anyio.run(_direct, path, op, fields, backend="asyncio")
     finally:
@@ -104,8 +105,8 @@ async def _direct(path: Path, op: str, fields: dict[str, Any]) -> str:
     return outcome
 
 
-def _through_daemon(socket: Path, op: str, fields: dict[str, Any]) -> str:
+def _through_daemon(target: Target, op: str, fields: dict[str, Any]) -> str:
     from lensd.client.blocking import BlockingClient
 
-    with BlockingClient(socket) as client:
+    with BlockingClient(target) as client:
         return str(client.request(op, **fields).get("outcome", "applied"))
