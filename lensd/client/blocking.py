@@ -16,6 +16,7 @@ from lensd.client.address import Endpoint, TargetLike
 from lensd.client.secret import read_secret, resolve_secret_file
 from lensd.errors import DaemonUnavailable, LensdError, ProtocolError
 from lensd.wire import auth, protocol
+from lensd.wire.paging import PageReader
 
 _READ_CHUNK = 1 << 16
 CONNECT_TIMEOUT = 10.0
@@ -108,15 +109,9 @@ class BlockingClient:
     def stream(self, op: str, **fields: Any) -> Iterator[Any]:
         """Items of a paged read, every page asked for in turn (the command reads them all)."""
         try:
-            rid = self._ask(op, fields)
-            while True:
-                message = protocol.raise_for_reply(self._reply_for(rid))
-                if message.get("done"):
-                    return
-                items = message.get("page")
-                if not isinstance(items, list):
-                    raise ProtocolError("a page frame without a page list")
-                self._sock.sendall(protocol.encode_frame(protocol.request("next", rid)))
+            reader = PageReader(self._ask(op, fields))
+            while (items := reader.read(self._reply_for(reader.rid))) is not None:
+                self._sock.sendall(protocol.encode_frame(reader.next_request()))
                 yield from items
         except (OSError, EOFError) as exc:
             raise DaemonUnavailable(f"lost the connection to the daemon at {self.path}: {exc}") from None

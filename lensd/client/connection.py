@@ -19,6 +19,7 @@ from lensd.client.address import Endpoint, Route, TargetLike
 from lensd.client.secret import read_secret, resolve_secret_file
 from lensd.errors import DaemonUnavailable, LensdError, ProtocolError
 from lensd.wire import auth, protocol
+from lensd.wire.paging import PageReader
 
 _READ_CHUNK = 1 << 16
 CONNECT_TIMEOUT = 10.0
@@ -126,41 +127,30 @@ class Client:
     async def stream(self, op: str, **fields: Any) -> AsyncIterator[Any]:
         """Items of a paged read; the next page is asked for only when this one is consumed."""
         async with self._lock:
-            rid = self._next_rid()
-            finished = False
+            reader = PageReader(self._next_rid())
             try:
-                await self._send(protocol.request(op, rid, **fields))
-                while True:
-                    message = protocol.raise_for_reply(await self._reply_for(rid))
-                    if message.get("done"):
-                        finished = True
-                        return
-                    items = message.get("page")
-                    if not isinstance(items, list):
-                        raise ProtocolError("a page frame without a page list")
-                    await self._send(protocol.request("next", rid))
+                await self._send(protocol.request(op, reader.rid, **fields))
+                while (items := reader.read(await self._reply_for(reader.rid))) is not None:
+                    await self._send(reader.next_request())
                     for item in items:
                         yield item
             except (OSError, anyio.BrokenResourceError, anyio.EndOfStream,
                     anyio.ClosedResourceError) as exc:
                 self.closed = True
-                finished = True
                 raise DaemonUnavailable(f"lost the connection to the daemon at {self.path}: {exc}") from None
-            except LensdError:
-                finished = True
+            except LensdError:  # the daemon refused the connection's framing: nothing to cancel
+                reader.ended = True
                 raise
             finally:
-                if not finished and not self.closed:  # the caller stopped early: end the stream
+                if not reader.ended and not self.closed:  # the caller stopped early: end the stream
                     with anyio.CancelScope(shield=True):
-                        await self._cancel(rid)
+                        await self._cancel(reader)
 
-    async def _cancel(self, rid: int) -> None:
+    async def _cancel(self, reader: PageReader) -> None:
         try:
-            await self._send(protocol.request("cancel", rid))
-            while True:
-                message = await self._reply_for(rid)
-                if message.get("done") or message.get("ok") is False:
-                    return
+            await self._send(reader.cancel_request())
+            while not reader.ends_cancelled(await self._reply_for(reader.rid)):
+                pass
         except (OSError, anyio.BrokenResourceError, anyio.EndOfStream, anyio.ClosedResourceError,
                 LensdError):
             self.closed = True

@@ -22,6 +22,7 @@ from lensd.daemon.services import ConnectionHost
 from lensd.errors import InvalidRecord, LensdError, ProtocolError, StorageError
 from lensd.store.writeops import admin_from_request, op_from_request
 from lensd.wire import protocol
+from lensd.wire.paging import Credit
 
 if TYPE_CHECKING:
     from lensd.daemon.network import Gate
@@ -32,13 +33,13 @@ _READ_CHUNK = 1 << 16
 
 @dataclass
 class _Credit:
-    """Pages the client has asked for on one stream, and whether it cancelled."""
+    """One stream's ``paging.Credit``, and the event its sender waits on for a change."""
 
-    pages: int = 1
-    cancelled: bool = False
+    account: Credit = field(default_factory=Credit)
     wake: anyio.Event = field(default_factory=anyio.Event)
 
-    def poke(self) -> None:
+    def control(self, op: str) -> None:
+        self.account.control(op)
         self.wake.set()
         self.wake = anyio.Event()
 
@@ -73,8 +74,7 @@ class Connection:
 
     def _end_streams(self) -> None:
         for credit in self.credits.values():
-            credit.cancelled = True
-            credit.poke()
+            credit.control("cancel")
 
     async def send(self, message: dict[str, Any]) -> None:
         try:
@@ -173,16 +173,10 @@ class Connection:
         except ProtocolError as exc:
             requests.start_soon(self.send, protocol.error(protocol.reply_rid(message), exc))
             return
-        if op == "next":
+        if op in ("next", "cancel"):
             credit = self.credits.get(rid)
-            if credit is not None:
-                credit.pages += 1
-                credit.poke()
-        elif op == "cancel":
-            credit = self.credits.get(rid)
-            if credit is not None:
-                credit.cancelled = True
-                credit.poke()
+            if credit is not None:  # none: it crossed the stream's final frame
+                credit.control(op)
         elif op in ("hello", "auth"):
             requests.start_soon(self.send, protocol.error(rid, ProtocolError(f"{op} was already said")))
         elif op == "stop":
@@ -238,14 +232,14 @@ class Connection:
         try:
             reader = await self.daemon.reads.open_stream(op, fields)
             while True:
-                while credit.pages <= 0 and not credit.cancelled:
+                while credit.account.waiting:
                     await credit.wake.wait()
-                if credit.cancelled:
+                if credit.account.cancelled:
                     await self.send(protocol.done(rid, cancelled=True))
                     return
                 items = await reader.next_page()
                 if items:
-                    credit.pages -= 1
+                    credit.account.spend()
                     await self.send(protocol.page(rid, items))
                 if reader.exhausted:
                     await self.send(protocol.done(rid))
