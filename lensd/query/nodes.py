@@ -4,9 +4,8 @@ A predicate is data, not SQL. The same tree is compiled to SQL (compiler.py), pa
 (text.py), evaluated in pure Python by the tests and sent to the daemon (``to_wire``), so those
 four cannot disagree about what a query means; this module knows nothing of any of them.
 
-This module is the tree's one import point: it holds the operands and the leaf tests that hold an
-operand, and re-exports the ``Predicate`` base and its junctions (predicates.py) and the value checks
-(values.py), which sit below it so that neither needs the operands.
+The tree's one import point: the operands and the leaf tests holding one are here; the ``Predicate``
+base and junctions (predicates.py) and the value checks (values.py) sit below, re-exported here.
 
     Operand                          what a fit has             compared as
     ├── ModelPath("a.b")             agg.model.a.b              max-likelihood value, or node class
@@ -22,8 +21,7 @@ shape. ``__bool__`` raises on every node so ``a and b`` or ``1 < x < 2`` fail lo
 silently dropping half a query. Operand internals are underscored so that they do not shadow
 parameter names reached by attribute access (``agg.model.galaxies.lens.kind`` is a path).
 
-What surrounds a predicate in an aggregator (order, slice, scope, the strict wire reader, the
-``agg.<field>`` mixin) is in state.py.
+Around a predicate: order, slice, scope and the strict wire reader in state.py, ``agg.<field>`` in fields.py.
 """
 
 from __future__ import annotations
@@ -37,6 +35,8 @@ from lensd.query.predicates import And, Not, Or, Predicate, set_field
 from lensd.query.values import (
     BOOL_COLUMNS,
     COMPARISONS,
+    MAX_DEPTH,
+    MAX_NODES,
     METHODS,
     NUMBER_COLUMNS,
     TEXT_COLUMNS,
@@ -50,10 +50,10 @@ from lensd.query.values import (
 from lensd.store import schema
 
 __all__ = [
-    "BOOL_COLUMNS", "COMPARISONS", "MAX_DEPTH", "MAX_NODES", "METHODS", "NUMBER_COLUMNS", "OPERANDS",
-    "TEXT_COLUMNS", "And", "ClassField", "ClassIs", "Column", "Compare", "Contains", "In", "InfoKey",
-    "IsNone", "JobKey", "MedianPath", "ModelPath", "Not", "Operand", "Or", "Predicate", "Scalar",
-    "check_operand", "check_scalar", "check_text", "fact_address", "no_bool", "operand_to_wire",
+    "BOOL_COLUMNS", "COMPARISONS", "MAX_DEPTH", "MAX_NODES", "METHODS", "NUMBER_COLUMNS", "TEXT_COLUMNS", "And",
+    "ClassField", "ClassIs", "Column", "Compare", "Contains", "In", "InfoKey", "IsNone", "JobKey", "MedianPath",
+    "ModelPath", "Not", "Operand", "Or", "Predicate", "Scalar", "check_operand", "check_scalar", "check_text",
+    "fact_address", "no_bool",
 ]
 
 
@@ -68,6 +68,7 @@ class Operand:
     __slots__ = ()
     __bool__ = no_bool
     _tag: ClassVar[str]
+    _field: ClassVar[str]  # the name of its one field, in the wire form too
 
     def _ident(self) -> tuple[str, str]:
         """(wire type, path/key/name): what makes two operands the same field."""
@@ -126,8 +127,9 @@ class Operand:
         """Refuse, at build time, comparisons the operand's type makes meaningless."""
 
     def _to_wire(self) -> dict[str, Any]:
-        """The operand's wire form (what predicates.py calls for an operand field)."""
-        return operand_to_wire(self)
+        """The operand's wire form, ``{"t": tag, <its field>: value}`` (state.py reads it back)."""
+        tag, value = self._ident()
+        return {"t": tag, self._field: value}
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -144,6 +146,7 @@ class _Fact(Operand):
 @dataclass(frozen=True, eq=False, repr=False)
 class _Path(_Fact):
     path: str
+    _field = "path"
 
     def __post_init__(self) -> None:
         check_text(self.path, "a model path")
@@ -200,6 +203,7 @@ class MedianPath(_Path):
 @dataclass(frozen=True, eq=False, repr=False)
 class _Key(_Fact):
     key: str
+    _field = "key"
 
     def __post_init__(self) -> None:
         check_text(self.key, f"a {self._tag} key")
@@ -237,6 +241,7 @@ class Column(Operand):
 
     name: str
     _tag: ClassVar[str] = "column"
+    _field = "name"
 
     def __post_init__(self) -> None:
         if self.name not in TEXT_COLUMNS | NUMBER_COLUMNS | BOOL_COLUMNS:
@@ -393,18 +398,3 @@ class ClassIs(Predicate):
 
 
 _LITERAL_NAMES: Final = frozenset({"true", "false", "none", "null", "True", "False", "None", "inf", "nan"})
-
-
-# --- wire form of the operands (QueryState.from_wire in state.py reads it back, strictly) ---
-
-MAX_DEPTH: Final = 64
-MAX_NODES: Final = 10_000
-OPERANDS: Final[dict[str, tuple[type[Operand], str]]] = {
-    "model": (ModelPath, "path"), "median": (MedianPath, "path"), "info": (InfoKey, "key"),
-    "job": (JobKey, "key"), "column": (Column, "name"),
-}
-
-
-def operand_to_wire(operand: Operand) -> dict[str, Any]:
-    tag, value = operand._ident()
-    return {"t": tag, OPERANDS[tag][1]: value}

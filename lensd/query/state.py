@@ -18,14 +18,17 @@ from lensd.query.fields import QueryFields  # re-exported: the agg.<field> mixin
 from lensd.query.nodes import (
     MAX_DEPTH,
     MAX_NODES,
-    OPERANDS,
     And,
     ClassIs,
     Column,
     Compare,
     Contains,
     In,
+    InfoKey,
     IsNone,
+    JobKey,
+    MedianPath,
+    ModelPath,
     Not,
     Operand,
     Or,
@@ -34,7 +37,6 @@ from lensd.query.nodes import (
     check_operand,
     check_scalar,
     check_text,
-    operand_to_wire,
 )
 
 MAX_ORDER: Final = 16
@@ -43,6 +45,14 @@ MAX_INDEX: Final = 2**62  # offsets and limits stay far inside sqlite's 64-bit i
 _NODES: Final[dict[str, type[Predicate]]] = {
     c._tag: c for c in (Compare, Contains, In, IsNone, ClassIs, And, Or, Not)
 }
+OPERANDS: Final[dict[str, tuple[type[Operand], str]]] = {  # wire type -> class, its one field
+    c._tag: (c, c._field) for c in (ModelPath, MedianPath, InfoKey, JobKey, Column)
+}
+
+
+def operand_to_wire(operand: Operand) -> dict[str, Any]:
+    """``{"t": tag, <field>: value}``: what ``_WireReader.operand`` reads back."""
+    return operand._to_wire()
 
 
 class _WireReader:

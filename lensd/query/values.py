@@ -20,6 +20,8 @@ TEXT_COLUMNS: Final = frozenset({"id", "name", "path_prefix", "unique_tag", "sta
 NUMBER_COLUMNS: Final = frozenset({"max_log_likelihood", "log_evidence"})
 BOOL_COLUMNS: Final = frozenset({"is_complete", "is_grid_search"})
 COMPARISONS: Final = ("==", "<", "<=", ">", ">=")
+MAX_DEPTH: Final = 64  # the deepest query tree, in any form (wire, text, SQL)
+MAX_NODES: Final = 10_000  # the most nodes a query sent over the wire may have
 METHODS: Final = frozenset({"contains", "in_", "is_none", "path"})  # names attribute access cannot reach
 _BOOL_MESSAGE: Final = (
     "a query cannot be used as a bool: use & | ~ (with parentheses) instead of and/or/not, "
