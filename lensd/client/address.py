@@ -18,6 +18,7 @@ fingerprint; without a CA the certificate is pinned to that fingerprint.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -167,6 +168,16 @@ def resolve(target: TargetLike = None) -> Route:
 def connectable(endpoint: Endpoint) -> str | None:
     """Why ``endpoint`` cannot even be tried (a socket path too long for sun_path), or None."""
     return settings.socket_path_problem(endpoint.unix) if endpoint.unix is not None else None
+
+
+def candidates(route: Route, failures: list[tuple[Endpoint, BaseException | None]]) -> Iterator[Endpoint]:
+    """The endpoints of ``route`` worth trying, in order; each one that cannot be tried is noted in
+    ``failures`` (for ``unreachable``). Both clients connect through this."""
+    for endpoint in route.endpoints:
+        if connectable(endpoint) is not None:
+            failures.append((endpoint, None))
+            continue
+        yield endpoint
 
 
 def unreachable(route: Route, failures: list[tuple[Endpoint, BaseException | None]]) -> DaemonUnavailable:

@@ -34,10 +34,7 @@ class BlockingClient:
         self._inbox: list[dict[str, Any]] = []
         self._rid = 0
         failures: list[tuple[Endpoint, BaseException | None]] = []
-        for endpoint in route.endpoints:
-            if address.connectable(endpoint) is not None:
-                failures.append((endpoint, None))
-                continue
+        for endpoint in address.candidates(route, failures):
             try:
                 self._sock = transport.open_socket(endpoint, connect_timeout)
             except OSError as exc:

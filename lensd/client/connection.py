@@ -46,10 +46,7 @@ class Client:
         """Connect to the first endpoint of ``target``'s route that answers (``lensd.client.address``)."""
         route = address.resolve(target)
         failures: list[tuple[Endpoint, BaseException | None]] = []
-        for endpoint in route.endpoints:
-            if address.connectable(endpoint) is not None:
-                failures.append((endpoint, None))
-                continue
+        for endpoint in address.candidates(route, failures):
             try:
                 with anyio.fail_after(connect_timeout):
                     stream = await transport.open_stream(endpoint)
