@@ -414,3 +414,29 @@ print("imported" if os.path.exists(sys.argv[2]) else "clean")
                          text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     assert run.stdout.split() == ["clean", "imported"]
+
+
+def test_over_the_socket_samples_and_fits_read_the_same(db: Path, make_daemon: Any, short_tmp: Path) -> None:
+    """A real daemon on a copy of the database: values("samples") carries samples_info (the 4th
+    column of a samples row) and FITS payloads come back as HDULists, as from the file."""
+    import shutil
+
+    import anyio
+
+    copy = shutil.copyfile(db, short_tmp / "copy.sqlite")
+    daemon = make_daemon(db=Path(copy))
+
+    async def ask() -> tuple[list[Any], list[Any]]:
+        async with await lensd.AsyncAggregator.connect(socket=daemon.socket) as agg:
+            samples = [s async for s in agg.values("samples")]
+            datasets = [d async for d in agg.values("dataset")]
+            return samples, datasets
+
+    over_socket, datasets = anyio.run(ask)
+    from_file = lensd.Aggregator.from_database(copy)
+    expected = list(from_file.values("samples"))
+    assert [s.samples_info for s in over_socket] == [s.samples_info for s in expected]
+    assert [s.log_evidence for s in over_socket] == [s.log_evidence for s in expected]
+    assert [s.median_pdf(as_instance=False) for s in over_socket] == [s.median_pdf(as_instance=False) for s in expected]
+    assert [[h.name for h in d] for d in datasets] == [[h.name for h in d] for d in from_file.values("dataset")]
+    from_file.close()

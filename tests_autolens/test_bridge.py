@@ -142,3 +142,38 @@ def test_grid_searches_and_best_fits(lensd_agg: lensd.Aggregator) -> None:
     recorded = RECORDS["database"]["grid_searches.best_fits"][0]
     assert recorded.endswith(best.id.rsplit("/", 1)[-1])
     assert best.max_log_likelihood == max(RECORDS["fits"]["grid"]["log_likelihoods"])
+
+
+SAMPLES_API = ["parameter_lists", "log_likelihood_list", "log_prior_list", "log_posterior_list", "weight_list",
+               "max_log_likelihood", "max_log_likelihood_index", "max_log_likelihood_sample", "median_pdf",
+               "values_at_sigma", "values_at_upper_sigma", "values_at_lower_sigma", "errors_at_sigma",
+               "errors_at_upper_sigma", "errors_at_lower_sigma", "from_sample_index", "draw_randomly_via_pdf",
+               "log_evidence", "samples_info", "total_samples", "model"]
+
+
+@pytest.mark.parametrize("name", SAMPLES_API)
+def test_samples_api_names_and_signatures_are_pyautofits(name: str) -> None:
+    """lensd's Samples has each name with PyAutoFit's kind (property or method) and arguments."""
+    import inspect
+
+    import autofit as af
+
+    from lensd.domain.samples import Samples
+
+    theirs = inspect.getattr_static(af.SamplesPDF, name, None)
+    ours = inspect.getattr_static(Samples, name, None)
+    assert ours is not None, name
+    if theirs is None:  # an instance attribute in PyAutoFit (model, samples_info)
+        assert name in ("model", "samples_info")
+        return
+    assert isinstance(theirs, property) == isinstance(ours, property), name
+    if isinstance(theirs, property):
+        return
+    wrapped = getattr(theirs, "__wrapped__", None)  # PyAutoFit's to_instance adds as_instance, as_dict
+    their_args = [p for p in inspect.signature(wrapped or theirs).parameters if p not in ("self", "kwargs", "args")]
+    if wrapped is not None:
+        their_args += ["as_instance", "as_dict"]
+    our_args = list(inspect.signature(ours).parameters)
+    assert set(their_args) <= set(our_args), (name, their_args, our_args)
+    for argument in their_args:
+        assert inspect.signature(ours).parameters[argument].kind is not inspect.Parameter.POSITIONAL_ONLY
