@@ -35,6 +35,7 @@ ORDER = ("startup", "daemon_ingest", "ingest_folders", "query", "values_samples"
 SCRIPT_ARGS: dict[str, tuple[list[str], list[str]]] = {
     "watch_poll": (["--fits", "10000", "--new", "200", "--idle", "10"], []),
     "heartbeats": (["--seconds", "3", "--paced-seconds", "5"], []),
+    "tcp": (["--clients", "1,8", "--fits", "160", "--opens", "50", "--beats", "500"], []),
 }
 SCRIPT_TIMEOUT = 900
 AUTOFIT_PIN = "2026.7.29.1"  # the release issue 8 names; the newest for Python 3.11 then
