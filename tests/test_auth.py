@@ -119,3 +119,24 @@ def test_a_daemon_that_cannot_prove_the_secret_is_refused_by_the_client() -> Non
         client.check_accepted(impostor.accepted(1))
     with pytest.raises(AuthenticationFailed, match="echoed"):
         auth.ClientSide(b"k" * 32, b"n" * 32).answer({"auth": "hmac-sha256", "nonce": b"n" * 32})
+
+
+@given(secrets_, secrets_)
+def test_the_client_greeting_completes_only_with_the_daemons_secret(mine: bytes, theirs: bytes) -> None:
+    """ClientGreeting (what both bundled clients run) against the daemon's side, frame by frame."""
+    greeting = auth.ClientGreeting(mine)
+    daemon, challenge = auth.DaemonSide(theirs, auth.new_nonce()).challenge(greeting.first())
+    answer = greeting.feed(challenge)
+    assert answer is not None and answer["op"] == "auth"
+    if mine != theirs:
+        with pytest.raises(AuthenticationFailed):
+            daemon.verify(answer)
+        return
+    assert greeting.feed(daemon.accepted(daemon.verify(answer), server="lensd test")) is None
+    assert greeting.server["server"] == "lensd test" and "proof" not in greeting.server
+
+
+def test_the_unix_greeting_is_the_plain_hello() -> None:
+    greeting = auth.ClientGreeting(None)
+    assert greeting.first() == protocol.hello(0)
+    assert greeting.feed(protocol.hello_reply(0, "x")) is None and greeting.server["ok"] is True

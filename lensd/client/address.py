@@ -194,3 +194,9 @@ def unreachable(route: Route, failures: list[tuple[Endpoint, BaseException | Non
         tried.append(f"{endpoint} ({reason})")
     note = f"; {route.note}" if route.note else ""
     return DaemonUnavailable(f"no daemon at {', '.join(tried)}{note}; is `lensd start` running?")
+
+
+def not_lensd(where: str, exc: BaseException) -> DaemonUnavailable:
+    """What answered at ``where`` does not speak the protocol (often: plain TCP to a TLS port)."""
+    return DaemonUnavailable(f"{where} does not answer in the lensd protocol ({exc}); "
+                             "a TLS port needs tls:// or the contact file's fingerprint")

@@ -49,28 +49,21 @@ class BlockingClient:
     def _greet(self, endpoint: Endpoint) -> None:
         """hello, and over TCP the challenge-response (``lensd.wire.auth``); closes on failure."""
         try:
-            side = None
-            if endpoint.unix is None:
-                secret = read_secret(resolve_secret_file(endpoint.secret_file))
-                side = auth.ClientSide(secret, auth.new_nonce())
+            secret = read_secret(resolve_secret_file(endpoint.secret_file)) if endpoint.unix is None else None
+            greeting = auth.ClientGreeting(secret)
             try:
-                self._sock.sendall(protocol.encode_frame(side.hello(0) if side else protocol.hello(0)))
+                self._sock.sendall(protocol.encode_frame(greeting.first()))
             except OSError:
                 pass  # a daemon that refused us ("busy") has closed; its reason is still to read
-            reply = protocol.raise_for_reply(self._receive())
-            if side is not None:
-                side, proof = side.answer(reply, 1)
-                self._sock.sendall(protocol.encode_frame(proof))
-                reply = protocol.raise_for_reply(self._receive())
-                side.check_accepted(reply)
-            self.server = reply
+            while (frame := greeting.feed(self._receive())) is not None:
+                self._sock.sendall(protocol.encode_frame(frame))
+            self.server = greeting.server
         except (OSError, EOFError) as exc:
             self._sock.close()
             raise DaemonUnavailable(f"the daemon at {self.path} did not complete the handshake: {exc}") from None
         except ProtocolError as exc:
             self._sock.close()
-            raise DaemonUnavailable(f"{self.path} does not answer in the lensd protocol ({exc}); "
-                                    "a TLS port needs tls:// or the contact file's fingerprint") from None
+            raise address.not_lensd(self.path, exc) from None
         except LensdError:
             self._sock.close()
             raise

@@ -60,30 +60,24 @@ class Client:
 
     async def _greet(self, *, seconds: float) -> None:
         """hello (and the TCP challenge-response); the stream is closed if it fails."""
-        side = None
-        if self.endpoint.unix is None:
-            side = auth.ClientSide(read_secret(resolve_secret_file(self.endpoint.secret_file)), auth.new_nonce())
+        secret = read_secret(resolve_secret_file(self.endpoint.secret_file)) if self.endpoint.unix is None else None
+        greeting = auth.ClientGreeting(secret)
         try:
             with anyio.fail_after(seconds):
                 try:
-                    await self._send(side.hello(0) if side else protocol.hello(0))
+                    await self._send(greeting.first())
                 except (OSError, anyio.BrokenResourceError):
                     pass  # a daemon that refused us ("busy") has closed; its reason is still to read
-                reply = protocol.raise_for_reply(await self._receive())
-                if side is not None:
-                    side, proof = side.answer(reply, 1)
-                    await self._send(proof)
-                    reply = protocol.raise_for_reply(await self._receive())
-                    side.check_accepted(reply)
-                self.server = reply
+                while (frame := greeting.feed(await self._receive())) is not None:
+                    await self._send(frame)
+                self.server = greeting.server
         except (OSError, TimeoutError, anyio.BrokenResourceError, anyio.EndOfStream) as exc:
             await self.aclose()
             raise DaemonUnavailable(f"the daemon at {self.path} did not complete the handshake: "
                                     f"{exc or type(exc).__name__}") from None
         except ProtocolError as exc:
             await self.aclose()
-            raise DaemonUnavailable(f"{self.path} does not answer in the lensd protocol ({exc}); "
-                                    "a TLS port needs tls:// or the contact file's fingerprint") from None
+            raise address.not_lensd(self.path, exc) from None
         except LensdError:
             await self.aclose()
             raise

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from lensd.errors import AuthenticationFailed
-from lensd.wire.protocol import PROTOCOL_VERSION, reply_rid
+from lensd.wire.protocol import PROTOCOL_VERSION, hello, raise_for_reply, reply_rid
 
 SCHEME: Final = "hmac-sha256"
 NONCE_BYTES: Final = 32
@@ -132,3 +132,33 @@ class ClientSide:
         if not isinstance(sent, bytes) or not hmac.compare_digest(sent, expected):
             raise AuthenticationFailed("the daemon did not prove it knows the secret: a different "
                                        "daemon, or another secret file, answers at that address")
+
+
+class ClientGreeting:
+    """The client's opening exchange, for either transport and either IO style.
+
+    ``secret=None`` (the Unix socket): a plain hello and its reply. With a secret (TCP): the hello
+    with a nonce, the ``auth`` frame answering the challenge, then the daemon's proof checked.
+    Send ``first()``, then feed each reply to ``feed``, sending what it returns, until it returns
+    None; ``server`` is then the daemon's welcome.
+    """
+
+    def __init__(self, secret: bytes | None) -> None:
+        self._side = ClientSide(secret, new_nonce()) if secret is not None else None
+        self._answered = False
+        self.server: dict[str, Any] = {}
+
+    def first(self) -> dict[str, Any]:
+        return self._side.hello(0) if self._side is not None else hello(0)
+
+    def feed(self, reply: dict[str, Any]) -> dict[str, Any] | None:
+        """The next frame to send, or None when the connection is open for requests."""
+        reply = raise_for_reply(reply)
+        if self._side is not None and not self._answered:
+            self._side, answer = self._side.answer(reply, 1)
+            self._answered = True
+            return answer
+        if self._side is not None:
+            self._side.check_accepted(reply)
+        self.server = {key: value for key, value in reply.items() if key != "proof"}
+        return None
