@@ -323,3 +323,21 @@ def test_tls_pinned_by_the_contact_file_and_refused_otherwise(
     assert sorted(stored_ids(tls.process.db)) == ["fit-1", "fit-2"]
     assert tls.process.stop() == 0
     assert "TLS handshake failed" in tls.log()
+
+
+def test_the_handshake_timeout_and_the_connection_cap_apply_to_tcp(
+        make_daemon: Callable[..., DaemonProcess], short_tmp: Path) -> None:
+    daemon = TcpDaemon(make_daemon, short_tmp, "--handshake-timeout", "4", "--max-connections", "3")
+    silent = tcp_socket(daemon.port)  # says nothing: closed after --handshake-timeout, with a reason
+    assert refused(silent) == "auth"
+    idle = [tcp_socket(daemon.port) for _ in range(3)]
+    for sock in idle:
+        sock.sendall(frame(auth.client_hello(auth.new_nonce())))  # half a handshake: holds a slot
+        challenge = read_frame(sock)
+        assert challenge is not None and "nonce" in challenge
+    extra = tcp_socket(daemon.port)
+    assert refused(extra) == "busy"
+    for sock in idle:
+        assert refused(sock) == "auth"  # each times out in turn
+    with lensd.connect_sync(address=daemon.address, secret_file=daemon.secret_file) as client:
+        assert client.submit(record(1)) == "applied"
