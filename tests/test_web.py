@@ -90,6 +90,9 @@ def test_overview_counts_are_the_databases_and_a_live_fit_shows_up_and_completes
         for status, n in _counts(daemon.db).items():
             assert page.text_content(f'[data-status="{status}"]') == str(n)
         assert live.finish() == 0
+    status = lensd_cli("status", "--socket", str(daemon.socket), "--format", "json")
+    assert json.loads(status.stdout)["web"] == url.split("?")[0]  # where it serves, never the token
+    assert url.rsplit("token=", 1)[1] not in status.stdout
     assert daemon.stop() == 0
 
 
@@ -257,3 +260,39 @@ def test_histogram_and_scatter_counts_match_the_values_the_api_reads(survey: Pat
             source.histogram(state, "model.", "")
     finally:
         source.close()
+
+
+def test_a_real_pyautofit_fit_shows_its_posterior_files_and_output_images(tmp_path: Path) -> None:
+    import shutil
+
+    from conftest import DIR_OUTPUT
+    from matplotlib.figure import Figure
+
+    fit_id = "48506b369efedcc1d11c16167caa5bc6"
+    folder = tmp_path / "output" / fit_id
+    shutil.copytree(DIR_OUTPUT / "howtofit" / "single" / "gaussian_b" / "emcee" / fit_id, folder)
+    (folder / "image").mkdir(exist_ok=True)
+    figure = Figure(figsize=(2, 2))
+    figure.add_subplot().plot([0, 1], [1, 0])
+    figure.savefig(folder / "image" / "fit.png")  # a real PNG, as PyAutoLens's plotters write
+    db = tmp_path / "lensd.sqlite"
+    ingested = lensd_cli("ingest", str(tmp_path / "output"), "--db", str(db), "--quiet")
+    assert ingested.returncode == 0, ingested.stderr
+    agg = lensd.Aggregator.from_database(db)
+    [fit] = list(agg.fits())
+    free = fit.samples.paths
+    agg.close()
+    with web_process(db) as web, browser() as page:
+        page.goto(web.url)
+        page.goto(f"{web.base}/fit/{fit_id}")
+        assert page.locator('#corner-plot svg g[id^="pair-"]').count() == len(free) * (len(free) - 1) // 2
+        image = page.locator("#images img")
+        assert image.count() == 1
+        page.wait_for_function("() => document.querySelector('#images img').complete")
+        assert page.evaluate("document.querySelector('#images img').naturalWidth") > 0
+        links = page.locator("#files a")
+        assert links.count() > 0
+        first = page.request.get(web.base + (links.first.get_attribute("href") or ""))
+        assert first.status == 200 and first.headers["content-type"] == "application/json"
+        escape = page.request.get(f"{web.base}/fitimage?id={fit_id}&path=../model.info")
+        assert escape.status == 404
