@@ -251,7 +251,7 @@ def image_files(source: str | None) -> list[tuple[Path, str]]:
 
 def plot_keys(source: LocalSource) -> list[str]:
     """Suggestions for the axes: the parameter paths and info keys of the latest fits."""
-    rows = source._rows("SELECT DISTINCT kind, key FROM facts WHERE fit_key IN "
+    rows = source.rows("SELECT DISTINCT kind, key FROM facts WHERE fit_key IN "
                         "(SELECT fit_key FROM fits ORDER BY fit_key DESC LIMIT 20) AND kind IN (0, 2) "
                         "ORDER BY kind, key", [])
     return [f"model.{key}" if kind == 0 else f'info["{key}"]' for kind, key in rows

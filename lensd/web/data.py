@@ -93,7 +93,8 @@ class LocalSource:
     def _agg(self, state: QueryState) -> Aggregator:
         return Aggregator(self.conn, state, str(self.path))
 
-    def _rows(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+    def rows(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """All rows of one statement (lensd's own SQL; values only as parameters)."""
         return list(reader.stream(self.conn, sql, list(params)))
 
     # --- overview -------------------------------------------------------------------------
@@ -102,23 +103,23 @@ class LocalSource:
         failures per 5 minutes over the last hour, and the running, failed and lost fits."""
         now = time.time() if now is None else now
         counts = dict.fromkeys(STATUSES, 0)
-        for status, n in self._rows("SELECT status, count(*) FROM fits GROUP BY status", []):
+        for status, n in self.rows("SELECT status, count(*) FROM fits GROUP BY status", []):
             counts[str(status)] = int(n)
         start = now - BUCKETS * 300
         done = {s: [0] * BUCKETS for s in ("completed", "failed")}
-        for bucket, status, n in self._rows(
+        for bucket, status, n in self.rows(
                 "SELECT CAST((last_event_at - ?) / 300 AS INTEGER) AS b, status, count(*) FROM fits "
                 "WHERE status IN ('completed', 'failed') AND last_event_at >= ? GROUP BY b, status",
                 [start, start]):
             if 0 <= bucket < BUCKETS:
                 done[str(status)][int(bucket)] += int(n)
-        lists = {s: [_listed(r) for r in self._rows(_LIST_SQL, [s, LIST_LIMIT])] for s in ("running", "failed", "lost")}
+        lists = {s: [_listed(r) for r in self.rows(_LIST_SQL, [s, LIST_LIMIT])] for s in ("running", "failed", "lost")}
         return {"now": now, "counts": counts, "total": sum(counts.values()), "throughput": done,
                 "bucket_seconds": 300, **lists, "retry": [line.command for line in self.retry().lines]}
 
     def retry(self) -> RetryPlan:
         """The ``lensd retry`` lines of the lost and failed fits."""
-        rows = self._rows("SELECT id, job FROM fits WHERE status IN ('lost', 'failed') LIMIT ?", [RETRY_LIMIT])
+        rows = self.rows("SELECT id, job FROM fits WHERE status IN ('lost', 'failed') LIMIT ?", [RETRY_LIMIT])
         return retry_plan((fit_id, _job(job)) for fit_id, job in rows)
 
     # --- the fits table -------------------------------------------------------------------
@@ -137,7 +138,7 @@ class LocalSource:
         return next(iter(everything.query(everything.id == fit_id).fits()), None)
 
     def payload_names(self, fit: Fit) -> list[str]:
-        rows = self._rows("SELECT name FROM payloads WHERE fit_key = ? ORDER BY name", [fit.fit_key])
+        rows = self.rows("SELECT name FROM payloads WHERE fit_key = ? ORDER BY name", [fit.fit_key])
         return [str(name) for (name,) in rows]
 
     def children(self, fit: Fit) -> list[Fit]:
@@ -150,4 +151,4 @@ class LocalSource:
         the fits of ``state``, counted in SQL (lensd/web/aggregate.py)."""
         from lensd.web import aggregate
 
-        return aggregate.histogram(self._rows, state, x, colour, y, bins)
+        return aggregate.histogram(self.rows, state, x, colour, y, bins)
