@@ -102,9 +102,7 @@ class LocalSource:
         """Counts by status (every fit, grid cells too, as ``lensd status``), completions and
         failures per 5 minutes over the last hour, and the running, failed and lost fits."""
         now = time.time() if now is None else now
-        counts = dict.fromkeys(STATUSES, 0)
-        for status, n in self.rows("SELECT status, count(*) FROM fits GROUP BY status", []):
-            counts[str(status)] = int(n)
+        counts = self.counts()
         start = now - BUCKETS * 300
         done = {s: [0] * BUCKETS for s in ("completed", "failed")}
         for bucket, status, n in self.rows(
@@ -116,6 +114,16 @@ class LocalSource:
         lists = {s: [_listed(r) for r in self.rows(_LIST_SQL, [s, LIST_LIMIT])] for s in ("running", "failed", "lost")}
         return {"now": now, "counts": counts, "total": sum(counts.values()), "throughput": done,
                 "bucket_seconds": 300, **lists, "retry": [line.command for line in self.retry().lines]}
+
+    def counts(self) -> dict[str, int]:
+        """Fits by status. ``completed`` (most fits) is the total less the others: ``count(*)`` of a
+        whole table counts its b-tree's cells page by page without reading rows, and the other
+        statuses are short ranges of the status index, so 10^6 fits cost a few page reads."""
+        (total,), = self.rows("SELECT count(*) FROM fits", [])
+        counts = {s: int(self.rows("SELECT count(*) FROM fits WHERE status = ?", [s])[0][0])
+                  for s in STATUSES if s != "completed"}
+        counts["completed"] = int(total) - sum(counts.values())  # records are validated: no other status
+        return {s: counts[s] for s in STATUSES}
 
     def retry(self) -> RetryPlan:
         """The ``lensd retry`` lines of the lost and failed fits."""
