@@ -148,14 +148,14 @@ def _spilled(fits: Iterable[Fit], median: bool) -> Iterator[dict[str, Any]]:
             yield {column: row.get(column) for column in columns}
 
 
-def _strict(value: Any) -> Any:
+def strict_json(value: Any) -> Any:
     """JSON (RFC 8259) has no NaN or infinity: they become null, so jq and browsers can read it."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _strict(v) for k, v in value.items()}
+        return {k: strict_json(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_strict(v) for v in value]
+        return [strict_json(v) for v in value]
     return value
 
 
@@ -189,7 +189,7 @@ def write(rows: Iterable[dict[str, Any]], fmt: str, out: SupportsWrite[str],
     elif fmt == "json":
         out.write("[")
         for i, row in enumerate(everything):
-            out.write(("\n" if i == 0 else ",\n") + json.dumps(_strict({c: row.get(c) for c in names})))
+            out.write(("\n" if i == 0 else ",\n") + json.dumps(strict_json({c: row.get(c) for c in names})))
         out.write("\n]\n" if first is not None else "]\n")
     else:
         raise ValueError(f"unknown format {fmt!r}")

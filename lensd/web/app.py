@@ -18,7 +18,7 @@ import anyio
 import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from starlette.responses import HTMLResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -56,6 +56,14 @@ class Reads:
         return await anyio.to_thread.run_sync(functools.partial(function, *args), limiter=self._plotting)
 
 
+def _json(data: Any, status: int = 200) -> Response:
+    """Strict JSON (RFC 8259: NaN and infinities become null, as ``lensd export`` writes them)."""
+    from lensd.cli.export import strict_json
+
+    body = json.dumps(strict_json(data), default=_plain, allow_nan=False)
+    return Response(body, status, media_type="application/json", headers=HEADERS)
+
+
 def _html(text: str, status: int = 200) -> HTMLResponse:
     return HTMLResponse(text, status, headers=HEADERS)
 
@@ -82,7 +90,7 @@ def make_app(source: LocalSource, token: str, secure_cookie: bool = False) -> To
         return _html(pages.overview_fragment(await reads.run(source.overview)))
 
     async def overview_json(request: Request) -> Response:
-        return JSONResponse(await reads.run(source.overview), headers=HEADERS)
+        return _json(await reads.run(source.overview))
 
     async def _page(request: Request) -> tuple[Query, list[Any], int, int, int]:
         query = _query(request)
@@ -106,9 +114,9 @@ def make_app(source: LocalSource, token: str, secure_cookie: bool = False) -> To
     async def fits_json(request: Request) -> Response:
         query, rows, total, page, size = await _page(request)
         if query.error:
-            return JSONResponse({"error": query.error, "position": query.position}, 400, headers=HEADERS)
+            return _json({"error": query.error, "position": query.position}, 400)
         items = [{c: getattr(f, c) for c in pages.FIT_COLUMNS} for f in rows]
-        return JSONResponse({"total": total, "page": page, "size": size, "fits": items}, headers=HEADERS)
+        return _json({"total": total, "page": page, "size": size, "fits": items})
 
     async def export(request: Request) -> Response:
         fmt = request.path_params["fmt"]
@@ -152,7 +160,7 @@ def make_app(source: LocalSource, token: str, secure_cookie: bool = False) -> To
         value = None if found is None else await reads.run(found.file, name)
         if value is None:
             return Response("no such file\n", 404, media_type="text/plain", headers=HEADERS)
-        return JSONResponse(json.loads(json.dumps(value, default=_plain)), headers=HEADERS)
+        return _json(value)
 
     async def fit_image(request: Request) -> Response:
         found = await reads.run(source.fit, request.query_params.get("id", ""))
@@ -184,13 +192,13 @@ def make_app(source: LocalSource, token: str, secure_cookie: bool = False) -> To
         query = _query(request)
         p = request.query_params
         if query.error:
-            return JSONResponse({"error": query.error}, 400, headers=HEADERS)
+            return _json({"error": query.error}, 400)
         try:
             result = await reads.run(source.histogram, query.state, p.get("x", "max_log_likelihood"),
                                      p.get("colour", ""), p.get("y", ""))
         except QueryError as exc:
-            return JSONResponse({"error": str(exc)}, 400, headers=HEADERS)
-        return JSONResponse(result, headers=HEADERS)
+            return _json({"error": str(exc)}, 400)
+        return _json(result)
 
     async def failure(request: Request, exc: Exception) -> Response:
         message = str(exc) if isinstance(exc, LensdError) else "internal error (see the log)"
@@ -235,7 +243,9 @@ def _only_formats(handler: Callable[[Request], Any]) -> Callable[[Request], Any]
 
 def _plain(value: Any) -> Any:
     """numpy arrays of stored files as lists, for JSON."""
-    return value.tolist() if hasattr(value, "tolist") else str(value)
+    from lensd.cli.export import strict_json
+
+    return strict_json(value.tolist()) if hasattr(value, "tolist") else str(value)
 
 
 def image_files(source: str | None) -> list[tuple[Path, str]]:

@@ -99,7 +99,8 @@ class TokenGuard:
                 await _refuse(send, 403, "wrong token")
                 return
             rest = urlencode([(k, v) for k, v in query if k != "token"])
-            location = scope.get("root_path", "") + scope["path"] + (f"?{rest}" if rest else "")
+            path = "/" + str(scope["path"]).lstrip("/")  # never "//host": a redirect stays on this server
+            location = path + (f"?{rest}" if rest else "")
             cookie = f"{COOKIE}={self._token.decode()}; HttpOnly; SameSite=Strict; Path=/"
             await _respond(send, 303, b"", [(b"location", location.encode()),
                                              (b"set-cookie", (cookie + ("; Secure" if self._secure else "")).encode())])
