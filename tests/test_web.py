@@ -90,9 +90,9 @@ def test_overview_counts_are_the_databases_and_a_live_fit_shows_up_and_completes
         for status, n in _counts(daemon.db).items():
             assert page.text_content(f'[data-status="{status}"]') == str(n)
         assert live.finish() == 0
-    status = lensd_cli("status", "--socket", str(daemon.socket), "--format", "json")
-    assert json.loads(status.stdout)["web"] == url.split("?")[0]  # where it serves, never the token
-    assert url.rsplit("token=", 1)[1] not in status.stdout
+    reply = lensd_cli("status", "--socket", str(daemon.socket), "--format", "json")
+    assert json.loads(reply.stdout)["web"] == url.split("?")[0]  # where it serves, never the token
+    assert url.rsplit("token=", 1)[1] not in reply.stdout
     assert daemon.stop() == 0
 
 
@@ -287,6 +287,7 @@ def test_a_real_pyautofit_fit_shows_its_posterior_files_and_output_images(tmp_pa
     assert ingested.returncode == 0, ingested.stderr
     agg = lensd.Aggregator.from_database(db)
     [fit] = list(agg.fits())
+    assert fit.samples is not None
     free = fit.samples.paths
     agg.close()
     with web_process(db) as web, browser() as page:
