@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket as socketlib
 import subprocess
 import sys
 import textwrap
@@ -236,3 +237,16 @@ def test_a_tcp_job_falls_back_to_the_spool_and_back_losing_and_doubling_nothing(
     ids = [fit.id for fit in lensd.Aggregator.from_database(first.process.db).fits()]
     assert sorted(ids) == sorted(f"fit-{i}" for i in range(count))
     assert integrity_ok(first.process.db)
+
+
+def test_a_contact_file_from_another_host_that_nothing_answers_is_reported_stale(short_tmp: Path) -> None:
+    contact = short_tmp / "contact.json"
+    with socketlib.socket() as closed:  # a port nothing listens on: bound, never listening
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+        contact.write_text(json.dumps({"contact_version": 1, "host": "another-node", "pid": 1, "started_at": 1.0,
+                                       "socket": "/nonexistent/s", "tcp": [{"host": "127.0.0.1", "port": port}]}))
+        result = lensd_cli("status", env=node_env(short_tmp, contact, short_tmp / "secret"))
+    assert result.returncode == 3
+    assert f"the contact file {contact} is stale: nothing answers" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

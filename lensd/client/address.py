@@ -192,7 +192,10 @@ def unreachable(route: Route, failures: list[tuple[Endpoint, BaseException | Non
         reason = problem or (exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc or "") or
                              "timed out")
         tried.append(f"{endpoint} ({reason})")
-    note = f"; {route.note}" if route.note else ""
+    note = route.note
+    if not note and route.contact is not None:  # a live-looking contact file, but no answer: stale
+        note = f"the contact file {route.contact_path} is stale: nothing answers where it says"
+    note = f"; {note}" if note else ""
     return DaemonUnavailable(f"no daemon at {', '.join(tried)}{note}; is `lensd start` running?")
 
 
