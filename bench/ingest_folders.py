@@ -8,19 +8,27 @@ as the command line does (``python -m lensd ingest TREE --db NEW --quiet``, no d
 writer), timed from start to exit, start-up included. Baselines, same run and same folders:
 reading every file of the tree (the I/O floor) and, when autofit is installed, PyAutoFit's own
 scraper ``Aggregator.from_database(file).add_directory(tree)``.
+
+The CPU a folder costs (``wait4``: the process and its reader processes) is printed beside the
+rate, since on a shared machine the rate also holds waiting for a core; and the CPU to parse one
+samples.csv with lensd's reader and with the field's parsers that are installed (pandas' C engine;
+pyarrow, when present), the step the profile names as most of a folder's cost.
 """
 
 from __future__ import annotations
 
 import os
+import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from bench import Options, Row
 from bench import _pyautofit as pyautofit
-from bench._common import folder_tree, main, rate, times, verdict
+from bench._common import folder_tree, main, ms, rate, times, verdict
 
 SECTION = "folder ingest (lensd ingest, direct writer)"
 TARGET_RATE = 500.0
@@ -29,10 +37,63 @@ TARGET_VS_PYAUTOFIT = 100.0
 
 def lensd_ingest(tree: Path, db: Path) -> float:
     """Seconds for ``lensd ingest`` (a fresh process) to ingest ``tree`` into ``db``."""
+    return lensd_ingest_cpu(tree, db)[0]
+
+
+def lensd_ingest_cpu(tree: Path, db: Path) -> tuple[float, float]:
+    """Wall and CPU seconds of ``lensd ingest``; CPU from wait4, so it holds its reader processes."""
     began = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "lensd", "ingest", str(tree), "--db", str(db), "--quiet"],
-                   check=True, stdout=subprocess.DEVNULL, timeout=1200)
-    return time.perf_counter() - began
+    process = subprocess.Popen([sys.executable, "-m", "lensd", "ingest", str(tree), "--db", str(db), "--quiet"],
+                               stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(process.pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"lensd ingest exited {os.waitstatus_to_exitcode(status)}")
+    return time.perf_counter() - began, usage.ru_utime + usage.ru_stime
+
+
+def _cpu_per_call(work: Callable[[], Any], repeat: int = 30) -> float:
+    work()
+    laps = []
+    for _ in range(repeat):
+        began = time.process_time()
+        work()
+        laps.append(time.process_time() - began)
+    return statistics.median(laps)
+
+
+def parsers(tree: Path) -> list[Row]:
+    """CPU to parse one samples.csv (1,000 x 8 numbers): lensd's reader against the field's parsers."""
+    import io
+
+    import numpy as np
+
+    from lensd.ingest import pyautofit as reading
+
+    data = next(tree.rglob("samples.csv")).read_bytes()
+    names = [c.strip() for c in data.split(b"\n", 1)[0].decode().split(",")]
+    found = {"lensd (np.loadtxt, the one used)": _cpu_per_call(lambda: reading._samples(data))}
+    try:
+        import pandas as pd
+
+        found["pandas read_csv, C engine"] = _cpu_per_call(
+            lambda: pd.read_csv(io.BytesIO(data), engine="c", dtype=np.float64).to_numpy())
+    except ImportError:
+        pass
+    try:
+        import pyarrow as pa
+        import pyarrow.csv as pacsv
+
+        options = (pacsv.ReadOptions(use_threads=False, skip_rows=1, column_names=names),
+                   pacsv.ParseOptions(), pacsv.ConvertOptions(column_types={n: pa.float64() for n in names}))
+        found["pyarrow read_csv, typed, 1 thread"] = _cpu_per_call(
+            lambda: pacsv.read_csv(io.BytesIO(data), *options).columns)
+    except ImportError:
+        found["pyarrow read_csv: not installed here (measured apart: docs/performance.md)"] = float("nan")
+    ours = found["lensd (np.loadtxt, the one used)"]
+    return [Row(SECTION, f"parse one samples.csv, CPU: {name}", "" if seconds != seconds else ms(seconds),
+                ms(ours) if seconds == seconds and seconds != ours else "",
+                f"{times(ours / seconds)} faster" if seconds == seconds and seconds != ours else "")
+            for name, seconds in found.items()]
 
 
 def read_everything(tree: Path) -> float:
@@ -48,14 +109,16 @@ def read_everything(tree: Path) -> float:
 def run(options: Options) -> list[Row]:
     n, m = (500, 100) if options.quick else (2000, 1000)
     tree = folder_tree(options.work, n)
-    seconds = lensd_ingest(tree, options.work / "ingest.sqlite")
+    seconds, cpu = lensd_ingest_cpu(tree, options.work / "ingest.sqlite")
     again = lensd_ingest(tree, options.work / "ingest.sqlite")
     floor = n / read_everything(tree)
     lensd_rate = n / seconds
-    rows = [Row(SECTION, f"{n} folders x 1,000 samples, fresh database", rate(lensd_rate, "folders"),
+    rows = [Row(SECTION, f"{n} folders x 1,000 samples, fresh database; CPU {cpu / n * 1000:.2f} ms a folder",
+                rate(lensd_rate, "folders"),
                 f"read files: {rate(floor, 'folders')}", f"{times(lensd_rate / floor)} file reading",
                 target=f">= {TARGET_RATE:.0f}/s: {verdict(lensd_rate >= TARGET_RATE)}"),
-            Row(SECTION, f"the same {n} folders again (unchanged: skipped)", rate(n / again, "folders"))]
+            Row(SECTION, f"the same {n} folders again (unchanged: skipped)", rate(n / again, "folders")),
+            *parsers(tree)]
     small = folder_tree(options.work, m)
     ours = m / lensd_ingest(small, options.work / f"ingest{m}.sqlite")
     version = pyautofit.available()
