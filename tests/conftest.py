@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from pg_server import pg_server, pg_url  # noqa: F401  (fixtures: the test PostgreSQL cluster)
 
 FIXTURES = Path(__file__).parent / "fixtures" / "autofit"
 DIR_OUTPUT = FIXTURES / "dir_output"
