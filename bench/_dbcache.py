@@ -26,7 +26,7 @@ BUILDER = 1  # bump when the generated data changes
 def cache_key(n: int, n_samples: int) -> str:
     from lensd.store import schema
 
-    text = "\n".join([*schema.create_statements(), *schema.MIGRATIONS, str(BUILDER)])
+    text = "\n".join([*schema.create_statements(), *map(str, schema.MIGRATIONS), str(BUILDER)])
     digest = hashlib.sha256(text.encode()).hexdigest()[:10]
     return f"fits{n}-samples{n_samples}-v{schema.SCHEMA_VERSION}-{digest}"
 

@@ -19,15 +19,14 @@ from copy import copy
 from typing import TYPE_CHECKING, Any, Self, overload
 
 from lensd.errors import LensdError
-from lensd.query import compiler, counting
+from lensd.query import compiler
 from lensd.query.nodes import Column, Predicate
 from lensd.query.state import QueryFields, QueryState
-from lensd.store import flatrows, names, reader, schema
+from lensd.store import flatrows, names, reader, readplan, schema
 from lensd.store.reader import Fit
+from lensd.store.sources import ReadSource, open_source
 
 if TYPE_CHECKING:
-    import sqlite3
-
     from lensd.client.connection import Client
 
 
@@ -104,37 +103,46 @@ class _Base(QueryFields):
 
 
 class Aggregator(_Base):
-    """Query a lensd database file directly: read-only, safe while the daemon writes."""
+    """Query a lensd database directly: read-only, safe while the daemon writes.
 
-    def __init__(self, conn: sqlite3.Connection, state: QueryState, path: str = "") -> None:
-        self._conn = conn
+    Reads are planned by ``readplan`` (the same plans the daemon runs) and executed by a
+    ``ReadSource``: a sqlite file, or a PostgreSQL database.
+    """
+
+    def __init__(self, source: ReadSource, state: QueryState, path: str = "") -> None:
+        self._source = source
+        self._conn = source.conn
         self._state = state
         self._path = path
 
     @classmethod
     def from_database(cls, path: str | os.PathLike[str], completed_only: bool = False,
                       top_level_only: bool = True) -> Aggregator:
-        conn = reader.open_readonly(path)
-        return cls(conn, QueryState(completed_only=completed_only, top_level_only=top_level_only),
+        """Open a sqlite file, or a PostgreSQL database by its ``postgresql://`` URL."""
+        return cls(open_source(path), QueryState(completed_only=completed_only, top_level_only=top_level_only),
                    os.fspath(path))
 
     def __repr__(self) -> str:
         return super().__repr__().replace("<Aggregator", f"<Aggregator {self._path!r}", 1)
 
+    def _read(self, planner: readplan.Planner) -> readplan.Read:
+        return readplan.run(planner, self._source.scalar)
+
     def _resolved(self) -> QueryState:
-        return reader.resolve(self._conn, self._state)
+        return readplan.run(readplan.resolve(self._state, self._source.dialect), self._source.scalar)
 
     def __len__(self) -> int:
         """How many fits are selected: one COUNT in SQL, no fit is loaded."""
-        state = self._resolved()
-        sql, params = counting.select_count(state, reader.access(self._conn, state))
-        row = next(reader.stream(self._conn, sql, params))
-        if not row[0]:
+        read = self._read(readplan.count(self._state, self._source.dialect))
+        count = self._source.scalar(read.sql, read.params)
+        if not count:
             self._explain_nothing()
-        return int(row[0])
+        return count
 
     def _explain_nothing(self, value: str | None = None) -> None:
         """An empty answer: warn (NoSuchName, once each) about the names no fit has."""
+        if self._source.dialect.name != "sqlite":  # names.py reads a sqlite file
+            return
         for note in names.notes_for(self._conn, self._state.predicate, value):
             names.warn_once(note, stacklevel=4)
 
@@ -155,13 +163,11 @@ class Aggregator(_Base):
         raise IndexError(f"aggregator index {index} out of range: it selects {len(self)} fit(s)")
 
     def fits(self) -> Generator[Fit, None, None]:
-        load, history = reader.payload_loader(self._conn), reader.history_loader(self._conn)
-        state = self._resolved()
-        sql, params = reader.fit_rows_sql(state, reader.access(self._conn, state))
+        read = self._read(readplan.fits(self._state, self._source.dialect))
         found = False
-        for row in reader.stream(self._conn, sql, params):
+        for row in self._source.stream(read.sql, read.params):
             found = True
-            yield Fit(reader.row_dict(row), load, history)
+            yield Fit(read.decode(row), self._source.payload, self._source.history)
         if not found:
             self._explain_nothing()
 
@@ -170,11 +176,10 @@ class Aggregator(_Base):
 
         ``info`` is ``{}`` for a fit run without one, so ``zip(agg.fits(), agg.values("info"))``
         lines up."""
-        state = self._resolved()
-        sql, params = reader.values_plan(state, name, reader.access(self._conn, state))
+        read = self._read(readplan.values(self._state, name, self._source.dialect))
         found = False
-        for row in reader.stream(self._conn, sql, params, page=32):
-            value = reader.decode_value(name, row)
+        for row in self._source.stream(read.sql, read.params, page=32):
+            value = read.decode(row)
             if value is not None:
                 found = True
                 yield value
@@ -193,10 +198,10 @@ class Aggregator(_Base):
         fits), not from the fits themselves, so it costs one indexed query.
         """
         kinds = (schema.KIND_VALUE, schema.KIND_INFO, *((schema.KIND_MEDIAN,) if median else ()))
-        sql, params = compiler.select_fact_keys(self._resolved(), kinds)
+        sql, params = compiler.select_fact_keys(self._resolved(), kinds, compiler.Access(dialect=self._source.dialect))
         paths: list[str] = []
         info: list[str] = []
-        for kind, key in reader.stream(self._conn, sql, params):
+        for kind, key in self._source.stream(sql, params):
             (info if kind == schema.KIND_INFO else paths).append(key)
         return flatrows.columns_of(paths, info)
 
@@ -209,17 +214,13 @@ class Aggregator(_Base):
         the rows are read in one snapshot of the database, so a fit the daemon commits meanwhile
         cannot bring a column the header lacks.
         """
-        began = not self._conn.in_transaction
-        if began:
-            self._conn.execute("BEGIN")
-        fits = self.fits()
-        try:
-            chosen = list(columns) if columns is not None else self.columns(median)
-            yield from flatrows.rows_of(fits, chosen, median)
-        finally:
-            fits.close()  # its cursor first, should the caller stop early and close the connection
-            if began and self._conn.in_transaction:
-                self._conn.execute("COMMIT")
+        with self._source.snapshot():
+            fits = self.fits()
+            try:
+                chosen = list(columns) if columns is not None else self.columns(median)
+                yield from flatrows.rows_of(fits, chosen, median)
+            finally:
+                fits.close()  # its cursor first, should the caller stop early and close the connection
 
     def to_dataframe(self, columns: Sequence[str] | None = None, median: bool = False) -> Any:
         """The rows of ``to_rows`` as a pandas DataFrame (``pip install 'lensd[pandas]'``)."""
@@ -242,7 +243,7 @@ class Aggregator(_Base):
         return AutofitAggregator(self, trust=True)
 
     def close(self) -> None:
-        self._conn.close()
+        self._source.close()
 
 
 class AsyncAggregator(_Base):
@@ -308,7 +309,7 @@ class AsyncAggregator(_Base):
     async def values(self, name: str) -> AsyncIterator[Any]:
         found = False
         async for item in self._client.stream("values", name=name, query=self._state.to_wire()):
-            value = reader.decode_value(name, item)
+            value = reader.decode_value(name, item)  # the daemon streams readplan.values rows
             if value is not None:
                 found = True
                 yield value

@@ -79,6 +79,12 @@ def _equals(record: dict[str, Any], operand: Operand, stored: Any, value: Any) -
     return number is not None and number == float(value)
 
 
+def _is_a_node(record: dict[str, Any], path: str) -> bool:
+    """A model path that names a class or has values beneath it is a value, never None."""
+    return path in record["classes"] or any(key.startswith(f"{path}.") and key != f"{path}."
+                                            for key in record["values"])
+
+
 def evaluate(node: Predicate, record: dict[str, Any]) -> bool:
     if isinstance(node, And):
         return all(evaluate(item, record) for item in node.items)
@@ -90,6 +96,8 @@ def evaluate(node: Predicate, record: dict[str, Any]) -> bool:
         return _class_is(record, node.path, node.by, node.name)
     stored = lookup(record, node.operand)  # type: ignore[attr-defined]
     if isinstance(node, IsNone):
+        if isinstance(node.operand, ModelPath) and node.operand.path and _is_a_node(record, node.operand.path):
+            return False
         return stored is MISSING or stored is None
     if isinstance(node, Contains):
         return isinstance(stored, str) and node.value in stored

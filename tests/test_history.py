@@ -71,7 +71,7 @@ def test_a_long_history_is_thinned_keeping_the_first_and_the_latest_point(tmp_pa
 def test_a_v2_file_reads_with_an_empty_history_and_migrates(tmp_path: Path) -> None:
     db = tmp_path / "old.sqlite"
     conn = sqlite3.connect(db, isolation_level=None)
-    for statement in [*schema._statements(schema._DDL_V1), *schema._statements(schema.MIGRATIONS[0])]:
+    for statement in [*schema._statements(schema._DDL_V1), *schema._statements(schema.step_sql(schema.MIGRATIONS[0]))]:
         conn.execute(statement)
     conn.execute(f"PRAGMA application_id={schema.APPLICATION_ID}")
     conn.execute("PRAGMA user_version=2")

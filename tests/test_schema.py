@@ -44,7 +44,8 @@ def test_a_v1_file_is_migrated_to_the_layout_of_a_new_file(tmp_path: Path) -> No
 def test_a_failed_migration_leaves_the_file_as_it_was(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     conn = _v1(tmp_path / "old.sqlite")
     before = _layout(conn)
-    monkeypatch.setattr(schema, "MIGRATIONS", [schema.MIGRATIONS[0] + "; CREATE INDEX broken ON nowhere(x)"])
+    broken = schema.step_sql(schema.MIGRATIONS[0]) + "; CREATE INDEX broken ON nowhere(x)"
+    monkeypatch.setattr(schema, "MIGRATIONS", [broken])
     with pytest.raises(sqlite3.OperationalError):
         schema.migrate(conn)
     assert conn.execute("PRAGMA user_version").fetchone()[0] == 1

@@ -1,5 +1,8 @@
 """The daemon's query service: read-only connections that never block the writer.
 
+What each read runs is planned by ``lensd.store.readplan``, the same plans the sync Aggregator runs:
+this module only executes them, on an aiosqlite connection.
+
 Streams are pulled, not pushed: ``ReadStream.next_page`` fetches one page from an open cursor when
 the client has asked for it, so a slow reader costs the daemon one page of memory.
 
@@ -17,9 +20,9 @@ from typing import Any, Final
 import aiosqlite
 
 from lensd.errors import QueryError
-from lensd.query import compiler, counting
+from lensd.query.dialect import SQLITE
 from lensd.query.state import QueryState
-from lensd.store import reader, schema
+from lensd.store import reader, readplan, schema
 from lensd.store.sqlite_errors import readonly_uri, storage_error
 
 DEFAULT_PAGE: Final = 256
@@ -104,15 +107,15 @@ class Reads:
         if op == "jobs":
             sql, params = self._jobs_sql(fields)
             return ReadStream(await self._cursor(sql, params), page_size(fields, DEFAULT_PAGE), "job")
-        state = await self._resolve(QueryState.from_wire(fields.get("query")))
+        state = QueryState.from_wire(fields.get("query"))
         if op == "query":
-            sql, params = reader.fit_rows_sql(state, await self._access(state))
-            return ReadStream(await self._cursor(sql, params), page_size(fields, DEFAULT_PAGE), "fit")
+            read = await readplan.run_async(readplan.fits(state, SQLITE), self._scalar)
+            return ReadStream(await self._cursor(read.sql, read.params), page_size(fields, DEFAULT_PAGE), "fit")
         name = fields.get("name")
         if not isinstance(name, str):
             raise QueryError("values needs a name")
-        sql, params = reader.values_plan(state, name, await self._access(state))
-        return ReadStream(await self._cursor(sql, params), page_size(fields, VALUES_PAGE), "row")
+        read = await readplan.run_async(readplan.values(state, name, SQLITE), self._scalar)
+        return ReadStream(await self._cursor(read.sql, read.params), page_size(fields, VALUES_PAGE), "row")
 
     def _jobs_sql(self, fields: dict[str, Any]) -> tuple[str, list[Any]]:
         status, limit = fields.get("status"), fields.get("limit", 100)
@@ -125,30 +128,15 @@ class Reads:
         return JOBS_SQL + "WHERE status = ? ORDER BY updated_at DESC LIMIT ?", [status, limit]
 
     async def count(self, fields: dict[str, Any]) -> int:
-        state = await self._resolve(QueryState.from_wire(fields.get("query")))
-        return await self._scalar(*counting.select_count(state, await self._access(state)))
-
-    async def _resolve(self, state: QueryState) -> QueryState:
-        """``reader.resolve`` on the daemon's read connection: negative slices need the count."""
-        if not state.needs_total:
-            return state
-        every = state.unwindowed()
-        return state.resolved(await self._scalar(*counting.select_count(every, await self._access(every))))
+        state = QueryState.from_wire(fields.get("query"))
+        read = await readplan.run_async(readplan.count(state, SQLITE), self._scalar)
+        return await self._scalar(read.sql, read.params)
 
     async def _scalar(self, sql: str, params: list[Any]) -> int:
         cursor = await self._cursor(sql, params)
         row = await cursor.fetchone()
         await cursor.close()
         return int(row[0]) if row else 0
-
-    async def _access(self, state: QueryState) -> compiler.Access:
-        """``reader.access`` on the daemon's read connection: probe the leaves that match many fits."""
-        found = compiler.leaves(state)
-        if not found:
-            return compiler.Access()
-        threshold = compiler.probe_threshold(await self._scalar(compiler.SIZE_SQL, []))
-        counts = [await self._scalar(*leaf.count(threshold)) for leaf in found]
-        return compiler.access_from(found, counts, threshold)
 
     async def fits_by_status(self) -> dict[str, int]:
         cursor = await self._cursor("SELECT status, count(*) FROM fits GROUP BY status", [])

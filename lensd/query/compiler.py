@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from typing import Any, Final, TypeAlias
 
 from lensd.errors import QueryError
+from lensd.query.dialect import SQLITE, Dialect
 from lensd.query.nodes import (
     MAX_DEPTH,
     And,
@@ -69,9 +70,7 @@ _JSON_COLUMNS: Final = {
     "instance": "f.id, f.instance", "summary": "f.id, f.summary", "job": "f.id, f.job",
 }
 _FACT_LEAF: Final = "kind = ? AND key = ? AND {}"
-_FACT_NOT_NONE: Final = (
-    "f.fit_key NOT IN (SELECT fit_key FROM facts WHERE kind = ? AND key = ? AND json IS NOT ?)"
-)
+_FACT_NOT_NONE: Final = "f.fit_key NOT IN (SELECT fit_key FROM facts WHERE kind = ? AND key = ? AND json {} ?)"
 # A model node that names a class or has values beneath it (a tuple, a sub-model) is a value, not
 # None: ``source.disk == None`` must not match a fit whose source has a disk. Keys under ``p`` are
 # those strictly between "p." and "p/" ('/' follows '.'), one range of the facts index.
@@ -79,10 +78,9 @@ _NODE_NOT_NONE: Final = (
     " AND f.fit_key NOT IN (SELECT fit_key FROM nodes WHERE path = ?)"
     " AND f.fit_key NOT IN (SELECT fit_key FROM facts WHERE kind = ? AND key > ? AND key < ?)"
 )
-# Numbers sort before strings (sqlite's type order); NaN, None, lists and missing values are NULL.
-_FACT_ORDER: Final = (
-    "(SELECT coalesce(num, txt) FROM facts WHERE fit_key = f.fit_key AND kind = ? AND key = ?)"
-)
+# Numbers sort before strings (sqlite's type order); NaN, None, lists and missing values are NULL
+# (Dialect.fact_order).
+_FACT_ORDER_KEY: Final = "kind = ? AND key = ?"
 _NODE_LEAF: Final = {"class_path": "path = ? AND class_path {}", "class_name": "path = ? AND class_name {}"}
 _TABLES: Final = frozenset({"facts", "nodes"})
 PROBE_PAGE: Final = 256  # the first page the probe/search break-even is reckoned for
@@ -114,18 +112,19 @@ class Leaf:
         return (f"EXISTS (SELECT 1 FROM {self.table} WHERE fit_key = f.fit_key AND {self.condition})",  # noqa: S608
                 list(self.params))
 
-    def count(self, cap: int) -> Fragment:
+    def count(self, cap: int, dialect: Dialect = SQLITE) -> Fragment:
         """How many rows match, counting no further than ``cap``."""
         sql, params = self.search()
-        return f"SELECT count(*) FROM ({sql} LIMIT ?)", [*params, cap]  # noqa: S608
+        return f"SELECT count(*) FROM ({sql} LIMIT ?){dialect.subquery_alias}", [*params, cap]  # noqa: S608
 
 
 class Access:
     """How a compiled statement reaches each leaf's fits: searched (IN), or probed fit by fit
-    (EXISTS) for the leaves in ``probed``. Compiling also records every leaf it met."""
+    (EXISTS) for the leaves in ``probed``, in ``dialect``. Compiling also records every leaf it met."""
 
-    def __init__(self, probed: Iterable[Leaf] = ()) -> None:
+    def __init__(self, probed: Iterable[Leaf] = (), dialect: Dialect = SQLITE) -> None:
         self.probed = frozenset(probed)
+        self.dialect = dialect
         self.leaves: list[Leaf] = []
 
     def render(self, part: Part) -> Fragment:
@@ -141,7 +140,7 @@ class Access:
         """``parts`` joined by OR; the searched leaves among them become one search."""
         searched = [p for p in parts if isinstance(p, Leaf) and p not in self.probed]
         if len(searched) < 2:
-            return _any([self.render(p) for p in parts])
+            return _any([self.render(p) for p in parts], self.dialect)
         self.leaves.extend(searched)
         subqueries = [leaf.search() for leaf in searched]
         merged = (f"f.fit_key IN ({' UNION ALL '.join(sql for sql, _ in subqueries)})",
@@ -154,7 +153,7 @@ class Access:
                     placed = True
             else:
                 rendered.append(self.render(part))
-        return _any(rendered)
+        return _any(rendered, self.dialect)
 
 
 Part: TypeAlias = Fragment | Leaf
@@ -172,20 +171,21 @@ def probe_threshold(fits: int) -> int:
 SIZE_SQL: Final = "SELECT coalesce(max(fit_key), 0) FROM fits"  # the number of fits, near enough
 
 
-def leaves(state: QueryState) -> list[Leaf]:
+def leaves(state: QueryState, dialect: Dialect = SQLITE) -> list[Leaf]:
     """The facts and nodes leaves of ``state``'s predicate, each once.
 
     To weigh them: run ``SIZE_SQL``, then each ``leaf.count(probe_threshold(size))``, and compile
     with ``access_from(leaves, counts, threshold)``.
     """
-    seen = Access()
+    seen = Access(dialect=dialect)
     compile_where(state, seen)
     return list(dict.fromkeys(seen.leaves))
 
 
-def access_from(found: Sequence[Leaf], counts: Sequence[int], threshold: int) -> Access:
+def access_from(found: Sequence[Leaf], counts: Sequence[int], threshold: int,
+                dialect: Dialect = SQLITE) -> Access:
     """Probe the leaves that match ``threshold`` fits or more; search the others."""
-    return Access(leaf for leaf, n in zip(found, counts, strict=True) if n >= threshold)
+    return Access((leaf for leaf, n in zip(found, counts, strict=True) if n >= threshold), dialect)
 
 
 def _marks(values: Sequence[object]) -> str:
@@ -193,18 +193,18 @@ def _marks(values: Sequence[object]) -> str:
     return "= ?" if len(values) == 1 else f"IN ({', '.join('?' * len(values))})"
 
 
-def _any(parts: list[Fragment]) -> Fragment:
+def _any(parts: list[Fragment], dialect: Dialect) -> Fragment:
     if not parts:
-        return "0", []
+        return dialect.false, []
     if len(parts) == 1:
         return parts[0]
     return f"({' OR '.join(sql for sql, _ in parts)})", [p for _, params in parts for p in params]
 
 
-def _column(name: str) -> Fragment:
-    """The SQL expression of a fit column; is_complete is derived from status."""
+def _column(name: str, dialect: Dialect) -> Fragment:
+    """The SQL expression of a fit column; is_complete is derived from status (a number, 1 or 0)."""
     if name == "is_complete":
-        return "(f.status = ?)", [COMPLETED]
+        return dialect.truth.format("f.status = ?"), [COMPLETED]
     return f"f.{name}", []  # name is whitelisted by Column
 
 
@@ -213,10 +213,10 @@ def _param(value: Scalar) -> str | float:
     return value if isinstance(value, str) else float(value)
 
 
-def _column_test(name: str, condition: str, params: list[Any]) -> Fragment:
+def _column_test(name: str, condition: str, params: list[Any], dialect: Dialect) -> Fragment:
     """``condition`` formatted with the column; a NULL column makes it false, not NULL."""
     if name == "is_complete":  # derived from status, which is never NULL
-        expr, expr_params = _column(name)
+        expr, expr_params = _column(name, dialect)
         return condition.format(expr), [*expr_params, *params]
     return f"(f.{name} IS NOT NULL AND {condition.format(f'f.{name}')})", params
 
@@ -239,7 +239,7 @@ def _classes(path: str, names: Sequence[str]) -> list[Leaf]:
 def _compare(node: Compare, access: Access) -> Part:
     op, value = _SQL_OPS[node.op], node.value
     if isinstance(node.operand, Column):
-        return _column_test(node.operand.name, "{} " + op + " ?", [_param(value)])
+        return _column_test(node.operand.name, "{} " + op + " ?", [_param(value)], access.dialect)
     column = "txt" if isinstance(value, str) else "num"
     leaf = _fact_test(node.operand, f"{column} {op} ?", [_param(value)])
     if isinstance(node.operand, ModelPath) and isinstance(value, str) and node.op == "==":
@@ -249,10 +249,11 @@ def _compare(node: Compare, access: Access) -> Part:
 
 def _in(node: In, access: Access) -> Part:
     if not node.values:
-        return "0", []
+        return access.dialect.false, []
     if isinstance(node.operand, Column):
         params = [_param(v) for v in node.values]
-        return _column_test(node.operand.name, "{} IN (" + ", ".join("?" * len(params)) + ")", params)
+        return _column_test(node.operand.name, "{} IN (" + ", ".join("?" * len(params)) + ")", params,
+                            access.dialect)
     texts = [v for v in node.values if isinstance(v, str)]
     numbers = [float(v) for v in node.values if not isinstance(v, str)]
     parts: list[Part] = list(_classes(node.operand.path, texts)) if isinstance(node.operand, ModelPath) else []
@@ -262,13 +263,14 @@ def _in(node: In, access: Access) -> Part:
     return parts[0] if len(parts) == 1 else access.union(parts)
 
 
-def _is_none(operand: Operand) -> Fragment:
+def _is_none(operand: Operand, dialect: Dialect) -> Fragment:
     if isinstance(operand, Column):
-        return ("0", []) if operand.name == "is_complete" else (f"f.{operand.name} IS NULL", [])
+        return (dialect.false, []) if operand.name == "is_complete" else (f"f.{operand.name} IS NULL", [])
     kind, key = fact_address(operand) or (0, "")
+    not_none = _FACT_NOT_NONE.format(dialect.is_not)
     if isinstance(operand, ModelPath) and key:
-        return f"({_FACT_NOT_NONE}{_NODE_NOT_NONE})", [kind, key, "null", key, kind, f"{key}.", f"{key}/"]
-    return _FACT_NOT_NONE, [kind, key, "null"]
+        return f"({not_none}{_NODE_NOT_NONE})", [kind, key, "null", key, kind, f"{key}.", f"{key}/"]
+    return not_none, [kind, key, "null"]
 
 
 def _part(node: Predicate, depth: int, access: Access) -> Part:
@@ -289,10 +291,10 @@ def _part(node: Predicate, depth: int, access: Access) -> Part:
         return _in(node, access)
     if isinstance(node, Contains):
         if isinstance(node.operand, Column):
-            return _column_test(node.operand.name, "instr({}, ?) > 0", [node.value])
-        return _fact_test(node.operand, "instr(txt, ?) > 0", [node.value])
+            return _column_test(node.operand.name, access.dialect.contains, [node.value], access.dialect)
+        return _fact_test(node.operand, access.dialect.contains.format("txt"), [node.value])
     if isinstance(node, IsNone):
-        return _is_none(node.operand)
+        return _is_none(node.operand, access.dialect)
     if isinstance(node, ClassIs):
         return Leaf("nodes", _NODE_LEAF[node.by].format("= ?"), (node.path, node.name))
     raise QueryError(f"cannot compile {type(node).__name__}")
@@ -330,18 +332,26 @@ def _join(parts: Iterable[Fragment], separator: str = " ") -> Fragment:
 
 
 def compile_where(state: QueryState, access: Access | None = None) -> Fragment:
-    """``WHERE ...`` (or ``""``) selecting the state's fits, with its parameters."""
+    """``WHERE ...`` (or ``""``) selecting the state's fits, with its parameters.
+
+    ``access`` (here and in every ``select_*``) says which leaves are probed and in which
+    dialect to write; None means every leaf searched, in sqlite's.
+    """
     sql, params = _join(_conditions(state, Access() if access is None else access), " AND ")
     return (f"WHERE {sql}" if sql else ""), params
 
 
-def _order_by(state: QueryState) -> Fragment:
+def _dialect(access: Access | None) -> Dialect:
+    return SQLITE if access is None else access.dialect
+
+
+def _order_by(state: QueryState, dialect: Dialect) -> Fragment:
     """ORDER BY the state's keys, fits lacking a value last either way, then by insertion."""
     terms: list[Fragment] = []
     for key in state.order:
         address = fact_address(key.operand)
-        expr, params = _column(key.operand.name) if isinstance(key.operand, Column) else (
-            _FACT_ORDER, list(address or ()))
+        expr, params = _column(key.operand.name, dialect) if isinstance(key.operand, Column) else (
+            dialect.fact_order.format(_FACT_ORDER_KEY), list(address or ()))
         terms += [(f"{expr} IS NULL", params), (expr + (" DESC" if key.reverse else ""), params)]
     sql, params = _join([*terms, ("f.fit_key", [])], ", ")
     return f"ORDER BY {sql}", params
@@ -353,24 +363,26 @@ def _sliced(state: QueryState) -> bool:
     return state.limit is not None or state.offset > 0
 
 
-def _limit(state: QueryState) -> Fragment:
+def _limit(state: QueryState, dialect: Dialect) -> Fragment:
     if not _sliced(state):
         return "", []
-    return "LIMIT ? OFFSET ?", [-1 if state.limit is None else state.limit, state.offset]
+    return "LIMIT ? OFFSET ?", [dialect.no_limit if state.limit is None else state.limit, state.offset]
 
 
 def select_fits(state: QueryState, columns: str = "f.*", access: Access | None = None) -> Fragment:
     """The state's fits in order. ``columns`` is SQL written by lensd code, never user text."""
+    dialect = _dialect(access)
     return _join([(f"SELECT {columns} FROM fits AS f", []), compile_where(state, access),  # noqa: S608
-                  _order_by(state), _limit(state)])
+                  _order_by(state, dialect), _limit(state, dialect)])
 
 
 def select_count(state: QueryState, access: Access | None = None) -> Fragment:
     """How many fits the state selects (slicing included), without loading any."""
     if not _sliced(state):
         return _join([("SELECT count(*) FROM fits AS f", []), compile_where(state, access)])
-    inner = _join([("SELECT f.fit_key FROM fits AS f", []), compile_where(state, access), _limit(state)])
-    return f"SELECT count(*) FROM ({inner[0]})", inner[1]  # noqa: S608
+    dialect = _dialect(access)
+    inner = _join([("SELECT f.fit_key FROM fits AS f", []), compile_where(state, access), _limit(state, dialect)])
+    return f"SELECT count(*) FROM ({inner[0]}){dialect.subquery_alias}", inner[1]  # noqa: S608
 
 
 def _window(state: QueryState, access: Access | None) -> Fragment:
@@ -387,7 +399,7 @@ def select_payloads(state: QueryState, name: str, access: Access | None = None) 
     lacking the payload give no row."""
     join = ("SELECT f.id, f.model, p.data FROM fits AS f JOIN payloads AS p "
             "ON p.fit_key = f.fit_key AND p.name = ?", [name])
-    return _join([join, _window(state, access), _order_by(state)])
+    return _join([join, _window(state, access), _order_by(state, _dialect(access))])
 
 
 def select_samples(state: QueryState, name: str, info_name: str, access: Access | None = None) -> Fragment:
@@ -396,7 +408,7 @@ def select_samples(state: QueryState, name: str, info_name: str, access: Access 
     join = ("SELECT f.id, f.model, p.data, i.data FROM fits AS f JOIN payloads AS p "
             "ON p.fit_key = f.fit_key AND p.name = ? "
             "LEFT JOIN payloads AS i ON i.fit_key = f.fit_key AND i.name = ?", [name, info_name])
-    return _join([join, _window(state, access), _order_by(state)])
+    return _join([join, _window(state, access), _order_by(state, _dialect(access))])
 
 
 def select_column(state: QueryState, column: str, access: Access | None = None) -> Fragment:
@@ -406,14 +418,15 @@ def select_column(state: QueryState, column: str, access: Access | None = None) 
     return select_fits(state, _JSON_COLUMNS[column], access)
 
 
-def _facts_of(state: QueryState, kinds: Iterable[int], select: str, order: str) -> Fragment:
+def _facts_of(state: QueryState, kinds: Iterable[int], select: str, order: str,
+              access: Access | None) -> Fragment:
     """``select`` over the facts of the selected fits of ``kinds``; both strings are this module's."""
     wanted = sorted(set(kinds))
     if not wanted or not set(wanted) <= {schema.KIND_VALUE, schema.KIND_MEDIAN, schema.KIND_INFO,
                                          schema.KIND_JOB}:
         raise QueryError(f"unknown fact kinds {wanted}")
-    keys = select_fits(state, "f.fit_key") if _sliced(state) else _join(
-        [("SELECT f.fit_key FROM fits AS f", []), compile_where(state)])
+    keys = select_fits(state, "f.fit_key", access) if _sliced(state) else _join(
+        [("SELECT f.fit_key FROM fits AS f", []), compile_where(state, access)])
     return _join([
         (f"{select} FROM facts AS x", []),
         (f"WHERE x.kind {_marks(wanted)} AND x.fit_key IN ({keys[0]})", [*wanted, *keys[1]]),
@@ -421,20 +434,21 @@ def _facts_of(state: QueryState, kinds: Iterable[int], select: str, order: str) 
     ])
 
 
-def select_facts(state: QueryState, kinds: Iterable[int] = (schema.KIND_VALUE,)) -> Fragment:
+def select_facts(state: QueryState, kinds: Iterable[int] = (schema.KIND_VALUE,),
+                 access: Access | None = None) -> Fragment:
     """Rows ``(fit_key, kind, key, num, txt, json)`` of the selected fits' facts, for tabular
     export; ordered by fit_key, kind, key (join them to ``select_fits`` rows by fit_key)."""
     return _facts_of(state, kinds, "SELECT x.fit_key, x.kind, x.key, x.num, x.txt, x.json",
-                     "x.fit_key, x.kind, x.key")
+                     "x.fit_key, x.kind, x.key", access)
 
 
-def select_fact_keys(state: QueryState, kinds: Iterable[int]) -> Fragment:
+def select_fact_keys(state: QueryState, kinds: Iterable[int], access: Access | None = None) -> Fragment:
     """Rows ``(kind, key)``: the distinct fact keys the selected fits have, by kind then key.
 
     The columns of a tabular export, known before its rows are read, so the rows can stream;
     a covering scan of the (kind, key, ...) index answers it without reading the fits' JSON.
     """
-    return _facts_of(state, kinds, "SELECT DISTINCT x.kind, x.key", "x.kind, x.key")
+    return _facts_of(state, kinds, "SELECT DISTINCT x.kind, x.key", "x.kind, x.key", access)
 
 
 def explain(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[str]:

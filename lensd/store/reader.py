@@ -184,29 +184,6 @@ def values_plan(state: QueryState, name: str, access: compiler.Access | None = N
     return compiler.select_payloads(state, FILE_PAYLOAD_PREFIX + name, access)
 
 
-def resolve(conn: sqlite3.Connection, state: QueryState) -> QueryState:
-    """``state`` with its negative slices applied (``agg[-2:]``): they need the count of its fits."""
-    if not state.needs_total:
-        return state
-    every = state.unwindowed()
-    sql, params = compiler.select_count(every, access(conn, every))
-    return state.resolved(int(next(stream(conn, sql, params))[0]))
-
-
-def access(conn: sqlite3.Connection, state: QueryState) -> compiler.Access:
-    """Which leaves of ``state`` to probe fit by fit rather than search (compiler.py says why):
-    those whose match count, read from their index and capped, reaches the break-even point."""
-    found = compiler.leaves(state)
-    if not found:
-        return compiler.Access()
-    try:
-        threshold = compiler.probe_threshold(int(conn.execute(compiler.SIZE_SQL).fetchone()[0]))
-        counts = [int(conn.execute(*leaf.count(threshold)).fetchone()[0]) for leaf in found]
-    except sqlite3.Error as exc:
-        raise storage_error(exc, "query failed") from None
-    return compiler.access_from(found, counts, threshold)
-
-
 class ProgressPoint(NamedTuple):
     """One point of a fit's convergence history: what one progress event reported, and when."""
 
