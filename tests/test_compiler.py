@@ -296,22 +296,7 @@ def test_limits_raise_query_errors() -> None:
 
 # --- index use ---------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def populated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[sqlite3.Connection]:
-    connection = create(str(Path(tmp_path_factory.mktemp("plans")) / "lensd.sqlite"))
-    classes = ["autolens.Isothermal", "autolens.PowerLaw", "autolens.NFW"]
-    load(connection, [
-        _fit(i, id=f"{i:032x}", unique_tag=f"tag_{i}", parent_id=None if i % 10 else "p", max_log_likelihood=i / 7,
-             values={ER: (i % 97) / 40, "galaxies.lens.redshift": 0.5}, info={"survey": ["SLACS", "BELLS"][i % 2]},
-             job={"SLURM_ARRAY_JOB_ID": i // 100}, classes={"galaxies.lens.mass": classes[i % 3]})
-        for i in range(2000)
-    ])
-    connection.execute("ANALYZE")
-    yield connection
-    connection.close()
-
-
-@pytest.mark.parametrize(("predicate", "index"), [
+INDEXED = [
     (agg.unique_tag == "tag_17", "fits_unique_tag"),
     (lens.mass == Isothermal, "nodes_class_path"),
     (lens.mass == "Isothermal", "nodes_class_name"),
@@ -320,7 +305,30 @@ def populated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[sqlite3.Conn
     (agg.info["survey"].contains("SL"), "facts_txt"),
     (agg.job["SLURM_ARRAY_JOB_ID"] == 3, "facts_num"),
     ((lens.mass.einstein_radius > 1.0) | (agg.unique_tag == "lens_3"), "facts_num"),
-], ids=repr)
+]
+
+
+def _plan_fits() -> list[dict[str, Any]]:
+    """2,000 fits for the index tests: few match a tag or a high value, a third each class."""
+    classes = ["autolens.Isothermal", "autolens.PowerLaw", "autolens.NFW"]
+    return [
+        _fit(i, id=f"{i:032x}", unique_tag=f"tag_{i}", parent_id=None if i % 10 else "p", max_log_likelihood=i / 7,
+             values={ER: (i % 97) / 40, "galaxies.lens.redshift": 0.5}, info={"survey": ["SLACS", "BELLS"][i % 2]},
+             job={"SLURM_ARRAY_JOB_ID": i // 100}, classes={"galaxies.lens.mass": classes[i % 3]})
+        for i in range(2000)
+    ]
+
+
+@pytest.fixture(scope="module")
+def populated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[sqlite3.Connection]:
+    connection = create(str(Path(tmp_path_factory.mktemp("plans")) / "lensd.sqlite"))
+    load(connection, _plan_fits())
+    connection.execute("ANALYZE")
+    yield connection
+    connection.close()
+
+
+@pytest.mark.parametrize(("predicate", "index"), INDEXED, ids=repr)
 @pytest.mark.parametrize("top_level_only", [True, False])
 def test_queries_search_indexes(populated: sqlite3.Connection, predicate: Any, index: str,
                                 top_level_only: bool) -> None:
@@ -333,32 +341,17 @@ def test_queries_search_indexes(populated: sqlite3.Connection, predicate: Any, i
 @pytest.fixture(scope="module")
 def populated_pg(pg_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     with open_db("postgresql", tmp_path_factory.mktemp("plans_pg"), pg_server) as db:
-        classes = ["autolens.Isothermal", "autolens.PowerLaw", "autolens.NFW"]
-        load(db, [
-            _fit(i, id=f"{i:032x}", unique_tag=f"tag_{i}", parent_id=None if i % 10 else "p",
-                 max_log_likelihood=i / 7, values={ER: (i % 97) / 40, "galaxies.lens.redshift": 0.5},
-                 info={"survey": ["SLACS", "BELLS"][i % 2]}, job={"SLURM_ARRAY_JOB_ID": i // 100},
-                 classes={"galaxies.lens.mass": classes[i % 3]})
-            for i in range(2000)
-        ])
+        load(db, _plan_fits())
         db.execute("VACUUM ANALYZE")  # what autovacuum does to a table this size: statistics, visibility map
         yield db
 
 
-@pytest.mark.parametrize(("predicate", "index"), [
-    (agg.unique_tag == "tag_17", "fits_unique_tag"),
-    (lens.mass == Isothermal, "nodes_class_path"),
-    (lens.mass == "Isothermal", "nodes_class_name"),
-    (lens.mass.einstein_radius > 1.9, "facts_num"),
-    (agg.info["survey"] == "SLACS", "facts_txt"),
-    (agg.info["survey"].contains("SL"), "facts_"),
-    (agg.job["SLURM_ARRAY_JOB_ID"] == 3, "facts_num"),
-    ((lens.mass.einstein_radius > 1.0) | (agg.unique_tag == "lens_3"), "facts_num"),
-], ids=repr)
+@pytest.mark.parametrize(("predicate", "index"), INDEXED, ids=repr)
 def test_queries_search_indexes_on_postgresql(populated_pg: Any, predicate: Any, index: str) -> None:
     """PostgreSQL's planner is cost-based: each leaf is answered from its index, and it may read
     the small fits table whole to join the leaf's matches when it reckons that cheaper."""
     sql, params = compiler.select_fits(QueryState(predicate=predicate), "f.id", on(populated_pg))
     plan = [row[0] for row in populated_pg.execute("EXPLAIN " + sql, params)]
-    assert any(f"using {index}" in line for line in plan), plan
+    assert any(f"using {index}" in line for line in plan) or (  # strpos: any (kind, key, ...) index
+        "contains" in repr(predicate) and any("using facts_" in line for line in plan)), plan
     assert not any("Seq Scan on facts" in line or "Seq Scan on nodes" in line for line in plan), plan

@@ -4,10 +4,15 @@ transaction, keeps its data, and ends up with exactly the layout of a new file."
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+import lensd
+from lensd.errors import UnsupportedDatabase
 from lensd.store import schema
 
 
@@ -50,3 +55,49 @@ def test_a_failed_migration_leaves_the_file_as_it_was(tmp_path: Path, monkeypatc
         schema.migrate(conn)
     assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
     assert _layout(conn) == before
+
+
+# --- PostgreSQL: the same version and migration list ------------------------------------------
+
+def _pg_layout(url: str) -> list[tuple[str, str]]:
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        rows = conn.execute("SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public' "
+                            "UNION ALL SELECT table_name || '.' || column_name, data_type || ' ' || "
+                            "coalesce(collation_name, '') FROM information_schema.columns "
+                            "WHERE table_schema = 'public'").fetchall()
+    return sorted((str(a), str(b)) for a, b in rows)
+
+
+def test_postgresql_starts_together_and_migrates_like_sqlite(pg_server: Any) -> None:
+    """Two processes creating the schema at once make it once (advisory lock); a v1 database is
+    migrated by the same list to the layout of a new one."""
+    import psycopg
+
+    from lensd.store import pgstore
+
+    new, old = pg_server.create_database(), pg_server.create_database()
+    try:
+        racers = [subprocess.Popen([sys.executable, "-c", "import sys; from lensd.store import pgstore; "
+                                    "pgstore.prepare_database(sys.argv[1])", pg_server.url(new)],
+                                   stderr=subprocess.PIPE, text=True) for _ in range(4)]
+        for racer in racers:
+            _, err = racer.communicate(timeout=120)
+            assert racer.returncode == 0, err
+        with psycopg.connect(pg_server.url(old)) as conn:
+            for statement in schema._statements(schema.DDL_V1["postgresql"]):
+                conn.execute(statement)
+            conn.execute("INSERT INTO lensd_meta VALUES ('application', 'lensd'), ('schema_version', '1')")
+            conn.execute("INSERT INTO fits (id, status) VALUES ('a', 'completed')")
+        pgstore.prepare_database(pg_server.url(old))
+        assert _pg_layout(pg_server.url(old)) == _pg_layout(pg_server.url(new))
+        with psycopg.connect(pg_server.url(old)) as conn:
+            assert pgstore.read_version(conn) == schema.SCHEMA_VERSION
+            assert conn.execute("SELECT id FROM fits").fetchall() == [("a",)]
+            conn.execute("UPDATE lensd_meta SET value = '99' WHERE key = 'schema_version'")
+        with pytest.raises(UnsupportedDatabase, match="newer"):
+            lensd.Aggregator.from_database(pg_server.url(old))
+    finally:
+        pg_server.drop_database(new)
+        pg_server.drop_database(old)
