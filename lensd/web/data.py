@@ -24,6 +24,7 @@ from lensd.query.nodes import Column, Operand
 from lensd.query.state import QueryState
 from lensd.store import reader
 from lensd.store.reader import Fit
+from lensd.store.sources import SqliteSource
 
 STATUSES: Final = ("running", "completed", "failed", "lost")
 LIST_LIMIT: Final = 50  # running, failed, lost fits shown on the overview
@@ -91,7 +92,7 @@ class LocalSource:
         self.conn.close()
 
     def _agg(self, state: QueryState) -> Aggregator:
-        return Aggregator(self.conn, state, str(self.path))
+        return Aggregator(SqliteSource(self.conn), state, str(self.path))
 
     def rows(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         """All rows of one statement (lensd's own SQL; values only as parameters)."""
