@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from _reference import create, load, predicates, records, select
+from backends import BACKENDS, open_db, without_nul
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -35,18 +36,30 @@ def conn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[sqlite3.Connectio
     connection.close()
 
 
+@pytest.fixture(scope="module", params=BACKENDS)
+def db(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A sqlite file, then a PostgreSQL database (tests/backends.py)."""
+    pg = request.getfixturevalue("pg_server") if request.param == "postgresql" else None
+    with open_db(request.param, tmp_path_factory.mktemp("counting_db"), pg) as connection:
+        yield connection
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(fits=records(), predicates=st.lists(predicates, min_size=1, max_size=8), top=st.booleans())
-def test_counts_match_the_selected_fits(conn: sqlite3.Connection, fits: list[dict[str, Any]],
+def test_counts_match_the_selected_fits(db: Any, fits: list[dict[str, Any]],
                                         predicates: list[Any], top: bool) -> None:
-    load(conn, fits)
+    if db.dialect.name == "postgresql":
+        fits, predicates = without_nul(fits), [QueryState.from_wire(without_nul(QueryState(predicate=p).to_wire()))
+                                               .predicate for p in predicates]
+    load(db, fits)
     for predicate in predicates:
         state = QueryState(predicate=predicate, top_level_only=top)
-        selected = len(conn.execute(*compiler.select_fits(state, "f.id")).fetchall())
-        found = compiler.leaves(state)
-        for access in (None, compiler.Access(found), compiler.Access(found[::2])):  # the estimates vary
-            sql, params = counting.select_count(state, access)
-            assert conn.execute(sql, params).fetchone()[0] == selected, (state, sql)
+        searched = compiler.Access(dialect=db.dialect)
+        selected = len(db.execute(*compiler.select_fits(state, "f.id", searched)).fetchall())
+        found = compiler.leaves(state, db.dialect)
+        for access in (searched, compiler.Access(found, db.dialect), compiler.Access(found[::2], db.dialect)):
+            sql, params = counting.select_count(state, access)  # the estimates vary
+            assert db.execute(sql, params).fetchone()[0] == selected, (state, sql)
 
 
 def _seed_fits(n: int) -> list[dict[str, Any]]:

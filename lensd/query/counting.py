@@ -31,6 +31,7 @@ from typing import Any, TypeAlias
 
 from lensd.query import compiler
 from lensd.query.compiler import Access, Fragment, Leaf
+from lensd.query.dialect import Dialect
 from lensd.query.nodes import And, ClassIs, Column, Compare, Contains, In, Not, Or, Predicate
 from lensd.query.state import QueryState
 
@@ -60,22 +61,22 @@ def _fast_count(state: QueryState, access: Access) -> Fragment | None:
     driven = _drive(state.predicate, access)
     if driven is None:
         return None
-    terms = [_term(alternative, driven.alternatives[:i], driven.rest)
+    terms = [_term(alternative, driven.alternatives[:i], driven.rest, access.dialect)
              for i, alternative in enumerate(driven.alternatives)]
     sql = " + ".join(f"({term})" for term, _ in terms)
     params = [p for _, term_params in terms for p in term_params]
     if state.top_level_only:
-        children, children_params = _children(state.predicate)
+        children, children_params = _children(state.predicate, access.dialect)
         sql, params = f"{sql} - ({children})", [*params, *children_params]
     return f"SELECT {sql}", params
 
 
-def _alternatives(node: Predicate) -> list[Alternative] | None:
+def _alternatives(node: Predicate, dialect: Dialect) -> list[Alternative] | None:
     """The index-searchable parts whose union is exactly ``node``, or None if it is no such union."""
     if isinstance(node, Or):
         found: list[Alternative] = []
         for item in node.items:
-            part = _alternatives(item)
+            part = _alternatives(item, dialect)
             if part is None:
                 return None
             found += part
@@ -84,7 +85,7 @@ def _alternatives(node: Predicate) -> list[Alternative] | None:
         return [node]
     if isinstance(node, (Compare, In, Contains, ClassIs)):
         # Each of these compiles to one leaf or to the union of its leaves (classes and facts).
-        return list(compiler.leaves(QueryState(predicate=node, top_level_only=False))) or None
+        return list(compiler.leaves(QueryState(predicate=node, top_level_only=False), dialect)) or None
     return None
 
 
@@ -103,7 +104,7 @@ def _drive(predicate: Predicate, access: Access) -> _Driven | None:
     conjuncts = list(predicate.items) if isinstance(predicate, And) else [predicate]
     best: tuple[float, _Driven] | None = None
     for i, conjunct in enumerate(conjuncts):
-        found = _alternatives(conjunct)
+        found = _alternatives(conjunct, access.dialect)
         if found is None:
             continue
         ordered = sorted(found, key=lambda a: -_size(a, access))  # big ranges first: they pay no probes
@@ -124,19 +125,20 @@ def _uses_columns(node: Predicate) -> bool:
     return isinstance(getattr(node, "operand", None), Column)
 
 
-def _probed(node: Predicate) -> Fragment:
+def _probed(node: Predicate, dialect: Dialect) -> Fragment:
     """``node`` as a condition on ``f`` with every leaf probed through its covering index."""
-    found = compiler.leaves(QueryState(predicate=node, top_level_only=False))
-    return compiler.compile_predicate(node, 0, Access(found))
+    found = compiler.leaves(QueryState(predicate=node, top_level_only=False), dialect)
+    return compiler.compile_predicate(node, 0, Access(found, dialect))
 
 
-def _term(alternative: Alternative, before: Sequence[Alternative], rest: Sequence[Predicate]) -> Fragment:
+def _term(alternative: Alternative, before: Sequence[Alternative], rest: Sequence[Predicate],
+          dialect: Dialect) -> Fragment:
     """``count(alternative AND NOT any(before) AND all(rest))``."""
     conditions: list[Fragment] = []
     for other in before:
-        sql, other_params = other.probe() if isinstance(other, Leaf) else _probed(other)
+        sql, other_params = other.probe() if isinstance(other, Leaf) else _probed(other, dialect)
         conditions.append((f"NOT ({sql})", other_params))
-    conditions += [_probed(node) for node in rest]
+    conditions += [_probed(node, dialect) for node in rest]
     where = " AND ".join(sql for sql, _ in conditions)
     params: list[Any] = [p for _, ps in conditions for p in ps]
     needs_row = any(not isinstance(o, Leaf) for o in before) or any(_uses_columns(n) for n in rest)
@@ -145,15 +147,15 @@ def _term(alternative: Alternative, before: Sequence[Alternative], rest: Sequenc
         # The leaf's own index range, aliased f: the probes only ever read f.fit_key.
         return (f"SELECT count(*) FROM ({search}) AS f" + (f" WHERE {where}" if where else ""),  # noqa: S608
                 [*search_params, *params])
-    own, own_params = (alternative.search() if isinstance(alternative, Leaf) else _probed(alternative))
+    own, own_params = (alternative.search() if isinstance(alternative, Leaf) else _probed(alternative, dialect))
     if isinstance(alternative, Leaf):
         own = f"f.fit_key IN ({own})"
     return (f"SELECT count(*) FROM fits AS f WHERE {own}" + (f" AND {where}" if where else ""),  # noqa: S608
             [*own_params, *params])
 
 
-def _children(predicate: Predicate) -> Fragment:
+def _children(predicate: Predicate, dialect: Dialect) -> Fragment:
     """How many child fits (``parent_id`` set) match ``predicate``: a walk from the children."""
-    sql, params = _probed(predicate)
+    sql, params = _probed(predicate, dialect)
     return ("SELECT count(*) FROM fits AS c CROSS JOIN fits AS f "  # noqa: S608
             f"WHERE c.parent_id IS NOT NULL AND f.fit_key = c.fit_key AND {sql}", params)
