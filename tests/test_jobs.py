@@ -370,7 +370,11 @@ def test_lensd_jobs_lists_every_status_in_an_aligned_table(make_daemon, workers)
     result = lensd_cli("jobs", "--socket", str(daemon.socket))
     assert result.returncode == 0, result.stderr
     header, *lines = result.stdout.splitlines()
-    names = ["id", "unique_tag", "name", "status", "progress", "max_log_likelihood", "age", "seen", "slurm"]
+    names = ["id", "unique_tag", "name", "status", "progress", "max_log_L", "age", "seen", "slurm"]
+    error_at = header.index("error")  # the error column, last, is never cut
+    assert all(len(line[:error_at].rstrip()) <= 80 for line in [header, *lines])  # the rest fits 80 columns
+    names[1:3] = header.split()[1:3]  # the tag and the name give way first, e.g. "uniq…"
+    assert names[1].startswith("uniq") and names[2].startswith("name"[:4])
     assert header.split()[:len(names)] == names
     starts = column_starts(header, names)
     by_id = {line.split()[0]: line for line in lines}

@@ -194,7 +194,7 @@ def test_socket_answers_equal_file_answers(make_daemon: Any, short_tmp: Path, le
             async with await lensd.AsyncAggregator.connect(socket=daemon.socket) as agg:
                 return await agg.to_dataframe()
 
-        assert list(anyio.run(remote_frame).columns) == local.columns()
+        assert ["id", *anyio.run(remote_frame).columns] == local.columns()
     assert daemon.stop() == 0
 
 
@@ -360,7 +360,9 @@ def test_export_csv_opens_in_pandas_with_the_right_dtypes(db: Path) -> None:
     assert list(frame["id"]) == [f.id for f in fits]
     # the DataFrame of the Python API has the same columns and dtypes
     api = lensd.Aggregator.from_database(db, top_level_only=False).to_dataframe()
-    assert list(api.columns) == list(frame.columns)
+    assert api.index.name == "id" and list(api.index) == list(frame["id"])  # indexed by id
+    assert ["id", *api.columns] == list(frame.columns)
+    api = api.reset_index(drop=True)  # by position, as the CSV was read
     for path in parameter_paths(fits):
         assert api[path].dtype == "float64"
         assert api[path].equals(frame[path]) or (api[path].fillna(0) - frame[path].fillna(0)).abs().max() < 1e-12
@@ -402,7 +404,10 @@ def test_to_rows_and_to_dataframe_have_the_export_columns(lens_db: Path) -> None
     assert picked[0]["info.nothing"] is None
     pytest.importorskip("pandas")
     frame = agg.query(agg.status == "completed").to_dataframe()
-    assert list(frame.columns) == agg.columns() and len(frame) == 12
+    assert ["id", *frame.columns] == agg.columns() and len(frame) == 12 and frame.index.name == "id"
+    for column in ("error", "n_samples", "created_at", "updated_at", "completed_at"):
+        assert column in frame.columns
+    assert (frame["completed_at"] >= frame["created_at"]).all()  # never completed before created
     assert frame["galaxies.lens.mass.einstein_radius"].dtype == "float64"
 
 

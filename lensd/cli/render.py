@@ -96,24 +96,74 @@ def _job_row(row: dict[str, Any], now: float) -> dict[str, Any]:
             "slurm": _slurm(row.get("job") or {}), "error": error[0] if error else ""}
 
 
-def format_jobs(rows: list[dict[str, Any]]) -> str:
-    """The aligned ``lensd jobs`` table; an ``error`` column (last, never shortened) when a fit failed."""
+SHORT_ID: Final = 8  # the shortest id prefix shown; lensd tag and co. take any unique prefix
+JOBS_WIDTH: Final = 80
+SHRINKABLE: Final = ("unique_tag", "name", "slurm", "progress")  # never the id: it is what you type
+MIN_CELL: Final = 5
+HEADINGS: Final = {"max_log_likelihood": "max_log_L"}
+
+
+def short_ids(ids: Sequence[str]) -> dict[str, str]:
+    """Each id cut to the shortest prefix (at least SHORT_ID long) no other shown id starts with."""
+    ordered = sorted(set(ids))
+    short = {}
+    for i, fit_id in enumerate(ordered):
+        neighbours = [n for n in (ordered[i - 1] if i else None, ordered[i + 1] if i + 1 < len(ordered) else None) if n]
+        common = max((len(_common_prefix(fit_id, n)) for n in neighbours), default=0)
+        short[fit_id] = fit_id[:max(SHORT_ID, common + 1)]
+    return short
+
+
+def _common_prefix(a: str, b: str) -> str:
+    size = 0
+    while size < min(len(a), len(b)) and a[size] == b[size]:
+        size += 1
+    return a[:size]
+
+
+def format_jobs(rows: list[dict[str, Any]], width: int = JOBS_WIDTH) -> str:
+    """The aligned ``lensd jobs`` table, ``width`` columns wide: ids as unique prefixes, the
+    expendable columns shortened (with …) until it fits; an ``error`` column (last, never
+    shortened) when a fit failed."""
     now = time.time()
     shown = [_job_row(row, now) for row in rows]
     if not shown:
         return "no fits\n"
-    columns = (*JOB_COLUMNS, "error") if any(r["error"] for r in shown) else JOB_COLUMNS
-    return table(shown, columns, full=("error",))
+    prefixes = short_ids([r["id"] for r in shown])
+    for row in shown:
+        row["id"] = prefixes[row["id"]]
+    for row in shown:
+        row["max_log_L"] = row.pop("max_log_likelihood")  # "max log L", SPEC §5's name, as one word
+    columns = [HEADINGS.get(c, c) for c in JOB_COLUMNS]
+    columns += ["error"] if any(r["error"] for r in shown) else []
+    return table(shown, columns, full=("error",), width=width, shrinkable=SHRINKABLE)
 
 
 def table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None,
-          full: Sequence[str] = ()) -> str:
-    """An aligned text table (long cells are shortened to keep it readable, except ``full`` columns)."""
+          full: Sequence[str] = (), width: int | None = None, shrinkable: Sequence[str] = ()) -> str:
+    """An aligned text table (long cells are shortened to keep it readable, except ``full`` columns).
+
+    With ``width``, the ``shrinkable`` columns give up characters, the widest first, until the
+    table without its ``full`` columns fits (a cell cut short ends in …).
+    """
     columns = list(columns or dict.fromkeys(c for row in rows for c in row))
     cells = [[cell_text(row.get(c)) for c in columns] for row in rows]
     cells = [[c if len(c) <= 40 or name in full else c[:37] + "..." for c, name in zip(line, columns, strict=True)]
              for line in cells]
     widths = [max([len(c)] + [len(line[i]) for line in cells]) for i, c in enumerate(columns)]
+    if width is not None:
+        fixed = [i for i, name in enumerate(columns) if name not in full]
+        excess = sum(widths[i] for i in fixed) + 2 * (len(fixed) - 1) - width
+        for name in shrinkable:  # the most expendable column first, down to MIN_CELL, then the next
+            if excess <= 0 or name not in columns:
+                continue
+            i = columns.index(name)
+            cut = min(excess, max(widths[i] - MIN_CELL, 0))
+            widths[i] -= cut
+            excess -= cut
+        columns = [c if len(c) <= w else c[:w - 1] + "…" for c, w in zip(columns, widths, strict=True)]
+        cells = [[c if len(c) <= w else c[:w - 1] + "…" for c, w in zip(line, widths, strict=True)]
+                 for line in cells]
     out = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()]
     out += ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in cells]
     return "\n".join(out) + "\n"

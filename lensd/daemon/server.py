@@ -39,6 +39,7 @@ from lensd.store.writeops import MarkLost
 from lensd.store.writer import BatchWriter
 
 log = logging.getLogger("lensd.daemon")
+THROUGHPUT_EVERY = 60.0  # seconds between the info-level throughput lines
 
 
 def raise_open_file_limit() -> int:
@@ -148,6 +149,7 @@ class Daemon:
                 await stream.aclose()
             return
         self.connections += 1
+        log.info("connection opened (%d open)", self.connections)
         try:
             if gate is None:
                 await self._serve_connection(Connection(self, stream))
@@ -158,6 +160,7 @@ class Daemon:
                 await self._serve_connection(Connection(self, tcp_stream, gate, peer))
         finally:
             self.connections -= 1
+            log.info("connection closed (%d open)", self.connections)
 
     async def _serve_connection(self, connection: Connection) -> None:
         self.live.add(connection)
@@ -169,6 +172,22 @@ class Daemon:
             self.live.discard(connection)
             self._drained.set()
             self._drained = anyio.Event()
+
+    async def _report_throughput(self) -> None:
+        """Once a minute, at info, what was committed: the operator's throughput line (the daemon
+        never logs a line per record)."""
+        last = self.committer.writer.records if self.committer is not None else 0
+        while True:
+            await anyio.sleep(THROUGHPUT_EVERY)  # a period, not synchronisation
+            if self.committer is None:
+                continue
+            records = self.committer.writer.records
+            if records != last:
+                stats = self.committer.stats()
+                log.info("last minute: %d writes committed (%.1f/s, mean batch %.1f), %d connections, "
+                         "%d queued", records - last, (records - last) / THROUGHPUT_EVERY, stats["mean_batch"],
+                         self.connections, stats["queue_depth"])
+            last = records
 
     async def _sweep_lost(self) -> None:
         """Mark running fits silent for ``lost_after`` as lost.
@@ -286,6 +305,7 @@ class Daemon:
     async def _serve(self, listener: SocketListener, task_status: TaskStatus[None]) -> None:
         async with anyio.create_task_group() as background:
             background.start_soon(self._sweep_lost)
+            background.start_soon(self._report_throughput)
             await background.start(self._signals)
             await self._start_services(background)
             async with anyio.create_task_group() as connections:

@@ -83,6 +83,7 @@ class Existing:
     fit_key: int
     seq: int | None
     created_at: float | None
+    source_sig: str | None = None  # the folder signature it was read from: the same again is a duplicate
 
 
 @dataclass
@@ -167,12 +168,15 @@ def _record_columns(record: Record) -> dict[str, Any]:
 
 
 def _with_times(columns: Mapping[str, Any], record: Record, created_at: float, now: float) -> dict[str, Any]:
+    """The record's times; a fit is never completed before it was created (a folder ingested
+    today that PyAutoFit completed last week was created no later than last week)."""
+    completed = (record.completed_at if record.completed_at is not None
+                 else (now if record.status in ("completed", "failed") else None))
+    created = record.created_at or created_at
     return {
         **columns,
-        "created_at": record.created_at or created_at, "updated_at": now,
-        "completed_at": record.completed_at if record.completed_at is not None
-        else (now if record.status in ("completed", "failed") else None),
-        "last_event_at": now,
+        "created_at": created if completed is None else min(created, completed), "updated_at": now,
+        "completed_at": completed, "last_event_at": now,
     }
 
 
@@ -258,6 +262,11 @@ def plan_batch(
             outcomes.append(APPLIED)
             continue
         fit_id = op.record.id if isinstance(op, Upsert) else op.id
+        known_fit = existing.get(fit_id)
+        if (isinstance(op, Upsert) and op.record.source_sig is not None and known_fit is not None
+                and known_fit.source_sig == op.record.source_sig and fit_id not in pending):
+            outcomes.append(DUPLICATE)  # the same folder, unchanged since it was stored
+            continue
         state = pending_for(fit_id)
         if op.seq is not None and state.seq is not None and op.seq <= state.seq:
             outcomes.append(DUPLICATE)

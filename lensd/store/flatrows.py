@@ -3,7 +3,8 @@
 Shared by ``to_rows``/``to_dataframe``, ``lensd export`` and the notebook HTML, so the three
 always agree on column names:
 
-    id, unique_tag, name, path_prefix, status, max_log_likelihood, log_evidence, parent_id,
+    id, unique_tag, name, path_prefix, status, error, max_log_likelihood, log_evidence, n_samples,
+    parent_id, created_at, updated_at, completed_at (unix seconds),
     <parameter paths, sorted>, info.<key> (top-level info keys, sorted)
 
 A parameter column holds the max-likelihood instance value (the median-PDF value with
@@ -26,8 +27,8 @@ from typing import TYPE_CHECKING, Any, Final
 if TYPE_CHECKING:
     from lensd.store.reader import Fit
 
-FIT_FIELDS: Final = ("id", "unique_tag", "name", "path_prefix", "status", "max_log_likelihood",
-                     "log_evidence", "parent_id")
+FIT_FIELDS: Final = ("id", "unique_tag", "name", "path_prefix", "status", "error", "max_log_likelihood",
+                     "log_evidence", "n_samples", "parent_id", "created_at", "updated_at", "completed_at")
 INFO: Final = "info."
 MODEL: Final = "model."
 HTML_ROWS: Final = 20
@@ -105,7 +106,8 @@ def dataframe_of(rows: Iterable[dict[str, Any]], columns: Sequence[str]) -> Any:
         from lensd.errors import LensdError
 
         raise LensdError("to_dataframe needs pandas: pip install 'lensd[pandas]'") from None
-    return pandas.DataFrame.from_records(list(rows), columns=list(columns))
+    frame = pandas.DataFrame.from_records(list(rows), columns=list(columns))
+    return frame.set_index("id") if "id" in frame.columns else frame  # a fit is found by its id
 
 
 def cell_text(value: Any) -> str:

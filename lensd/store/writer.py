@@ -102,9 +102,9 @@ class BatchWriter:
         for start in range(0, len(unique), _LOOKUP_CHUNK):
             chunk = unique[start:start + _LOOKUP_CHUNK]
             marks = ", ".join("?" * len(chunk))
-            sql = f"SELECT id, fit_key, seq, created_at FROM fits WHERE id IN ({marks})"  # noqa: S608
-            for fit_id, key, seq, created in self._conn.execute(sql, chunk):
-                found[fit_id] = Existing(key, seq, created)
+            sql = f"SELECT id, fit_key, seq, created_at, source_sig FROM fits WHERE id IN ({marks})"  # noqa: S608
+            for fit_id, key, seq, created, sig in self._conn.execute(sql, chunk):
+                found[fit_id] = Existing(key, seq, created, sig)
         return found
 
     def _apply(self, ops: Sequence[Op | AdminOp],
