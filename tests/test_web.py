@@ -263,6 +263,11 @@ def test_histogram_and_scatter_counts_match_the_values_the_api_reads(survey: Pat
         expected, _, _ = np.histogram2d(xs, ys, bins=[ex, ey])
         assert cells == {f"{i},{j}": int(expected[i, j]) for i in range(5) for j in range(5)
                                                    if expected[i, j]}
+        every = [f.to_dict()["instance"]["galaxies.lens.mass.einstein_radius"] for f in
+                 lensd.Aggregator.from_database(survey).fits()]
+        plain = source.histogram(parse_query("").state, x, bins=10)  # every fit: counted by index ranges
+        assert sum(plain["series"]["all"]) == len(every)
+        assert plain["series"]["all"] == np.histogram(every, bins=np.asarray(plain["edges"][0]))[0].tolist()
         with pytest.raises(QuerySyntaxError):
             source.histogram(state, "model.", "")
     finally:

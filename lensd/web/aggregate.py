@@ -78,6 +78,21 @@ def _range(rows: Rows, table: str, where: str, expr: str, params: list[Any]) -> 
     return float(low), float(high)
 
 
+def _range_counts(rows: Rows, table: str, where: str, expr: str, params: list[Any],
+                  edges: list[float]) -> list[tuple[Any, ...]]:
+    """Per-bin counts as one range count per bin: each steps through its stretch of the value's
+    index without evaluating or grouping anything per row (several times faster than GROUP BY)."""
+    found = []
+    last = len(edges) - 2
+    for i in range(last + 1):
+        upper = "<=" if i == last else "<"
+        sql = f"SELECT count(*) FROM {table} WHERE {where} AND {expr} >= ? AND {expr} {upper} ?"  # noqa: S608
+        n = int(rows(sql, [*params, edges[i], edges[i + 1]])[0][0])
+        if n:
+            found.append((i, None, n))
+    return found
+
+
 def histogram(rows: Rows, state: QueryState, x: str, colour: str = "", y: str = "",
               bins: int = 40) -> dict[str, Any]:
     """Counts of the fits of ``state`` per bin of ``x`` (and ``y``) and per colour label."""
@@ -105,6 +120,8 @@ def histogram(rows: Rows, state: QueryState, x: str, colour: str = "", y: str = 
         low, high = found
         width = (high - low) / bins if high > low else 1.0
         edges.append([low + i * width for i in range(bins + 1)])
+    if not y and not colour and not selection:
+        return _series(_range_counts(rows, x_table, where, x_expr, params, edges[0]), x, y, colour, edges, bins)
     colour_join, label, label_params = _label(rows, colour)
     bin_exprs = [f"max(0, min(CAST(({e} - ?) / ? AS INTEGER), {bins - 1}))" for e in exprs]
     bin_params = [p for e in edges for p in (e[0], (e[-1] - e[0]) / bins or 1.0)]
