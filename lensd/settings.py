@@ -123,6 +123,10 @@ class Settings:
     web_tls_key: Path | None = field(default=None, metadata=cli("file", "TLS private key for --web."))
     web_insecure_bind: bool = field(default=False, metadata=cli(
         "flag", "Allow --web on a non-loopback address without TLS (the token travels in clear text)."))
+    shared_group: bool = field(default=False, metadata=cli(
+        "flag", "Create the database (and its WAL) 0640 and new folders 0750, for the group to read."))
+    allow_open_spool: bool = field(default=False, metadata=cli(
+        "flag", "Serve a --spool folder that every user may write to (refused by default)."))
     drain_timeout: float = 30.0
     listen: tuple[str, ...] = field(default=(), metadata=cli(
         "text", "Also serve authenticated TCP at HOST:PORT (repeatable; port 0 picks a free one)."))

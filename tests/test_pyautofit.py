@@ -305,7 +305,7 @@ def test_hostile_zips_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     big = tmp_path / "big" / f"{'2' * 32}.zip"
     big.parent.mkdir()
     shutil.copyfile(source, big)
-    monkeypatch.setattr(folders, "MAX_ZIP_MEMBER", 5000)  # samples.csv unzips to 9900 bytes
+    monkeypatch.setattr(folders, "MAX_FILE", 5000)  # samples.csv unzips to 9900 bytes
     _, failures = split(list(scan([tmp_path])))
     reasons = {Path(f.path).parent.name: f.reason for f in failures}
     assert "points outside the fit" in reasons["escape"]

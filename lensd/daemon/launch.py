@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import os
 import subprocess
 import sys
 import threading
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import anyio
 
+from lensd import safefiles
 from lensd.client.address import TargetLike
 from lensd.errors import DaemonUnavailable, LensdError
 from lensd.settings import Settings, socket_path_problem, start_arguments
@@ -46,7 +48,8 @@ def start_daemon(settings: Settings, log_level: str = "info") -> None:
     check_start(settings)
     fresh = not settings.db.exists() and not log_path.exists()
     try:
-        log_file = open(log_path, "ab")  # noqa: SIM115 - closed below, once the child has it
+        log_file = os.fdopen(safefiles.open_owned(log_path, safefiles.file_mode(settings.shared_group),
+                                                  os.O_WRONLY | os.O_APPEND), "ab")
     except OSError as exc:
         raise os_error(exc, f"cannot write the log {log_path}") from None
     with log_file:

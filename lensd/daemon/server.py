@@ -14,6 +14,7 @@ import os
 import resource
 import signal
 import socket
+import stat
 import time
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -23,6 +24,7 @@ import anyio
 import anyio.to_thread
 from anyio.abc import ByteStream, SocketListener, TaskGroup, TaskStatus
 
+from lensd import safefiles
 from lensd._version import __version__
 from lensd.client import contact
 from lensd.client.connection import socket_answers
@@ -75,13 +77,21 @@ def notify_systemd(message: str) -> None:
 
 
 def _clear_socket_path(path: Path) -> None:
-    """Make the socket's directory (mode 0700 when we create it) and remove a stale socket."""
-    if path.parent != Path("") and not path.parent.exists():
-        path.parent.mkdir(mode=0o700, parents=True)
-    if path.exists() or path.is_symlink():
-        if socket_answers(path):
-            raise AlreadyRunning(f"a daemon already serves {path}")
-        path.unlink()  # a stale socket left by a crash
+    """Make the socket's directory (mode 0700 when we create it) and remove a stale socket.
+
+    Only a socket is ever removed: ``--socket notes.txt`` naming a regular file is refused.
+    """
+    safefiles.make_dirs(path.parent, safefiles.PRIVATE_DIR)
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(info.st_mode):
+        raise LensdError(f"--socket {path} names an existing file that is not a socket; "
+                         "lensd will not remove it: choose another path")
+    if socket_answers(path):
+        raise AlreadyRunning(f"a daemon already serves {path}")
+    path.unlink()  # a stale socket left by a crash
 
 
 async def bind_socket(path: Path) -> SocketListener:
@@ -215,8 +225,9 @@ class Daemon:
         problem = socket_path_problem(settings.socket)
         if problem is not None:
             raise LensdError(problem)
-        lock = writerlock.acquire(settings.db, settings.socket)
+        lock = writerlock.acquire(settings.db, settings.socket, settings.shared_group)
         try:
+            self._check_spool()
             open_files = raise_open_file_limit()
             if settings.max_connections + 64 > open_files:
                 log.warning("--max-connections %d is near the open-file limit %d: connections past it "
@@ -242,6 +253,18 @@ class Daemon:
                     self.committer.close()  # commit what is queued; run() then returns
         finally:
             writerlock.release(lock, settings.db)
+
+    def _check_spool(self) -> None:
+        """A spool any user may write to lets any user write fits: refused unless allowed."""
+        spool = self.settings.spool
+        if spool is None:
+            return
+        safefiles.make_dirs(spool, 0o770 if self.settings.shared_group else safefiles.PRIVATE_DIR)
+        if safefiles.others_can_write(spool):
+            if not self.settings.allow_open_spool:
+                raise LensdError(f"the spool {spool} may be written by every user, who could then write "
+                                 "any fit: chmod o-w it, or start with --allow-open-spool")
+            log.warning("the spool %s may be written by every user (--allow-open-spool)", spool)
 
     async def _close_listener(self, listener: SocketListener) -> None:
         with anyio.CancelScope(shield=True):

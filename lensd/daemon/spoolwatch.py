@@ -21,8 +21,12 @@ reader at once, and the listing still runs every interval as a safety net.
 
 from __future__ import annotations
 
+import dataclasses
+import errno
 import logging
 import os
+import re
+import stat
 import time
 from pathlib import Path
 from typing import Any
@@ -30,16 +34,18 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
+from lensd import safefiles
 from lensd.daemon.services import ServiceHost, StopFlag
 from lensd.errors import DatabaseLocked, LensdError, StorageFull
 from lensd.mounts import is_network_file_system
-from lensd.store.writeops import Op, op_from_request
+from lensd.store.writeops import Op, Upsert, op_from_request
 from lensd.wire import spoolfile
 
 log = logging.getLogger("lensd.wire.spoolfile")
 CHUNK = 256  # files committed together: one transaction, then one round of deletes
 MAX_ATTEMPTS = 5
 REJECTED = "rejected"
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
 def decode(paths: list[Path]) -> list[tuple[Path, Op | None, str | None]]:
@@ -47,8 +53,14 @@ def decode(paths: list[Path]) -> list[tuple[Path, Op | None, str | None]]:
     found: list[tuple[Path, Op | None, str | None]] = []
     for path in paths:
         try:
-            op, fields = spoolfile.read(path)
-            found.append((path, op_from_request(op, fields), None))
+            op, fields, written = spoolfile.load(path)
+            write = op_from_request(op, fields)
+            if isinstance(write, Upsert) and written is not None:
+                # A whole record without a seq gets its file's time (in microseconds, as a job's
+                # first seq): a replay of the file is then a duplicate, never a step back.
+                seq = write.seq if write.seq is not None else int(written * 1_000_000)
+                write = dataclasses.replace(write, seq=seq, written_at=written)
+            found.append((path, write, None))
         except LensdError as exc:
             if path.exists():  # else another reader took it, or its writer withdrew it
                 found.append((path, None, str(exc)))
@@ -57,21 +69,86 @@ def decode(paths: list[Path]) -> list[tuple[Path, Op | None, str | None]]:
     return found
 
 
+def _plain(name: str) -> str:
+    """A file name safe to create in ``rejected/``: only letters, digits and ``.-_``."""
+    return _UNSAFE.sub("_", name)[:200] or "_"
+
+
 def reject(path: Path, reason: str) -> None:
-    """Move a spool file to ``rejected/``, the note first (a crash in between re-rejects it)."""
-    folder = path.parent / REJECTED
-    folder.mkdir(exist_ok=True)
-    stamp = time.strftime("%Y-%m-%d %H:%M:%S %z")
-    (folder / f"{path.name}.why.txt").write_text(f"{stamp}\n{path.name} was not ingested: {reason}\n")
-    os.replace(path, folder / path.name)
+    """Move a spool file to ``rejected/``, the note first (a crash in between re-rejects it).
+
+    Everything happens relative to handles on the spool folder and on ``rejected/``, never through
+    a symlink: a ``rejected`` that is a symlink is an error, the note is created ``O_EXCL`` under
+    a plain name, and the reason is written escaped, one line.
+    """
+    spool = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        try:
+            os.mkdir(REJECTED, 0o700, dir_fd=spool)
+        except FileExistsError:
+            pass
+        try:
+            folder = os.open(REJECTED, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                             dir_fd=spool)
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise safefiles.UnsafeFile(f"{path.parent / REJECTED} is a symbolic link or not a folder: "
+                                           "refusing to write through it") from None
+            raise
+        try:
+            name = _plain(path.name)
+            note, suffix = None, 0
+            while note is None:
+                candidate = f"{name}.why.txt" if not suffix else f"{name}.{suffix}.why.txt"
+                try:
+                    note = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                                   | os.O_CLOEXEC, 0o600, dir_fd=folder)
+                except FileExistsError:
+                    suffix += 1
+                    if suffix > 1000:
+                        raise
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S %z")
+            with os.fdopen(note, "w", encoding="utf-8") as handle:
+                handle.write(f"{stamp}\n{safefiles.log_name(path.name)} was not ingested: "
+                             f"{safefiles.log_name(reason, 2000)}\n")
+            os.rename(path.name, name if not suffix else f"{name}.{suffix}", src_dir_fd=spool,
+                      dst_dir_fd=folder)
+        finally:
+            os.close(folder)
+    finally:
+        os.close(spool)
 
 
-def delete(paths: list[Path]) -> None:
+def delete(paths: list[Path]) -> dict[Path, str]:
+    """Delete committed files; returns those that could not be deleted, with why."""
+    failed: dict[Path, str] = {}
     for path in paths:
         try:
             path.unlink()
         except FileNotFoundError:
             pass
+        except OSError as exc:
+            failed[path] = _why_undeletable(path, exc)
+    return failed
+
+
+def _why_undeletable(path: Path, exc: OSError) -> str:
+    try:
+        folder, info = os.stat(path.parent), os.lstat(path)
+    except OSError:
+        return exc.strerror or str(exc)
+    if folder.st_mode & stat.S_ISVTX and info.st_uid != os.geteuid():
+        return (f"the spool folder is sticky (mode {stat.S_IMODE(folder.st_mode):o}) and the file "
+                f"belongs to uid {info.st_uid}, not to the daemon's uid {os.geteuid()}")
+    return f"{exc.strerror or exc} (folder mode {stat.S_IMODE(folder.st_mode):o}, uid {folder.st_uid})"
+
+
+def _identity(path: Path) -> tuple[int, int, int, int] | None:
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns
 
 
 class SpoolReader:
@@ -84,8 +161,11 @@ class SpoolReader:
         self.interval = daemon.settings.poll_interval
         self._attempts: dict[str, int] = {}
         self._suspects: dict[str, tuple[int, int]] = {}  # undecodable file -> its (size, mtime)
+        # Files committed that could not be deleted, by identity: never applied again while they
+        # stay as they are (a replay after a restart is stopped by the record's time instead).
+        self._applied: dict[Path, tuple[int, int, int, int] | None] = {}
         self.stats: dict[str, Any] = {"spool_backlog": 0, "spool_ingested": 0, "spool_rejected": 0,
-                                      "spool_mode": None}
+                                      "spool_mode": None, "spool_passes": 0}
         daemon.extra_status.update(self.stats)
 
     def _publish(self, backlog: int | None = None) -> None:
@@ -124,14 +204,25 @@ class SpoolReader:
             try:
                 waiting = await anyio.to_thread.run_sync(spoolfile.pending, self.folder)
                 self._publish(len(waiting))
-                todo = [path for path in waiting if path not in held]
+                todo = [path for path in waiting if path not in held and not self._already(path)]
                 if not todo:
+                    self.stats["spool_passes"] += 1
+                    self._publish()
                     return
                 for start in range(0, len(todo), CHUNK):
                     held |= await self._ingest(todo[start:start + CHUNK])
             except Exception:  # the spool must never take the daemon down
                 log.exception("spool: a pass over %s failed; the next pass retries", self.folder)
                 return
+
+    def _already(self, path: Path) -> bool:
+        """Whether ``path`` is a committed file that could not be deleted, unchanged since."""
+        if path not in self._applied:
+            return False
+        if _identity(path) == self._applied[path]:
+            return True
+        del self._applied[path]  # replaced by a new file of the same name: read it
+        return False
 
     def _still(self, path: Path) -> bool:
         """Whether an undecodable file was already seen undecodable with this size and mtime."""
@@ -170,17 +261,24 @@ class SpoolReader:
             if tries >= MAX_ATTEMPTS and not transient:
                 refused.append((path, f"the database refused it {tries} times: {outcome}"))
             else:
-                log.warning("spool: %s not stored (%s); kept for the next pass", path.name, outcome)
+                log.warning("spool: %s not stored (%s); kept for the next pass", safefiles.log_name(path.name),
+                            outcome)
                 kept.add(path)
-        await anyio.to_thread.run_sync(delete, done)  # only now: their ops are committed
+        undeleted = await anyio.to_thread.run_sync(delete, done)  # only now: their ops are committed
+        for path, why in undeleted.items():
+            log.warning("spool: %s was stored but cannot be deleted (%s); it will not be applied "
+                        "again", safefiles.log_name(path.name), why)
+            self._applied[path] = _identity(path)
+        if len(self._applied) > 100_000:  # a bound: the record's time still stops a replay
+            self._applied.clear()
         rejected = 0
         for path, why in refused:
-            log.warning("spool: rejected %s: %s", path.name, why)
+            log.warning("spool: rejected %s: %s", safefiles.log_name(path.name), safefiles.log_name(why, 500))
             try:
                 await anyio.to_thread.run_sync(reject, path, why)
                 rejected += 1
             except OSError as exc:
-                log.error("spool: cannot move %s to %s/: %s", path.name, REJECTED, exc)
+                log.error("spool: cannot move %s to %s/: %s", safefiles.log_name(path.name), REJECTED, exc)
                 kept.add(path)
         self.stats["spool_ingested"] += len(done)
         self.stats["spool_rejected"] += rejected

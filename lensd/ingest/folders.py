@@ -17,9 +17,12 @@ from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import Protocol
 
+from lensd import safefiles
 from lensd.errors import IngestError
 
-MAX_ZIP_MEMBER = 512 * 2**20  # a member inflating past this is a zip bomb, not a fit
+MAX_FILE = 128 * 2**20  # one file (or zip member) of a fit: past this it is an attack, not a fit
+MAX_FIT = 256 * 2**20  # every file of one fit together
+MAX_ZIP_MEMBER = MAX_FILE  # the name older code and tests use
 HEX_ID = re.compile(r"[0-9a-f]{32}")  # a PyAutoFit identifier: a folder so named is the fit's id
 _ANALYSIS = re.compile(r"analysis_(\d+)")
 _ZIPPED_ANALYSIS = re.compile(r"analyses/analysis_(\d+)/")
@@ -52,15 +55,24 @@ class Source(Protocol):
 class _Folder:
     def __init__(self, base: Path) -> None:
         self.base, self._prefix = base, f"{base}{os.sep}"  # str joins: pathlib costs show in a scan
+        self._read = 0  # bytes read so far: one fit may not make the daemon hold more than MAX_FIT
 
     def read(self, name: str) -> bytes | None:
+        """A file of the fit: never through a symlink, a regular file only, within the caps."""
         try:
-            with open(self._prefix + name, "rb") as f:
-                return f.read()
+            fd, _ = safefiles.open_within(self.base, name.split("/"))
+            try:
+                data = safefiles.read_fd(fd, min(MAX_FILE, MAX_FIT - self._read), "it")
+            finally:
+                os.close(fd)
         except FileNotFoundError:
             return None
+        except safefiles.UnsafeFile as exc:
+            raise IngestError(f"{name}: cannot read ({exc})") from None
         except OSError as exc:
             raise IngestError(f"{name}: cannot read ({exc.strerror or exc})") from None
+        self._read += len(data)
+        return data
 
     def mtime(self, name: str) -> float | None:
         try:
@@ -80,21 +92,25 @@ class _Zipped:
 
     def __init__(self, archive: zipfile.ZipFile, prefix: str = "") -> None:
         self.archive, self.prefix = archive, prefix
+        self._read = 0
 
     def read(self, name: str) -> bytes | None:
         try:
             info = self.archive.getinfo(self.prefix + name)
         except KeyError:
             return None
-        if info.file_size > MAX_ZIP_MEMBER:
-            raise IngestError(f"{name}: {info.file_size} bytes unzipped, over the {MAX_ZIP_MEMBER} limit")
+        limit = min(MAX_FILE, MAX_FIT - self._read)
+        if info.file_size > limit:
+            raise IngestError(f"{name}: {info.file_size} bytes unzipped, over the {limit} limit "
+                              f"(a file may hold {MAX_FILE} bytes, a fit {MAX_FIT})")
         try:
             with self.archive.open(info) as f:
-                data = f.read(MAX_ZIP_MEMBER + 1)  # the size in the header may lie
+                data = f.read(limit + 1)  # the size in the header may lie
         except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError) as exc:
             raise IngestError(f"{name}: corrupt zip member ({exc})") from None
-        if len(data) > MAX_ZIP_MEMBER:
-            raise IngestError(f"{name}: inflates past the {MAX_ZIP_MEMBER} byte limit")
+        if len(data) > limit:
+            raise IngestError(f"{name}: inflates past the limit of {limit} bytes")
+        self._read += len(data)
         return data
 
     def mtime(self, name: str) -> float | None:
@@ -118,6 +134,8 @@ def _output_files(base: Path, rel: str = "") -> Iterator[tuple[str, os.DirEntry[
             continue
         for entry in entries:
             name = f"{top}/{entry.name}"
+            if entry.is_symlink():
+                continue  # never followed: it could point out of the fit, at anybody's file
             if entry.is_dir(follow_symlinks=False):
                 yield from _output_files(base, name)
             elif _listed(name):

@@ -212,8 +212,20 @@ def _json(src: Source, name: str) -> Any:
         raise IngestError(f"{name}: not JSON text ({exc})") from None
 
 
+MAX_COLUMNS = 10_000  # a model has tens to hundreds of parameters; a 10^7-column line is an attack
+
+
+def _check_width(name: str, data: bytes) -> None:
+    """Refuse a CSV whose first line has more columns than any fit (before numpy parses it)."""
+    first = data[:data.find(b"\n")] if b"\n" in data[:1 << 20] else data[:1 << 20]
+    if first.count(b",") >= MAX_COLUMNS or (len(first) == 1 << 20 and b"\n" not in data[:1 << 20]
+                                            and len(data) > 1 << 20):
+        raise IngestError(f"{name}: its first line has more than {MAX_COLUMNS} columns (or over 1 MiB)")
+
+
 def _samples(data: bytes) -> dict[str, Any]:
     """samples.csv as arrays; a file cut off mid-write is refused rather than read short."""
+    _check_width("files/samples.csv", data)
     head, _, body = data.partition(b"\n")
     columns = [c.strip() for c in head.decode("utf-8", "replace").split(",")]
     missing = [c for c in _SAMPLE_COLUMNS if c not in columns]
@@ -234,6 +246,7 @@ def _samples(data: bytes) -> dict[str, Any]:
 
 
 def _csv(name: str, data: bytes) -> Any:
+    _check_width(name, data)
     first_cell = data.split(b"\n", 1)[0].split(b",", 1)[0].strip().decode("utf-8", "replace")
     if _number(first_cell) is None:
         return _columns(name, data)

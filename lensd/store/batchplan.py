@@ -84,6 +84,7 @@ class Existing:
     seq: int | None
     created_at: float | None
     source_sig: str | None = None  # the folder signature it was read from: the same again is a duplicate
+    updated_at: float | None = None
 
 
 @dataclass
@@ -227,6 +228,16 @@ def _minimal_row(fit_id: str, created_at: float, now: float) -> dict[str, Any]:
     return row
 
 
+def _stale(op: Upsert, known: Existing | None) -> bool:
+    """Whether a spooled whole record is older than the stored fit's last change.
+
+    Only for a fit stored without a seq (written by a record that had none): otherwise the seqs
+    order the two, since the daemon's own ``updated_at`` is when a write was applied, not made.
+    """
+    return (op.written_at is not None and known is not None and known.seq is None
+            and known.updated_at is not None and known.updated_at > op.written_at)
+
+
 def plan_batch(
     ops: Sequence[Op], existing: Mapping[str, Existing], next_key: int, now: float,
     prepared: Sequence[Prepared | None] | None = None,
@@ -270,6 +281,9 @@ def plan_batch(
         state = pending_for(fit_id)
         if op.seq is not None and state.seq is not None and op.seq <= state.seq:
             outcomes.append(DUPLICATE)
+            continue
+        if isinstance(op, Upsert) and _stale(op, existing.get(fit_id)):
+            outcomes.append(DUPLICATE)  # a replayed spool file: the fit changed after it was written
             continue
         if op.seq is not None:
             state.seq = op.seq

@@ -37,6 +37,7 @@ from lensd.errors import InvalidRecord
 class Upsert:
     record: Record
     seq: int | None = None
+    written_at: float | None = None  # a spooled record's time: never replaces a later change
 
     @property
     def ids(self) -> tuple[str, ...]:

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import anyio
 
-from lensd.errors import LensdError, StorageError, StorageFull
+from lensd.errors import InvalidRecord, LensdError, StorageError, StorageFull
 from lensd.store import schema
 from lensd.store.adminops import apply_admin
 from lensd.store.batchplan import Existing, Prepared, plan_batch
@@ -102,9 +102,10 @@ class BatchWriter:
         for start in range(0, len(unique), _LOOKUP_CHUNK):
             chunk = unique[start:start + _LOOKUP_CHUNK]
             marks = ", ".join("?" * len(chunk))
-            sql = f"SELECT id, fit_key, seq, created_at, source_sig FROM fits WHERE id IN ({marks})"  # noqa: S608
-            for fit_id, key, seq, created, sig in self._conn.execute(sql, chunk):
-                found[fit_id] = Existing(key, seq, created, sig)
+            sql = ("SELECT id, fit_key, seq, created_at, source_sig, updated_at FROM fits "  # noqa: S608
+                   f"WHERE id IN ({marks})")
+            for fit_id, key, seq, created, sig, updated in self._conn.execute(sql, chunk):
+                found[fit_id] = Existing(key, seq, created, sig, updated)
         return found
 
     def _apply(self, ops: Sequence[Op | AdminOp],
@@ -113,6 +114,10 @@ class BatchWriter:
         planned = [i for i, op in enumerate(ops) if not isinstance(op, ADMIN_OPS)]
         self._conn.execute("BEGIN IMMEDIATE")
         try:
+            # The next free key is read under the write lock, never trusted from memory: a key
+            # another writer took since would make this batch's new fit replace that fit's row.
+            row = self._conn.execute("SELECT coalesce(max(fit_key), 0) + 1 FROM fits").fetchone()
+            self._next_key = max(self._next_key, int(row[0]) if row else 1)
             regular: list[Op] = [ops[i] for i in planned]  # type: ignore[misc]
             existing = self._existing([i for op in regular for i in op.ids])
             plan, planned_outcomes, next_key = plan_batch(
@@ -146,19 +151,27 @@ class BatchWriter:
             return []
         try:
             return list(await self._run(self._apply, ops, prepared))
-        except sqlite3.Error as exc:
+        except Exception as exc:  # any failure, not only sqlite's: one poison op must fail alone
             if len(ops) == 1:
                 log.warning("write failed: %s", exc)
-                return [await self._run(self._storage_error, exc)]
+                return [await self._run(self._op_error, exc)]
         results: list[str | LensdError] = []
         for index, op in enumerate(ops):  # find the bad one: each alone
             try:
                 results.extend(await self._run(self._apply, [op],
                                                None if prepared is None else [prepared[index]]))
-            except sqlite3.Error as exc:
+            except Exception as exc:
                 log.warning("write failed for %s: %s", op.ids[:1], exc)
-                results.append(await self._run(self._storage_error, exc))
+                results.append(await self._run(self._op_error, exc))
         return results
+
+    def _op_error(self, exc: Exception) -> LensdError:
+        """What the sender of a failed op is told: the storage facts, or why its data was refused."""
+        if isinstance(exc, LensdError):
+            return exc
+        if isinstance(exc, sqlite3.Error):
+            return self._storage_error(exc)
+        return InvalidRecord(f"the write could not be stored ({type(exc).__name__}: {exc})")
 
     def _storage_error(self, exc: sqlite3.Error) -> StorageError:
         """``storage_error``, and for a full database the facts needed to act: quota, size, free disk."""
