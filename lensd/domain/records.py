@@ -19,11 +19,13 @@ import numpy as np
 from lensd.domain import fitsdata, modeltree
 from lensd.domain.samples import Samples
 from lensd.errors import InvalidRecord
+from lensd.safefiles import log_name
 from lensd.wire import codec
 
 STATUSES: Final = frozenset({"running", "completed", "failed", "lost"})
 MAX_DEPTH: Final = 64
 MAX_STRING: Final = 65536
+SQLITE_MAX_INT: Final = 2**63 - 1  # what an INTEGER column holds; a larger int fails its whole batch
 
 _TEXT_FIELDS: Final = ("id", "name", "path_prefix", "unique_tag", "parent_id", "error", "source",
                        "source_sig")
@@ -73,7 +75,11 @@ def _json_value(value: Any, where: str, depth: int = 0) -> Any:
     """Check a value is JSON-shaped (str-keyed maps, lists, scalars); returns it unchanged."""
     if depth > MAX_DEPTH:
         raise InvalidRecord(f"{where} is nested deeper than {MAX_DEPTH} levels")
-    if value is None or isinstance(value, (bool, int, float)):
+    if value is None or isinstance(value, (bool, float)):
+        return value
+    if isinstance(value, int):
+        if not -SQLITE_MAX_INT - 1 <= value <= SQLITE_MAX_INT:
+            raise InvalidRecord(f"{where} has an integer outside sqlite's 64-bit range")
         return value
     if isinstance(value, str):
         if len(value) > MAX_STRING:
@@ -85,7 +91,10 @@ def _json_value(value: Any, where: str, depth: int = 0) -> Any:
         out = {}
         for key, item in value.items():
             if not isinstance(key, str):
-                raise InvalidRecord(f"{where} has a non-string key {key!r}")
+                raise InvalidRecord(f"{where} has a non-string key {log_name(repr(key))}")
+            if len(key) > MAX_STRING:
+                raise InvalidRecord(f"{where} has a key longer than {MAX_STRING} characters "
+                                    f"({log_name(key, 40)})")
             out[key] = _json_value(item, where, depth + 1)
         return out
     if isinstance(value, np.generic):
@@ -110,7 +119,21 @@ def _number(data: Mapping[str, Any], key: str) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
         raise InvalidRecord(f"{key} must be a number or None, not {type(value).__name__}")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:
+        raise InvalidRecord(f"{key} is too large for a number") from None
+
+
+def count(value: Any, key: str) -> int | None:
+    """A count (``n_samples``): None, or an integer from 0 to sqlite's largest."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidRecord(f"{key} must be an integer")
+    if not 0 <= value <= SQLITE_MAX_INT:
+        raise InvalidRecord(f"{key} must be an integer from 0 to 2**63-1")
+    return value
 
 
 def _mapping(data: Mapping[str, Any], key: str) -> dict[str, Any] | None:
@@ -239,9 +262,7 @@ def validate_record(data: Any) -> Record:
     if instance is None:
         instance = (samples.max_log_likelihood_values() if samples is not None and len(samples)
                     else modeltree.constants(model or {}))
-    n_samples = data.get("n_samples")
-    if n_samples is not None and (isinstance(n_samples, bool) or not isinstance(n_samples, int)):
-        raise InvalidRecord("n_samples must be an integer")
+    n_samples = count(data.get("n_samples"), "n_samples")
     is_grid = data.get("is_grid_search", False)
     if not isinstance(is_grid, bool):
         raise InvalidRecord("is_grid_search must be true or false")

@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from lensd.domain.records import Record, _instance, _number, _text, validate_record, with_status
+from lensd.domain.records import Record, _instance, _number, _text, count, validate_record, with_status
 from lensd.domain.samples import Samples
 from lensd.errors import InvalidRecord
 
@@ -142,10 +142,8 @@ def op_from_request(op: str, fields: Mapping[str, Any]) -> Op:
                 columns[key] = value
         if not 0.0 <= columns.get("progress", 0.0) <= 1.0:
             raise InvalidRecord("progress is the fraction done: a number from 0 to 1")
-        n_samples = fields.get("n_samples", len(samples) if samples is not None else None)
+        n_samples = count(fields.get("n_samples", len(samples) if samples is not None else None), "n_samples")
         if n_samples is not None:
-            if isinstance(n_samples, bool) or not isinstance(n_samples, int):
-                raise InvalidRecord("n_samples must be an integer")
             columns["n_samples"] = n_samples
         return Patch(_fit_id(fields), _seq(fields), columns, samples, _instance(fields.get("instance")),
                      history=True)
