@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import socket
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -17,9 +18,10 @@ from anyio import TypedAttributeLookupError
 from anyio.abc import ByteStream, SocketAttribute, TaskGroup
 
 from lensd._version import __version__
+from lensd.daemon import flow
 from lensd.daemon.reads import ReadStream
 from lensd.daemon.services import ConnectionHost
-from lensd.errors import InvalidRecord, LensdError, ProtocolError, StorageError
+from lensd.errors import Busy, InvalidRecord, LensdError, ProtocolError, StorageError
 from lensd.store.writeops import admin_from_request, op_from_request
 from lensd.wire import protocol
 from lensd.wire.paging import Credit
@@ -57,6 +59,9 @@ class Connection:
         self.send_lock = anyio.Lock()
         self.credits: dict[int, _Credit] = {}
         self.reading = anyio.CancelScope()
+        self.in_flight = flow.Allowance(flow.MAX_IN_FLIGHT, flow.MAX_IN_FLIGHT_BYTES)
+        self._partial = 0  # bytes of an unfinished frame, counted in the daemon's budget
+        self._sizes: dict[int, int] = {}  # id(message) -> its frame's size, until it is dispatched
 
     def finish(self) -> None:
         """Stop reading requests and end open read streams; pending writes still get answers.
@@ -88,8 +93,36 @@ class Connection:
                 self.reading.cancel()  # the peer is gone: stop reading too
 
     async def _messages(self) -> list[dict[str, Any]]:
-        data = await self.stream.receive(_READ_CHUNK)
-        return self.decoder.feed(data)
+        """The messages the next bytes complete; a frame left unfinished too long ends the connection.
+
+        Large bodies are decoded off the event loop (``flow.Decoding``); the bytes of an unfinished
+        frame count in the daemon's budget, and past it this connection waits to be read.
+        """
+        timeout = self.daemon.settings.frame_timeout
+        started = self.decoder.buffered > 0
+        try:
+            with anyio.fail_after(timeout if started else None):
+                data = await self.stream.receive(_READ_CHUNK)
+        except TimeoutError:
+            raise ProtocolError(f"a frame was left unfinished for {timeout:g}s "
+                                "(lensd start --frame-timeout)") from None
+        bodies = self.decoder.split(data)
+        shared = self.daemon.flow
+        shared.partial.change(self.decoder.buffered - self._partial)
+        self._partial = self.decoder.buffered
+        messages = []
+        for body in bodies:
+            try:
+                message = await shared.decoding.decode(body)
+            except ProtocolError:
+                self.decoder.failed()
+                raise
+            self._sizes[id(message)] = len(body)
+            messages.append(message)
+        self.decoder.check()
+        if self._partial and shared.partial.held > shared.partial.budget:
+            await shared.partial.wait_for_room(timeout)
+        return messages
 
     async def _handshake(self) -> bool:
         if self.gate is None:
@@ -147,6 +180,8 @@ class Connection:
                     await self._read_requests(requests)
                 self._end_streams()  # no more "next" can come: a stream waiting for one would hang
         finally:
+            self.daemon.flow.partial.change(-self._partial)
+            self._partial = 0
             with anyio.CancelScope(shield=True):
                 await self.stream.aclose()
 
@@ -155,11 +190,12 @@ class Connection:
         try:
             if not await self._handshake():
                 return
+            self._sizes = {id(m): self._sizes.get(id(m), 0) for m in self._backlog}  # not the hello's
             for message in self._backlog:
-                self._dispatch(message, requests)
+                await self._dispatch(message, requests)
             while True:
                 for message in await self._messages():
-                    self._dispatch(message, requests)
+                    await self._dispatch(message, requests)
         except ProtocolError as exc:
             log.warning("closing a connection: %s", exc)
             await self.send(protocol.error(None, exc))
@@ -167,7 +203,31 @@ class Connection:
                 ConnectionError):
             pass
 
-    def _dispatch(self, message: dict[str, Any], requests: TaskGroup) -> None:
+    async def _handled(self, size: int, handler: Callable[..., Awaitable[None]], *args: Any) -> None:
+        """Run one request's handler, then give back its share of the in-flight allowances."""
+        try:
+            await handler(*args)
+        finally:
+            self.in_flight.release(size)
+            self.daemon.flow.in_flight.release(size)
+
+    async def _start(self, requests: TaskGroup, size: int, handler: Callable[..., Awaitable[None]],
+                     *args: Any) -> None:
+        """Start a handler once this connection (and the daemon) may take one more request.
+
+        Until then this connection is not read: a client that pipelines without reading its
+        replies waits on its own socket, and the others are served (``flow``).
+        """
+        await self.in_flight.acquire(size)
+        try:
+            await self.daemon.flow.in_flight.acquire(size)
+        except BaseException:
+            self.in_flight.release(size)
+            raise
+        requests.start_soon(self._handled, size, handler, *args)
+
+    async def _dispatch(self, message: dict[str, Any], requests: TaskGroup) -> None:
+        size = self._sizes.pop(id(message), 0)
         try:
             op, rid, fields = protocol.parse_request(message)
         except ProtocolError as exc:
@@ -182,11 +242,14 @@ class Connection:
         elif op == "stop":
             requests.start_soon(self._stop, rid)
         elif op in protocol.WRITE_OPS or op in protocol.ADMIN_OPS:
-            requests.start_soon(self._write, op, rid, fields)
+            await self._start(requests, size, self._write, op, rid, fields)
         elif op in ("count", "status"):
-            requests.start_soon(self._single, op, rid, fields)
+            await self._start(requests, size, self._single, op, rid, fields)
         elif rid in self.credits:
             requests.start_soon(self.send, protocol.error(rid, ProtocolError(f"rid {rid} is in use")))
+        elif len(self.credits) >= flow.MAX_STREAMS:
+            requests.start_soon(self.send, protocol.error(rid, Busy(
+                f"this connection has {flow.MAX_STREAMS} read streams open: finish or cancel one first")))
         else:
             self.credits[rid] = _Credit()
             requests.start_soon(self._stream, op, rid, fields)
@@ -231,9 +294,17 @@ class Connection:
         reader: ReadStream | None = None
         try:
             reader = await self.daemon.reads.open_stream(op, fields)
+            idle = self.daemon.settings.stream_timeout
             while True:
-                while credit.account.waiting:
-                    await credit.wake.wait()
+                with anyio.move_on_after(idle):
+                    while credit.account.waiting:
+                        await credit.wake.wait()
+                if credit.account.waiting:  # its snapshot must not be held for ever
+                    log.info("closing a %s stream nobody asked a page of for %gs", op, idle)
+                    await self.send(protocol.error(rid, ProtocolError(
+                        f"this {op} stream got no 'next' for {idle:g}s and was closed "
+                        "(lensd start --stream-timeout); ask again")))
+                    return
                 if credit.account.cancelled:
                     await self.send(protocol.done(rid, cancelled=True))
                     return

@@ -28,7 +28,7 @@ from lensd import safefiles
 from lensd._version import __version__
 from lensd.client import contact
 from lensd.client.connection import socket_answers
-from lensd.daemon import network
+from lensd.daemon import flow, network
 from lensd.daemon.committer import GroupCommitter
 from lensd.daemon.connection import Connection
 from lensd.daemon.network import Gate
@@ -113,6 +113,7 @@ class Daemon:
         self.settings = settings
         self.started = time.time()
         self.committer: GroupCommitter
+        self.flow: flow.Shared
         self.reads: Reads
         self._stop = anyio.Event()
         self.connections = 0
@@ -246,6 +247,7 @@ class Daemon:
                 stack.push_async_callback(writer.close)
                 self.committer = GroupCommitter(writer, settings.batch_max, settings.batch_ms)
                 self.reads = await Reads.open(self.database_path)
+                self.flow = flow.Shared()
                 stack.push_async_callback(self.reads.aclose)
                 async with anyio.create_task_group() as root:
                     root.start_soon(self.committer.run)

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import anyio
 
 from lensd.daemon.committer import GroupCommitter
+from lensd.daemon.flow import Shared
 from lensd.daemon.reads import Reads
 from lensd.settings import Settings
 
@@ -34,6 +35,7 @@ class ConnectionHost(Protocol):
     settings: Settings
     committer: GroupCommitter
     reads: Reads
+    flow: Shared
 
     async def status(self) -> dict[str, Any]: ...
 

@@ -11,9 +11,10 @@ arrays (status, progress, a query page) never needs it, and ``lensd status`` sta
 from __future__ import annotations
 
 import math
+import re
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import msgpack
 
@@ -23,7 +24,12 @@ if TYPE_CHECKING:
     import numpy as np
 
 NDARRAY_EXT = 1
-_NUMERIC_KINDS = frozenset("biufc")
+# Complex is refused: stored samples and facts are real, and a cast would drop the imaginary part.
+_NUMERIC_KINDS = frozenset("biuf")
+_DTYPE_FORM = re.compile(r"[<>|=]?[biuf][1248]")  # checked before numpy parses the string
+SCAN_ABOVE: Final = 1 << 20  # bodies larger than this are walked (not built) first: ``check_shape``
+MAX_ITEMS: Final = 1_000_000  # values in one message; a 16 MiB frame of tiny ones would cost ~1 GB
+MAX_DEPTH: Final = 64
 _MAX_DIMS = 8
 _LITTLE = sys.byteorder == "little"
 _DTYPES: dict[str, np.dtype[Any]] = {}  # dtype strings seen in payloads, checked once each
@@ -47,6 +53,9 @@ def _pack_array(array: np.ndarray) -> bytes:
     """``msgpack([dtype, shape, raw])`` without packing the raw bytes twice: the head is packed
     as a 2-list and its marker bumped to a 3-list, then the bin header and the bytes follow."""
     dtype = array.dtype
+    if dtype.kind == "c":
+        raise TypeError(f"complex arrays are refused (dtype {dtype}): lensd stores real numbers, and "
+                        "the imaginary part would be lost; send .real and .imag as two arrays")
     if dtype.kind not in _NUMERIC_KINDS:
         raise TypeError(f"only numeric arrays travel, not dtype {dtype}")
     if dtype.byteorder == ">" or (dtype.byteorder == "=" and not _LITTLE):
@@ -71,11 +80,14 @@ def _ext_hook(code: int, data: bytes) -> Any:
         raise ProtocolError(f"unknown msgpack extension type {code}")
     try:
         dtype_str, shape, raw = msgpack.unpackb(data, raw=False)
-        dtype = _DTYPES.get(dtype_str) if isinstance(dtype_str, str) else None
-        if dtype is None:
-            dtype = np.dtype(str(dtype_str))
     except Exception as exc:
-        raise ProtocolError(f"malformed array extension: {exc}") from None
+        raise ProtocolError(f"malformed array extension: {type(exc).__name__}") from None
+    dtype = _DTYPES.get(dtype_str) if isinstance(dtype_str, str) else None
+    if dtype is None:
+        if not isinstance(dtype_str, str) or not _DTYPE_FORM.fullmatch(dtype_str):
+            shown = repr(dtype_str)[:40]
+            raise ProtocolError(f"array dtype {shown} is not a plain real numeric dtype such as '<f8'")
+        dtype = np.dtype(dtype_str)
     if dtype.kind not in _NUMERIC_KINDS:
         raise ProtocolError(f"array dtype {dtype} is not numeric")
     if isinstance(dtype_str, str) and len(_DTYPES) < 64:
@@ -98,7 +110,14 @@ def pack(obj: Any) -> bytes:
 
 
 def unpack(data: bytes) -> Any:
-    """Decode msgpack produced by ``pack``; anything malformed becomes a ProtocolError."""
+    """Decode msgpack produced by ``pack``; anything malformed becomes a ProtocolError.
+
+    A body over ``SCAN_ABOVE`` bytes is first walked without building anything (``check_shape``):
+    msgpack turns one byte into a ~60-byte Python object, so the count of values, not the size
+    of the bytes, is what bounds the memory a message costs.
+    """
+    if len(data) > SCAN_ABOVE:
+        check_shape(data)
     try:
         return msgpack.unpackb(data, raw=False, ext_hook=_ext_hook, strict_map_key=True,
                                use_list=True)
@@ -156,3 +175,60 @@ def _seek(unpacker: msgpack.Unpacker, path: Sequence[str]) -> object:
             if found is None:
                 found = _ABSENT
     return found
+
+# Bytes after the type byte that say a length (str/bin/ext) or hold a fixed-size scalar.
+_FIXED = {0xca: 4, 0xcb: 8, 0xcc: 1, 0xcd: 2, 0xce: 4, 0xcf: 8, 0xd0: 1, 0xd1: 2, 0xd2: 4, 0xd3: 8,
+          0xd4: 2, 0xd5: 3, 0xd6: 5, 0xd7: 9, 0xd8: 17}
+_SIZED = {0xc4: (1, 0), 0xc5: (2, 0), 0xc6: (4, 0), 0xd9: (1, 0), 0xda: (2, 0), 0xdb: (4, 0),
+          0xc7: (1, 1), 0xc8: (2, 1), 0xc9: (4, 1)}  # (length bytes, type byte of an ext)
+_CONTAINERS = {0xdc: (2, 1), 0xdd: (4, 1), 0xde: (2, 2), 0xdf: (4, 2)}  # (count bytes, slots/entry)
+
+
+def check_shape(data: bytes, max_items: int = MAX_ITEMS, max_depth: int = MAX_DEPTH) -> None:
+    """Refuse msgpack holding more than ``max_items`` values or nested deeper than ``max_depth``.
+
+    Only headers are read; strings, binaries and extensions are skipped by their length, so this
+    costs one step per value and allocates nothing.
+    """
+    view = memoryview(data)
+    pos, end, items = 0, len(data), 0
+    open_levels = [1]  # values still to read at each open container
+    try:
+        while open_levels:
+            if open_levels[-1] == 0:
+                open_levels.pop()
+                continue
+            open_levels[-1] -= 1
+            items += 1
+            if items > max_items:
+                raise ProtocolError(f"message holds more than {max_items} values")
+            byte = view[pos]
+            pos += 1
+            count = 0
+            if byte <= 0x7F or byte >= 0xE0 or byte in (0xC0, 0xC2, 0xC3):
+                continue
+            if byte <= 0x8F:
+                count = (byte & 0x0F) * 2
+            elif byte <= 0x9F:
+                count = byte & 0x0F
+            elif byte <= 0xBF:
+                pos += byte & 0x1F
+            elif byte in _FIXED:
+                pos += _FIXED[byte]
+            elif byte in _SIZED:
+                width, extra = _SIZED[byte]
+                pos += width + extra + int.from_bytes(view[pos:pos + width], "big")
+            elif byte in _CONTAINERS:
+                width, slots = _CONTAINERS[byte]
+                count = int.from_bytes(view[pos:pos + width], "big") * slots
+                pos += width
+            else:
+                raise ProtocolError(f"malformed msgpack: byte 0x{byte:02x}")
+            if pos > end:
+                raise ProtocolError("malformed msgpack: truncated")
+            if count:
+                if len(open_levels) > max_depth:
+                    raise ProtocolError(f"message is nested deeper than {max_depth} levels")
+                open_levels.append(count)
+    except IndexError:
+        raise ProtocolError("malformed msgpack: truncated") from None

@@ -77,7 +77,8 @@ def encode_frame(message: Mapping[str, Any], max_frame: int = DEFAULT_MAX_FRAME)
     return HEADER.pack(len(body)) + body
 
 
-def _decode_body(body: bytes) -> dict[str, Any]:
+def decode_body(body: bytes) -> dict[str, Any]:
+    """One frame's body as its message; ProtocolError if it is not a map of string keys."""
     message = unpack(body)
     if not isinstance(message, dict):
         raise ProtocolError(f"a frame must hold a msgpack map, not {type(message).__name__}")
@@ -116,6 +117,7 @@ class FrameDecoder:
         self._max_frame = _check_limit(max_frame)
         self._buffer = bytearray()
         self._failed = False
+        self._deferred: ProtocolError | None = None
 
     @property
     def buffered(self) -> int:
@@ -124,10 +126,28 @@ class FrameDecoder:
 
     def feed(self, data: bytes) -> list[dict[str, Any]]:
         """Add received bytes; return the messages they complete, in order."""
+        bodies = self.split(data)
+        try:
+            messages = [decode_body(body) for body in bodies]
+        except ProtocolError:
+            self.failed()
+            raise
+        self.check()
+        return messages
+
+    def split(self, data: bytes) -> list[bytes]:
+        """Add received bytes; return the bodies of the frames they complete, not yet decoded.
+
+        The daemon decodes a large body in a worker thread (``decode_body``), off its event loop.
+        A body that fails to decode leaves the stream unusable: call ``failed()`` then. A framing
+        error after complete bodies is raised by ``check()``, once those bodies were decoded, so
+        errors come out in the order of the bytes.
+        """
+        self.check()
         if self._failed:
             raise ProtocolError("connection stream is unusable after an earlier framing error")
         self._buffer += data
-        messages: list[dict[str, Any]] = []
+        bodies: list[bytes] = []
         start = 0  # consume by offset and compact once: a chunk of many frames stays linear
         try:
             while len(self._buffer) - start >= HEADER.size:
@@ -137,14 +157,26 @@ class FrameDecoder:
                 end = start + HEADER.size + length
                 if len(self._buffer) < end:
                     break
-                messages.append(_decode_body(bytes(self._buffer[start + HEADER.size:end])))
+                bodies.append(bytes(self._buffer[start + HEADER.size:end]))
                 start = end
-        except ProtocolError:
-            self._failed = True
-            self._buffer.clear()
-            raise
+        except ProtocolError as exc:
+            self.failed()
+            if not bodies:
+                raise
+            self._deferred = exc
         del self._buffer[:start]
-        return messages
+        return bodies
+
+    def check(self) -> None:
+        """Raise a framing error found after the bodies ``split`` returned."""
+        deferred, self._deferred = self._deferred, None
+        if deferred is not None:
+            raise deferred
+
+    def failed(self) -> None:
+        """Refuse all later input (a body of this stream could not be decoded)."""
+        self._failed = True
+        self._buffer.clear()
 
 
 def _is_int(value: object) -> bool:

@@ -1,0 +1,103 @@
+"""Back-pressure: what one connection, and all of them together, may make the daemon hold.
+
+Without these bounds one client could grow the daemon without limit: pipelining requests without
+reading the replies (200,000 of them grew it to 1.33 GB), or opening frames and never finishing
+them (ten connections held 600 MB). So:
+
+- per connection, at most ``MAX_IN_FLIGHT`` requests (and ``MAX_IN_FLIGHT_BYTES`` of their
+  frames) are being handled at once; past that the connection is simply not read until one
+  finishes, so the client waits on its own socket and every other client is served. Its unsent
+  replies are bounded by the same count;
+- all connections together hold at most ``PARTIAL_BUDGET`` bytes of unfinished frames; a
+  connection whose bytes would pass it stops being read until others finish or are cut off, and
+  a frame left unfinished for ``--frame-timeout`` closes its connection;
+- bodies over ``codec.SCAN_ABOVE`` bytes are decoded in a worker thread, ``HEAVY_DECODES`` at a
+  time, after ``codec.check_shape`` has bounded what they may allocate.
+
+A connection may always have one request in flight, whatever its size (up to the frame limit).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import anyio
+import anyio.to_thread
+
+from lensd.errors import ProtocolError
+from lensd.wire import codec, protocol
+
+MAX_IN_FLIGHT: Final = 64
+MAX_IN_FLIGHT_BYTES: Final = 64 * 2**20
+MAX_STREAMS: Final = 32  # read streams one connection may hold open
+PARTIAL_BUDGET: Final = 128 * 2**20
+HEAVY_DECODES: Final = 2
+
+
+class Allowance:
+    """A count and a byte total that acquirers wait for; one acquirer is always let in."""
+
+    def __init__(self, count: int, size: int) -> None:
+        self.count, self.size = count, size
+        self.used_count = self.used_size = 0
+        self._changed = anyio.Event()
+
+    def _fits(self, size: int) -> bool:
+        return self.used_count == 0 or (self.used_count < self.count and self.used_size + size <= self.size)
+
+    async def acquire(self, size: int) -> None:
+        while not self._fits(size):
+            await self._changed.wait()
+        self.used_count += 1
+        self.used_size += size
+
+    def release(self, size: int) -> None:
+        self.used_count -= 1
+        self.used_size -= size
+        self._changed.set()
+        self._changed = anyio.Event()
+
+
+class PartialFrames:
+    """Bytes of unfinished frames held for all connections of the daemon."""
+
+    def __init__(self, budget: int = PARTIAL_BUDGET) -> None:
+        self.budget = budget
+        self.held = 0
+        self._freed = anyio.Event()
+
+    def change(self, delta: int) -> None:
+        self.held += delta
+        if delta < 0:
+            self._freed.set()
+            self._freed = anyio.Event()
+
+    async def wait_for_room(self, patience: float) -> None:
+        """Return once the total is within budget; ProtocolError after ``patience`` seconds."""
+        with anyio.move_on_after(patience):
+            while self.held > self.budget:
+                await self._freed.wait()
+            return
+        raise ProtocolError(f"the daemon holds {self.held} bytes of unfinished frames, over its budget of "
+                            f"{self.budget}, and none finished within {patience:g}s: try again later")
+
+
+class Decoding:
+    """Decode frame bodies: small ones at once, large ones in a worker thread, a few at a time."""
+
+    def __init__(self) -> None:
+        self._limiter = anyio.CapacityLimiter(HEAVY_DECODES)
+
+    async def decode(self, body: bytes) -> dict[str, object]:
+        if len(body) <= codec.SCAN_ABOVE:
+            return protocol.decode_body(body)
+        return await anyio.to_thread.run_sync(protocol.decode_body, body, limiter=self._limiter)
+
+
+class Shared:
+    """The daemon-wide bounds, made once the daemon's event loop runs."""
+
+    def __init__(self) -> None:
+        self.partial = PartialFrames()
+        self.decoding = Decoding()
+        self.in_flight = Allowance(1 << 30, 4 * MAX_IN_FLIGHT_BYTES)  # all connections' requests
