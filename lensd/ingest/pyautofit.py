@@ -213,14 +213,17 @@ def _json(src: Source, name: str) -> Any:
 
 
 MAX_COLUMNS = 10_000  # a model has tens to hundreds of parameters; a 10^7-column line is an attack
+MAX_CELLS = 16 * 2**20  # 128 MiB of float64: 300,000 samples of 50 parameters fit in a quarter of it
 
 
 def _check_width(name: str, data: bytes) -> None:
-    """Refuse a CSV whose first line has more columns than any fit (before numpy parses it)."""
-    first = data[:data.find(b"\n")] if b"\n" in data[:1 << 20] else data[:1 << 20]
-    if first.count(b",") >= MAX_COLUMNS or (len(first) == 1 << 20 and b"\n" not in data[:1 << 20]
-                                            and len(data) > 1 << 20):
+    """Refuse a CSV wider or larger than any fit's before numpy parses it (what it would allocate)."""
+    head = data[:1 << 20]
+    newline = head.find(b"\n")
+    if (newline < 0 and len(data) > len(head)) or head[:newline].count(b",") >= MAX_COLUMNS:
         raise IngestError(f"{name}: its first line has more than {MAX_COLUMNS} columns (or over 1 MiB)")
+    if data.count(b",") + data.count(b"\n") > MAX_CELLS:
+        raise IngestError(f"{name}: more than {MAX_CELLS} cells")
 
 
 def _samples(data: bytes) -> dict[str, Any]:

@@ -1,0 +1,233 @@
+"""One input or one client taking the daemon down (issue 19, part 3), each against a real daemon.
+
+Every memory attack ends with the daemon's peak resident size (``VmHWM`` in /proc/<pid>/status)
+under ``RSS_BOUND``: a bound on what the attack could make it hold, not a timing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import socket as socketlib
+import struct
+import threading
+import zipfile
+from pathlib import Path
+
+import anyio
+import msgpack
+import pytest
+from conftest import DIR_OUTPUT, integrity_ok
+from records_factory import record
+from test_watch import stored, until
+from wire import frame, framed, hello, raw_connection, read_frame
+
+import lensd
+from lensd.domain.records import validate_record
+from lensd.errors import IngestError, InvalidRecord
+from lensd.ingest import folders
+from lensd.store.writeops import Upsert
+from lensd.store.writer import BatchWriter
+from lensd.wire import spoolfile
+
+RSS_BOUND_KB = 500 * 1024
+SINGLE = DIR_OUTPUT / "howtofit" / "single"
+
+
+def peak_rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmHWM in /proc status")
+
+
+def served(socket: Path, start: int, count: int = 5) -> None:
+    """Another client is answered while the attack goes on."""
+    with lensd.connect_sync(socket=socket) as client:
+        assert [client.submit(record(i, n_samples=5)) for i in range(start, start + count)] == ["applied"] * count
+
+
+def test_a_poison_integer_fails_alone(daemon, short_tmp) -> None:  # type: ignore[no-untyped-def]
+    """Pipelined on one connection, the 40 writes reach the committer together, in one batch or few."""
+    frames = []
+    for i in range(40):
+        fields = record(i, n_samples=5)
+        if i == 17:
+            fields["n_samples"] = 2**63
+        if i == 23:
+            fields["info"] = {"huge": 2**64 - 1}
+        frames.append(frame({"op": "submit", "rid": i + 1, "record": fields}))
+    sock = raw_connection(daemon.socket, timeout=60)
+    hello(sock)
+    sock.sendall(b"".join(frames))
+    replies = {}
+    while len(replies) < 40:
+        reply = read_frame(sock)
+        assert reply is not None
+        replies[reply["rid"] - 1] = reply
+    sock.close()
+    assert replies[17]["error"]["code"] == "invalid" and "2**63-1" in replies[17]["error"]["message"]
+    assert replies[23]["error"]["code"] == "invalid" and "64-bit" in replies[23]["error"]["message"]
+    assert [replies[i].get("outcome") for i in range(40) if i not in (17, 23)] == ["applied"] * 38
+    assert len(stored(daemon.db)) == 38
+    assert daemon.stop() == 0
+
+
+def test_any_failure_inside_a_batch_falls_back_to_one_by_one(short_tmp: Path) -> None:
+    """An op that slips past validation and fails with a non-sqlite error takes nobody with it."""
+    db = short_tmp / "b.sqlite"
+    poison = dataclasses.replace(validate_record(record(2, n_samples=5)), n_samples=2**64)
+
+    async def run() -> list[object]:
+        writer = await BatchWriter.open(db)
+        try:
+            ops = [Upsert(validate_record(record(1, n_samples=5))), Upsert(poison),
+                   Upsert(validate_record(record(3, n_samples=5)))]
+            return list(await writer.apply(ops))
+        finally:
+            await writer.close()
+
+    outcomes = anyio.run(run)
+    assert outcomes[0] == outcomes[2] == "applied"
+    assert isinstance(outcomes[1], InvalidRecord) and "OverflowError" in str(outcomes[1])
+    assert set(stored(db)) == {"fit-1", "fit-3"}
+
+
+def test_hostile_spool_files_and_fit_files_are_refused_with_bounded_reads(make_daemon, short_tmp) -> None:  # type: ignore[no-untyped-def]
+    spool = short_tmp / "spool"
+    spool.mkdir()
+    (spool / "1-zero.lensd").symlink_to("/dev/zero")
+    os.mkfifo(spool / "2-fifo.lensd")
+    with open(spool / "3-sparse.lensd", "wb") as sparse:
+        sparse.truncate(3 * 2**30)
+    spoolfile.write(spool, "submit", {"record": record(1, n_samples=5)})
+    root = short_tmp / "out"
+    shutil.copytree(SINGLE, root)
+    fits = sorted(p.parent for p in root.rglob("metadata"))
+    cases = {"zero": "symbolic link", "fifo": "a FIFO", "sparse": "over the limit", "wide": "columns",
+             "zip": "bytes unzipped"}
+    samples = [fit / "files" / "samples.csv" for fit in fits]
+    for path in samples[:3]:
+        path.unlink()
+    samples[0].symlink_to("/dev/zero")
+    os.mkfifo(samples[1])
+    with open(samples[2], "wb") as sparse:
+        sparse.truncate(3 * 2**30)
+    samples[3].write_bytes(b"," * 10_000_000 + b"\n")
+    bomb = root / ("a" * 32 + ".zip")  # a zip-only fit with a member past the per-file cap
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("metadata", "name=bomb\n")
+        archive.writestr("files/model.json", "{}")
+        archive.writestr("files/samples.csv", b"\0" * (folders.MAX_FILE + 1))
+    daemon = make_daemon("--spool", str(spool), "--watch", str(root), "--poll", "--poll-interval", "0.05")
+    until(lambda: sorted(os.listdir(spool)) == ["rejected"], spool, what="the hostile spool files rejected")
+    notes = "".join(p.read_text() for p in (spool / "rejected").glob("*.why.txt"))
+    for reason in ("symbolic link", "a FIFO", "over the limit"):
+        assert reason in notes
+    assert "fit-1" in stored(daemon.db)
+    log = lambda: "".join(daemon.stderr_lines)  # noqa: E731
+    until(lambda: all(word in log() for word in cases.values()) and "bomb" not in str(stored(daemon.db)),
+          short_tmp, what="every hostile fit refused with its reason")
+    assert peak_rss_kb(daemon.pid) < RSS_BOUND_KB
+    assert daemon.stop() == 0  # promptly: no read of a FIFO holds the daemon
+    assert integrity_ok(daemon.db)
+
+
+def test_a_client_pipelining_without_reading_replies_is_held_back(make_daemon, short_tmp) -> None:  # type: ignore[no-untyped-def]
+    daemon = make_daemon()
+    served(daemon.socket, 0)
+    flood = b"".join(frame({"op": "heartbeat", "rid": i, "ids": ["x" * 64]}) for i in range(200_000))
+    sock = raw_connection(daemon.socket, timeout=120)
+    hello(sock)
+    sent = threading.Event()
+
+    def pipeline() -> None:
+        try:
+            sock.sendall(flood)  # blocks once the daemon stops reading this connection
+        except OSError:
+            pass
+        sent.set()
+
+    sender = threading.Thread(target=pipeline, daemon=True)
+    sender.start()
+    served(daemon.socket, 100, 20)  # others are served meanwhile
+    assert peak_rss_kb(daemon.pid) < RSS_BOUND_KB
+    sock.shutdown(socketlib.SHUT_RDWR)
+    sock.close()
+    sender.join(60)
+    assert sent.is_set()
+    served(daemon.socket, 200)
+    assert daemon.stop() == 0
+
+
+def test_unfinished_frames_are_bounded_and_cut_off(make_daemon, short_tmp) -> None:  # type: ignore[no-untyped-def]
+    daemon = make_daemon("--frame-timeout", "1")
+    body = b"\0" * (60 * 2**20 - 1)
+    socks = [raw_connection(daemon.socket, timeout=120) for _ in range(10)]
+    for sock in socks:
+        hello(sock)
+    closed: list[dict[str, object] | None] = []
+
+    def hold(sock: socketlib.socket) -> None:
+        try:
+            sock.sendall(struct.pack(">I", len(body) + 1) + body)  # all but the last byte
+        except OSError:
+            pass
+        closed.append(read_frame(sock))  # the daemon's error, then its close
+
+    threads = [threading.Thread(target=hold, args=(sock,), daemon=True) for sock in socks]
+    for thread in threads:
+        thread.start()
+    served(daemon.socket, 0)
+    for thread in threads:
+        thread.join(120)
+    assert len(closed) == 10
+    for reply in closed:
+        assert reply is None or reply["ok"] is False
+    assert peak_rss_kb(daemon.pid) < RSS_BOUND_KB
+    for sock in socks:
+        sock.close()
+    served(daemon.socket, 50)
+    assert daemon.stop() == 0
+
+
+def test_frames_of_millions_of_tiny_values_are_refused_before_they_are_built(make_daemon, short_tmp) -> None:  # type: ignore[no-untyped-def]
+    daemon = make_daemon()
+    bodies = [msgpack.packb({"op": "submit", "rid": 1, "record": {"info": {"x": [0] * (8 * 2**20)}}}),
+              msgpack.packb({"op": "submit", "rid": 1, "record": {"info": {"x": [[]] * (8 * 2**20)}}})]
+    replies = []
+    for body in bodies * 2:
+        sock = raw_connection(daemon.socket, timeout=120)
+        hello(sock)
+        sock.sendall(framed(body))
+        replies.append(read_frame(sock))
+        sock.close()
+    for reply in replies:
+        assert reply is not None and reply["ok"] is False and "more than" in reply["error"]["message"]
+    served(daemon.socket, 0)
+    assert peak_rss_kb(daemon.pid) < RSS_BOUND_KB
+    assert daemon.stop() == 0
+
+
+def test_one_fit_may_not_make_the_daemon_hold_more_than_its_cap(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Files each under the per-file cap, together past the per-fit one (folder and zip alike)."""
+    monkeypatch.setattr(folders, "MAX_FIT", 3000)
+    fit = tmp_path / "fit"
+    (fit / "files").mkdir(parents=True)
+    for name in ("a", "b", "c"):
+        (fit / "files" / f"{name}.json").write_bytes(b"[" + b"0," * 600 + b"0]")
+    source = folders._Folder(fit)
+    for name in ("a", "b"):
+        assert source.read(f"files/{name}.json") is not None
+    with pytest.raises(IngestError, match="over the limit"):
+        source.read("files/c.json")
+    with zipfile.ZipFile(tmp_path / "fit.zip", "w") as archive:
+        for name in ("a", "b", "c"):
+            archive.writestr(f"files/{name}.json", b"[" + b"0," * 600 + b"0]")
+    with zipfile.ZipFile(tmp_path / "fit.zip") as archive:
+        zipped = folders._Zipped(archive)
+        for name in ("a", "b"):
+            assert zipped.read(f"files/{name}.json") is not None
+        with pytest.raises(IngestError, match="limit"):
+            zipped.read("files/c.json")
