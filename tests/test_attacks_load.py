@@ -14,6 +14,7 @@ import struct
 import threading
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import anyio
 import msgpack
@@ -61,7 +62,7 @@ def test_a_poison_integer_fails_alone(daemon, short_tmp) -> None:  # type: ignor
     sock = raw_connection(daemon.socket, timeout=60)
     hello(sock)
     sock.sendall(b"".join(frames))
-    replies = {}
+    replies: dict[int, dict[str, Any]] = {}
     while len(replies) < 40:
         reply = read_frame(sock)
         assert reply is not None
@@ -126,7 +127,10 @@ def test_hostile_spool_files_and_fit_files_are_refused_with_bounded_reads(make_d
     for reason in ("symbolic link", "a FIFO", "over the limit"):
         assert reason in notes
     assert "fit-1" in stored(daemon.db)
-    log = lambda: "".join(daemon.stderr_lines)  # noqa: E731
+
+    def log() -> str:
+        return "".join(daemon.stderr_lines)
+
     until(lambda: all(word in log() for word in cases.values()) and "bomb" not in str(stored(daemon.db)),
           short_tmp, what="every hostile fit refused with its reason")
     assert peak_rss_kb(daemon.pid) < RSS_BOUND_KB
@@ -217,7 +221,7 @@ def test_one_fit_may_not_make_the_daemon_hold_more_than_its_cap(tmp_path: Path, 
     (fit / "files").mkdir(parents=True)
     for name in ("a", "b", "c"):
         (fit / "files" / f"{name}.json").write_bytes(b"[" + b"0," * 600 + b"0]")
-    source = folders._Folder(fit)
+    source: Any = folders._Folder(fit)
     for name in ("a", "b"):
         assert source.read(f"files/{name}.json") is not None
     with pytest.raises(IngestError, match="over the limit"):
@@ -226,7 +230,7 @@ def test_one_fit_may_not_make_the_daemon_hold_more_than_its_cap(tmp_path: Path, 
         for name in ("a", "b", "c"):
             archive.writestr(f"files/{name}.json", b"[" + b"0," * 600 + b"0]")
     with zipfile.ZipFile(tmp_path / "fit.zip") as archive:
-        zipped = folders._Zipped(archive)
+        zipped: Any = folders._Zipped(archive)
         for name in ("a", "b"):
             assert zipped.read(f"files/{name}.json") is not None
         with pytest.raises(IngestError, match="limit"):

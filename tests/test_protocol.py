@@ -272,7 +272,7 @@ def test_a_dtype_string_is_checked_before_numpy_parses_it() -> None:
 
 def test_a_body_of_millions_of_tiny_values_is_refused_before_it_is_built() -> None:
     """msgpack makes ~60 bytes of Python objects per byte of a tiny value: counted first."""
-    body = msgpack.packb({"op": "heartbeat", "ids": [0] * (codec.MAX_ITEMS + 1)})
+    body = msgpack.packb({"op": "heartbeat", "ids": [0] * (2 * codec.MAX_ITEMS)})
     with pytest.raises(ProtocolError, match="more than"):
         codec.unpack(body)
     deep = b"\x91" * (codec.MAX_DEPTH + 5) + b"\xc0" + b"\x00" * codec.SCAN_ABOVE
