@@ -111,6 +111,9 @@ class Settings:
         "int", "Most client connections at once; more are refused with a 'busy' error.", low=1))
     handshake_timeout: float = field(default=10.0, metadata=cli(
         "float", "Seconds a new connection has to say hello before it is closed.", low=0.01))
+    stream_timeout: float = field(default=60.0, metadata=cli(
+        "float", "Seconds a read stream may wait for the client's next page request before it is closed.",
+        low=0.01))
     frame_timeout: float = field(default=30.0, metadata=cli(
         "float", "Seconds a started frame may wait for its next bytes before the connection is closed.",
         low=0.01))

@@ -235,3 +235,39 @@ def test_one_fit_may_not_make_the_daemon_hold_more_than_its_cap(tmp_path: Path, 
             assert zipped.read(f"files/{name}.json") is not None
         with pytest.raises(IngestError, match="limit"):
             zipped.read("files/c.json")
+
+
+def _wal_bytes(db: Path) -> int:
+    wal = Path(f"{db}-wal")
+    return wal.stat().st_size if wal.exists() else 0
+
+
+def _submit_many(socket: Path, start: int, count: int) -> None:
+    with lensd.connect_sync(socket=socket) as client:
+        for i in range(start, start + count):
+            client.submit(record(i, n_samples=200))
+
+
+def test_a_stalled_read_stream_is_closed_and_holds_no_snapshot(make_daemon, short_tmp) -> None:  # type: ignore[no-untyped-def]
+    daemon = make_daemon("--stream-timeout", "2")
+    _submit_many(daemon.socket, 0, 50)
+    everything = lensd.Aggregator.from_database(daemon.db).state.to_wire()
+    stalled = raw_connection(daemon.socket, timeout=120)
+    hello(stalled)
+    stalled.sendall(frame({"op": "query", "rid": 1, "query": everything, "page_size": 1}))
+    first = read_frame(stalled)
+    assert first is not None and len(first["page"]) == 1  # and no "next" is ever sent
+    _submit_many(daemon.socket, 50, 400)
+    grown = _wal_bytes(daemon.db)
+    fresh = raw_connection(daemon.socket, timeout=60)  # a new stream sees every write, not the stall's snapshot
+    hello(fresh)
+    fresh.sendall(frame({"op": "query", "rid": 1, "query": everything, "page_size": 10_000}))
+    page = read_frame(fresh)
+    assert page is not None and len(page["page"]) == 450
+    fresh.close()
+    closed = read_frame(stalled)  # the daemon ends the stream nobody pulls
+    assert closed is not None and closed["ok"] is False and "stream-timeout" in closed["error"]["message"]
+    stalled.close()
+    _submit_many(daemon.socket, 450, 400)  # the WAL is checkpointed and reused, not grown again
+    assert _wal_bytes(daemon.db) < 1.5 * grown
+    assert daemon.stop() == 0 and integrity_ok(daemon.db)

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
 import aiosqlite
+import anyio
 
 from lensd.errors import QueryError
 from lensd.query.dialect import SQLITE
@@ -30,6 +32,7 @@ MAX_PAGE: Final = 10_000
 VALUES_PAGE: Final = 16  # samples pages are large: keep a page near a few MB
 JOB_FIELDS: Final = ("id", "unique_tag", "name", "status", "progress", "n_samples", "max_log_likelihood",
                       "error", "created_at", "updated_at", "completed_at", "last_event_at", "job")
+MAX_OPEN_STREAMS: Final = 64  # read connections the daemon holds for streams; more wait their turn
 JOBS_SQL: Final = f"SELECT {', '.join(JOB_FIELDS)} FROM fits "  # noqa: S608 - fixed column names
 
 
@@ -50,12 +53,21 @@ def page_size(fields: dict[str, Any], default: int) -> int:
 
 
 class ReadStream:
-    """One open cursor of one client request."""
+    """One open cursor of one client request, on a read connection of its own.
 
-    def __init__(self, cursor: aiosqlite.Cursor, size: int, shape: str) -> None:
+    A cursor left open holds its snapshot: on a connection shared with other streams every later
+    stream would read that old snapshot too, and the WAL could not be checkpointed past it. So each
+    stream has its own connection, closed with it (the connection's ``idle`` timeout in
+    ``lensd.daemon.connection`` ends a stream nobody pulls).
+    """
+
+    def __init__(self, cursor: aiosqlite.Cursor, size: int, shape: str,
+                 conn: aiosqlite.Connection | None = None, release: Callable[[], None] | None = None) -> None:
         self._cursor = cursor
         self._size = size
         self._shape = shape
+        self._conn = conn
+        self._release = release
         self.exhausted = False
 
     async def next_page(self) -> list[Any]:
@@ -76,22 +88,47 @@ class ReadStream:
             await self._cursor.close()
         except (sqlite3.Error, ValueError):
             pass
+        if self._conn is not None:
+            try:
+                await self._conn.close()
+            except (sqlite3.Error, ValueError):
+                pass
+            self._conn = None
+        if self._release is not None:
+            self._release()
+            self._release = None
 
 
 class Reads:
     """The read connection and the statements behind each read op."""
 
     def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
-        self._conn = conn
+        self._conn = conn  # for one-value reads (count, status), which hold no snapshot after
         self.path = path
+        self._streams = anyio.Semaphore(MAX_OPEN_STREAMS)
 
     @classmethod
     async def open(cls, target: Path) -> Reads:
         """Open ``target`` (an absolute path) read-only."""
-        conn = await aiosqlite.connect(readonly_uri(target), uri=True, isolation_level=None)
-        for pragma in schema.READER_PRAGMAS:
-            await conn.execute(pragma)
-        return cls(conn, target)
+        return cls(await _connect(target), target)
+
+    async def _stream(self, sql: str, params: list[Any], size: int, shape: str) -> ReadStream:
+        """A cursor on a connection of its own; at most ``MAX_OPEN_STREAMS`` at once (others wait)."""
+        await self._streams.acquire()
+        try:
+            conn = await _connect(self.path)
+        except BaseException:
+            self._streams.release()
+            raise
+        try:
+            cursor = await conn.execute(sql, params)
+        except BaseException as exc:
+            await conn.close()
+            self._streams.release()
+            if isinstance(exc, sqlite3.Error):
+                raise storage_error(exc, "query failed") from None
+            raise
+        return ReadStream(cursor, size, shape, conn, self._streams.release)
 
     async def aclose(self) -> None:
         await self._conn.close()
@@ -106,16 +143,16 @@ class Reads:
         """A paged stream for ``query``, ``values`` or ``jobs``."""
         if op == "jobs":
             sql, params = self._jobs_sql(fields)
-            return ReadStream(await self._cursor(sql, params), page_size(fields, DEFAULT_PAGE), "job")
+            return await self._stream(sql, params, page_size(fields, DEFAULT_PAGE), "job")
         state = QueryState.from_wire(fields.get("query"))
         if op == "query":
             read = await readplan.run_async(readplan.fits(state, SQLITE), self._scalar)
-            return ReadStream(await self._cursor(read.sql, read.params), page_size(fields, DEFAULT_PAGE), "fit")
+            return await self._stream(read.sql, read.params, page_size(fields, DEFAULT_PAGE), "fit")
         name = fields.get("name")
         if not isinstance(name, str):
             raise QueryError("values needs a name")
         read = await readplan.run_async(readplan.values(state, name, SQLITE), self._scalar)
-        return ReadStream(await self._cursor(read.sql, read.params), page_size(fields, VALUES_PAGE), "row")
+        return await self._stream(read.sql, read.params, page_size(fields, VALUES_PAGE), "row")
 
     def _jobs_sql(self, fields: dict[str, Any]) -> tuple[str, list[Any]]:
         status, limit = fields.get("status"), fields.get("limit", 100)
@@ -143,3 +180,14 @@ class Reads:
         rows = await cursor.fetchall()
         await cursor.close()
         return {str(status): int(n) for status, n in rows}
+
+
+async def _connect(target: Path) -> aiosqlite.Connection:
+    conn = await aiosqlite.connect(readonly_uri(target), uri=True, isolation_level=None)
+    try:
+        for pragma in schema.READER_PRAGMAS:
+            await conn.execute(pragma)
+    except BaseException:
+        await conn.close()
+        raise
+    return conn

@@ -210,6 +210,9 @@ MIGRATIONS: Final[list[str | dict[str, str]]] = [
 WAL_AUTOCHECKPOINT: Final = 10_000
 
 
+JOURNAL_SIZE_LIMIT: Final = 64 * 2**20
+
+
 def writer_pragmas(durability: str = "full") -> list[str]:
     """PRAGMAs of the one writer connection; ``full`` survives power loss, ``normal`` a crash."""
     synchronous = "FULL" if durability == "full" else "NORMAL"
@@ -221,6 +224,8 @@ def writer_pragmas(durability: str = "full") -> list[str]:
         "PRAGMA temp_store=MEMORY",
         "PRAGMA foreign_keys=OFF",
         f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT}",
+        # A WAL that grew while a reader held an old snapshot is cut back to this after a checkpoint.
+        f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT}",
     ]
 
 
