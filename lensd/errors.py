@@ -150,6 +150,16 @@ _BY_CODE: dict[str, type[LensdError]] = {
 }
 
 
+def innermost(group: BaseExceptionGroup[LensdError]) -> LensdError:
+    """The first LensdError of a group, however deeply task groups nested it: what a caller of
+    ``anyio.run`` raises so that the CLI prints one line and exits with that error's code."""
+    first: BaseException = group
+    while isinstance(first, BaseExceptionGroup):
+        first = first.exceptions[0]
+    assert isinstance(first, LensdError)
+    return first
+
+
 def from_wire(code: str, message: str) -> LensdError:
     """The local error for an error reply, so a client raises what the daemon raised."""
     cls = _BY_CODE.get(code)

@@ -34,7 +34,7 @@ from lensd.client.address import Target, TargetLike
 from lensd.client.connection import Client
 from lensd.domain.records import Record, validate_record
 from lensd.domain.samples import Samples
-from lensd.errors import DaemonUnavailable, InvalidRecord, LensdError
+from lensd.errors import Busy, DaemonUnavailable, InvalidRecord, LensdError
 from lensd.wire import protocol
 from lensd.wire import spoolfile as spooling
 
@@ -170,7 +170,7 @@ class JobClient:
 
     async def _send(self, op: str, fields: dict[str, Any]) -> str:
         """Deliver one write op; "applied"/"duplicate" from the daemon, or "spooled"."""
-        last: DaemonUnavailable | None = None
+        last: DaemonUnavailable | Busy | None = None
         for delay in (0.0, *RETRY_DELAYS):
             if delay:
                 await anyio.sleep(delay)  # backoff between reconnects, not synchronisation
@@ -178,7 +178,7 @@ class JobClient:
                 client = await self._connection()
                 reply = await client.request(op, **fields)
                 return str(reply.get("outcome", "applied"))
-            except DaemonUnavailable as exc:
+            except (DaemonUnavailable, Busy) as exc:  # at its connection cap: wait, or spool
                 last = exc
                 if self._spool is not None and not self._reached:
                     break  # no daemon here (another node's job): spool at once
@@ -263,7 +263,7 @@ class JobClient:
     async def _first_contact(self) -> None:
         try:
             client = await self._connection()
-        except DaemonUnavailable:
+        except (DaemonUnavailable, Busy):  # busy: its writes will retry, then spool
             route = address.resolve(self._target)
             if self._spool is None and route.contact is not None:
                 self._spool = route.contact.spool  # the daemon's own spool, from its contact file

@@ -33,7 +33,7 @@ from lensd.daemon.committer import GroupCommitter
 from lensd.daemon.connection import Connection
 from lensd.daemon.network import Gate
 from lensd.daemon.reads import Reads
-from lensd.errors import AlreadyRunning, LensdError
+from lensd.errors import AlreadyRunning, LensdError, innermost
 from lensd.mounts import NETWORK_FILE_SYSTEMS, file_system_type, is_network_file_system  # noqa: F401 - re-exported
 from lensd.settings import Settings, socket_path_problem
 from lensd.store import writerlock
@@ -371,13 +371,5 @@ def run_daemon(settings: Settings) -> None:
     try:
         anyio.run(Daemon(settings).run, backend="asyncio")
     except* LensdError as group:
-        raise _innermost(group) from None
+        raise innermost(group) from None
 
-
-def _innermost(group: BaseExceptionGroup[LensdError]) -> LensdError:
-    """The first LensdError of a group, however deeply task groups nested it."""
-    first: BaseException = group
-    while isinstance(first, BaseExceptionGroup):
-        first = first.exceptions[0]
-    assert isinstance(first, LensdError)
-    return first

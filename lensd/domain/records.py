@@ -249,7 +249,9 @@ def validate_record(data: Any) -> Record:
         raise InvalidRecord(f"a record must be a mapping, not {type(data).__name__}")
     unknown = sorted(str(k) for k in data if k not in RECORD_KEYS)
     if unknown:
-        raise InvalidRecord(f"unknown record keys {unknown}; allowed: {sorted(RECORD_KEYS)}")
+        shown = ", ".join(repr(log_name(key, 60)) for key in unknown[:10])
+        more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
+        raise InvalidRecord(f"unknown record keys [{shown}]{more}; allowed: {sorted(RECORD_KEYS)}")
     status = data.get("status")
     if not isinstance(status, str) or status not in STATUSES:
         raise InvalidRecord(f"status must be one of {sorted(STATUSES)}, not {status!r}")

@@ -210,6 +210,8 @@ def _json(src: Source, name: str) -> Any:
         raise IngestError(f"{name}: invalid JSON at line {exc.lineno} ({exc.msg})") from None
     except ValueError as exc:  # not UTF-8
         raise IngestError(f"{name}: not JSON text ({exc})") from None
+    except RecursionError:  # json recurses per level: a file nested 10^5 deep is an attack
+        raise IngestError(f"{name}: nested too deeply to be a PyAutoFit file") from None
 
 
 MAX_COLUMNS = 10_000  # a model has tens to hundreds of parameters; a 10^7-column line is an attack

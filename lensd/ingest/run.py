@@ -31,7 +31,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 
 from lensd.client.address import Target, TargetLike
 from lensd.domain.records import Record, validate_record
-from lensd.errors import AlreadyRunning, DaemonUnavailable, LensdError
+from lensd.errors import AlreadyRunning, DaemonUnavailable, LensdError, innermost
 from lensd.ingest import pyautofit
 from lensd.store import writerlock
 from lensd.store.sqlite_errors import readonly_uri
@@ -217,7 +217,10 @@ async def _write_daemon(socket: TargetLike, batches: Iterable[list[dict[str, Any
         async with send:
             for records in batches:
                 for record in records:
-                    await send.send(record)
+                    try:
+                        await send.send(record)
+                    except anyio.BrokenResourceError:
+                        return  # every worker has ended: the error they raised says why
 
 
 def _named_socket(socket: TargetLike) -> TargetLike:
@@ -267,7 +270,10 @@ def ingest(dirs: Iterable[str | os.PathLike[str]], db: Path, socket: TargetLike 
             if target is None:
                 raise
             report.via = f"daemon at {target}"
-            anyio.run(_write_daemon, target, batches(_fit_dicts), report, backend="asyncio")
+            try:  # a daemon that dies mid-ingest is one DaemonUnavailable (exit 3), not a traceback
+                anyio.run(_write_daemon, target, batches(_fit_dicts), report, backend="asyncio")
+            except* LensdError as group:
+                raise innermost(group) from None
             return report
         try:
             anyio.run(_write_direct, db, batches(_records), report, backend="asyncio")

@@ -43,6 +43,8 @@ def open_readonly(path: str | os.PathLike[str]) -> sqlite3.Connection:
         raise StorageError(f"no database at {target}")
     if target.is_dir():
         raise StorageError(f"{target} is a directory, not a database file")
+    if not target.is_file():  # a FIFO would block sqlite's open for ever, a device read without end
+        raise StorageError(f"{target} is not a regular file, so not a database file")
     conn: sqlite3.Connection | None = None
     try:
         conn = sqlite3.connect(readonly_uri(target), uri=True, isolation_level=None, check_same_thread=False)
