@@ -6,8 +6,8 @@ as ``lensd.sqlite`` and ``$LENSD_SOCKET`` names its socket, which is what the sn
 (``Aggregator.from_database("lensd.sqlite")``, ``lensd.connect_sync()``). Transcripts of an
 interactive session are fenced as ```pycon and are not run.
 
-docs/pyautolens.md is run by tests/test_autolens.py, with PyAutoLens installed: its snippets
-import autolens, which a plain ``make test`` does not install.
+docs/pyautolens.md is left out: its snippets import autolens and autofit, which ``make test`` does
+not install, so no test runs them yet (a gap, said in the issue-12 report).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import lensd
 
 ROOT = Path(__file__).resolve().parent.parent
 BLOCK = re.compile(r"^```python\n(.*?)^```$", flags=re.S | re.M)
-ELSEWHERE = {"docs/pyautolens.md"}  # run by test_autolens (needs PyAutoLens)
+ELSEWHERE = {"docs/pyautolens.md"}  # needs PyAutoLens and PyAutoFit installed: not run here
 PAGES = sorted(str(p.relative_to(ROOT)) for p in [ROOT / "README.md", *(ROOT / "docs").glob("*.md"),
                                                    ROOT / "systemd" / "README.md"]
                if BLOCK.search(p.read_text()) and str(p.relative_to(ROOT)) not in ELSEWHERE)
