@@ -8,7 +8,7 @@ AUTOLENS_VENV := .venv-autolens
 AUTOLENS_STAMP := $(AUTOLENS_VENV)/.installed
 AUTOLENS_PIN := autolens==2026.7.29.1 autofit==2026.7.29.1
 
-.PHONY: test test-autolens demo bench stress lint clean
+.PHONY: test test-autolens demo bench stress lint clean system-packages
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -20,7 +20,11 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-test: lint
+# Debian packages the suite uses (PostgreSQL server, chromium, bindfs), installed when missing.
+system-packages:
+	bash scripts/system-packages.sh
+
+test: lint system-packages
 	$(BIN)/pytest -m "not stress"
 
 # The trusted bridge (lensd.autofit) and docs/pyautolens.md, run against real PyAutoLens in its

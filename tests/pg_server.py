@@ -5,7 +5,7 @@ takes and the COMMITs it waits for, and none of those can be checked against a s
 session starts one real cluster (``initdb`` into a temp dir, ``pg_ctl start``), and every test that
 needs a database gets a fresh one in it (``CREATE DATABASE``, dropped afterwards).
 
-- Binaries: ``pg_config --bindir``, else the newest ``/usr/lib/postgresql/*/bin``; ``.ci/run``
+- Binaries: ``pg_config --bindir``, else the newest ``/usr/lib/postgresql/*/bin``; ``make test``
   installs Debian's ``postgresql`` package when neither has them.
 - PostgreSQL refuses to run as root, so when the suite runs as root the cluster runs as an
   unprivileged system user (``lensd-pgtest``, created here on first use); otherwise as the
@@ -74,7 +74,7 @@ def find_bindir() -> Path:
         if all((folder / tool).is_file() for tool in ("initdb", "pg_ctl", "postgres", "pg_isready")):
             return folder
     raise PgServerError("PostgreSQL server binaries (initdb, pg_ctl, postgres) not found via pg_config or in "
-                        "/usr/lib/postgresql/*/bin: install Debian's `postgresql` package (.ci/run does)")
+                        "/usr/lib/postgresql/*/bin: install Debian's `postgresql` package (make test does, as root)")
 
 
 def ensure_os_user() -> pwd.struct_passwd | None:

@@ -75,7 +75,7 @@ def browser() -> Iterator[Any]:
     """A fresh headless chromium (its own user data folder); yields a Playwright page."""
     from playwright.sync_api import sync_playwright
 
-    assert Path(CHROMIUM).exists(), f"{CHROMIUM} is missing: apt-get install chromium (.ci/run does)"
+    assert Path(CHROMIUM).exists(), f"{CHROMIUM} is missing: apt-get install chromium (make test does, as root)"
     profile = tempfile.mkdtemp(prefix="lensd-chromium-")
     try:
         with sync_playwright() as playwright:
