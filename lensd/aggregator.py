@@ -19,7 +19,7 @@ from copy import copy
 from typing import TYPE_CHECKING, Any, Self, overload
 
 from lensd.errors import LensdError
-from lensd.query import compiler
+from lensd.query import compiler, statements
 from lensd.query.nodes import Column, Predicate
 from lensd.query.state import QueryFields, QueryState
 from lensd.store import flatrows, names, reader, readplan, schema
@@ -198,7 +198,8 @@ class Aggregator(_Base):
         fits), not from the fits themselves, so it costs one indexed query.
         """
         kinds = (schema.KIND_VALUE, schema.KIND_INFO, *((schema.KIND_MEDIAN,) if median else ()))
-        sql, params = compiler.select_fact_keys(self._resolved(), kinds, compiler.Access(dialect=self._source.dialect))
+        access = compiler.Access(dialect=self._source.dialect)
+        sql, params = statements.select_fact_keys(self._resolved(), kinds, access)
         paths: list[str] = []
         info: list[str] = []
         for kind, key in self._source.stream(sql, params):

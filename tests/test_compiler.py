@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lensd.errors import QueryError
-from lensd.query import compiler
+from lensd.query import compiler, statements
 from lensd.query.nodes import Column, InfoKey, JobKey, MedianPath, ModelPath
 from lensd.query.state import QueryFields, QueryState
 from lensd.store import schema
@@ -126,28 +126,28 @@ def test_base_filters_and_select_shapes() -> None:
     assert compiler.compile_where(QueryState(top_level_only=False)) == ("", [])
     child = QueryState().children_of("x' OR '1'='1")
     assert compiler.compile_where(child) == ("WHERE f.parent_id = ?", ["x' OR '1'='1"])
-    assert compiler.select_fits(QueryState()) == (
+    assert statements.select_fits(QueryState()) == (
         "SELECT f.* FROM fits AS f WHERE f.parent_id IS NULL ORDER BY f.fit_key", [])
     ordered = QueryState().ordered(agg.model.x, reverse=True).ordered(agg.max_log_likelihood).sliced(5, 15)
     value = "(SELECT coalesce(num, txt) FROM facts WHERE fit_key = f.fit_key AND kind = ? AND key = ?)"
-    assert compiler.select_fits(ordered, "f.id") == (
+    assert statements.select_fits(ordered, "f.id") == (
         f"SELECT f.id FROM fits AS f WHERE f.parent_id IS NULL ORDER BY {value} IS NULL, {value} DESC, "
         "f.max_log_likelihood IS NULL, f.max_log_likelihood, f.fit_key LIMIT ? OFFSET ?",
         [0, "x", 0, "x", 10, 5])
-    assert compiler.select_count(QueryState()) == (
+    assert statements.select_count(QueryState()) == (
         "SELECT count(*) FROM fits AS f WHERE f.parent_id IS NULL", [])
-    assert compiler.select_count(QueryState().sliced(3)) == (
+    assert statements.select_count(QueryState().sliced(3)) == (
         "SELECT count(*) FROM (SELECT f.fit_key FROM fits AS f WHERE f.parent_id IS NULL LIMIT ? OFFSET ?)",
         [-1, 3])
-    assert compiler.select_payloads(QueryState(), "samples") == (
+    assert statements.select_payloads(QueryState(), "samples") == (
         "SELECT f.id, f.model, p.data FROM fits AS f JOIN payloads AS p ON p.fit_key = f.fit_key "
         "AND p.name = ? WHERE f.parent_id IS NULL ORDER BY f.fit_key", ["samples"])
-    assert compiler.select_column(QueryState(), "info") == (
+    assert statements.select_column(QueryState(), "info") == (
         "SELECT f.id, f.info FROM fits AS f WHERE f.parent_id IS NULL ORDER BY f.fit_key", [])
     with pytest.raises(QueryError):
-        compiler.select_column(QueryState(), "info; DROP TABLE fits")
+        statements.select_column(QueryState(), "info; DROP TABLE fits")
     with pytest.raises(QueryError):
-        compiler.select_facts(QueryState(), [7])
+        statements.select_facts(QueryState(), [7])
 
 
 # --- SQL means what the reference means -----------------------------------------------------
@@ -183,10 +183,10 @@ def test_sql_matches_reference(conn: Any, fits: list[dict[str, Any]], queries: l
     for state in queries:
         found = compiler.leaves(state, conn.dialect)
         for access in (on(conn), on(conn, found), on(conn, found[::2])):  # searched, probed, mixed
-            sql, params = compiler.select_fits(state, "f.id", access)
+            sql, params = statements.select_fits(state, "f.id", access)
             got = [row[0] for row in conn.execute(sql, params)]
             assert got == select(fits, state), (state, sql, params)
-            count_sql, count_params = compiler.select_count(state, access)
+            count_sql, count_params = statements.select_count(state, access)
             assert conn.execute(count_sql, count_params).fetchone()[0] == len(got)
 
 
@@ -226,7 +226,7 @@ def _fit(i: int, **fields: Any) -> dict[str, Any]:
 
 
 def _ids(conn: Any, state: QueryState) -> list[str]:
-    sql, params = compiler.select_fits(state, "f.id", on(conn))
+    sql, params = statements.select_fits(state, "f.id", on(conn))
     return [row[0] for row in conn.execute(sql, params)]
 
 
@@ -273,14 +273,14 @@ def test_windows_are_chosen_before_payloads_and_facts(conn: Any) -> None:
     load(conn, fits)
     state = QueryState().ordered(agg.max_log_likelihood, reverse=True).sliced(1, 4)  # fit4, fit3, fit2
     assert _ids(conn, state) == ["fit4", "fit3", "fit2"]
-    sql, params = compiler.select_payloads(state, "samples", on(conn))
+    sql, params = statements.select_payloads(state, "samples", on(conn))
     assert [(r[0], bytes(r[2])) for r in conn.execute(sql, params)] == [("fit4", b"samples of fit4"),
                                                                   ("fit2", b"samples of fit2")]
-    sql, params = compiler.select_count(state, on(conn))
+    sql, params = statements.select_count(state, on(conn))
     assert conn.execute(sql, params).fetchone()[0] == 3
-    sql, params = compiler.select_facts(state, [schema.KIND_VALUE], on(conn))
+    sql, params = statements.select_facts(state, [schema.KIND_VALUE], on(conn))
     assert [(r[0], r[2], r[3]) for r in conn.execute(sql, params)] == [(3, "x", 2.0), (4, "x", 3.0), (5, "x", 4.0)]
-    sql, params = compiler.select_facts(QueryState(predicate=agg.model.x > 3), access=on(conn))
+    sql, params = statements.select_facts(QueryState(predicate=agg.model.x > 3), access=on(conn))
     assert [r[0] for r in conn.execute(sql, params)] == [5, 6]
 
 
@@ -332,8 +332,8 @@ def populated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[sqlite3.Conn
 @pytest.mark.parametrize("top_level_only", [True, False])
 def test_queries_search_indexes(populated: sqlite3.Connection, predicate: Any, index: str,
                                 top_level_only: bool) -> None:
-    sql, params = compiler.select_fits(QueryState(predicate=predicate, top_level_only=top_level_only))
-    plan = compiler.explain(populated, sql, params)
+    sql, params = statements.select_fits(QueryState(predicate=predicate, top_level_only=top_level_only))
+    plan = statements.explain(populated, sql, params)
     assert any(line.startswith("SEARCH") and index in line for line in plan), plan
     assert not any(line.startswith(("SCAN f", "SCAN fits", "SCAN facts", "SCAN nodes")) for line in plan), plan
 
@@ -350,7 +350,7 @@ def populated_pg(pg_server: Any, tmp_path_factory: pytest.TempPathFactory) -> It
 def test_queries_search_indexes_on_postgresql(populated_pg: Any, predicate: Any, index: str) -> None:
     """PostgreSQL's planner is cost-based: each leaf is answered from its index, and it may read
     the small fits table whole to join the leaf's matches when it reckons that cheaper."""
-    sql, params = compiler.select_fits(QueryState(predicate=predicate), "f.id", on(populated_pg))
+    sql, params = statements.select_fits(QueryState(predicate=predicate), "f.id", on(populated_pg))
     plan = [row[0] for row in populated_pg.execute("EXPLAIN " + sql, params)]
     assert any(f"using {index}" in line for line in plan) or (  # strpos: any (kind, key, ...) index
         "contains" in repr(predicate) and any("using facts_" in line for line in plan)), plan

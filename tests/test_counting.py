@@ -14,7 +14,7 @@ from backends import BACKENDS, open_db, without_nul
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lensd.query import compiler, counting
+from lensd.query import compiler, counting, statements
 from lensd.query.state import QueryFields, QueryState
 
 agg = QueryFields()
@@ -55,7 +55,7 @@ def test_counts_match_the_selected_fits(db: Any, fits: list[dict[str, Any]],
     for predicate in predicates:
         state = QueryState(predicate=predicate, top_level_only=top)
         searched = compiler.Access(dialect=db.dialect)
-        selected = len(db.execute(*compiler.select_fits(state, "f.id", searched)).fetchall())
+        selected = len(db.execute(*statements.select_fits(state, "f.id", searched)).fetchall())
         found = compiler.leaves(state, db.dialect)
         for access in (searched, compiler.Access(found, db.dialect), compiler.Access(found[::2], db.dialect)):
             sql, params = counting.select_count(state, access)  # the estimates vary
@@ -82,7 +82,7 @@ def test_seed_counts_read_indexes_not_fits_rows(conn: sqlite3.Connection, name: 
     counts = [conn.execute(*leaf.count(100)).fetchone()[0] for leaf in found]
     sql, params = counting.select_count(state, compiler.access_from(found, counts, 100))
     assert conn.execute(sql, params).fetchone()[0] == len(select(fits, state))
-    plan = compiler.explain(conn, sql, params)
+    plan = statements.explain(conn, sql, params)
     children = plan.index("SEARCH c USING COVERING INDEX fits_parent_id (parent_id>?)")
     counted, child_count = plan[:children], plan[children + 1:]
     assert not any(line.startswith("SCAN") and line != "SCAN CONSTANT ROW" for line in plan), plan
@@ -97,4 +97,4 @@ def test_what_it_cannot_serve_from_indexes_is_counted_as_before(conn: sqlite3.Co
     for state in (QueryState(), QueryState(predicate=~(mass.einstein_radius > 1.0)),
                   QueryState(predicate=mass.einstein_radius > 1.0, completed_only=True),
                   QueryState(predicate=mass.einstein_radius > 1.0).sliced(None, 3)):
-        assert counting.select_count(state) == compiler.select_count(state)
+        assert counting.select_count(state) == statements.select_count(state)

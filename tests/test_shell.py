@@ -412,12 +412,12 @@ def test_to_rows_and_to_dataframe_have_the_export_columns(lens_db: Path) -> None
 
 
 def test_columns_come_from_the_facts_index_in_one_snapshot(lens_db: Path) -> None:
-    from lensd.query import compiler
+    from lensd.query import statements
     from lensd.store import reader, schema
 
     agg = lensd.Aggregator.from_database(lens_db)
-    sql, params = compiler.select_fact_keys(agg.state, (schema.KIND_VALUE, schema.KIND_INFO))
-    plan = " ".join(compiler.explain(agg._conn, sql, params))
+    sql, params = statements.select_fact_keys(agg.state, (schema.KIND_VALUE, schema.KIND_INFO))
+    plan = " ".join(statements.explain(agg._conn, sql, params))
     assert "USING COVERING INDEX facts_" in plan and "SCAN x" not in plan, plan
     assert list(reader.stream(agg._conn, sql, params))[:2] == [
         (schema.KIND_VALUE, "galaxies.lens.mass.centre.centre_0"),

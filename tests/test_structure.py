@@ -90,3 +90,12 @@ def test_cycles_are_found() -> None:
 
 def test_no_import_cycles() -> None:
     assert cycles(import_graph()) == []
+
+
+MAX_MODULE_LINES = 400  # a module past this has two jobs (docs/architecture.md)
+
+
+def test_no_module_has_two_jobs_by_size() -> None:
+    sizes = {str(path.relative_to(PACKAGE)): len(path.read_text().splitlines()) for path in PACKAGE.rglob("*.py")}
+    assert len(sizes) > 50
+    assert {name: n for name, n in sizes.items() if n > MAX_MODULE_LINES} == {}

@@ -1,4 +1,7 @@
-"""Query state -> one parameterised SQL statement; the only place query SQL is written.
+"""Predicates -> parameterised SQL conditions, and the access plan of each leaf.
+
+With ``statements.py`` (which wraps these conditions in whole SELECTs), the only place query SQL
+is written.
 
 Every path, key, tag and value is a ``?`` parameter. The SQL text is put together only from the
 constant fragments of this module and from names looked up in its whitelists (column names,
@@ -25,7 +28,7 @@ seek per fit looked at, and fits come out in order as they are found. So a leaf 
 few fits is searched and one that matches many is probed: the first page of
 ``einstein_radius > 1.0`` over 10^6 fits then takes a millisecond instead of half a second, and
 ``einstein_radius > 2.4`` still finds its few fits without looking at the others. sqlite has no
-per-value statistics to make that choice itself; ``estimates`` counts each leaf's matches with an
+per-value statistics to make that choice itself; ``leaves`` and ``access_from`` count each leaf's matches with an
 index search capped at ``probe_threshold`` (the break-even point, about sqrt(256 × fits)), and
 ``Access`` carries the decision into the compiled statement. Both forms select the same fits.
 """
@@ -33,7 +36,6 @@ index search capped at ``probe_threshold`` (the break-even point, about sqrt(256
 from __future__ import annotations
 
 import math
-import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeAlias
@@ -58,14 +60,13 @@ from lensd.query.nodes import (
     fact_address,
 )
 from lensd.query.state import QueryState
-from lensd.store import schema
 
 Fragment: TypeAlias = tuple[str, list[Any]]
 
 MAX_PARAMS: Final = 32766  # sqlite's default SQLITE_MAX_VARIABLE_NUMBER since 3.32
 COMPLETED: Final = "completed"
 _SQL_OPS: Final = {"==": "=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
-_JSON_COLUMNS: Final = {
+JSON_COLUMNS: Final = {
     "info": "f.id, f.info", "model": "f.id, f.model", "search": "f.id, f.search",
     "instance": "f.id, f.instance", "summary": "f.id, f.summary", "job": "f.id, f.job",
 }
@@ -80,7 +81,7 @@ _NODE_NOT_NONE: Final = (
 )
 # Numbers sort before strings (sqlite's type order); NaN, None, lists and missing values are NULL
 # (Dialect.fact_order).
-_FACT_ORDER_KEY: Final = "kind = ? AND key = ?"
+FACT_ORDER_KEY: Final = "kind = ? AND key = ?"
 _NODE_LEAF: Final = {"class_path": "path = ? AND class_path {}", "class_name": "path = ? AND class_name {}"}
 _TABLES: Final = frozenset({"facts", "nodes"})
 PROBE_PAGE: Final = 256  # the first page the probe/search break-even is reckoned for
@@ -188,7 +189,7 @@ def access_from(found: Sequence[Leaf], counts: Sequence[int], threshold: int,
     return Access((leaf for leaf, n in zip(found, counts, strict=True) if n >= threshold), dialect)
 
 
-def _marks(values: Sequence[object]) -> str:
+def marks(values: Sequence[object]) -> str:
     """``= ?`` for one value, ``IN (?, ?, ...)`` for several."""
     return "= ?" if len(values) == 1 else f"IN ({', '.join('?' * len(values))})"
 
@@ -201,7 +202,7 @@ def _any(parts: list[Fragment], dialect: Dialect) -> Fragment:
     return f"({' OR '.join(sql for sql, _ in parts)})", [p for _, params in parts for p in params]
 
 
-def _column(name: str, dialect: Dialect) -> Fragment:
+def column_sql(name: str, dialect: Dialect) -> Fragment:
     """The SQL expression of a fit column; is_complete is derived from status (a number, 1 or 0)."""
     if name == "is_complete":
         return dialect.truth.format("f.status = ?"), [COMPLETED]
@@ -216,7 +217,7 @@ def _param(value: Scalar) -> str | float:
 def _column_test(name: str, condition: str, params: list[Any], dialect: Dialect) -> Fragment:
     """``condition`` formatted with the column; a NULL column makes it false, not NULL."""
     if name == "is_complete":  # derived from status, which is never NULL
-        expr, expr_params = _column(name, dialect)
+        expr, expr_params = column_sql(name, dialect)
         return condition.format(expr), [*expr_params, *params]
     return f"(f.{name} IS NOT NULL AND {condition.format(f'f.{name}')})", params
 
@@ -232,7 +233,7 @@ def _classes(path: str, names: Sequence[str]) -> list[Leaf]:
     for by, chosen in (("class_path", [n for n in names if "." in n]),
                        ("class_name", [n for n in names if "." not in n])):
         if chosen:
-            parts.append(Leaf("nodes", _NODE_LEAF[by].format(_marks(chosen)), (path, *chosen)))
+            parts.append(Leaf("nodes", _NODE_LEAF[by].format(marks(chosen)), (path, *chosen)))
     return parts
 
 
@@ -259,7 +260,7 @@ def _in(node: In, access: Access) -> Part:
     parts: list[Part] = list(_classes(node.operand.path, texts)) if isinstance(node.operand, ModelPath) else []
     for column, values in (("num", numbers), ("txt", texts)):
         if values:
-            parts.append(_fact_test(node.operand, f"{column} {_marks(values)}", list(values)))
+            parts.append(_fact_test(node.operand, f"{column} {marks(values)}", list(values)))
     return parts[0] if len(parts) == 1 else access.union(parts)
 
 
@@ -322,7 +323,7 @@ def _conditions(state: QueryState, access: Access) -> list[Fragment]:
     return conditions
 
 
-def _join(parts: Iterable[Fragment], separator: str = " ") -> Fragment:
+def join_fragments(parts: Iterable[Fragment], separator: str = " ") -> Fragment:
     parts = [(sql, params) for sql, params in parts if sql]
     sql = separator.join(sql for sql, _ in parts)
     params = [p for _, ps in parts for p in ps]
@@ -337,120 +338,5 @@ def compile_where(state: QueryState, access: Access | None = None) -> Fragment:
     ``access`` (here and in every ``select_*``) says which leaves are probed and in which
     dialect to write; None means every leaf searched, in sqlite's.
     """
-    sql, params = _join(_conditions(state, Access() if access is None else access), " AND ")
+    sql, params = join_fragments(_conditions(state, Access() if access is None else access), " AND ")
     return (f"WHERE {sql}" if sql else ""), params
-
-
-def _dialect(access: Access | None) -> Dialect:
-    return SQLITE if access is None else access.dialect
-
-
-def _order_by(state: QueryState, dialect: Dialect) -> Fragment:
-    """ORDER BY the state's keys, fits lacking a value last either way, then by insertion."""
-    terms: list[Fragment] = []
-    for key in state.order:
-        address = fact_address(key.operand)
-        expr, params = _column(key.operand.name, dialect) if isinstance(key.operand, Column) else (
-            dialect.fact_order.format(_FACT_ORDER_KEY), list(address or ()))
-        terms += [(f"{expr} IS NULL", params), (expr + (" DESC" if key.reverse else ""), params)]
-    sql, params = _join([*terms, ("f.fit_key", [])], ", ")
-    return f"ORDER BY {sql}", params
-
-
-def _sliced(state: QueryState) -> bool:
-    if state.needs_total:  # a reader's bug, not a user's: resolve() runs before compiling
-        raise QueryError("a slice with a negative bound must be resolved against the fit count first")
-    return state.limit is not None or state.offset > 0
-
-
-def _limit(state: QueryState, dialect: Dialect) -> Fragment:
-    if not _sliced(state):
-        return "", []
-    return "LIMIT ? OFFSET ?", [dialect.no_limit if state.limit is None else state.limit, state.offset]
-
-
-def select_fits(state: QueryState, columns: str = "f.*", access: Access | None = None) -> Fragment:
-    """The state's fits in order. ``columns`` is SQL written by lensd code, never user text."""
-    dialect = _dialect(access)
-    return _join([(f"SELECT {columns} FROM fits AS f", []), compile_where(state, access),  # noqa: S608
-                  _order_by(state, dialect), _limit(state, dialect)])
-
-
-def select_count(state: QueryState, access: Access | None = None) -> Fragment:
-    """How many fits the state selects (slicing included), without loading any."""
-    if not _sliced(state):
-        return _join([("SELECT count(*) FROM fits AS f", []), compile_where(state, access)])
-    dialect = _dialect(access)
-    inner = _join([("SELECT f.fit_key FROM fits AS f", []), compile_where(state, access), _limit(state, dialect)])
-    return f"SELECT count(*) FROM ({inner[0]}){dialect.subquery_alias}", inner[1]  # noqa: S608
-
-
-def _window(state: QueryState, access: Access | None) -> Fragment:
-    """A WHERE clause on ``f`` for the selected fits; a keyed subquery when sliced, so that a
-    later JOIN cannot change which fits the LIMIT picks."""
-    if not _sliced(state):
-        return compile_where(state, access)
-    inner = select_fits(state, "f.fit_key", access)
-    return f"WHERE f.fit_key IN ({inner[0]})", inner[1]
-
-
-def select_payloads(state: QueryState, name: str, access: Access | None = None) -> Fragment:
-    """Rows ``(id, model, data)`` of payload ``name`` for the selected fits, in order; fits
-    lacking the payload give no row."""
-    join = ("SELECT f.id, f.model, p.data FROM fits AS f JOIN payloads AS p "
-            "ON p.fit_key = f.fit_key AND p.name = ?", [name])
-    return _join([join, _window(state, access), _order_by(state, _dialect(access))])
-
-
-def select_samples(state: QueryState, name: str, info_name: str, access: Access | None = None) -> Fragment:
-    """Rows ``(id, model, data, info)``: payload ``name`` and, where the fit has it, payload
-    ``info_name`` (PyAutoFit's samples_info, which says how to read the samples) or NULL."""
-    join = ("SELECT f.id, f.model, p.data, i.data FROM fits AS f JOIN payloads AS p "
-            "ON p.fit_key = f.fit_key AND p.name = ? "
-            "LEFT JOIN payloads AS i ON i.fit_key = f.fit_key AND i.name = ?", [name, info_name])
-    return _join([join, _window(state, access), _order_by(state, _dialect(access))])
-
-
-def select_column(state: QueryState, column: str, access: Access | None = None) -> Fragment:
-    """Rows ``(id, <json column>)`` for ``values(column)``; the column comes from a whitelist."""
-    if column not in _JSON_COLUMNS:
-        raise QueryError(f"no JSON column {column!r}; one of {', '.join(sorted(_JSON_COLUMNS))}")
-    return select_fits(state, _JSON_COLUMNS[column], access)
-
-
-def _facts_of(state: QueryState, kinds: Iterable[int], select: str, order: str,
-              access: Access | None) -> Fragment:
-    """``select`` over the facts of the selected fits of ``kinds``; both strings are this module's."""
-    wanted = sorted(set(kinds))
-    if not wanted or not set(wanted) <= {schema.KIND_VALUE, schema.KIND_MEDIAN, schema.KIND_INFO,
-                                         schema.KIND_JOB}:
-        raise QueryError(f"unknown fact kinds {wanted}")
-    keys = select_fits(state, "f.fit_key", access) if _sliced(state) else _join(
-        [("SELECT f.fit_key FROM fits AS f", []), compile_where(state, access)])
-    return _join([
-        (f"{select} FROM facts AS x", []),
-        (f"WHERE x.kind {_marks(wanted)} AND x.fit_key IN ({keys[0]})", [*wanted, *keys[1]]),
-        (f"ORDER BY {order}", []),
-    ])
-
-
-def select_facts(state: QueryState, kinds: Iterable[int] = (schema.KIND_VALUE,),
-                 access: Access | None = None) -> Fragment:
-    """Rows ``(fit_key, kind, key, num, txt, json)`` of the selected fits' facts, for tabular
-    export; ordered by fit_key, kind, key (join them to ``select_fits`` rows by fit_key)."""
-    return _facts_of(state, kinds, "SELECT x.fit_key, x.kind, x.key, x.num, x.txt, x.json",
-                     "x.fit_key, x.kind, x.key", access)
-
-
-def select_fact_keys(state: QueryState, kinds: Iterable[int], access: Access | None = None) -> Fragment:
-    """Rows ``(kind, key)``: the distinct fact keys the selected fits have, by kind then key.
-
-    The columns of a tabular export, known before its rows are read, so the rows can stream;
-    a covering scan of the (kind, key, ...) index answers it without reading the fits' JSON.
-    """
-    return _facts_of(state, kinds, "SELECT DISTINCT x.kind, x.key", "x.kind, x.key", access)
-
-
-def explain(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[str]:
-    """The ``detail`` lines of EXPLAIN QUERY PLAN, to check that a query searches indexes."""
-    return [str(row[-1]) for row in conn.execute("EXPLAIN QUERY PLAN " + sql, list(params))]

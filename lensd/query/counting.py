@@ -1,6 +1,6 @@
 """``len(agg)``: counting the selected fits from the indexes alone, without reading fits rows.
 
-``compiler.select_count`` counts ``SELECT count(*) FROM fits AS f WHERE ...``: every candidate is
+``statements.select_count`` counts ``SELECT count(*) FROM fits AS f WHERE ...``: every candidate is
 a seek into the ``fits`` table (or its parent_id index, for the default ``top_level_only``), about
 1.4 µs a fit at 10^6 fits, so counting half of them took 0.7 s (docs/performance.md). But a count
 does not need the fits rows. A leaf's index search yields each matching fit once (a fit has one
@@ -18,7 +18,7 @@ fact per key and one node per path), so:
 
 A term whose conditions test a fits column (``unique_tag``...) is counted over ``fits AS f`` as
 before. Anything else (slices, ``parent_id``, ``completed_only``, ``grid_only``, predicates that
-are not unions) falls back to ``compiler.select_count``, which is always right. The SQL is plain
+are not unions) falls back to ``statements.select_count``, which is always right. The SQL is plain
 SQL-92 (scalar subqueries, ``CROSS JOIN``), valid in PostgreSQL as in sqlite; in sqlite ``CROSS
 JOIN`` also fixes the join order, so the child count starts from the children.
 """
@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
-from lensd.query import compiler
+from lensd.query import compiler, statements
 from lensd.query.compiler import Access, Fragment, Leaf
 from lensd.query.dialect import Dialect
 from lensd.query.nodes import And, ClassIs, Column, Compare, Contains, In, Not, Or, Predicate
@@ -48,10 +48,10 @@ class _Driven:
 
 
 def select_count(state: QueryState, access: Access | None = None) -> Fragment:
-    """How many fits ``state`` selects: ``compiler.select_count``'s answer, from indexes when it can."""
+    """How many fits ``state`` selects: ``statements.select_count``'s answer, from indexes when it can."""
     access = Access() if access is None else access
     fast = _fast_count(state, access)
-    return fast if fast is not None else compiler.select_count(state, access)
+    return fast if fast is not None else statements.select_count(state, access)
 
 
 def _fast_count(state: QueryState, access: Access) -> Fragment | None:

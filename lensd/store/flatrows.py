@@ -15,7 +15,7 @@ or ``model.<path>`` when the path would be mistaken for a fit column or an info 
 where a fit has no value), sorted, so exports of different selections line up.
 
 The columns are fixed before the first row, so rows can stream: from a database file they are the
-distinct fact keys of the selected fits (one indexed query, ``compiler.select_fact_keys``).
+distinct fact keys of the selected fits (one indexed query, ``statements.select_fact_keys``).
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from lensd.domain import fitsdata, modeltree
 from lensd.domain.instance import Instance
 from lensd.domain.samples import Samples
 from lensd.errors import LensdError, QueryError, StorageError, UnsupportedDatabase
-from lensd.query import compiler
+from lensd.query import compiler, statements
 from lensd.query.state import QueryState
 from lensd.store import schema
 from lensd.store.batchplan import FILE_PAYLOAD_PREFIX, SAMPLES_PAYLOAD
@@ -178,12 +178,12 @@ def values_plan(state: QueryState, name: str, access: compiler.Access | None = N
         raise QueryError("values() takes the name of a field or file")
     name = ALIASES.get(name, name)
     if name == "samples":
-        return compiler.select_samples(state, SAMPLES_PAYLOAD, SAMPLES_INFO, access)
+        return statements.select_samples(state, SAMPLES_PAYLOAD, SAMPLES_INFO, access)
     if name == "instance":
-        return compiler.select_fits(state, "f.id, f.model, f.instance", access)
+        return statements.select_fits(state, "f.id, f.model, f.instance", access)
     if name in JSON_VALUES:
-        return compiler.select_column(state, name, access)
-    return compiler.select_payloads(state, FILE_PAYLOAD_PREFIX + name, access)
+        return statements.select_column(state, name, access)
+    return statements.select_payloads(state, FILE_PAYLOAD_PREFIX + name, access)
 
 
 class ProgressPoint(NamedTuple):
@@ -324,7 +324,7 @@ def payload_loader(conn: sqlite3.Connection) -> Callable[[int, str], Any]:
 
 
 def fit_rows_sql(state: QueryState, access: compiler.Access | None = None) -> tuple[str, list[Any]]:
-    return compiler.select_fits(state, ", ".join(f"f.{c}" for c in FIT_ROW_COLUMNS), access)
+    return statements.select_fits(state, ", ".join(f"f.{c}" for c in FIT_ROW_COLUMNS), access)
 
 
 def row_dict(row: tuple[Any, ...]) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from lensd.errors import QueryError
-from lensd.query import compiler, text
+from lensd.query import statements, text
 from lensd.query.nodes import NUMBER_COLUMNS, TEXT_COLUMNS, Column, ModelPath, Operand, fact_address
 from lensd.query.state import QueryState
 
@@ -66,7 +66,7 @@ def _selection(rows: Rows, state: QueryState) -> tuple[str, list[Any]]:
     if every and (not state.top_level_only
                   or not rows("SELECT 1 FROM fits WHERE parent_id IS NOT NULL LIMIT 1", [])):
         return "", []
-    sql, params = compiler.select_fits(state, "f.fit_key")
+    sql, params = statements.select_fits(state, "f.fit_key")
     return f" AND vx.fit_key IN ({sql})", params
 
 
