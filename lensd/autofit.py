@@ -34,8 +34,7 @@ if TYPE_CHECKING:  # lensd.aggregator imports this module (as_autofit); only its
     from typing import Protocol
 
     class LensdAggregator(Protocol):
-        _conn: Any
-        _path: str
+        def _with(self, state: QueryState) -> LensdAggregator: ...
 
         def fits(self) -> Iterator[LensdFit]: ...
         def __len__(self) -> int: ...
@@ -253,5 +252,4 @@ class Aggregator:
 
 def _scope(aggregator: LensdAggregator, predicate: Any) -> LensdAggregator:
     """Fits of the same database matching ``predicate``, whatever ``aggregator`` had selected."""
-    return type(aggregator)(aggregator._conn, QueryState(predicate=predicate, top_level_only=False),  # type: ignore[call-arg]
-                            aggregator._path)
+    return aggregator._with(QueryState(predicate=predicate, top_level_only=False))
