@@ -52,8 +52,12 @@ class DaemonProcess:
     process: subprocess.Popen[str] | None = None
     stderr_lines: list[str] = field(default_factory=list)
 
+    def interpreter(self) -> list[str]:
+        """The command that runs Python for the daemon (another user's, in the attack tests)."""
+        return [sys.executable]
+
     def start(self, timeout: float = 60.0) -> None:
-        command = [sys.executable, "-m", "lensd", "start", "--foreground", "--db", str(self.db),
+        command = [*self.interpreter(), "-m", "lensd", "start", "--foreground", "--db", str(self.db),
                    "--socket", str(self.socket), *self.args]
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                         start_new_session=True)

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
-from conftest import DIR_OUTPUT, DaemonProcess, _readline, integrity_ok, lensd_cli
+from conftest import DIR_OUTPUT, DaemonProcess, integrity_ok, lensd_cli
 from records_factory import record
 from test_watch import status, stored, until
 from users import ATTACKER, RUNNER, can_switch, open_up, system_user
@@ -90,20 +89,8 @@ class RunnerDaemon(DaemonProcess):
 
     prefix: list[str] = []
 
-    def start(self, timeout: float = 60.0) -> None:
-        import threading
-
-        command = [*self.prefix, "-m", "lensd", "start", "--foreground", "--db", str(self.db),
-                   "--socket", str(self.socket), *self.args]
-        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                        start_new_session=True)
-        line = _readline(self.process, timeout)
-        if not line.startswith("lensd ready"):
-            self.process.kill()
-            _, err = self.process.communicate(timeout=30)
-            raise RuntimeError(f"daemon did not start: {line!r} {err[-2000:]}")
-        self._drainer = threading.Thread(target=self._drain, daemon=True)
-        self._drainer.start()
+    def interpreter(self) -> list[str]:
+        return self.prefix
 
 
 def _passes(daemon: DaemonProcess, extra: int) -> None:
