@@ -44,6 +44,7 @@ class User:
         """
         paths = [str(Path(__file__).parent), str(Path(__file__).parent.parent),
                  *(p for p in sys.path if p.endswith("site-packages"))]
+        _traversable(paths)
         env = ["env", f"PYTHONPATH={os.pathsep.join(paths)}"]
         version = f"python{sys.version_info[0]}.{sys.version_info[1]}"
         for candidate in (sys.executable, f"/usr/bin/{version}", f"/usr/local/bin/{version}"):
@@ -77,3 +78,20 @@ def open_up(path: Path) -> None:
         if str(folder) in ("/", "/tmp"):
             break
         os.chmod(folder, os.stat(folder).st_mode | 0o711)
+
+
+def _traversable(paths: list[str]) -> None:
+    """Let other users pass through (never list) the folders above the checkout and its venv.
+
+    A clone made in ``mktemp -d`` sits under a 0700 folder, which no other user can enter, so the
+    daemon or job run as another user could not import lensd at all. Only the search bit is added,
+    and only to folders owned by the user running the suite (root, in CI); /root itself is left alone.
+    """
+    home = Path.home().resolve()
+    for path in paths:
+        for folder in Path(path).resolve().parents:
+            if folder == home or home in folder.parents:
+                continue
+            info = folder.stat()
+            if info.st_uid == os.getuid() and not info.st_mode & 0o001:
+                folder.chmod(info.st_mode & 0o7777 | 0o001)
