@@ -78,7 +78,7 @@ def test_the_unit_is_a_notifying_user_service_that_restarts_on_failure() -> None
                       "RestrictAddressFamilies", "UMask"):
         assert hardening in service, f"{hardening}= is missing"
     assert not NOT_FOR_USER_UNITS & set(service), "options a user manager cannot apply everywhere"
-    assert service["RestrictAddressFamilies"] == ["AF_UNIX"]
+    assert service["RestrictAddressFamilies"] == ["AF_UNIX AF_INET AF_INET6"]
     assert service["UMask"] == ["0077"]
 
 
