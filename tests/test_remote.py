@@ -90,6 +90,10 @@ def test_status_jobs_and_async_aggregator_agree_without_the_unix_socket(remote) 
     query_file = lensd_cli("query", "status == \"completed\"", "--format", "json", "--db", str(daemon.db), env=env)
     assert query_tcp.returncode == 0, query_tcp.stderr
     assert json.loads(query_tcp.stdout) == json.loads(query_file.stdout) and len(json.loads(query_file.stdout)) == 8
+    retry_tcp = lensd_cli("retry", "--address", address, env=env)
+    retry_file = lensd_cli("retry", "--db", str(daemon.db), env=env)
+    assert retry_tcp.returncode == 0, retry_tcp.stderr
+    assert retry_tcp.stdout == retry_file.stdout and "4 selected fits were not array tasks" in retry_file.stdout
     script = textwrap.dedent("""
         import anyio, json, lensd
         async def main():

@@ -273,19 +273,19 @@ def export(expression: str, db: Path | None, target: Target, fmt: str, median: b
 @main.command()
 @click.argument("expression", required=False, default="")
 @db_option
-@socket_option
+@daemon_options
 @click.option("--status", "statuses", default="lost,failed", show_default=True,
               help="Comma-separated statuses whose array tasks to re-run.")
 @click.option("--script", default=None, help="The batch script to resubmit [default: what the fits' "
               "job facts say, see docs/web.md].")
 @click.option("--submit", "run", is_flag=True, help="Run the sbatch lines instead of printing them.")
 @reports_errors
-def retry(expression: str, db: Path | None, socket: Path | None, statuses: str, script: str | None,
+def retry(expression: str, db: Path | None, target: Target, statuses: str, script: str | None,
           run: bool) -> None:
     """The sbatch --array lines that re-run exactly the lost and failed array tasks (of EXPRESSION)."""
     from lensd.cli import retrying
 
-    plan = retrying.plan(expression, [s.strip() for s in statuses.split(",") if s.strip()], db, socket, script)
+    plan = retrying.plan(expression, [s.strip() for s in statuses.split(",") if s.strip()], db, target, script)
     for line in retrying.report(plan, run):
         click.echo(line)
 
@@ -334,7 +334,8 @@ def tag(fit_id: str, pairs: tuple[str, ...], db: Path | None, target: Target) ->
 @click.option("--bind", default="127.0.0.1:8321", show_default=True,
               help="HOST:PORT to serve on; a non-loopback address needs TLS or --insecure-bind.")
 @db_option
-@click.option("--address", default=None, help="Ask this daemon (socket path) where its database is, "
+@click.option("--address", default=None, help="Ask this daemon (tcp://HOST:PORT or a socket path) where "
+              "its database is, "
               "and read that [default: --db].")
 @click.option("--tls-cert", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
               help="Serve HTTPS with this certificate (with --tls-key).")

@@ -92,14 +92,14 @@ def remote_fits(state: QueryState, target: Target) -> Iterator[Fit]:
             portal.call(receive.aclose)
 
 
-def _local(db: Path | None, target: Target | None) -> bool:
+def is_local(db: Path | None, target: Target | None) -> bool:
     """Read the file unless the daemon was named (--socket, --address, $LENSD_ADDRESS) and --db was not."""
     return db is not None or target is None or not target.explicit
 
 
 def query_rows(state: QueryState, db: Path | None, target: Target | None) -> Iterator[dict[str, Any]]:
     """``lensd query``: id, unique_tag, name, status, max_log_likelihood of each fit."""
-    if _local(db, target):
+    if is_local(db, target):
         from lensd import settings
         from lensd.aggregator import Aggregator
 
@@ -118,7 +118,7 @@ def query_rows(state: QueryState, db: Path | None, target: Target | None) -> Ite
 def export_rows(state: QueryState, db: Path | None, target: Target | None,
                 median: bool = False) -> Iterator[dict[str, Any]]:
     """``lensd export``: one flat row per fit, every row with the same columns (see lensd.store.flatrows)."""
-    if _local(db, target):
+    if is_local(db, target):
         from lensd import settings
         from lensd.aggregator import Aggregator
 

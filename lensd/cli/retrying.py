@@ -6,25 +6,31 @@ import shutil
 import subprocess
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lensd.domain.slurm import RetryPlan, retry_plan
 from lensd.errors import LensdError, QueryError
 from lensd.query.nodes import Column
 
+if TYPE_CHECKING:
+    from lensd.client.address import Target
+
 STATUSES = ("running", "completed", "failed", "lost")
 
 
-def plan(expression: str, statuses: Sequence[str], db: Path | None, socket: Path | None,
+def plan(expression: str, statuses: Sequence[str], db: Path | None, target: Target | None,
          script: str | None) -> RetryPlan:
     """The retry plan of the fits matching ``expression`` whose status is one of ``statuses``
-    (grid cells included: they are tasks of their grid's job too)."""
+    (grid cells included: they are tasks of their grid's job too). Read from the database unless
+    the daemon was named (``--socket``, ``--address``, ``$LENSD_ADDRESS``) and ``--db`` was not, as
+    ``lensd query`` does."""
     from lensd.cli import export as exporting
 
     unknown = sorted(set(statuses) - set(STATUSES))
     if unknown or not statuses:
         raise QueryError(f"--status takes statuses among {', '.join(STATUSES)}, not {', '.join(unknown) or 'none'}")
     state = exporting.state_of(expression, all_fits=True).where(Column("status").in_(list(statuses)))
-    if db is not None or socket is None:
+    if exporting.is_local(db, target):
         from lensd import settings
         from lensd.aggregator import Aggregator
 
@@ -33,9 +39,8 @@ def plan(expression: str, statuses: Sequence[str], db: Path | None, socket: Path
             return retry_plan(((fit.id, fit.job) for fit in agg._with(state).fits()), script)
         finally:
             agg.close()
-    from lensd.client.address import Target
-
-    fits = exporting.remote_fits(state, Target(socket=socket))
+    assert target is not None
+    fits = exporting.remote_fits(state, target)
     return retry_plan(((fit.id, fit.job) for fit in fits), script)
 
 
