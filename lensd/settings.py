@@ -104,8 +104,8 @@ class Settings:
         "choice", "full: acknowledged records survive power loss; normal: they survive a crash.",
         choices=("full", "normal")))
     batch_max: int = field(default=512, metadata=cli("int", "Most writes committed in one transaction.", low=1))
-    batch_ms: float = field(default=2.0, metadata=cli(
-        "float", "Longest wait for more writes before a commit.", low=0))
+    batch_ms: float = field(default=0.0, metadata=cli(
+        "float", "Wait this long after a write for more before committing (0: commit what is queued).", low=0))
     max_frame: int = 64 * 1024 * 1024
     max_connections: int = field(default=512, metadata=cli(
         "int", "Most client connections at once; more are refused with a 'busy' error.", low=1))

@@ -1,8 +1,8 @@
 """The daemon's group committer: many senders, one batch per commit.
 
 Submissions wait in a bounded memory stream, and the committer drains whatever is waiting (up to
-``batch_max``, or ``batch_ms`` after the first), has the ``BatchWriter`` commit them, then answers
-every waiter. A flood makes senders wait instead of growing memory.
+``batch_max``; with ``batch_ms`` > 0 it also waits that long after the first for more), has the
+``BatchWriter`` commit them, then answers every waiter. A flood makes senders wait instead of growing memory.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def _prepare(op: Op | AdminOp) -> Prepared | None:
 class GroupCommitter:
     """The queue in front of the writer: many senders, one batch per commit."""
 
-    def __init__(self, writer: BatchWriter, batch_max: int = 512, batch_ms: float = 2.0,
+    def __init__(self, writer: BatchWriter, batch_max: int = 512, batch_ms: float = 0.0,
                  queue_max: int = 4096) -> None:
         self.writer = writer
         self.batch_max = batch_max
@@ -75,28 +75,36 @@ class GroupCommitter:
         self._send.close()
 
     async def run(self) -> None:
-        """Commit batches until ``close`` is called and the queue is empty."""
+        """Commit batches until ``close`` is called and the queue is empty.
+
+        A batch is what waits when the writer is free (natural group commit): under load, what
+        queued while the previous batch committed; alone, one request at once. ``batch_ms`` > 0
+        also lingers that long after the first for more (a lone write then pays that wait).
+        """
         async with self._receive:
             async for first in self._receive:
                 batch = [first]
                 size = len(first.ops)
-                deadline = anyio.current_time() + self.batch_ms / 1000
+                deadline = anyio.current_time() + self.batch_ms / 1000 if self.batch_ms > 0 else None
                 while size < self.batch_max:
-                    item = await self._next_before(deadline)
+                    item = self._waiting()
+                    if item is None and deadline is not None:
+                        item = await self._next_before(deadline)
                     if item is None:
                         break
                     batch.append(item)
                     size += len(item.ops)
                 await self._commit(batch)
 
-    async def _next_before(self, deadline: float) -> _Submission | None:
-        """The next waiting submission, if one arrives before ``deadline``."""
+    def _waiting(self) -> _Submission | None:
+        """The next submission already queued, if any."""
         try:
             return self._receive.receive_nowait()
-        except anyio.WouldBlock:
-            pass
-        except anyio.EndOfStream:
+        except (anyio.WouldBlock, anyio.EndOfStream):
             return None
+
+    async def _next_before(self, deadline: float) -> _Submission | None:
+        """The next submission, if one arrives before ``deadline``."""
         with anyio.move_on_after(max(0.0, deadline - anyio.current_time())):
             try:
                 return await self._receive.receive()

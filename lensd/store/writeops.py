@@ -97,6 +97,16 @@ class Tag:
 
 
 Op = Upsert | Patch | Touch | MarkLost
+
+
+def superseded(op: Op | AdminOp) -> bool:
+    """A progress event or a heartbeat: the next one of its fit replaces what it says.
+
+    What must survive a power loss is a fit's record, start, completion, failure and the daemon's
+    own marks (lost, delete, tag); a batch holding only superseded events is committed without the
+    fsync at ``--durability full`` (docs/decisions.md: what that exposes).
+    """
+    return isinstance(op, Touch) or (isinstance(op, Patch) and op.history)
 AdminOp = Delete | Tag
 MAX_DELETE: Final = 1_000_000
 

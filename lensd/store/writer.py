@@ -23,7 +23,7 @@ from lensd.store import schema
 from lensd.store.adminops import apply_admin
 from lensd.store.batchplan import Existing, Prepared, plan_batch
 from lensd.store.sqlite_errors import is_full, storage_error
-from lensd.store.writeops import AdminOp, Delete, Op, Tag
+from lensd.store.writeops import AdminOp, Delete, Op, Tag, superseded
 
 log = logging.getLogger("lensd.writer")
 T = TypeVar("T")
@@ -59,10 +59,14 @@ class BatchWriter:
     """
 
     def __init__(self, conn: sqlite3.Connection, path: Path | None = None,
-                 max_db_mb: int | None = None) -> None:
+                 max_db_mb: int | None = None, durability: str = "normal") -> None:
         self._conn = conn
         self._path = path
         self._max_db_mb = max_db_mb
+        # At "full", a batch of superseded events only (writeops.superseded) commits without the
+        # fsync: docs/decisions.md. "normal" never fsyncs at commit, so there is nothing to switch.
+        self._switch_sync = durability == "full"
+        self._synced = True  # the connection's PRAGMA synchronous is FULL (as _connect set it)
         self._limiter = anyio.CapacityLimiter(1)
         self._next_key = 1
         self.batches = 0
@@ -71,7 +75,7 @@ class BatchWriter:
     @classmethod
     async def open(cls, path: str | Path, durability: str = "full", max_db_mb: int | None = None) -> BatchWriter:
         """The writer for ``path``; ``max_db_mb`` caps the database's size (``PRAGMA max_page_count``)."""
-        writer = cls(await anyio.to_thread.run_sync(_connect, path, durability), Path(path), max_db_mb)
+        writer = cls(await anyio.to_thread.run_sync(_connect, path, durability), Path(path), max_db_mb, durability)
         await writer._run(writer._setup)
         return writer
 
@@ -112,6 +116,8 @@ class BatchWriter:
                prepared: Sequence[Prepared | None] | None) -> list[str | LensdError]:
         """The batch's transaction, in the worker thread (admin ops after the planned ones)."""
         planned = [i for i, op in enumerate(ops) if not isinstance(op, ADMIN_OPS)]
+        if self._switch_sync:
+            self._set_synced(not all(superseded(op) for op in ops))
         self._conn.execute("BEGIN IMMEDIATE")
         try:
             # The next free key is read under the write lock, never trusted from memory: a key
@@ -140,6 +146,16 @@ class BatchWriter:
         self.batches += 1
         self.records += len(ops)
         return outcomes
+
+    def _set_synced(self, synced: bool) -> None:
+        """FULL or NORMAL for the next commit (outside a transaction, as sqlite requires).
+
+        In WAL mode the WAL is one file written in order: the fsync of the next FULL commit (or of
+        a checkpoint) also makes every NORMAL commit before it durable.
+        """
+        if synced != self._synced:
+            self._conn.execute(f"PRAGMA synchronous={'FULL' if synced else 'NORMAL'}")
+            self._synced = synced
 
     async def apply(self, ops: Sequence[Op | AdminOp], prepared: Sequence[Prepared | None] | None = None
                     ) -> list[str | LensdError]:
