@@ -53,8 +53,8 @@ def rendered_default(option: click.Option) -> str | None:
     """The text the default cell must contain, or None when the page may word it freely."""
     if option.is_flag:
         return "off" if option.default is False else None
-    if option.default in (None, "") or option.multiple:
-        return None
+    if option.required or option.default in (None, "") or option.multiple:
+        return None  # a required option has no default (click 8.2 shows a sentinel)
     return f"`{option.default}`"
 
 

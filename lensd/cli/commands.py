@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from functools import wraps
 from pathlib import Path
 from typing import Any, TypeVar
@@ -105,6 +106,31 @@ def reports_errors(command: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+@contextmanager
+def progress_bar(label: str, quiet: bool) -> Iterator[tuple[Callable[[int], None], Callable[[int], None]]]:
+    """A bar on stderr (hidden when quiet or not a terminal) with fits per second; yields
+    ``(total, advance)``: set the number of fits, count some as done."""
+    import time
+
+    started, done = time.monotonic(), [0]
+
+    def rate(_: object) -> str | None:
+        """The bar's last field: fits per second so far (click adds the count and the ETA)."""
+        elapsed = time.monotonic() - started
+        return f"{done[0] / elapsed:.1f} fits/s" if done[0] and elapsed > 0 else None
+
+    with click.progressbar(length=0, label=label, file=sys.stderr, show_pos=True, show_eta=True,
+                           item_show_func=rate, hidden=quiet or not sys.stderr.isatty()) as bar:
+        def total(n: int) -> None:
+            bar.length = n
+
+        def advance(n: int) -> None:
+            done[0] += n
+            bar.update(n)
+
+        yield total, advance
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="lensd")
 def main() -> None:
@@ -189,26 +215,9 @@ def jobs(target: Target, status_: str | None, limit: int, fmt: str) -> None:
 @reports_errors
 def ingest(dirs: Sequence[Path], db: Path | None, target: Target, quiet: bool) -> None:
     """Ingest PyAutoFit output folders (through the daemon when one owns the database)."""
-    import time
-
     from lensd.ingest import run as ingesting
 
-    started, done = time.monotonic(), [0]
-
-    def rate(_: object) -> str | None:
-        """The bar's last field: fits read per second so far (click adds the count and the ETA)."""
-        elapsed = time.monotonic() - started
-        return f"{done[0] / elapsed:.1f} fits/s" if done[0] and elapsed > 0 else None
-
-    with click.progressbar(length=0, label="ingesting", file=sys.stderr, show_pos=True, show_eta=True,
-                           item_show_func=rate, hidden=quiet or not sys.stderr.isatty()) as bar:
-        def total(n: int) -> None:
-            bar.length = n
-
-        def advance(n: int) -> None:
-            done[0] += n
-            bar.update(n)
-
+    with progress_bar("ingesting", quiet) as (total, advance):
         report = ingesting.ingest(dirs, config.resolve_db(db), target, progress=advance, total=total)
     click.echo(f"ingested {len(report.ingested)}, unchanged {len(report.unchanged)}, "
                f"failed {len(report.failed)} ({report.via})")
@@ -355,3 +364,24 @@ def web(bind: str, db: Path | None, address: str | None, tls_cert: Path | None, 
         raise LensdError("give --db or --address, not both")
     path = serve.database_of(address) if address is not None else config.resolve_db(db)
     serve.run(path, serve.WebOptions(bind, tls_cert, tls_key, insecure_bind))
+
+
+@main.command()
+@click.option("--from", "source", required=True, metavar="DB", help="The database to copy: a sqlite file or a "
+              "postgresql:// URL.")
+@click.option("--to", "target", required=True, metavar="DB", help="An empty database to copy into (made when "
+              "missing; a sqlite file or a postgresql:// URL).")
+@click.option("--chunk", type=click.IntRange(min=1), default=2000, show_default=True,
+              help="Fits a transaction; an interrupted run resumes after the last whole chunk.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@reports_errors
+def migrate(source: str, target: str, chunk: int, quiet: bool) -> None:
+    """Copy a database between sqlite and PostgreSQL: same ids, keys, values and bytes; resumable."""
+    from lensd.store import migrate as migrating
+    from lensd.store.pgstore import redact
+
+    with progress_bar("migrating", quiet) as (total, advance):
+        report = migrating.migrate(source, target, chunk, total=total, progress=advance)
+    resumed = f", {report.resumed} of them copied before (resumed)" if report.resumed else ""
+    click.echo(f"migrated {report.fits} fits from {redact(source)} to {redact(target)}{resumed} "
+               f"in {report.seconds:.1f} s")
