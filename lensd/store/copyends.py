@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from lensd.errors import LensdError, StorageError
+from lensd.query.dialect import POSTGRESQL
 from lensd.store import pgstore, reader, schema, writerlock
 from lensd.store.sqlite_errors import storage_error
 
@@ -66,7 +67,23 @@ BOUNDARY_SQL: Final = "SELECT fit_key FROM fits WHERE fit_key > ? ORDER BY fit_k
 COUNT_UPTO_SQL: Final = "SELECT count(*) FROM fits WHERE fit_key <= ?"
 
 
-class SqliteSource:
+class _Reading:
+    """What both sources answer from their one statement runner, ``_all``."""
+
+    def _all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        raise NotImplementedError
+
+    def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        """The first column of the first row, None when there is no row."""
+        found = self._all(sql, params)
+        return found[0][0] if found else None
+
+    def fingerprint(self) -> str:
+        """What a resume checks the source against: fits, largest key, latest update, payloads."""
+        return "|".join(map(repr, self._all(FINGERPRINT_SQL)[0]))
+
+
+class SqliteSource(_Reading):
     """A sqlite file read in one snapshot."""
 
     def __init__(self, path: Path) -> None:
@@ -86,14 +103,6 @@ class SqliteSource:
         found = [str(row[1]) for row in self._all(f"PRAGMA table_xinfo({table})") if row[6] == 0]
         return found or None
 
-    def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        """The first column of the first row, None when there is no row."""
-        found = self._all(sql, params)
-        return found[0][0] if found else None
-
-    def fingerprint(self) -> str:
-        return "|".join(map(repr, self._all(FINGERPRINT_SQL)[0]))
-
     def rows(self, table: str, columns: Sequence[str], low: int, high: int) -> Rows:
         try:
             yield from self._conn.execute(_range_sql(table, columns), [low, high])
@@ -104,7 +113,7 @@ class SqliteSource:
         self._conn.close()
 
 
-class PgSource:
+class PgSource(_Reading):
     """A PostgreSQL database read in one REPEATABLE READ transaction, rows by server-side cursor."""
 
     def __init__(self, url: str) -> None:
@@ -123,7 +132,7 @@ class PgSource:
 
     def _all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         try:
-            return self._conn.execute(sql.replace("?", "%s"), list(params)).fetchall()
+            return self._conn.execute(POSTGRESQL.sql(sql), list(params)).fetchall()
         except self._error as exc:
             raise pgstore.storage_error(exc, self._url) from None
 
@@ -133,20 +142,12 @@ class PgSource:
             "AND table_name = ? AND is_generated = 'NEVER' ORDER BY ordinal_position", [table])]
         return found or None
 
-    def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        """The first column of the first row, None when there is no row."""
-        found = self._all(sql, params)
-        return found[0][0] if found else None
-
-    def fingerprint(self) -> str:
-        return "|".join(map(repr, self._all(FINGERPRINT_SQL)[0]))
-
     def rows(self, table: str, columns: Sequence[str], low: int, high: int) -> Rows:
         self._cursors += 1
         try:
             with self._conn.cursor(name=f"lensd_migrate_{self._cursors}") as cursor:
                 cursor.itersize = 2000
-                cursor.execute(_range_sql(table, columns).replace("?", "%s"), [low, high])
+                cursor.execute(POSTGRESQL.sql(_range_sql(table, columns)), [low, high])
                 while page := cursor.fetchmany(2000):
                     yield from page
         except self._error as exc:
@@ -236,7 +237,7 @@ class PgTarget:
 
     def _all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         try:
-            cursor = self._conn.execute(sql.replace("?", "%s"), list(params))
+            cursor = self._conn.execute(POSTGRESQL.sql(sql), list(params))
             return cursor.fetchall() if cursor.description else []
         except self._error as exc:
             self._conn.rollback()
