@@ -333,3 +333,40 @@ def test_non_hex_fit_outside_any_grid_is_named_by_its_path_under_the_root(tmp_pa
 def test_missing_root_is_a_failure_not_a_crash(tmp_path: Path) -> None:
     (failure,) = scan([tmp_path / "nowhere"])
     assert failure == FolderFailure(str(tmp_path / "nowhere"), "no such folder")
+
+
+# -- lensd submit's parse: the stdlib's float, no numpy --------------------------------------------
+
+def test_plain_arrays_travel_as_the_numpy_ones_do(outputs: Path) -> None:
+    """``scan(plain=True)`` (``lensd submit``) gives records whose wire bytes are the numpy scan's."""
+    from lensd.wire import codec
+
+    roots = [outputs / "dir_output", outputs / "sensitivity_output"]
+    plain, parsed = split(list(scan(roots, plain=True))), split(list(scan(roots)))
+    assert plain[1] == parsed[1] == [] and plain[0].keys() == parsed[0].keys()
+    for fit_id, record in parsed[0].items():
+        assert codec.pack(plain[0][fit_id]) == codec.pack(record), fit_id
+        assert (record["max_log_likelihood"] is None) == (plain[0][fit_id]["max_log_likelihood"] is None)
+
+
+@pytest.mark.parametrize("text", ["1.5,2,3\n4,5,6\n", "1,2,3\n", "1\n2\n3\n", "7.25\n",
+                                  "1, 2 # a comment\n\n3 ,nan\n-inf,1e-300\n"])
+def test_plain_csv_arrays_have_loadtxt_s_values_and_shape(text: str) -> None:
+    from lensd.ingest.pyautofit import _csv
+    from lensd.wire import codec
+
+    expected = np.loadtxt(text.splitlines(), delimiter=",", dtype=np.float64)
+    got = codec.unpack(codec.pack(_csv("files/x.csv", text.encode(), plain=True)))
+    assert got.shape == expected.shape
+    assert np.array_equal(got, expected, equal_nan=True)
+
+
+def test_plain_samples_refuse_what_numpy_refuses(tmp_path: Path) -> None:
+    from lensd.errors import IngestError
+    from lensd.ingest.pyautofit import _plain_samples, _samples
+
+    header = b"a,log_likelihood,log_prior,log_posterior,weight\n"
+    for body in (b"1,2,3,4\n", b"1,2,3,4,x\n", b"1,2,3,4,5\n1,2,3,4\n", b"1,2,3,4,5"):
+        for parse in (_samples, _plain_samples):
+            with pytest.raises(IngestError, match="samples.csv"):
+                parse(header + body)

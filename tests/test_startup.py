@@ -1,8 +1,8 @@
 """What a job or a CLI command imports before it does anything (docs/performance.md: start-up).
 
 The start-up figures themselves are measured by bench/startup.py; these tests hold the structure
-that makes them small: ``import lensd`` and the status path of the CLI load neither numpy nor the
-store, and the public names still resolve, lazily, to the same objects.
+that makes them small: ``import lensd``, the status path of the CLI and ``lensd submit`` of a
+folder load neither numpy nor the store nor asyncio, and the public names still resolve, lazily, to the same objects.
 """
 
 from __future__ import annotations
@@ -39,6 +39,21 @@ def test_lensd_status_answers_over_the_blocking_client(daemon) -> None:  # type:
 def test_the_cli_status_path_loads_nothing_heavy() -> None:
     # status and jobs ask one question over a blocking socket: no event loop to import
     assert _loaded_after("import lensd.cli.commands, lensd.cli.render, lensd.client.blocking") == set()
+
+
+def test_lensd_submit_of_a_folder_loads_nothing_heavy(daemon, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A folder is parsed without numpy and sent over the blocking client: no event loop either."""
+    from lensd.demo.synthetic import write_fit
+
+    write_fit(tmp_path / "tree", 0, 50)
+    code = ("import contextlib, io, sys\nfrom lensd.cli.commands import main\n"
+            f"sys.argv = ['lensd', 'submit', {str(tmp_path / 'tree')!r}, '--socket', {str(daemon.socket)!r}]\n"
+            "out = io.StringIO()\n"
+            "try:\n    with contextlib.redirect_stdout(out):\n        main()\n"
+            "except SystemExit as exc:\n    assert exc.code in (0, None), exc.code\n"
+            "assert out.getvalue().startswith('applied '), out.getvalue()\n")
+    assert _loaded_after(code) == set()
+    assert len(lensd.Aggregator.from_database(daemon.db)) == 1
 
 
 def test_public_names_resolve_to_their_modules_objects() -> None:

@@ -171,21 +171,21 @@ def table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None,
 
 def submit_path(path: Path, target: Target, spool: Path | None) -> Iterator[str]:
     """Send a PyAutoFit folder (every fit in it) or a record file to the daemon."""
-    from lensd.client.sync import connect_sync
-    from lensd.domain.records import validate_record
+    from lensd.client.delivery import submit_blocking
     from lensd.ingest import pyautofit
-    from lensd.ingest.run import fit_records
     from lensd.wire import spoolfile as spooling
 
     records: list[dict[str, Any]] = []
     if path.is_dir():
-        for item in pyautofit.scan([path]):
+        for item in pyautofit.scan([path], plain=True):  # arrays without numpy: sent, not used here
             if isinstance(item, pyautofit.FolderFailure):
                 raise LensdError(f"{item.path}: {item.reason}")
-            records += fit_records(item)  # as read: the daemon validates what it receives
+            records += pyautofit.fit_records(item)  # as read: the daemon validates what it receives
         if not records:
             raise LensdError(f"no PyAutoFit fit in {path}")
     elif path.suffix == ".json":
+        from lensd.domain.records import validate_record
+
         try:
             loaded = json.loads(path.read_text())
         except (OSError, ValueError) as exc:
@@ -206,8 +206,5 @@ def submit_path(path: Path, target: Target, spool: Path | None) -> Iterator[str]
             raise LensdError(f"{path} holds a {op} event, not a whole record")
     else:
         raise LensdError(f"{path}: give a PyAutoFit output folder, a .json record or a .lensd file")
-    with connect_sync(spool=spool, socket=target.socket, address=target.address,
-                      secret_file=target.secret_file, tls_ca=target.tls_ca) as client:
-        for record in records:
-            outcome = client.submit(record)
-            yield f"{outcome} {record.get('id') or ''}".rstrip()
+    for record, outcome in zip(records, submit_blocking(records, target, spool), strict=False):
+        yield f"{outcome} {record.get('id') or ''}".rstrip()

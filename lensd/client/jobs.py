@@ -32,16 +32,15 @@ import anyio.to_thread
 from lensd.client import address
 from lensd.client.address import Target, TargetLike
 from lensd.client.connection import Client
+from lensd.client.delivery import RETRY_DELAYS, contact_spool, save_to_spool
 from lensd.domain.records import Record, validate_record
 from lensd.domain.samples import Samples
 from lensd.errors import Busy, DaemonUnavailable, InvalidRecord, LensdError
-from lensd.wire import protocol
 from lensd.wire import spoolfile as spooling
 
 # SLURM_SUBMIT_DIR and LENSD_SLURM_SCRIPT tell ``lensd retry`` which script to resubmit (lensd/domain/slurm.py)
 SLURM_VARIABLES: Final = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_JOB_NAME",
                           "SLURM_SUBMIT_DIR", "LENSD_SLURM_SCRIPT")
-RETRY_DELAYS: Final = (0.05, 0.2, 0.5, 1.0, 2.0, 4.0)
 HEARTBEAT_MIN: Final = 0.02  # the daemon's --lost-after can be as short as 0.1 s
 HEARTBEAT_MAX: Final = 60.0
 HEARTBEAT_SHARE: Final = 4  # beats per --lost-after period: one late beat never loses a fit
@@ -184,10 +183,7 @@ class JobClient:
                     break  # no daemon here (another node's job): spool at once
                 self._client = None
         if self._spool is not None:
-            if op in protocol.RECORD_OPS:  # no daemon checks it now: say what is wrong before it is saved
-                validate_record(fields["record"])
-            spooling.write(self._spool, op, fields)
-            return "spooled"
+            return save_to_spool(self._spool, op, fields)
         assert last is not None
         raise last
 
@@ -265,8 +261,7 @@ class JobClient:
             client = await self._connection()
         except (DaemonUnavailable, Busy):  # busy: its writes will retry, then spool
             route = address.resolve(self._target)
-            if self._spool is None and route.contact is not None:
-                self._spool = route.contact.spool  # the daemon's own spool, from its contact file
+            self._spool = contact_spool(self._target, self._spool)  # else the daemon's own, from its contact file
             if self._spool is None:
                 raise
             if self._heartbeat is None and route.contact is not None and route.contact.lost_after:

@@ -39,18 +39,18 @@ import csv
 import io
 import json
 import os
+from array import array
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from lensd.domain.fitsdata import FITS_MAGIC
 from lensd.errors import IngestError
 from lensd.ingest.folders import PICKLE_SUFFIXES, Source, discover, folder_signature, identity, nested_fits, opened
+from lensd.wire.codec import Float64s
 
-__all__ = ["FolderFailure", "discover", "folder_signature", "read_fit", "scan"]
+__all__ = ["FolderFailure", "discover", "fit_records", "folder_signature", "read_fit", "scan"]
 
 _OWN_JSON = frozenset({"model", "search", "info", "samples_summary"})  # fields, not ``files`` entries
 _SAMPLE_COLUMNS = ("log_likelihood", "log_prior", "weight")
@@ -68,41 +68,51 @@ class FolderFailure:
 def read_fit(path: str | os.PathLike[str], root: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """The record of one path ``discover`` yields; raises IngestError with a one-line reason."""
     top = None if root is None else Path(os.path.abspath(root))
-    return _read(Path(os.path.abspath(path)), top, {})
+    return _read(Path(os.path.abspath(path)), top, {}, False)
 
 
-def scan(roots: Iterable[str | os.PathLike[str]]) -> Iterator[dict[str, Any] | FolderFailure]:
-    """Records under every root, parents first, with a FolderFailure for each unreadable folder."""
+def scan(roots: Iterable[str | os.PathLike[str]], plain: bool = False) -> Iterator[dict[str, Any] | FolderFailure]:
+    """Records under every root, parents first, with a FolderFailure for each unreadable folder.
+
+    ``plain``: CSV arrays as ``codec.Float64s`` (parsed by ``float``, without importing numpy), for
+    records that are only sent on (``lensd submit``); else numpy arrays.
+    """
     cache: dict[Path, Path | None] = {}
     for root in roots:
         top = Path(os.path.abspath(root))
         for path in discover(top):
             try:
-                yield _read(path, top, cache)
+                yield _read(path, top, cache, plain)
             except IngestError as exc:
                 yield FolderFailure(str(path), str(exc))
             except Exception as exc:  # one odd folder must not end an ingest of thousands
                 yield FolderFailure(str(path), f"unexpected {type(exc).__name__}: {exc}")
 
 
-def _read(path: Path, root: Path | None, cache: dict[Path, Path | None]) -> dict[str, Any]:
+def fit_records(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """A read fit as the record dicts it stands for: itself, then its analysis children (popped)."""
+    children = data.pop("children", None) or []
+    return [data, *children]
+
+
+def _read(path: Path, root: Path | None, cache: dict[Path, Path | None], plain: bool) -> dict[str, Any]:
     signature = folder_signature(path)  # taken first: a write during the read shows up next time
     with opened(path) as (src, owner, where):
         if owner is not None:
             fit_id = identity(where.parent.parent, root, cache)[0]
-            record = _fit(src, owner, (f"{fit_id}_{where.name.removeprefix('analysis_')}", fit_id))
+            record = _fit(src, owner, (f"{fit_id}_{where.name.removeprefix('analysis_')}", fit_id), plain)
         elif src.read(".is_grid_search") is not None:
-            record = _grid_root(src, where, identity(where, root, cache))
+            record = _grid_root(src, where, identity(where, root, cache), plain)
         elif src.read("metadata") is not None:
-            record = _fit(src, None, identity(where, root, cache))
+            record = _fit(src, None, identity(where, root, cache), plain)
         else:
             raise IngestError("no metadata file: not a PyAutoFit fit folder")
     return {**record, "source": str(path.resolve()), "source_sig": signature}
 
 
-def _fit(src: Source, owner: Source | None, ids: tuple[str, str | None]) -> dict[str, Any]:
+def _fit(src: Source, owner: Source | None, ids: tuple[str, str | None], plain: bool) -> dict[str, Any]:
     """A fit, or an analysis of ``owner`` (which then gives name, tags and status)."""
-    record = _contents(src, need_model=owner is None)
+    record = _contents(src, owner is None, plain)
     header = src if owner is None else owner
     search = record["search"] if owner is None else _json(owner, "files/search.json")
     completed_at = header.mtime(".completed")
@@ -113,9 +123,9 @@ def _fit(src: Source, owner: Source | None, ids: tuple[str, str | None]) -> dict
             "status": "running" if completed_at is None else "completed", "completed_at": completed_at}
 
 
-def _grid_root(src: Source, where: Path, ids: tuple[str, str | None]) -> dict[str, Any]:
+def _grid_root(src: Source, where: Path, ids: tuple[str, str | None], plain: bool) -> dict[str, Any]:
     """A grid or sensitivity root: its own files, plus what its nested fits say about it."""
-    record = _contents(src, need_model=False)
+    record = _contents(src, False, plain)
     results = src.read("results.csv")
     if results is not None:
         record["files"]["results"] = _columns("results.csv", results)
@@ -142,19 +152,16 @@ def _grid_root(src: Source, where: Path, ids: tuple[str, str | None]) -> dict[st
             "status": "running" if completed_at is None else "completed", "completed_at": completed_at}
 
 
-def _contents(src: Source, need_model: bool) -> dict[str, Any]:
+def _contents(src: Source, need_model: bool, plain: bool) -> dict[str, Any]:
     """The fields read from ``files/``: model, search, info, summary, samples and the rest."""
     model = _json(src, "files/model.json")
     if model is None and need_model:
         raise IngestError("files/model.json: missing")
     summary = _json(src, "files/samples_summary.json")
     csv_data = src.read("files/samples.csv")
-    samples = None if csv_data is None else _samples(csv_data)
-    files = _files(src)
-    best = None
-    if samples is not None:
-        likelihood = samples["log_likelihood"][~np.isnan(samples["log_likelihood"])]
-        best = float(likelihood.max()) if likelihood.size else None
+    samples = None if csv_data is None else (_plain_samples if plain else _samples)(csv_data)
+    files = _files(src, plain)
+    best = None if samples is None else _best(samples["log_likelihood"])
     evidence = _dig(summary, "arguments", "log_evidence")
     return {"model": model, "search": _json(src, "files/search.json"), "info": _json(src, "files/info.json"),
             "summary": summary, "samples": samples, "files": files,
@@ -162,7 +169,7 @@ def _contents(src: Source, need_model: bool) -> dict[str, Any]:
             "log_evidence": _number(evidence)}
 
 
-def _files(src: Source) -> dict[str, Any]:
+def _files(src: Source, plain: bool) -> dict[str, Any]:
     """``files/`` JSON and CSV as values, FITS (``files/`` and ``image/``) as their bytes, under
     PyAutoFit's names (``files/dataset/data.fits`` is "dataset.data", ``image/fit.fits`` "fit");
     pickles are never opened: ``lensd.skipped`` lists them, one "name: reason" line each."""
@@ -182,7 +189,7 @@ def _files(src: Source) -> dict[str, Any]:
         elif suffix == "fits":
             files[key] = _fits(src, name)
         else:
-            files[key] = _json(src, name) if suffix == "json" else _csv(name, src.read(name) or b"")
+            files[key] = _json(src, name) if suffix == "json" else _csv(name, src.read(name) or b"", plain)
     for key, name in images:  # PyAutoFit's fit.value(name) looks in files/ first, then image/
         if key in files:
             skipped.append(f"{name}: PyAutoFit's name {key!r} is files/{key.replace('.', '/')}.fits")
@@ -228,8 +235,9 @@ def _check_width(name: str, data: bytes) -> None:
         raise IngestError(f"{name}: more than {MAX_CELLS} cells")
 
 
-def _samples(data: bytes) -> dict[str, Any]:
-    """samples.csv as arrays; a file cut off mid-write is refused rather than read short."""
+def _samples_header(data: bytes) -> tuple[list[str], bytes]:
+    """samples.csv's columns and the bytes of its rows, checked; a file cut off mid-write is
+    refused rather than read short."""
     _check_width("files/samples.csv", data)
     head, _, body = data.partition(b"\n")
     columns = [c.strip() for c in head.decode("utf-8", "replace").split(",")]
@@ -238,6 +246,18 @@ def _samples(data: bytes) -> dict[str, Any]:
         raise IngestError(f"files/samples.csv: header lacks {', '.join(missing)}")
     if body.strip() and not body.endswith(b"\n"):
         raise IngestError("files/samples.csv: truncated (the last line has no end)")
+    return columns, body
+
+
+def _free(columns: list[str]) -> list[int]:
+    return [i for i, c in enumerate(columns) if c not in (*_SAMPLE_COLUMNS, "log_posterior")]
+
+
+def _samples(data: bytes) -> dict[str, Any]:
+    """samples.csv as numpy arrays (``np.loadtxt``: the fastest parser at ingest's sizes)."""
+    import numpy as np
+
+    columns, body = _samples_header(data)
     try:
         table = (np.loadtxt(io.BytesIO(body), delimiter=",", dtype=np.float64, ndmin=2) if body.strip()
                  else np.empty((0, len(columns))))
@@ -245,16 +265,61 @@ def _samples(data: bytes) -> dict[str, Any]:
         raise IngestError(f"files/samples.csv: {exc}") from None
     if table.shape[1] != len(columns):
         raise IngestError(f"files/samples.csv: {table.shape[1]} values a row, {len(columns)} in the header")
-    free = [i for i, c in enumerate(columns) if c not in (*_SAMPLE_COLUMNS, "log_posterior")]
+    free = _free(columns)
     return {"paths": [columns[i] for i in free], "parameters": np.ascontiguousarray(table[:, free]),
             **{c: np.ascontiguousarray(table[:, columns.index(c)]) for c in _SAMPLE_COLUMNS}}
 
 
-def _csv(name: str, data: bytes) -> Any:
+def _plain_samples(data: bytes) -> dict[str, Any]:
+    """samples.csv as ``Float64s``, the same numbers (``float`` rounds as ``np.loadtxt`` does)."""
+    columns, body = _samples_header(data)
+    rows = _plain_rows("files/samples.csv", body)
+    if rows and len(rows[0]) != len(columns):
+        raise IngestError(f"files/samples.csv: {len(rows[0])} values a row, {len(columns)} in the header")
+    free = _free(columns)
+    parameters = array("d", [row[i] for row in rows for i in free])
+    return {"paths": [columns[i] for i in free], "parameters": Float64s(parameters, (len(rows), len(free))),
+            **{c: Float64s(array("d", [row[j] for row in rows]), (len(rows),))
+               for c in _SAMPLE_COLUMNS for j in [columns.index(c)]}}
+
+
+def _plain_rows(name: str, body: bytes) -> list[list[float]]:
+    """Comma-separated numbers, a list a row, every row as wide (blank lines and # comments skipped,
+    as ``np.loadtxt`` does)."""
+    lines = body.split(b"\n")
+    if b"#" in body:
+        lines = [line.partition(b"#")[0] for line in lines]
+    try:
+        rows = [[float(cell) for cell in line.split(b",")] for line in lines if line.strip()]
+    except ValueError as exc:
+        raise IngestError(f"{name}: {exc}") from None
+    widths = {len(row) for row in rows}
+    if len(widths) > 1:
+        raise IngestError(f"{name}: rows of {min(widths)} and {max(widths)} values")
+    return rows
+
+
+def _best(likelihood: Any) -> float | None:
+    """The largest log likelihood that is not NaN, or None."""
+    if isinstance(likelihood, Float64s):
+        return max((v for v in likelihood.values if v == v), default=None)
+    import numpy as np
+
+    kept = likelihood[~np.isnan(likelihood)]
+    return float(kept.max()) if kept.size else None
+
+
+def _csv(name: str, data: bytes, plain: bool) -> Any:
     _check_width(name, data)
     first_cell = data.split(b"\n", 1)[0].split(b",", 1)[0].strip().decode("utf-8", "replace")
     if _number(first_cell) is None:
         return _columns(name, data)
+    if plain:  # np.loadtxt's shape: its dimensions of length one squeezed out
+        rows = _plain_rows(name, data)
+        shape = [n for n in (len(rows), len(rows[0]) if rows else 0) if n != 1] if rows else [0]
+        return Float64s(array("d", [v for row in rows for v in row]), shape)
+    import numpy as np
+
     try:
         return np.loadtxt(io.BytesIO(data), delimiter=",", dtype=np.float64)
     except ValueError as exc:

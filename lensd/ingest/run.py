@@ -33,6 +33,7 @@ from lensd.client.address import Target, TargetLike
 from lensd.domain.records import Record, validate_record
 from lensd.errors import AlreadyRunning, DaemonUnavailable, LensdError, innermost
 from lensd.ingest import pyautofit
+from lensd.ingest.pyautofit import fit_records
 from lensd.store import writerlock
 from lensd.store.sqlite_errors import readonly_uri
 from lensd.store.writeops import Upsert
@@ -90,12 +91,6 @@ def _load_packed(folder: Path, root: Path, stored: str | None) -> tuple[str, Any
         except LensdError as exc:
             return "failed", pyautofit.FolderFailure(str(folder.resolve()), str(exc))
     return kind, value
-
-
-def fit_records(data: dict[str, Any]) -> list[dict[str, Any]]:
-    """A read fit as the record dicts it stands for: itself, then its analysis children (popped)."""
-    children = data.pop("children", None) or []
-    return [data, *children]
 
 
 def validate_fit(data: dict[str, Any]) -> list[Record]:

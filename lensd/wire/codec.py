@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import re
 import sys
+from array import array
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final
 
@@ -61,8 +62,11 @@ def _pack_array(array: np.ndarray) -> bytes:
     if dtype.byteorder == ">" or (dtype.byteorder == "=" and not _LITTLE):
         array = array.astype(dtype.newbyteorder("<"))
         dtype = array.dtype
-    raw = array.tobytes()  # C order, contiguous or not
-    head: bytes = msgpack.packb([dtype.str, list(array.shape)], use_bin_type=True)
+    return _ext_body(dtype.str, list(array.shape), array.tobytes())  # C order, contiguous or not
+
+
+def _ext_body(dtype: str, shape: list[int], raw: bytes) -> bytes:
+    head: bytes = msgpack.packb([dtype, shape], use_bin_type=True)
     size = len(raw)
     if size < 0x100:
         bin_head = b"\xc4" + size.to_bytes(1, "big")
@@ -71,6 +75,27 @@ def _pack_array(array: np.ndarray) -> bytes:
     else:
         bin_head = b"\xc6" + size.to_bytes(4, "big")
     return b"".join((b"\x93", head[1:], bin_head, raw))  # 0x92 (2-list) -> 0x93 (3-list)
+
+
+class Float64s:
+    """A float64 array built without numpy (the stdlib ``array``): it travels and is stored as an
+    ndarray of dtype ``<f8`` would be, and decodes as one. ``lensd submit`` parses samples.csv into
+    these, so a one-shot command does not import numpy (docs/performance.md)."""
+
+    __slots__ = ("shape", "values")
+
+    def __init__(self, values: array[float], shape: Sequence[int]) -> None:
+        if len(values) != math.prod(shape):
+            raise ValueError(f"{len(values)} values do not fill the shape {tuple(shape)}")
+        self.values = values
+        self.shape = list(shape)
+
+    def to_wire(self) -> msgpack.ExtType:
+        values = self.values
+        if not _LITTLE:
+            values = array("d", values)
+            values.byteswap()
+        return msgpack.ExtType(NDARRAY_EXT, _ext_body("<f8", self.shape, values.tobytes()))
 
 
 def _ext_hook(code: int, data: bytes) -> Any:
