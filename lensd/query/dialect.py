@@ -32,6 +32,11 @@ class Dialect:
     fact_order: str
     placeholder: str
     truth: str = "({})"  # a condition as the number 1 or 0 (sqlite's booleans are those numbers)
+    # The whole part of a number that is never negative (a bin's index): sqlite's CAST truncates,
+    # PostgreSQL's rounds, so PostgreSQL floors first. "{}" holds the number.
+    whole: str = "CAST({} AS INTEGER)"
+    greatest: str = "max"  # the larger of two values (sqlite's max() with two arguments)
+    least: str = "min"
 
     def sql(self, text: str) -> str:
         """``text`` with the driver's placeholder in place of ``?``.
@@ -56,6 +61,6 @@ POSTGRESQL: Final = Dialect(
     subquery_alias=" AS sub",
     fact_order=("(SELECT ROW(num IS NULL, num, txt) FROM facts WHERE fit_key = f.fit_key AND {} "
                 "AND (num IS NOT NULL OR txt IS NOT NULL))"),
-    placeholder="%s", truth="({})::integer",
+    placeholder="%s", truth="({})::integer", whole="floor({})::bigint", greatest="greatest", least="least",
 )
 DIALECTS: Final = {SQLITE.name: SQLITE, POSTGRESQL.name: POSTGRESQL}

@@ -15,6 +15,8 @@ from typing import Any, Final
 
 from lensd.errors import QueryError
 from lensd.query import statements, text
+from lensd.query.compiler import Access
+from lensd.query.dialect import Dialect
 from lensd.query.nodes import NUMBER_COLUMNS, TEXT_COLUMNS, Column, ModelPath, Operand, fact_address
 from lensd.query.state import QueryState
 
@@ -40,33 +42,35 @@ def _condition(operand: Operand, alias: str, expr: str) -> str:
     return f"{fact}{expr} IS NOT NULL"
 
 
-def _label(rows: Rows, colour: str) -> tuple[str, str, list[Any]]:
-    """(LEFT JOIN clauses on ``vx``, label expression, params) for colouring by a class or value."""
+def _label(rows: Rows, colour: str) -> tuple[str, tuple[str, str], list[Any]]:
+    """(LEFT JOIN clauses on ``vx``, the label as two columns -- its text, its number -- and
+    params) for colouring by a class or value. Two columns rather than ``coalesce(txt, num)``:
+    PostgreSQL cannot mix the types in one, and a number reads the same from both engines."""
     if not colour:
-        return "", "NULL", []
+        return "", ("NULL", "NULL"), []
     operand = text.parse_operand(colour)
     if isinstance(operand, ModelPath) and rows("SELECT 1 FROM nodes WHERE path = ? LIMIT 1", [operand.path]):
-        return ("LEFT JOIN nodes AS cn ON cn.fit_key = vx.fit_key AND cn.path = ?", "cn.class_name",
+        return ("LEFT JOIN nodes AS cn ON cn.fit_key = vx.fit_key AND cn.path = ?", ("cn.class_name", "NULL"),
                 [operand.path])
     if isinstance(operand, Column):
         if operand.name not in TEXT_COLUMNS:
             raise QueryError(f"colour by a text column, a class or an info key, not {operand.name}")
-        return "LEFT JOIN fits AS cc ON cc.fit_key = vx.fit_key", f"cc.{operand.name}", []
+        return "LEFT JOIN fits AS cc ON cc.fit_key = vx.fit_key", (f"cc.{operand.name}", "NULL"), []
     address = fact_address(operand)
     if address is None:
         raise QueryError(f"cannot colour by {operand!r}")
     return ("LEFT JOIN facts AS cf ON cf.fit_key = vx.fit_key AND cf.kind = ? AND cf.key = ?",
-            "coalesce(cf.txt, cf.num)", list(address))
+            ("cf.txt", "cf.num"), list(address))
 
 
-def _selection(rows: Rows, state: QueryState) -> tuple[str, list[Any]]:
+def _selection(rows: Rows, state: QueryState, dialect: Dialect) -> tuple[str, list[Any]]:
     """`` AND vx.fit_key IN (the query's fits)``, or nothing when the query selects every fit."""
     every = (state.predicate is None and not state.completed_only and not state.grid_only
              and state.parent_id is None and not state.offset and state.limit is None)
     if every and (not state.top_level_only
                   or not rows("SELECT 1 FROM fits WHERE parent_id IS NOT NULL LIMIT 1", [])):
         return "", []
-    sql, params = statements.select_fits(state, "f.fit_key")
+    sql, params = statements.select_fits(state, "f.fit_key", Access(dialect=dialect))
     return f" AND vx.fit_key IN ({sql})", params
 
 
@@ -89,13 +93,14 @@ def _range_counts(rows: Rows, table: str, where: str, expr: str, params: list[An
         sql = f"SELECT count(*) FROM {table} WHERE {where} AND {expr} >= ? AND {expr} {upper} ?"  # noqa: S608
         n = int(rows(sql, [*params, edges[i], edges[i + 1]])[0][0])
         if n:
-            found.append((i, None, n))
+            found.append((i, None, None, n))
     return found
 
 
-def histogram(rows: Rows, state: QueryState, x: str, colour: str = "", y: str = "",
+def histogram(rows: Rows, dialect: Dialect, state: QueryState, x: str, colour: str = "", y: str = "",
               bins: int = 40) -> dict[str, Any]:
-    """Counts of the fits of ``state`` per bin of ``x`` (and ``y``) and per colour label."""
+    """Counts of the fits of ``state`` per bin of ``x`` (and ``y``) and per colour label, in
+    statements ``rows`` runs on a database of ``dialect``."""
     empty = {"x": x, "y": y, "colour": colour, "edges": [], "series": {}, "total": 0}
     x_operand = text.parse_operand(x)
     x_table, x_expr, x_params = _axis(x_operand, "vx")
@@ -107,7 +112,7 @@ def histogram(rows: Rows, state: QueryState, x: str, colour: str = "", y: str = 
         y_table, y_expr, y_params = _axis(y_operand, "vy")
         joins = f" JOIN {y_table} ON vy.fit_key = vx.fit_key AND {_condition(y_operand, 'vy', y_expr)}"
         join_params, exprs = list(y_params), [x_expr, y_expr]
-    selection, selection_params = _selection(rows, state)
+    selection, selection_params = _selection(rows, state, dialect)
     edges = []
     for index, expr in enumerate(exprs):
         if index == 0:
@@ -122,13 +127,14 @@ def histogram(rows: Rows, state: QueryState, x: str, colour: str = "", y: str = 
         edges.append([low + i * width for i in range(bins + 1)])
     if not y and not colour and not selection:
         return _series(_range_counts(rows, x_table, where, x_expr, params, edges[0]), x, y, colour, edges, bins)
-    colour_join, label, label_params = _label(rows, colour)
-    bin_exprs = [f"max(0, min(CAST(({e} - ?) / ? AS INTEGER), {bins - 1}))" for e in exprs]
+    colour_join, (text_label, number_label), label_params = _label(rows, colour)
+    whole = [dialect.whole.format(f"({e} - ?) / ?") for e in exprs]
+    bin_exprs = [f"{dialect.greatest}(0, {dialect.least}({w}, {bins - 1}))" for w in whole]
     bin_params = [p for e in edges for p in (e[0], (e[-1] - e[0]) / bins or 1.0)]
     groups = ", ".join(f"b{i}" for i in range(len(exprs)))
     selected = ", ".join(f"{b} AS b{i}" for i, b in enumerate(bin_exprs))
-    sql = (f"SELECT {selected}, {label} AS label, count(*) FROM {x_table}{joins} {colour_join} "  # noqa: S608
-           f"WHERE {where}{selection} GROUP BY {groups}, label")
+    sql = (f"SELECT {selected}, {text_label} AS lt, {number_label} AS ln, count(*) "  # noqa: S608
+           f"FROM {x_table}{joins} {colour_join} WHERE {where}{selection} GROUP BY {groups}, lt, ln")
     found_rows = rows(sql, [*bin_params, *join_params, *label_params, *params, *selection_params])
     return _series(found_rows, x, y, colour, edges, bins)
 
@@ -139,12 +145,12 @@ def _series(rows: list[tuple[Any, ...]], x: str, y: str, colour: str, edges: lis
     two = len(edges) == 2
     totals: dict[str, int] = {}
     for row in rows:
-        name = "all" if row[-2] is None and not colour else str(row[-2]) if row[-2] is not None else "none"
+        name = _name(row, colour)
         totals[name] = totals.get(name, 0) + int(row[-1])
     kept = sorted(totals, key=lambda k: -totals[k])[:MAX_LABELS]
     series: dict[str, Any] = {}
     for row in rows:
-        name = "all" if row[-2] is None and not colour else str(row[-2]) if row[-2] is not None else "none"
+        name = _name(row, colour)
         name = name if name in kept else "other"
         if two:
             cells = series.setdefault(name, {})
@@ -154,3 +160,11 @@ def _series(rows: list[tuple[Any, ...]], x: str, y: str, colour: str, edges: lis
             counts = series.setdefault(name, [0] * bins)
             counts[int(row[0])] += int(row[-1])
     return {"x": x, "y": y, "colour": colour, "edges": edges, "series": series, "total": sum(totals.values())}
+
+
+def _name(row: tuple[Any, ...], colour: str) -> str:
+    """The series of a counted row ``(bins..., label text, label number, count)``."""
+    if not colour:
+        return "all"
+    label = row[-3] if row[-3] is not None else row[-2]
+    return "none" if label is None else str(label)

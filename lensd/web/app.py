@@ -45,7 +45,7 @@ class Reads:
 
     def __init__(self, source: LocalSource) -> None:
         self.source = source
-        self.label = str(source.path)
+        self.label = source.label
         self._limiter = anyio.CapacityLimiter(1)
         self._plotting = anyio.CapacityLimiter(1)
 

@@ -1,10 +1,13 @@
-"""What the dashboard reads, from a database file: the public Aggregator for fits, and a few
-aggregate statements (counts, throughput, histograms) that SQL answers without shipping fits.
+"""What the dashboard reads, from the database (a sqlite file or PostgreSQL): the public
+Aggregator for fits, and a few aggregate statements (counts, throughput, histograms) that SQL
+answers without shipping fits.
 
-Every statement is parameterised; every query the user types goes through the text grammar of
+Every statement is parameterised and written once, with the dialect's spellings where the engines
+differ (``lensd.query.dialect``); every query the user types goes through the text grammar of
 ``lensd query`` (lensd/query/text.py) into a ``QueryState``, compiled by lensd's compiler. The
-connection is read-only (WAL readers never block the daemon's writer) and used by one thread at a
-time (the app's limiter).
+connection is read-only (sqlite's WAL readers never block the daemon's writer; a PostgreSQL read
+ends its transaction after each statement, so each refresh sees the latest commits) and used by one
+thread at a time (the app's limiter).
 """
 
 from __future__ import annotations
@@ -22,9 +25,8 @@ from lensd.errors import QueryError, QuerySyntaxError
 from lensd.query import text
 from lensd.query.nodes import Column, Operand
 from lensd.query.state import QueryState
-from lensd.store import reader
 from lensd.store.reader import Fit
-from lensd.store.sources import SqliteSource
+from lensd.store.sources import is_postgres, open_source
 
 STATUSES: Final = ("running", "completed", "failed", "lost")
 LIST_LIMIT: Final = 50  # running, failed, lost fits shown on the overview
@@ -82,21 +84,31 @@ def _listed(row: Sequence[Any]) -> dict[str, Any]:
 
 
 class LocalSource:
-    """The dashboard's reads of one lensd database file."""
+    """The dashboard's reads of one lensd database, read directly (not through the daemon)."""
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.conn = reader.open_readonly(self.path)
+    def __init__(self, database: str | Path) -> None:
+        self.database = database if is_postgres(database) else Path(database)
+        self.source = open_source(database)
+        self.dialect = self.source.dialect
+
+    @property
+    def label(self) -> str:
+        """The database as the pages name it (a PostgreSQL URL without its password)."""
+        if isinstance(self.database, Path):
+            return str(self.database)
+        from lensd.store.pgstore import redact
+
+        return redact(self.database)
 
     def close(self) -> None:
-        self.conn.close()
+        self.source.close()
 
     def _agg(self, state: QueryState) -> Aggregator:
-        return Aggregator(SqliteSource(self.conn), state, str(self.path))
+        return Aggregator(self.source, state, self.label)
 
     def rows(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         """All rows of one statement (lensd's own SQL; values only as parameters)."""
-        return list(reader.stream(self.conn, sql, list(params)))
+        return list(self.source.stream(sql, list(params)))
 
     # --- overview -------------------------------------------------------------------------
     def overview(self, now: float | None = None) -> dict[str, Any]:
@@ -107,8 +119,8 @@ class LocalSource:
         start = now - BUCKETS * 300
         done = {s: [0] * BUCKETS for s in ("completed", "failed")}
         for bucket, status, n in self.rows(
-                "SELECT CAST((last_event_at - ?) / 300 AS INTEGER) AS b, status, count(*) FROM fits "
-                "WHERE status IN ('completed', 'failed') AND last_event_at >= ? GROUP BY b, status",
+                f"SELECT {self.dialect.whole.format('(last_event_at - ?) / 300')} AS b, status, count(*) "  # noqa: S608
+                "FROM fits WHERE status IN ('completed', 'failed') AND last_event_at >= ? GROUP BY b, status",
                 [start, start]):
             if 0 <= bucket < BUCKETS:
                 done[str(status)][int(bucket)] += int(n)
@@ -160,4 +172,4 @@ class LocalSource:
         the fits of ``state``, counted in SQL (lensd/web/aggregate.py)."""
         from lensd.web import aggregate
 
-        return aggregate.histogram(self.rows, state, x, colour, y, bins)
+        return aggregate.histogram(self.rows, self.dialect, state, x, colour, y, bins)

@@ -65,7 +65,7 @@ def _quiet_server(config: Any) -> Any:
     return Server(config)
 
 
-async def serve(db: Path, options: WebOptions, announce: bool = True, *,
+async def serve(db: Path | str, options: WebOptions, announce: bool = True, *,
                 task_status: TaskStatus[str] = anyio.TASK_STATUS_IGNORED) -> None:
     """Serve the dashboard of the database ``db`` until cancelled.
 
@@ -127,7 +127,7 @@ def database_of(address: str) -> Path:
     return path
 
 
-def run(db: Path, options: WebOptions) -> None:
+def run(db: Path | str, options: WebOptions) -> None:
     """``lensd web``: serve until Ctrl-C or SIGTERM."""
     import signal
 

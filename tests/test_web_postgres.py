@@ -1,0 +1,74 @@
+"""The dashboard on PostgreSQL: the same survey, copied into a real PostgreSQL server by
+``lensd migrate``, read by the dashboard's own reads, answers exactly as the sqlite file does --
+counts, the overview's lists and sbatch lines, the fits table, one fit, histograms coloured by a
+class and by an info key, filtered by a query, and binned scatters."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_web import survey  # noqa: F401 - the 33-fit survey fixture
+
+from lensd.store.migrate import migrate
+from lensd.web.data import LocalSource, parse_query
+
+X = "model.galaxies.lens.mass.einstein_radius"
+Y = "model.galaxies.lens.mass.centre.centre_0"
+PLOTS = [  # (query, x, colour, y)
+    ("", X, "", ""),
+    ("", X, "model.galaxies.lens.mass", ""),
+    ('info["survey"] == "SLACS"', X, "model.galaxies.lens.mass", ""),
+    ('unique_tag != "lens_2"', X, 'info["survey"]', ""),
+    ("", "max_log_likelihood", "status", ""),
+    ("", X, "", Y),
+    (f"{X} > 1.0", X, "unique_tag", Y),
+]
+
+
+@pytest.fixture
+def both(survey: Path, pg_url: str) -> Any:  # noqa: F811
+    migrate(survey, pg_url)
+    sqlite, postgres = LocalSource(survey), LocalSource(pg_url)
+    try:
+        yield sqlite, postgres
+    finally:
+        sqlite.close()
+        postgres.close()
+
+
+def _fits(source: LocalSource, expression: str) -> list[dict[str, Any]]:
+    state = parse_query(expression, "max_log_likelihood", descending=True).state
+    return [fit.to_dict() for fit in source.page(state, 0, 100)]
+
+
+def test_every_read_of_the_dashboard_is_the_same_on_both_engines(both: tuple[LocalSource, LocalSource]) -> None:
+    sqlite, postgres = both
+    assert postgres.dialect.name == "postgresql"
+    now = 2_000_000_000.0
+    one, other = sqlite.overview(now), postgres.overview(now)
+    assert one == other
+    assert one["counts"] == {"running": 1, "completed": 30, "failed": 2, "lost": 0}
+    for expression in ("", 'info["survey"] == "SLACS"', 'status == "failed"', f"{X} > 1.0"):
+        state = parse_query(expression).state
+        assert sqlite.count(state) == postgres.count(state) > 0, expression
+        assert _fits(sqlite, expression) == _fits(postgres, expression), expression
+    for fit_id in ("fit-50", "fit-40", "fit-3"):
+        a, b = sqlite.fit(fit_id), postgres.fit(fit_id)
+        assert a is not None and b is not None
+        assert a.to_dict() == b.to_dict() and sqlite.payload_names(a) == postgres.payload_names(b)
+        assert a.progress_history == b.progress_history
+    assert postgres.fit("nowhere") is None
+
+
+def test_histograms_and_scatters_count_the_same_on_both_engines(both: tuple[LocalSource, LocalSource]) -> None:
+    sqlite, postgres = both
+    for expression, x, colour, y in PLOTS:
+        state = parse_query(expression).state
+        one = sqlite.histogram(state, x, colour, y, bins=7)
+        other = postgres.histogram(state, x, colour, y, bins=7)
+        assert one == other, (expression, x, colour, y)
+        assert one["series"], (expression, x, colour, y)
+        if x == X and not y:  # every fit has an Einstein radius: each is counted once
+            assert one["total"] == sqlite.count(state), (expression, colour)
