@@ -30,7 +30,8 @@ from pathlib import Path
 from bench import CACHE, Options, Row
 from bench._common import AUTOFIT_VENV, autofit_python, format_table, machine_facts
 
-ORDER = ("startup", "daemon_ingest", "ingest_folders", "query", "values_samples", "growth", "watch_poll", "heartbeats")
+ORDER = ("startup", "daemon_ingest", "ingest_folders", "query", "values_samples", "pg_reads", "growth", "watch_poll",
+         "heartbeats")
 # Arguments for modules that are scripts without run(): (quick run, full run).
 SCRIPT_ARGS: dict[str, tuple[list[str], list[str]]] = {
     "watch_poll": (["--fits", "10000", "--new", "200", "--idle", "10"], []),

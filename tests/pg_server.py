@@ -31,7 +31,7 @@ import subprocess
 import tempfile
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
@@ -109,6 +109,7 @@ class PgServer:
     root: Path
     port: int
     owner: pwd.struct_passwd | None
+    settings: dict[str, str] = field(default_factory=dict)  # postgresql.conf lines beyond _SETTINGS
 
     @property
     def data(self) -> Path:
@@ -163,7 +164,7 @@ class PgServer:
                           "--auth-local=trust", "--auth-host=scram-sha-256", "--no-sync", "--no-instructions")
         if initdb.returncode != 0:
             raise PgServerError(f"initdb failed ({initdb.returncode}): {initdb.stderr.strip()[-2000:]}")
-        settings = {**_SETTINGS, "unix_socket_directories": f"'{self.root}'"}
+        settings = {**_SETTINGS, **self.settings, "unix_socket_directories": f"'{self.root}'"}
         with open(self.data / "postgresql.conf", "a") as conf:
             conf.write("".join(f"{key} = {value}\n" for key, value in settings.items()))
         for _attempt in range(5):
@@ -189,15 +190,17 @@ class PgServer:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def start_server() -> PgServer:
-    """Find the binaries, make the user and the temp dir, start the cluster, wait until it answers."""
+def start_server(settings: dict[str, str] | None = None) -> PgServer:
+    """Find the binaries, make the user and the temp dir, start the cluster, wait until it answers.
+
+    ``settings``: postgresql.conf values over the tests' (bench/pg.py gives it a bench's memory)."""
     bindir = find_bindir()
     owner = ensure_os_user()
     root = Path(tempfile.mkdtemp(prefix="lpg", dir="/tmp"))  # short: a socket path must fit ~100 bytes
     os.chmod(root, 0o700)
     if owner is not None:
         os.chown(root, owner.pw_uid, owner.pw_gid)
-    server = PgServer(bindir, root, 0, owner)
+    server = PgServer(bindir, root, 0, owner, dict(settings or {}))
     try:
         server.start()
     except BaseException:

@@ -276,8 +276,10 @@ class PgTarget:
     def finish(self) -> None:
         self.write([], {})
         self.set_sequences()
-        self._all("ANALYZE")  # fresh statistics: the planner's index choices (docs/decisions.md)
-        self._conn.commit()
+        # Fresh statistics for the planner's index choices, and the visibility map that lets a
+        # count be answered from an index alone (a bulk load leaves both to autovacuum, later).
+        self._conn.autocommit = True  # VACUUM runs outside a transaction
+        self._all("VACUUM (ANALYZE)")
 
     def close(self) -> None:
         self._conn.close()
