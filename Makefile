@@ -16,9 +16,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
+# tests_autolens is checked on its own: its conftest.py would clash with tests/conftest.py as one
+# module named conftest in a single mypy run. autolens itself is not in .venv (ignored imports).
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/mypy tests_autolens
 
 # Debian packages the suite uses (PostgreSQL server, chromium, bindfs), installed when missing.
 system-packages:

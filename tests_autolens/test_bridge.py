@@ -36,7 +36,7 @@ def tracer_values(tracer: Any) -> dict[str, Any]:
             "redshifts": [g.redshift for g in tracer.galaxies]}
 
 
-def by_key(agg: Any, make: Any) -> dict[tuple[str, str], Any]:
+def by_key(agg: Any, make: Any) -> dict[tuple[str, float], Any]:
     """PyAutoFit's aggregator helpers yield in the aggregator's order; pair them with their fits."""
     return {key(fit): value for fit, value in zip(agg, make(agg), strict=True)}
 
