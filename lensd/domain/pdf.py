@@ -35,13 +35,30 @@ def kind_of(samples_info: Any) -> str:
 
 def weighted_quantile(x: np.ndarray, q: float, weights: np.ndarray) -> float:
     """corner.py's ``quantile`` with weights, as PyAutoFit's ``pdf.quantile``."""
-    if x.shape[0] == 1:
-        return float(x[0])
-    order = np.argsort(x)
-    cdf = np.cumsum(weights[order])[:-1]
-    cdf /= cdf[-1]
-    cdf = np.append(0, cdf)
-    return float(np.interp(q, cdf, x[order]))
+    return _WeightedColumn(x, weights).quantile(q)
+
+
+class _WeightedColumn:
+    """One column sorted once with its weight CDF, for any number of quantiles (a record without a
+    summary needs five per parameter: the median and the 1σ and 3σ bounds; sorting once for all
+    five cut validating a 1,000-sample record by ~0.3 ms, docs/performance.md)."""
+
+    def __init__(self, x: np.ndarray, weights: np.ndarray) -> None:
+        self.single = float(x[0]) if x.shape[0] == 1 else None
+        if self.single is None:
+            order = np.argsort(x)
+            cdf = np.cumsum(weights[order])[:-1]
+            cdf /= cdf[-1]
+            self.cdf, self.sorted = np.append(0, cdf), x[order]
+
+    def quantile(self, q: float) -> float:
+        return self.single if self.single is not None else float(np.interp(q, self.cdf, self.sorted))
+
+    def quantiles(self, low: float, high: float) -> tuple[float, float]:
+        if self.single is not None:
+            return self.single, self.single
+        lo, hi = np.interp((low, high), self.cdf, self.sorted)
+        return float(lo), float(hi)
 
 
 class Marginals:
@@ -51,6 +68,7 @@ class Marginals:
         usable = np.all(np.isfinite(weight)) and np.all(weight >= 0) and weight.sum() > 0
         self.parameters, self.kind, self.best = parameters, kind, best
         self.weight = weight if usable else np.ones_like(weight)  # a stream may carry no weights
+        self._sorted: list[_WeightedColumn] | None = None
 
     def _converged(self) -> bool:
         if self.kind == "mcmc":
@@ -60,6 +78,11 @@ class Marginals:
     def _columns(self) -> list[np.ndarray]:
         return [self.parameters[:, j] for j in range(self.parameters.shape[1])]
 
+    def _weighted(self) -> list[_WeightedColumn]:
+        if self._sorted is None:
+            self._sorted = [_WeightedColumn(column, self.weight) for column in self._columns()]
+        return self._sorted
+
     def median(self) -> list[float]:
         if not len(self.parameters):
             return []
@@ -67,7 +90,7 @@ class Marginals:
             return [] if self.best is None else [float(v) for v in self.parameters[self.best]]
         if self.kind == "mcmc":
             return [float(np.percentile(column, 50)) for column in self._columns()]
-        return [weighted_quantile(column, 0.5, self.weight) for column in self._columns()]
+        return [column.quantile(0.5) for column in self._weighted()]
 
     def at_sigma(self, sigma: float) -> list[tuple[float, float]]:
         """(lower, upper) value of every parameter at ``sigma``."""
@@ -81,5 +104,4 @@ class Marginals:
             return [(float(lo), float(hi)) for lo, hi in
                     (np.percentile(column, [100.0 * (1.0 - limit), 100.0 * limit]) for column in self._columns())]
         low = (1 - math.erf(sigma / math.sqrt(2))) / 2
-        return [(weighted_quantile(column, low, self.weight), weighted_quantile(column, 1 - low, self.weight))
-                for column in self._columns()]
+        return [column.quantiles(low, 1 - low) for column in self._weighted()]

@@ -227,9 +227,10 @@ def summary_from_samples(samples: Samples) -> dict[str, Any] | None:
     PyAutoFit computes them (weighted quantiles, lensd.domain.pdf). ``derived_from`` says so."""
     if not len(samples):
         return None
-    summary: dict[str, Any] = {"median_pdf": samples.median_pdf_values(), "derived_from": "samples"}
+    median, at_sigma = samples.summary_values([float(sigma) for sigma in SUMMARY_SIGMAS])
+    summary: dict[str, Any] = {"median_pdf": median, "derived_from": "samples"}
     for sigma in SUMMARY_SIGMAS:
-        bounds = samples.values_at_sigma(float(sigma), as_instance=False, as_dict=True) or {}
+        bounds = at_sigma[float(sigma)]
         summary[f"values_at_sigma_{sigma}"] = {path: [lo, hi] for path, (lo, hi) in bounds.items()}
     return summary
 

@@ -42,8 +42,8 @@ class Sample:
 class Samples:
     """Parameter paths, an (n, k) float array, and per-sample log likelihood, log prior and weight."""
 
-    __slots__ = ("_order", "log_likelihood", "log_prior", "model", "packed", "parameters", "paths", "samples_info",
-                 "weight")
+    __slots__ = ("_constants", "_order", "log_likelihood", "log_prior", "model", "packed", "parameters", "paths",
+                 "samples_info", "weight")
 
     def __init__(
         self,
@@ -69,6 +69,7 @@ class Samples:
         self.packed: bytes | None = None  # ``codec.pack(self.to_wire())``, when it arrived so
         self._check()
         self._order: list[int] | None = None
+        self._constants: tuple[Any, dict[str, Any]] | None = None  # (the model they are of, its constants)
 
     def _check(self) -> None:
         if not all(isinstance(p, str) and p for p in self.paths):
@@ -171,7 +172,7 @@ class Samples:
         sample = self.max_log_likelihood_sample
         if sample is None:
             return {}
-        return {**modeltree.constants(self.model or {}), **sample.kwargs}
+        return {**self._model_constants(), **sample.kwargs}
 
     def median_pdf_values(self) -> dict[str, Any]:
         """Path → median of each parameter's marginal PDF (PyAutoFit's estimate, lensd.domain.pdf),
@@ -179,6 +180,15 @@ class Samples:
         if not len(self):
             return {}
         return self._values(self._marginals().median())
+
+    def summary_values(self, sigmas: Sequence[float]) -> tuple[dict[str, Any], dict[float, dict[str, Any]]]:
+        """``median_pdf_values()``, and ``values_at_sigma(sigma, as_instance=False, as_dict=True)``
+        for each sigma: one set of marginals, each column sorted once for all of them."""
+        if not len(self):
+            return {}, {sigma: {} for sigma in sigmas}
+        marginals = self._marginals()
+        return (self._values(marginals.median()),
+                {sigma: dict(zip(self.model_paths, marginals.at_sigma(sigma), strict=True)) for sigma in sigmas})
 
     def _instance(self, values: dict[str, Any]) -> Instance | None:
         """``values`` as an instance of the model; None when there are none (no samples)."""
@@ -213,7 +223,13 @@ class Samples:
         return self.parameters[:, self._model_order()]
 
     def _values(self, vector: Sequence[Any]) -> dict[str, Any]:
-        return {**modeltree.constants(self.model or {}), **dict(zip(self.model_paths, vector, strict=True))}
+        return {**self._model_constants(), **dict(zip(self.model_paths, vector, strict=True))}
+
+    def _model_constants(self) -> dict[str, Any]:
+        """``modeltree.constants`` of the model, walked once per model."""
+        if self._constants is None or self._constants[0] is not self.model:
+            self._constants = (self.model, modeltree.constants(self.model or {}))
+        return self._constants[1]
 
     def _shaped(self, vector: list[Any], as_instance: bool, as_dict: bool) -> Any:
         """What PyAutoFit's ``to_instance`` gives: a dict by path, an instance, or the vector."""
