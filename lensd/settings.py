@@ -9,18 +9,48 @@ options (``lensd.cli.commands``) and the argument list a background start hands 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias
 
 from lensd.errors import DaemonUnavailable
 
 DEFAULT_LOST_AFTER = 600.0
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+# A database: a sqlite file's path, or a PostgreSQL libpq URL kept as text (a Path would fold the
+# URL's "//" and "?host=/..." into a file name).
+Database: TypeAlias = Path | str
 
 
-def default_db() -> Path:
-    return Path(os.environ.get("LENSD_DB") or "lensd.sqlite")
+def database(value: str | os.PathLike[str]) -> Database:
+    """``value`` as a database: the URL itself when it is a ``postgresql://`` URL, else a path."""
+    text = os.fspath(value)
+    return text if isinstance(text, str) and text.startswith(POSTGRES_SCHEMES) else Path(text)
+
+
+def is_url(db: Database) -> bool:
+    """Whether ``db`` is a PostgreSQL URL (not a sqlite file)."""
+    return isinstance(db, str)
+
+
+_PASSWORD = re.compile(r"(://[^:/@?#]*:)([^@/?#]*)(@)")
+_PASSWORD_PARAM = re.compile(r"((?:^|[?&\s])password=)([^&\s]*)", re.IGNORECASE)
+
+
+def redact(url: str) -> str:
+    """``url`` with any password in it masked, for messages and logs."""
+    return _PASSWORD_PARAM.sub(r"\1***", _PASSWORD.sub(r"\1***\3", url))
+
+
+def shown(db: Database) -> str:
+    """``db`` as lensd prints and logs it: a URL's password masked."""
+    return redact(db) if isinstance(db, str) else str(db)
+
+
+def default_db() -> Database:
+    return database(os.environ.get("LENSD_DB") or "lensd.sqlite")
 
 
 def default_socket() -> Path:
@@ -55,8 +85,8 @@ def unreachable(path: Path, exc: BaseException | None = None) -> DaemonUnavailab
     return DaemonUnavailable(f"no daemon at {path} ({reason}); is `lensd start` running?")
 
 
-def resolve_db(path: str | os.PathLike[str] | None) -> Path:
-    return Path(path) if path is not None else default_db()
+def resolve_db(path: str | os.PathLike[str] | None) -> Database:
+    return database(path) if path is not None else default_db()
 
 
 def resolve_socket(path: str | os.PathLike[str] | None) -> Path:
@@ -72,13 +102,13 @@ class CliOption:
     string, repeatable when the field is a tuple).
     """
 
-    kind: Literal["file", "path", "dir", "flag", "float", "int", "choice", "text"]
+    kind: Literal["database", "file", "path", "dir", "flag", "float", "int", "choice", "text"]
     help: str
     low: float | None = None
     choices: tuple[str, ...] = ()
 
 
-def cli(kind: Literal["file", "path", "dir", "flag", "float", "int", "choice", "text"], help: str,
+def cli(kind: Literal["database", "file", "path", "dir", "flag", "float", "int", "choice", "text"], help: str,
         low: float | None = None, choices: tuple[str, ...] = ()) -> dict[str, CliOption]:
     """The field metadata that makes a ``Settings`` field an option of ``lensd start``."""
     return {"cli": CliOption(kind, help, low, choices)}
@@ -88,7 +118,8 @@ def cli(kind: Literal["file", "path", "dir", "flag", "float", "int", "choice", "
 class Settings:
     """Everything a daemon run is configured by; fields with ``cli`` metadata are start options."""
 
-    db: Path = field(metadata=cli("file", "Database file [default: $LENSD_DB, else ./lensd.sqlite]."))
+    db: Database = field(metadata=cli(
+        "database", "Database: a sqlite file or a postgresql:// URL [default: $LENSD_DB, else ./lensd.sqlite]."))
     socket: Path = field(metadata=cli(
         "path", "Daemon socket [default: $LENSD_SOCKET, else $XDG_RUNTIME_DIR/lensd.sock]."))
     watch: tuple[Path, ...] = field(default=(), metadata=cli(

@@ -50,6 +50,7 @@ class DaemonProcess:
     socket: Path
     args: list[str]
     process: subprocess.Popen[str] | None = None
+    url: str | None = None  # a postgresql:// URL: the daemon's database instead of ``db``
     stderr_lines: list[str] = field(default_factory=list)
 
     def interpreter(self) -> list[str]:
@@ -57,7 +58,7 @@ class DaemonProcess:
         return [sys.executable]
 
     def start(self, timeout: float = 60.0) -> None:
-        command = [*self.interpreter(), "-m", "lensd", "start", "--foreground", "--db", str(self.db),
+        command = [*self.interpreter(), "-m", "lensd", "start", "--foreground", "--db", self.url or str(self.db),
                    "--socket", str(self.socket), *self.args]
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                         start_new_session=True)
@@ -111,8 +112,11 @@ def _readline(process: subprocess.Popen[str], timeout: float) -> str:
 def make_daemon(short_tmp: Path) -> Iterator[type[DaemonProcess] | object]:
     started: list[DaemonProcess] = []
 
-    def make(*args: str, db: Path | None = None, socket: Path | None = None, start: bool = True) -> DaemonProcess:
-        daemon = DaemonProcess(db or short_tmp / "lensd.sqlite", socket or short_tmp / "s", list(args))
+    def make(*args: str, db: Path | str | None = None, socket: Path | None = None,
+             start: bool = True) -> DaemonProcess:
+        url = db if isinstance(db, str) else None
+        file = db if isinstance(db, Path) else short_tmp / "lensd.sqlite"
+        daemon = DaemonProcess(file, socket or short_tmp / "s", list(args), url=url)
         if start:
             daemon.start()
         started.append(daemon)

@@ -23,12 +23,23 @@ from lensd.errors import LensdError, QuerySyntaxError
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+class DatabaseParam(click.ParamType[config.Database, Any]):
+    """``--db``: a sqlite file's path, or a ``postgresql://`` URL kept as written."""
+
+    name = "database"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> config.Database:
+        return value if isinstance(value, Path) else config.database(value)
+
+
 def settings_option(option: config.StartOption) -> Callable[[F], F]:
     """The click option of one start option (``lensd.settings.Settings`` declares them)."""
     form = option.cli
     extra: dict[str, Any] = {}
     if form.kind == "flag":
         extra["is_flag"] = True
+    elif form.kind == "database":
+        extra["type"] = DatabaseParam()
     elif form.kind in ("file", "path", "dir"):
         extra["type"] = click.Path(dir_okay=form.kind != "file", file_okay=form.kind != "dir", path_type=Path)
         extra["multiple"] = isinstance(option.default, tuple)
@@ -213,7 +224,7 @@ def jobs(target: Target, status_: str | None, limit: int, fmt: str) -> None:
 @daemon_options
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @reports_errors
-def ingest(dirs: Sequence[Path], db: Path | None, target: Target, quiet: bool) -> None:
+def ingest(dirs: Sequence[Path], db: config.Database | None, target: Target, quiet: bool) -> None:
     """Ingest PyAutoFit output folders (through the daemon when one owns the database)."""
     from lensd.ingest import run as ingesting
 
@@ -252,7 +263,7 @@ def submit(path: Path, target: Target, spool: Path | None) -> None:
               help="A column or model path; prefix with - for descending (e.g. -max_log_likelihood).")
 @click.option("--all", "all_fits", is_flag=True, help="Include grid cells and sensitivity fits.")
 @reports_errors
-def query(expression: str, db: Path | None, target: Target, fmt: str, limit: int | None,
+def query(expression: str, db: config.Database | None, target: Target, fmt: str, limit: int | None,
           order_by: str | None, all_fits: bool) -> None:
     """Fits matching EXPRESSION, e.g. 'model.galaxies.lens.mass.einstein_radius > 1.0 & unique_tag == "a"'."""
     from lensd.cli import export as exporting
@@ -270,7 +281,7 @@ def query(expression: str, db: Path | None, target: Target, fmt: str, limit: int
 @click.option("--median", is_flag=True, help="Median PDF values instead of max likelihood.")
 @click.option("--all", "all_fits", is_flag=True, help="Include grid cells and sensitivity fits.")
 @reports_errors
-def export(expression: str, db: Path | None, target: Target, fmt: str, median: bool,
+def export(expression: str, db: config.Database | None, target: Target, fmt: str, median: bool,
            all_fits: bool) -> None:
     """A flat table: fit columns, a column per parameter path, info.<key> columns."""
     from lensd.cli import export as exporting
@@ -289,7 +300,7 @@ def export(expression: str, db: Path | None, target: Target, fmt: str, median: b
               "job facts say, see docs/web.md].")
 @click.option("--submit", "run", is_flag=True, help="Run the sbatch lines instead of printing them.")
 @reports_errors
-def retry(expression: str, db: Path | None, target: Target, statuses: str, script: str | None,
+def retry(expression: str, db: config.Database | None, target: Target, statuses: str, script: str | None,
           run: bool) -> None:
     """The sbatch --array lines that re-run exactly the lost and failed array tasks (of EXPRESSION)."""
     from lensd.cli import retrying
@@ -306,7 +317,7 @@ def retry(expression: str, db: Path | None, target: Target, statuses: str, scrip
 @click.option("--all", "all_fits", is_flag=True, help="Include grid cells and sensitivity fits.")
 @click.option("--yes", is_flag=True, help="Do not ask before deleting.")
 @reports_errors
-def delete(expression: str, db: Path | None, target: Target, all_fits: bool, yes: bool) -> None:
+def delete(expression: str, db: config.Database | None, target: Target, all_fits: bool, yes: bool) -> None:
     """Remove the fits matching EXPRESSION (through the daemon when one owns the database)."""
     from lensd.cli import export as exporting
     from lensd.cli import manage
@@ -329,7 +340,7 @@ def delete(expression: str, db: Path | None, target: Target, all_fits: bool, yes
 @db_option
 @daemon_options
 @reports_errors
-def tag(fit_id: str, pairs: tuple[str, ...], db: Path | None, target: Target) -> None:
+def tag(fit_id: str, pairs: tuple[str, ...], db: config.Database | None, target: Target) -> None:
     """Set info keys of one fit (ID or a unique prefix of it); VALUE is JSON when it parses, null removes."""
     from lensd.cli import manage
 
@@ -352,7 +363,7 @@ def tag(fit_id: str, pairs: tuple[str, ...], db: Path | None, target: Target) ->
               help="The certificate's private key.")
 @click.option("--insecure-bind", is_flag=True, help="Allow a non-loopback address without TLS.")
 @reports_errors
-def web(bind: str, db: Path | None, address: str | None, tls_cert: Path | None, tls_key: Path | None,
+def web(bind: str, db: config.Database | None, address: str | None, tls_cert: Path | None, tls_key: Path | None,
         insecure_bind: bool) -> None:
     """The read-only web dashboard: overview, fits, one fit, plots across fits (docs/web.md)."""
     try:
@@ -363,6 +374,9 @@ def web(bind: str, db: Path | None, address: str | None, tls_cert: Path | None, 
     if db is not None and address is not None:
         raise LensdError("give --db or --address, not both")
     path = serve.database_of(address) if address is not None else config.resolve_db(db)
+    if isinstance(path, str):
+        raise LensdError("lensd web reads a sqlite file; a PostgreSQL database is read with "
+                         "lensd.Aggregator.from_database(URL) or lensd query --db URL")
     serve.run(path, serve.WebOptions(bind, tls_cert, tls_key, insecure_bind))
 
 

@@ -26,11 +26,11 @@ import os
 import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TextIO
 
 from lensd.client.address import Target
 from lensd.query.state import QueryState
+from lensd.settings import Database
 from lensd.store import flatrows
 from lensd.store.reader import Fit
 
@@ -92,12 +92,12 @@ def remote_fits(state: QueryState, target: Target) -> Iterator[Fit]:
             portal.call(receive.aclose)
 
 
-def is_local(db: Path | None, target: Target | None) -> bool:
+def is_local(db: Database | None, target: Target | None) -> bool:
     """Read the file unless the daemon was named (--socket, --address, $LENSD_ADDRESS) and --db was not."""
     return db is not None or target is None or not target.explicit
 
 
-def query_rows(state: QueryState, db: Path | None, target: Target | None) -> Iterator[dict[str, Any]]:
+def query_rows(state: QueryState, db: Database | None, target: Target | None) -> Iterator[dict[str, Any]]:
     """``lensd query``: id, unique_tag, name, status, max_log_likelihood of each fit."""
     if is_local(db, target):
         from lensd import settings
@@ -115,7 +115,7 @@ def query_rows(state: QueryState, db: Path | None, target: Target | None) -> Ite
         yield from ({c: getattr(fit, c) for c in QUERY_COLUMNS} for fit in remote_fits(state, target))
 
 
-def export_rows(state: QueryState, db: Path | None, target: Target | None,
+def export_rows(state: QueryState, db: Database | None, target: Target | None,
                 median: bool = False) -> Iterator[dict[str, Any]]:
     """``lensd export``: one flat row per fit, every row with the same columns (see lensd.store.flatrows)."""
     if is_local(db, target):

@@ -3,7 +3,9 @@
 When a daemon owns the database (it holds ``<db>.lock``), the change is sent to it as a ``delete``
 or ``tag`` op and is committed in its writer's next batch; otherwise this process takes the writer
 lock itself and commits with a ``BatchWriter``, as ``lensd ingest`` does. There is never a second
-writer. Both are idempotent (a second run answers ``duplicate``) and logged by whoever writes.
+writer of a sqlite file. A PostgreSQL database takes several writers: this process writes it
+itself, unless --socket or --address names a daemon.
+Both are idempotent (a second run answers ``duplicate``) and logged by whoever writes.
 
 A fit id may be given as a unique prefix (``lensd jobs`` shows short ids), here and wherever an id
 is accepted on the command line: ``resolve_id`` is the one rule.
@@ -27,13 +29,13 @@ from lensd.store import writerlock
 PREFIX_END = "\U0010ffff"  # above every character: [prefix, prefix + PREFIX_END) holds the ids it starts
 
 
-def _ids(state: QueryState, db: Path | None, target: Target) -> list[str]:
+def _ids(state: QueryState, db: settings.Database | None, target: Target) -> list[str]:
     from lensd.cli import export as exporting
 
     return [str(row["id"]) for row in exporting.query_rows(state, db, target if target.explicit else None)]
 
 
-def resolve_id(given: str, db: Path | None, target: Target) -> str:
+def resolve_id(given: str, db: settings.Database | None, target: Target) -> str:
     """The fit id ``given`` names: itself, or the one id it is a unique prefix of."""
     from lensd.query.fields import QueryFields
 
@@ -68,11 +70,13 @@ def parse_assignments(pairs: Sequence[str]) -> dict[str, Any]:
     return info
 
 
-def write(op: str, fields: dict[str, Any], db: Path | None, target: Target) -> str:
+def write(op: str, fields: dict[str, Any], db: settings.Database | None, target: Target) -> str:
     """Commit one admin op through the single writer; its outcome ("applied" or "duplicate")."""
     if target.explicit:
         return _through_daemon(target, op, fields)
     path = settings.resolve_db(db)
+    if isinstance(path, str):  # PostgreSQL takes several writers (pgwriter.py): this process is one
+        return anyio.run(_direct, path, op, fields, backend="asyncio")
     if not path.exists():
         raise LensdError(f"no database at {path}")
     try:
@@ -88,14 +92,15 @@ def write(op: str, fields: dict[str, Any], db: Path | None, target: Target) -> s
         writerlock.release(lock, path)
 
 
-async def _direct(path: Path, op: str, fields: dict[str, Any]) -> str:
+async def _direct(path: settings.Database, op: str, fields: dict[str, Any]) -> str:
     import logging
 
     from lensd.store.writeops import admin_from_request
-    from lensd.store.writer import BatchWriter
+    from lensd.store.writers import open_writer
 
-    logging.getLogger("lensd").info("%s through this process's writer (no daemon owns %s)", op, path)
-    writer = await BatchWriter.open(path)
+    logging.getLogger("lensd").info("%s through this process's writer (no daemon owns %s)", op,
+                                    settings.shown(path))
+    writer = await open_writer(path)
     try:
         outcome = (await writer.apply([admin_from_request(op, fields)]))[0]
     finally:

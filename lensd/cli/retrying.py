@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from lensd.domain.slurm import RetryPlan, retry_plan
 from lensd.errors import LensdError, QueryError
 from lensd.query.nodes import Column
+from lensd.settings import Database
 
 if TYPE_CHECKING:
     from lensd.client.address import Target
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
 STATUSES = ("running", "completed", "failed", "lost")
 
 
-def plan(expression: str, statuses: Sequence[str], db: Path | None, target: Target | None,
+def plan(expression: str, statuses: Sequence[str], db: Database | None, target: Target | None,
          script: str | None) -> RetryPlan:
     """The retry plan of the fits matching ``expression`` whose status is one of ``statuses``
     (grid cells included: they are tasks of their grid's job too). Read from the database unless

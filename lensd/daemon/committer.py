@@ -2,7 +2,8 @@
 
 Submissions wait in a bounded memory stream, and the committer drains whatever is waiting (up to
 ``batch_max``; with ``batch_ms`` > 0 it also waits that long after the first for more), has the
-``BatchWriter`` commit them, then answers every waiter. A flood makes senders wait instead of growing memory.
+writer (``BatchWriter``, or ``PgBatchWriter`` on PostgreSQL) commit them, then answers every
+waiter. A flood makes senders wait instead of growing memory.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from lensd.errors import LensdError, StorageError
 from lensd.store.batchplan import Prepared, prepare
 from lensd.store.writeops import AdminOp, Delete, Op, Tag
-from lensd.store.writer import BatchWriter
+from lensd.store.writer import Writer
 
 log = logging.getLogger("lensd.writer")
 
@@ -44,7 +45,7 @@ def _prepare(op: Op | AdminOp) -> Prepared | None:
 class GroupCommitter:
     """The queue in front of the writer: many senders, one batch per commit."""
 
-    def __init__(self, writer: BatchWriter, batch_max: int = 512, batch_ms: float = 0.0,
+    def __init__(self, writer: Writer, batch_max: int = 512, batch_ms: float = 0.0,
                  queue_max: int = 4096) -> None:
         self.writer = writer
         self.batch_max = batch_max

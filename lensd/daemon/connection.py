@@ -19,7 +19,7 @@ from anyio.abc import ByteStream, SocketAttribute, TaskGroup
 
 from lensd._version import __version__
 from lensd.daemon import flow
-from lensd.daemon.reads import ReadStream
+from lensd.daemon.reads import Stream
 from lensd.daemon.services import ConnectionHost
 from lensd.errors import Busy, InvalidRecord, LensdError, ProtocolError, StorageError
 from lensd.store.writeops import admin_from_request, op_from_request
@@ -291,7 +291,7 @@ class Connection:
 
     async def _stream(self, op: str, rid: int, fields: dict[str, Any]) -> None:
         credit = self.credits[rid]
-        reader: ReadStream | None = None
+        reader: Stream | None = None
         try:
             reader = await self.daemon.reads.open_stream(op, fields)
             idle = self.daemon.settings.stream_timeout

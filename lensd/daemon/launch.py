@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import anyio
@@ -21,7 +22,7 @@ import anyio
 from lensd import safefiles
 from lensd.client.address import TargetLike
 from lensd.errors import DaemonUnavailable, LensdError
-from lensd.settings import Settings, socket_path_problem, start_arguments
+from lensd.settings import Database, Settings, database, is_url, shown, socket_path_problem, start_arguments
 from lensd.store import writerlock
 from lensd.store.sqlite_errors import check_db_folder, os_error
 
@@ -44,9 +45,9 @@ def start_daemon(settings: Settings, log_level: str = "info") -> None:
         return
     argv = [sys.executable, "-m", "lensd", "start", *start_arguments(settings), "--foreground",
             "--log-level", log_level]
-    log_path = settings.db.with_name(settings.db.name + ".log")
+    log_path = daemon_log(settings)
     check_start(settings)
-    fresh = not settings.db.exists() and not log_path.exists()
+    fresh = not _exists(settings.db) and not log_path.exists()
     try:
         log_file = os.fdopen(safefiles.open_owned(log_path, safefiles.file_mode(settings.shared_group),
                                                   os.O_WRONLY | os.O_APPEND), "ab")
@@ -65,18 +66,30 @@ def start_daemon(settings: Settings, log_level: str = "info") -> None:
         except subprocess.TimeoutExpired:
             code = None
         tail = _tail(log_path)
-        if fresh and code is not None and not settings.db.exists():
+        if fresh and code is not None and not _exists(settings.db):
             log_path.unlink(missing_ok=True)  # nothing was created: leave nothing beside it
         raise LensdError(f"the daemon did not start (exit {code}): {tail}")
-    print(f"lensd started: pid {child.pid}, socket {settings.socket}, database {settings.db}, log {log_path}")
+    print(f"lensd started: pid {child.pid}, socket {settings.socket}, database {shown(settings.db)}, "
+          f"log {log_path}")
     if web.startswith("lensd web:"):
         print(web.strip())  # the dashboard's URL and token, shown once
+
+
+def daemon_log(settings: Settings) -> Path:
+    """Where a background daemon logs: beside its sqlite file, or beside its socket for PostgreSQL."""
+    beside = settings.db if isinstance(settings.db, Path) else settings.socket
+    return beside.with_name(beside.name + ".log")
+
+
+def _exists(db: Database) -> bool:
+    return isinstance(db, str) or db.exists()  # a PostgreSQL database is the server's to keep
 
 
 def check_start(settings: Settings) -> None:
     """What a start would fail on, said in one line before anything is created: the database's
     folder must exist, the socket path must fit a Unix socket address."""
-    check_db_folder(settings.db)
+    if isinstance(settings.db, Path):
+        check_db_folder(settings.db)
     problem = socket_path_problem(settings.socket)
     if problem is not None:
         raise LensdError(problem)
@@ -126,23 +139,41 @@ def _wait_for_lock(db: Path, timeout: float) -> bool:
     return released
 
 
+def _wait_for_exit(pid: int, timeout: float) -> bool:
+    """Whether process ``pid`` is gone within ``timeout`` (polled: no other signal reaches a
+    process that is not our child)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return True  # another user's process now holds the pid: ours is gone
+        time.sleep(0.05)  # polling a real state (the process table) with a deadline
+    return False
+
+
 def stop_daemon(target: TargetLike) -> None:
     from lensd.client.connection import Client
 
-    async def ask() -> str:
+    async def ask() -> tuple[str, int]:
         client = await Client.open(target)
         try:
             status = await client.request("status")
-            database = str(status["status"]["database"])
+            where, pid = str(status["status"]["database"]), int(status["status"]["pid"])
             await client.request("stop")
-            return database
+            return where, pid
         finally:
             await client.aclose()
 
     try:
-        database = anyio.run(ask, backend="asyncio")
+        where, pid = anyio.run(ask, backend="asyncio")
     except DaemonUnavailable:
         raise
-    if not _wait_for_lock(Path(database), STOP_TIMEOUT):
+    # A PostgreSQL daemon holds no lock file (several may write one database): wait for its process.
+    exited = (_wait_for_exit(pid, STOP_TIMEOUT) if is_url(database(where))
+              else _wait_for_lock(Path(where), STOP_TIMEOUT))
+    if not exited:
         logging.getLogger("lensd").warning("the daemon has not exited after %ss", STOP_TIMEOUT)
-        raise LensdError(f"asked the daemon to stop, but it still holds {database} after {STOP_TIMEOUT}s")
+        raise LensdError(f"asked the daemon to stop, but it still holds {where} after {STOP_TIMEOUT}s")

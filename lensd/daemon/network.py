@@ -29,7 +29,7 @@ from lensd.client.secret import ensure_secret, resolve_secret_file
 from lensd.client.transport import fingerprint
 from lensd.daemon.services import ConnectionHost
 from lensd.errors import AuthenticationFailed, Busy, LensdError, ProtocolError
-from lensd.settings import Settings
+from lensd.settings import Database, Settings, shown
 from lensd.wire import auth, protocol
 
 
@@ -281,14 +281,14 @@ async def bind_tcp(settings: Settings) -> list[tuple[SocketListener, tuple[str, 
 
 
 def contact_of(settings: Settings, started: float, tcp: list[tuple[str, int]], gate: Gate | None,
-               database: Path) -> Contact:
+               database: Database) -> Contact:
     """What the contact file says about a daemon: a wildcard bind is named by this host's name."""
     named = tuple((this_host() if host in ("0.0.0.0", "::", "") else host, port) for host, port in tcp)
     return Contact(host=this_host(), pid=os.getpid(), started_at=started,
                    socket=str(settings.socket.resolve()), tcp=named,
                    spool=str(settings.spool.resolve()) if settings.spool else None,
                    lost_after=settings.lost_after, tls_fingerprint=gate.fingerprint if gate else None,
-                   database=str(database), version=__version__)
+                   database=shown(database), version=__version__)
 
 
 def publish_contact(path: Path, contact: Contact) -> None:

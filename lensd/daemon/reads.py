@@ -1,7 +1,8 @@
 """The daemon's query service: read-only connections that never block the writer.
 
 What each read runs is planned by ``lensd.store.readplan``, the same plans the sync Aggregator runs:
-this module only executes them, on an aiosqlite connection.
+this module only executes them: ``Reads`` on aiosqlite connections, ``lensd.daemon.pgreads.PgReads``
+on PostgreSQL's; ``ReadService`` holds what the two share.
 
 Streams are pulled, not pushed: ``ReadStream.next_page`` fetches one page from an open cursor when
 the client has asked for it, so a slow reader costs the daemon one page of memory.
@@ -16,13 +17,13 @@ import json
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import aiosqlite
 import anyio
 
 from lensd.errors import QueryError
-from lensd.query.dialect import SQLITE
+from lensd.query.dialect import SQLITE, Dialect
 from lensd.query.state import QueryState
 from lensd.store import reader, readplan, schema
 from lensd.store.sqlite_errors import readonly_uri, storage_error
@@ -52,6 +53,25 @@ def page_size(fields: dict[str, Any], default: int) -> int:
     return size
 
 
+def page_of(shape: str, rows: list[Any]) -> list[Any]:
+    """A page of rows as the client gets it: fit maps, job maps, or plain lists."""
+    if shape == "fit":
+        return [reader.row_dict(tuple(row)) for row in rows]
+    if shape == "job":
+        return [job_dict(tuple(row)) for row in rows]
+    return [[bytes(v) if isinstance(v, memoryview) else v for v in row] for row in rows]
+
+
+class Stream(Protocol):
+    """One open read of one client request, a page at a time (sqlite's or PostgreSQL's)."""
+
+    exhausted: bool
+
+    async def next_page(self) -> list[Any]: ...
+
+    async def aclose(self) -> None: ...
+
+
 class ReadStream:
     """One open cursor of one client request, on a read connection of its own.
 
@@ -77,11 +97,7 @@ class ReadStream:
             raise storage_error(exc, "query failed") from None
         if len(rows) < self._size:
             self.exhausted = True
-        if self._shape == "fit":
-            return [reader.row_dict(tuple(row)) for row in rows]
-        if self._shape == "job":
-            return [job_dict(tuple(row)) for row in rows]
-        return [list(row) for row in rows]
+        return page_of(self._shape, rows)
 
     async def aclose(self) -> None:
         try:
@@ -99,13 +115,79 @@ class ReadStream:
             self._release = None
 
 
-class Reads:
-    """The read connection and the statements behind each read op."""
+class ReadService:
+    """The statements behind each read op, whatever the engine; subclasses run them.
+
+    A subclass gives ``_stream`` (a cursor on a connection of its own), ``_rows`` (a short read
+    on the shared connection, which holds no snapshot after), ``size`` and ``aclose``.
+    """
+
+    dialect: Dialect
+
+    def __init__(self) -> None:
+        self._streams = anyio.Semaphore(MAX_OPEN_STREAMS)
+
+    async def _stream(self, sql: str, params: list[Any], size: int, shape: str) -> Stream:
+        raise NotImplementedError
+
+    async def _rows(self, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+        raise NotImplementedError
+
+    async def size(self) -> int:
+        """The database's size in bytes."""
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        raise NotImplementedError
+
+    async def open_stream(self, op: str, fields: dict[str, Any]) -> Stream:
+        """A paged stream for ``query``, ``values`` or ``jobs``."""
+        if op == "jobs":
+            sql, params = self._jobs_sql(fields)
+            return await self._stream(sql, params, page_size(fields, DEFAULT_PAGE), "job")
+        state = QueryState.from_wire(fields.get("query"))
+        if op == "query":
+            read = await readplan.run_async(readplan.fits(state, self.dialect), self._scalar)
+            return await self._stream(read.sql, read.params, page_size(fields, DEFAULT_PAGE), "fit")
+        name = fields.get("name")
+        if not isinstance(name, str):
+            raise QueryError("values needs a name")
+        read = await readplan.run_async(readplan.values(state, name, self.dialect), self._scalar)
+        return await self._stream(read.sql, read.params, page_size(fields, VALUES_PAGE), "row")
+
+    def _jobs_sql(self, fields: dict[str, Any]) -> tuple[str, list[Any]]:
+        status, limit = fields.get("status"), fields.get("limit", 100)
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 0 < limit <= 1_000_000:
+            raise QueryError("limit must be a positive integer")
+        if status is None:
+            return JOBS_SQL + "ORDER BY updated_at DESC LIMIT ?", [limit]
+        if not isinstance(status, str):
+            raise QueryError("status must be a string")
+        return JOBS_SQL + "WHERE status = ? ORDER BY updated_at DESC LIMIT ?", [status, limit]
+
+    async def count(self, fields: dict[str, Any]) -> int:
+        state = QueryState.from_wire(fields.get("query"))
+        read = await readplan.run_async(readplan.count(state, self.dialect), self._scalar)
+        return await self._scalar(read.sql, read.params)
+
+    async def _scalar(self, sql: str, params: list[Any]) -> int:
+        rows = await self._rows(sql, params)
+        return int(rows[0][0]) if rows and rows[0][0] is not None else 0
+
+    async def fits_by_status(self) -> dict[str, int]:
+        rows = await self._rows("SELECT status, count(*) FROM fits GROUP BY status", [])
+        return {str(status): int(n) for status, n in rows}
+
+
+class Reads(ReadService):
+    """The daemon's reads of a sqlite file: aiosqlite connections, read-only."""
+
+    dialect = SQLITE
 
     def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
+        super().__init__()
         self._conn = conn  # for one-value reads (count, status), which hold no snapshot after
         self.path = path
-        self._streams = anyio.Semaphore(MAX_OPEN_STREAMS)
 
     @classmethod
     async def open(cls, target: Path) -> Reads:
@@ -133,53 +215,18 @@ class Reads:
     async def aclose(self) -> None:
         await self._conn.close()
 
-    async def _cursor(self, sql: str, params: list[Any]) -> aiosqlite.Cursor:
+    async def size(self) -> int:
+        files = (self.path, Path(f"{self.path}-wal"))
+        return sum(p.stat().st_size for p in files if p.exists())
+
+    async def _rows(self, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
         try:
-            return await self._conn.execute(sql, params)
+            cursor = await self._conn.execute(sql, params)
+            rows = await cursor.fetchall()
+            await cursor.close()
         except sqlite3.Error as exc:
             raise storage_error(exc, "query failed") from None
-
-    async def open_stream(self, op: str, fields: dict[str, Any]) -> ReadStream:
-        """A paged stream for ``query``, ``values`` or ``jobs``."""
-        if op == "jobs":
-            sql, params = self._jobs_sql(fields)
-            return await self._stream(sql, params, page_size(fields, DEFAULT_PAGE), "job")
-        state = QueryState.from_wire(fields.get("query"))
-        if op == "query":
-            read = await readplan.run_async(readplan.fits(state, SQLITE), self._scalar)
-            return await self._stream(read.sql, read.params, page_size(fields, DEFAULT_PAGE), "fit")
-        name = fields.get("name")
-        if not isinstance(name, str):
-            raise QueryError("values needs a name")
-        read = await readplan.run_async(readplan.values(state, name, SQLITE), self._scalar)
-        return await self._stream(read.sql, read.params, page_size(fields, VALUES_PAGE), "row")
-
-    def _jobs_sql(self, fields: dict[str, Any]) -> tuple[str, list[Any]]:
-        status, limit = fields.get("status"), fields.get("limit", 100)
-        if isinstance(limit, bool) or not isinstance(limit, int) or not 0 < limit <= 1_000_000:
-            raise QueryError("limit must be a positive integer")
-        if status is None:
-            return JOBS_SQL + "ORDER BY updated_at DESC LIMIT ?", [limit]
-        if not isinstance(status, str):
-            raise QueryError("status must be a string")
-        return JOBS_SQL + "WHERE status = ? ORDER BY updated_at DESC LIMIT ?", [status, limit]
-
-    async def count(self, fields: dict[str, Any]) -> int:
-        state = QueryState.from_wire(fields.get("query"))
-        read = await readplan.run_async(readplan.count(state, SQLITE), self._scalar)
-        return await self._scalar(read.sql, read.params)
-
-    async def _scalar(self, sql: str, params: list[Any]) -> int:
-        cursor = await self._cursor(sql, params)
-        row = await cursor.fetchone()
-        await cursor.close()
-        return int(row[0]) if row else 0
-
-    async def fits_by_status(self) -> dict[str, int]:
-        cursor = await self._cursor("SELECT status, count(*) FROM fits GROUP BY status", [])
-        rows = await cursor.fetchall()
-        await cursor.close()
-        return {str(status): int(n) for status, n in rows}
+        return [tuple(row) for row in rows]
 
 
 async def _connect(target: Path) -> aiosqlite.Connection:

@@ -32,13 +32,13 @@ from lensd.daemon import flow, network
 from lensd.daemon.committer import GroupCommitter
 from lensd.daemon.connection import Connection
 from lensd.daemon.network import Gate
-from lensd.daemon.reads import Reads
+from lensd.daemon.reads import Reads, ReadService
 from lensd.errors import AlreadyRunning, LensdError, innermost
 from lensd.mounts import NETWORK_FILE_SYSTEMS, file_system_type, is_network_file_system  # noqa: F401 - re-exported
-from lensd.settings import Settings, socket_path_problem
+from lensd.settings import Database, Settings, shown, socket_path_problem
 from lensd.store import writerlock
 from lensd.store.writeops import MarkLost
-from lensd.store.writer import BatchWriter
+from lensd.store.writers import open_writer
 
 log = logging.getLogger("lensd.daemon")
 THROUGHPUT_EVERY = 60.0  # seconds between the info-level throughput lines
@@ -114,10 +114,10 @@ class Daemon:
         self.started = time.time()
         self.committer: GroupCommitter
         self.flow: flow.Shared
-        self.reads: Reads
+        self.reads: ReadService
         self._stop = anyio.Event()
         self.connections = 0
-        self.database_path = settings.db.resolve()
+        self.database_path: Database = settings.db.resolve() if isinstance(settings.db, Path) else settings.db
         self.live: set[Connection] = set()
         self._drained = anyio.Event()
         self.extra_status: dict[str, Any] = {}
@@ -130,11 +130,10 @@ class Daemon:
         self._stop.set()
 
     async def status(self) -> dict[str, Any]:
-        db = self.settings.db
-        size = sum(p.stat().st_size for p in (db, Path(f"{db}-wal")) if p.exists())
         return {
             "pid": os.getpid(), "version": __version__, "uptime": time.time() - self.started,
-            "database": str(db.resolve()), "database_bytes": size, "socket": str(self.settings.socket),
+            "database": shown(self.database_path), "database_bytes": await self.reads.size(),
+            "socket": str(self.settings.socket),
             "connections": self.connections, "fits_by_status": await self.reads.fits_by_status(),
             "watched": [str(p) for p in self.settings.watch],
             "spool": str(self.settings.spool) if self.settings.spool else None,
@@ -209,7 +208,7 @@ class Daemon:
         interval = max(0.2, min(30.0, self.settings.lost_after / 4))
         await anyio.sleep(self.settings.lost_after)  # a period, not synchronisation
         while True:
-            await self.committer.submit([MarkLost(time.time() - self.settings.lost_after)])
+            await self.committer.submit([MarkLost(self.settings.lost_after)])
             await anyio.sleep(interval)  # a period between sweeps
 
     async def _signals(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -226,27 +225,27 @@ class Daemon:
         problem = socket_path_problem(settings.socket)
         if problem is not None:
             raise LensdError(problem)
-        lock = writerlock.acquire(settings.db, settings.socket, settings.shared_group)
+        # sqlite: one writer per file, the lock says who. PostgreSQL: several daemons may write one
+        # database (pgwriter.py says how they agree), so there is no lock to take.
+        db_file = settings.db if isinstance(settings.db, Path) else None
+        lock = None if db_file is None else writerlock.acquire(db_file, settings.socket, settings.shared_group)
         try:
             self._check_spool()
             open_files = raise_open_file_limit()
             if settings.max_connections + 64 > open_files:
                 log.warning("--max-connections %d is near the open-file limit %d: connections past it "
                             "wait to be accepted", settings.max_connections, open_files)
-            if is_network_file_system(self.database_path.parent):
-                log.warning("%s is on a network file system (%s): sqlite locking is not safe there; "
-                            "put the database on local disk", settings.db,
-                            file_system_type(self.database_path.parent))
+            self._check_database()
             async with AsyncExitStack() as stack:
                 listener = await bind_socket(settings.socket)
                 stack.push_async_callback(self._close_listener, listener)
                 self.tcp = await network.bind_tcp(settings)
                 for tcp_listener, _ in self.tcp:
                     stack.push_async_callback(tcp_listener.aclose)
-                writer = await BatchWriter.open(settings.db, settings.durability, settings.max_db_mb)
+                writer = await open_writer(settings.db, settings.durability, settings.max_db_mb)
                 stack.push_async_callback(writer.close)
                 self.committer = GroupCommitter(writer, settings.batch_max, settings.batch_ms)
-                self.reads = await Reads.open(self.database_path)
+                self.reads = await self._open_reads()
                 self.flow = flow.Shared()
                 stack.push_async_callback(self.reads.aclose)
                 async with anyio.create_task_group() as root:
@@ -254,7 +253,29 @@ class Daemon:
                     await self._serve(listener, task_status)
                     self.committer.close()  # commit what is queued; run() then returns
         finally:
-            writerlock.release(lock, settings.db)
+            if lock is not None and db_file is not None:
+                writerlock.release(lock, db_file)
+
+    def _check_database(self) -> None:
+        """What a database's place makes unsafe or unavailable, said before serving."""
+        where, settings = self.database_path, self.settings
+        if isinstance(where, str):
+            if settings.web is not None:
+                raise LensdError("--web reads a sqlite file; with a PostgreSQL database run the dashboard "
+                                 "elsewhere, or query with lensd.Aggregator.from_database(URL)")
+            if settings.max_db_mb is not None:
+                log.warning("--max-db-mb is a quota of sqlite files; PostgreSQL's are the server's to set")
+            return
+        if is_network_file_system(where.parent):
+            log.warning("%s is on a network file system (%s): sqlite locking is not safe there; "
+                        "put the database on local disk", settings.db, file_system_type(where.parent))
+
+    async def _open_reads(self) -> ReadService:
+        if isinstance(self.database_path, Path):
+            return await Reads.open(self.database_path)
+        from lensd.daemon.pgreads import PgReads
+
+        return await PgReads.open(self.database_path)
 
     def _check_spool(self) -> None:
         """A spool any user may write to lets any user write fits: refused unless allowed."""
@@ -323,6 +344,7 @@ class Daemon:
         settings = self.settings
         assert settings.web is not None
         options = WebOptions(settings.web, settings.web_tls_cert, settings.web_tls_key, settings.web_insecure_bind)
+        assert isinstance(self.database_path, Path)  # _check_database refused --web on PostgreSQL
         url: str = await group.start(serve, self.database_path, options, False)
         self.extra_status["web"] = url.partition("?")[0]  # never the token
         return url
@@ -340,12 +362,12 @@ class Daemon:
                 network.publish_contact(self.contact_path, network.contact_of(
                     self.settings, self.started, [address for _, address in self.tcp], self.gate,
                     self.database_path))
-                log.info("lensd %s serving %s on %s%s", __version__, self.settings.db, self.settings.socket,
+                log.info("lensd %s serving %s on %s%s", __version__, shown(self.settings.db), self.settings.socket,
                          "".join(f" and tcp://{h}:{p}" for _, (h, p) in self.tcp))
                 notify_systemd("READY=1")
                 task_status.started()
                 tcp = "".join(f" tcp {h}:{p}" for _, (h, p) in self.tcp)
-                print(f"lensd ready: socket {self.settings.socket} database {self.settings.db}{tcp}",
+                print(f"lensd ready: socket {self.settings.socket} database {shown(self.settings.db)}{tcp}",
                       flush=True)
                 if self.web_url:
                     print(f"lensd web: {self.web_url}", flush=True)  # once, after the line launchers wait for

@@ -9,15 +9,14 @@ and the stop request.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Protocol
 
 import anyio
 
 from lensd.daemon.committer import GroupCommitter
 from lensd.daemon.flow import Shared
-from lensd.daemon.reads import Reads
-from lensd.settings import Settings
+from lensd.daemon.reads import ReadService
+from lensd.settings import Database, Settings
 
 
 class ServiceHost(Protocol):
@@ -25,7 +24,7 @@ class ServiceHost(Protocol):
 
     settings: Settings
     committer: GroupCommitter
-    database_path: Path
+    database_path: Database  # a sqlite file's resolved path, or a PostgreSQL URL
     extra_status: dict[str, Any]  # published in ``status`` replies
 
 
@@ -34,7 +33,7 @@ class ConnectionHost(Protocol):
 
     settings: Settings
     committer: GroupCommitter
-    reads: Reads
+    reads: ReadService
     flow: Shared
 
     async def status(self) -> dict[str, Any]: ...

@@ -34,6 +34,7 @@ from lensd.domain.records import Record, validate_record
 from lensd.errors import AlreadyRunning, DaemonUnavailable, LensdError, innermost
 from lensd.ingest import pyautofit
 from lensd.ingest.pyautofit import fit_records
+from lensd.settings import Database
 from lensd.store import writerlock
 from lensd.store.sqlite_errors import readonly_uri
 from lensd.store.writeops import Upsert
@@ -53,16 +54,33 @@ class IngestReport:
     via: str = "direct"
 
 
-def stored_signatures(db: Path) -> dict[str, str]:
-    """Folder path → signature of every ingested folder already in ``db``."""
+SIGNATURES_SQL = "SELECT source, source_sig FROM fits WHERE source IS NOT NULL"
+
+
+def stored_signatures(db: Database) -> dict[str, str]:
+    """Folder path → signature of every ingested folder already in ``db`` (none when unreadable)."""
+    if isinstance(db, str):
+        from lensd.store import pgstore
+
+        try:
+            conn = pgstore.connect(db, read_only=True)
+        except LensdError:
+            return {}
+        try:
+            rows = conn.execute(SIGNATURES_SQL).fetchall() if pgstore.read_version(conn) else []
+        except (LensdError, pgstore._psycopg().Error):
+            rows = []
+        finally:
+            conn.close()
+        return {str(source): str(sig) for source, sig in rows if sig}
     if not db.exists():
         return {}
     try:
-        conn = sqlite3.connect(readonly_uri(db), uri=True)
+        conn_ = sqlite3.connect(readonly_uri(db), uri=True)
         try:
-            rows = conn.execute("SELECT source, source_sig FROM fits WHERE source IS NOT NULL").fetchall()
+            rows = conn_.execute(SIGNATURES_SQL).fetchall()
         finally:
-            conn.close()
+            conn_.close()
     except sqlite3.Error:
         return {}
     return {str(source): str(sig) for source, sig in rows if sig}
@@ -167,10 +185,10 @@ def discover_all(dirs: Iterable[str | os.PathLike[str]]) -> list[tuple[Path, Pat
     return found
 
 
-async def _write_direct(db: Path, batches: Iterable[list[Record]], report: IngestReport) -> None:
-    from lensd.store.writer import BatchWriter
+async def _write_direct(db: Database, batches: Iterable[list[Record]], report: IngestReport) -> None:
+    from lensd.store.writers import open_writer
 
-    writer = await BatchWriter.open(db)
+    writer = await open_writer(db)
     try:
         for records in batches:
             outcomes = await writer.apply([Upsert(record) for record in records])
@@ -225,7 +243,7 @@ def _named_socket(socket: TargetLike) -> TargetLike:
     return socket
 
 
-def ingest(dirs: Iterable[str | os.PathLike[str]], db: Path, socket: TargetLike = None,
+def ingest(dirs: Iterable[str | os.PathLike[str]], db: Database, socket: TargetLike = None,
            progress: Callable[[int], None] | None = None, total: Callable[[int], None] | None = None,
            readers: int | None = None) -> IngestReport:
     """Ingest every fit under ``dirs`` into ``db``; failures are reported, never raised per folder.
@@ -254,12 +272,16 @@ def ingest(dirs: Iterable[str | os.PathLike[str]], db: Path, socket: TargetLike 
     # --address (or $LENSD_ADDRESS): the daemon may be on another node; its lock is not ours to see
     remote = isinstance(socket, Target) and bool(socket.address or os.environ.get("LENSD_ADDRESS"))
     try:
+        if isinstance(db, str) and not remote and _named_socket(socket) is None:
+            # PostgreSQL takes several writers (pgwriter.py): this process writes, whoever else does
+            anyio.run(_write_direct, db, batches(_records), report, backend="asyncio")
+            return report
         try:
-            if remote:
-                raise AlreadyRunning("ingest through the daemon named by --address")
+            if remote or isinstance(db, str):
+                raise AlreadyRunning("ingest through the daemon named by --socket or --address")
             lock = writerlock.acquire(db)
         except AlreadyRunning:
-            holder = writerlock.read_holder(db)
+            holder = writerlock.read_holder(db) if isinstance(db, Path) else None
             target: TargetLike = socket if remote else _named_socket(socket)
             target = target or (Path(holder.socket) if holder and holder.socket else None)
             if target is None:
@@ -270,6 +292,7 @@ def ingest(dirs: Iterable[str | os.PathLike[str]], db: Path, socket: TargetLike 
             except* LensdError as group:
                 raise innermost(group) from None
             return report
+        assert isinstance(db, Path)
         try:
             anyio.run(_write_direct, db, batches(_records), report, backend="asyncio")
         finally:

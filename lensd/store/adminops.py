@@ -12,7 +12,8 @@ import json
 import logging
 import sqlite3
 import time
-from typing import Final
+from collections.abc import Sequence
+from typing import Any, Final
 
 from lensd.errors import InvalidRecord, LensdError
 from lensd.store.batchplan import INSERT_FACT_SQL, _fact_rows, _json
@@ -23,16 +24,16 @@ log = logging.getLogger("lensd.writer")
 APPLIED: Final = "applied"
 DUPLICATE: Final = "duplicate"
 _CHUNK: Final = 500
-_FIT_TABLES: Final = ("facts", "nodes", "payloads", "progress_history")
+FIT_TABLES: Final = ("facts", "nodes", "payloads", "progress_history")
 
 
 def _tables(conn: sqlite3.Connection) -> list[str]:
     """The per-fit tables this file has (progress_history arrived with schema v3)."""
     names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    return [t for t in _FIT_TABLES if t in names]
+    return [t for t in FIT_TABLES if t in names]
 
 
-def _delete(conn: sqlite3.Connection, op: Delete) -> str:
+def _delete(conn: Any, op: Delete, tables: Sequence[str]) -> str:
     keys: list[int] = []
     for start in range(0, len(op.fit_ids), _CHUNK):
         chunk = op.fit_ids[start:start + _CHUNK]
@@ -40,13 +41,13 @@ def _delete(conn: sqlite3.Connection, op: Delete) -> str:
         keys += [int(r[0]) for r in conn.execute(f"SELECT fit_key FROM fits WHERE id IN ({marks})", chunk)]  # noqa: S608
     if not keys:
         return DUPLICATE
-    for table in (*_tables(conn), "fits"):
+    for table in (*tables, "fits"):
         conn.executemany(f"DELETE FROM {table} WHERE fit_key = ?", [(k,) for k in keys])  # noqa: S608 - fixed names
     log.info("deleted %d fit(s) of %d asked for", len(keys), len(op.fit_ids))
     return APPLIED
 
 
-def _tag(conn: sqlite3.Connection, op: Tag) -> str:
+def _tag(conn: Any, op: Tag, now: float) -> str:
     row = conn.execute("SELECT fit_key, info FROM fits WHERE id = ?", (op.id,)).fetchone()
     if row is None:
         raise InvalidRecord(f"no fit with id {op.id!r}")
@@ -57,7 +58,6 @@ def _tag(conn: sqlite3.Connection, op: Tag) -> str:
     changed = {k: v for k, v in changed.items() if v is not None}
     if changed == info:
         return DUPLICATE
-    now = time.time()
     conn.execute("UPDATE fits SET info = ?, updated_at = ? WHERE fit_key = ?", (_json(changed), now, key))
     conn.execute("DELETE FROM facts WHERE fit_key = ? AND kind = ?", (key, KIND_INFO))
     conn.executemany(INSERT_FACT_SQL, [(key, KIND_INFO, *fact) for fact in _fact_rows(KIND_INFO, changed)])
@@ -65,10 +65,18 @@ def _tag(conn: sqlite3.Connection, op: Tag) -> str:
     return APPLIED
 
 
-def apply_admin(conn: sqlite3.Connection, op: AdminOp) -> str | LensdError:
+def apply_admin(conn: Any, op: AdminOp, now: float | None = None,
+                tables: Sequence[str] | None = None) -> str | LensdError:
     """Apply one admin op on ``conn`` (inside the writer's transaction); its outcome, or the
-    error for it alone (a tag of an unknown id) without undoing the rest of the batch."""
+    error for it alone (a tag of an unknown id) without undoing the rest of the batch.
+
+    ``conn`` runs lensd's ``?`` SQL (a sqlite connection, or pgwriter's adapter); ``now`` is the
+    batch's time by the writer's clock (default: this machine's); ``tables``, the per-fit tables
+    the database has (default: those a sqlite file lists).
+    """
     try:
-        return _delete(conn, op) if isinstance(op, Delete) else _tag(conn, op)
+        if isinstance(op, Delete):
+            return _delete(conn, op, _tables(conn) if tables is None else tables)
+        return _tag(conn, op, time.time() if now is None else now)
     except LensdError as exc:
         return exc

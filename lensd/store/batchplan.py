@@ -41,15 +41,20 @@ from lensd.wire import codec
 APPLIED = "applied"
 DUPLICATE = "duplicate"
 
+# The SQL below is what both engines accept (sqlite >= 3.24 and PostgreSQL): ON CONFLICT upserts,
+# a named subquery. A stored fit keeps its created_at; a row the batch made for a new fit (the key
+# PostgreSQL's writer reserved for it, its created_at NULL: pgwriter.py) takes the record's.
 UPSERT_FIT_SQL = (
     f"INSERT INTO fits (fit_key, {', '.join(FIT_COLUMNS)}) "  # noqa: S608 - fixed column names
     f"VALUES ({', '.join('?' * (len(FIT_COLUMNS) + 1))}) "
     "ON CONFLICT(fit_key) DO UPDATE SET "
-    + ", ".join(f"{c} = excluded.{c}" for c in FIT_COLUMNS if c != "created_at")
+    + ", ".join(f"{c} = excluded.{c}" if c != "created_at" else "created_at = coalesce(fits.created_at, "
+                "excluded.created_at)" for c in FIT_COLUMNS)
 )
 INSERT_FACT_SQL = "INSERT INTO facts (fit_key, kind, key, num, txt, json) VALUES (?, ?, ?, ?, ?, ?)"
 INSERT_NODE_SQL = "INSERT INTO nodes (fit_key, path, class_path, class_name) VALUES (?, ?, ?, ?)"
-INSERT_PAYLOAD_SQL = "INSERT OR REPLACE INTO payloads (fit_key, name, data) VALUES (?, ?, ?)"
+INSERT_PAYLOAD_SQL = ("INSERT INTO payloads (fit_key, name, data) VALUES (?, ?, ?) "
+                      "ON CONFLICT(fit_key, name) DO UPDATE SET data = excluded.data")
 DELETE_FACTS_SQL = "DELETE FROM facts WHERE fit_key = ?"
 DELETE_FACT_KIND_SQL = "DELETE FROM facts WHERE fit_key = ? AND kind = ?"
 DELETE_NODES_SQL = "DELETE FROM nodes WHERE fit_key = ?"
@@ -68,7 +73,7 @@ THIN_HISTORY_SQL = (
     "AND (SELECT count(*) FROM progress_history WHERE fit_key = ?) > ? "
     "AND point IN (SELECT point FROM ("
     "SELECT point, row_number() OVER (ORDER BY t, point) AS r, count(*) OVER () AS n "
-    "FROM progress_history WHERE fit_key = ?) WHERE n > ? AND r % 2 = 0 AND r < n)"
+    "FROM progress_history WHERE fit_key = ?) AS ranked WHERE n > ? AND r % 2 = 0 AND r < n)"
 )
 HISTORY_MAX: Final = 256
 
@@ -250,11 +255,13 @@ def _stale(op: Upsert, known: Existing | None) -> bool:
 
 def plan_batch(
     ops: Sequence[Op], existing: Mapping[str, Existing], next_key: int, now: float,
-    prepared: Sequence[Prepared | None] | None = None,
+    prepared: Sequence[Prepared | None] | None = None, keys: Mapping[str, int] | None = None,
 ) -> tuple[Plan, list[str], int]:
     """Rows for a batch; returns the plan, one outcome per op (APPLIED/DUPLICATE), the next free key.
 
-    ``prepared`` is ``prepare(op)`` of each op when the caller worked it out already.
+    ``prepared`` is ``prepare(op)`` of each op when the caller worked it out already. ``keys``: the
+    key of each new fit when the database handed them out (PostgreSQL's identity); else new fits
+    take ``next_key`` on.
     """
     pending: dict[str, _Pending] = {}
     outcomes: list[str] = []
@@ -266,9 +273,11 @@ def plan_batch(
         if fit_id not in pending:
             known = existing.get(fit_id)
             if known is None:
-                pending[fit_id] = _Pending(next_key, None, row=_minimal_row(fit_id, now, now),
-                                           replace_all=True)
-                next_key += 1
+                if keys is None:
+                    key, next_key = next_key, next_key + 1
+                else:
+                    key = keys[fit_id]
+                pending[fit_id] = _Pending(key, None, row=_minimal_row(fit_id, now, now), replace_all=True)
             else:
                 pending[fit_id] = _Pending(known.fit_key, known.seq)
         return pending[fit_id]
@@ -279,7 +288,7 @@ def plan_batch(
             outcomes.append(APPLIED)
             continue
         if isinstance(op, MarkLost):
-            lost_cutoffs.append(op.cutoff)
+            lost_cutoffs.append(now - op.silent_for)
             outcomes.append(APPLIED)
             continue
         fit_id = op.record.id if isinstance(op, Upsert) else op.id

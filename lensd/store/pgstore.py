@@ -18,13 +18,13 @@ the same plans and decoded by the same code; only the connections differ. The dr
 from __future__ import annotations
 
 import itertools
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Final
 
 from lensd.errors import LensdError, StorageError, UnsupportedDatabase
 from lensd.query.dialect import POSTGRESQL
+from lensd.settings import redact as redact  # lensd's one masking rule (settings prints databases too)
 from lensd.store import reader, schema
 
 if TYPE_CHECKING:
@@ -33,13 +33,6 @@ if TYPE_CHECKING:
 APPLICATION: Final = "lensd"
 # pg_advisory_xact_lock key of schema creation and migration: "LENS" as in sqlite's application_id.
 SCHEMA_LOCK: Final = schema.APPLICATION_ID
-_PASSWORD = re.compile(r"(://[^:/@?#]*:)([^@/?#]*)(@)")
-_PASSWORD_PARAM = re.compile(r"((?:^|[?&\s])password=)([^&\s]*)", re.IGNORECASE)
-
-
-def redact(url: str) -> str:
-    """``url`` with any password in it masked, for messages and logs."""
-    return _PASSWORD_PARAM.sub(r"\1***", _PASSWORD.sub(r"\1***\3", url))
 
 
 def _psycopg() -> Any:

@@ -14,9 +14,8 @@ from contextlib import contextmanager
 from typing import Any, Protocol
 
 from lensd.query.dialect import SQLITE, Dialect
+from lensd.settings import POSTGRES_SCHEMES
 from lensd.store import reader
-
-POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
 def is_postgres(target: str | os.PathLike[str]) -> bool:

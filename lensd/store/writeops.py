@@ -6,7 +6,7 @@ for socket events, spool files, watched folders and ``lensd ingest``:
 - ``Upsert``: a whole record (submit, start, complete, an ingested folder) replaces the fit.
 - ``Patch``: some columns of one fit change (progress, fail), with optional new samples/instance.
 - ``Touch``: heartbeats; a ``lost`` fit is revived, an unknown id is ignored.
-- ``MarkLost``: running fits silent since ``cutoff`` become ``lost``.
+- ``MarkLost``: running fits silent for ``silent_for`` seconds become ``lost``.
 
 and two that a person asks for (``lensd delete``, ``lensd tag``), applied by store/adminops.py in
 the same transaction as the batch they arrive in:
@@ -73,7 +73,13 @@ class Touch:
 
 @dataclass(frozen=True)
 class MarkLost:
-    cutoff: float
+    """Running fits with no event for ``silent_for`` seconds, by the writer's clock, become lost.
+
+    The writer's clock, not the sender's: every time a batch stores comes from its writer's one
+    clock (on PostgreSQL the server's), so the sweep compares like with like (docs/decisions.md).
+    """
+
+    silent_for: float
     ids: tuple[str, ...] = field(default=())
 
 

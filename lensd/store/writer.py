@@ -2,8 +2,9 @@
 
 ``BatchWriter`` applies a batch of operations in one ``BEGIN IMMEDIATE`` transaction made of
 ``executemany`` calls. If a batch fails, its operations are retried one by one so that one bad
-record fails alone. The daemon feeds it through ``lensd.daemon.committer.GroupCommitter``;
-``lensd ingest`` calls it directly.
+record fails alone (``Writer``, which PostgreSQL's writer, ``lensd.store.pgwriter``, shares). The
+daemon feeds it through ``lensd.daemon.committer.GroupCommitter``; ``lensd ingest`` calls it
+directly.
 """
 
 from __future__ import annotations
@@ -47,19 +48,79 @@ def prepare_database(path: str | Path, durability: str = "full") -> None:
         conn.close()
 
 
-class BatchWriter:
+class Writer:
+    """What every engine's writer shares: one connection used by one worker thread at a time, and
+    a failed batch retried op by op so that one bad record fails alone.
+
+    A batch is one call into a worker thread that runs the whole transaction and comes back once.
+    Going back to the event loop between statements (as an awaited call per statement would) makes
+    each of them wait for the loop, which under load is busy decoding the next requests: at 64
+    clients that wait was as long as the writing itself. Subclasses give ``_apply`` (the batch's
+    transaction), ``_op_error`` (what the sender of a failed op is told) and ``_close``.
+    """
+
+    def __init__(self) -> None:
+        self._limiter = anyio.CapacityLimiter(1)
+        self.batches = 0
+        self.records = 0
+
+    async def _run(self, function: Callable[..., T], *args: Any) -> T:
+        """``function(*args)`` in a worker thread, the only user of the connection while it runs."""
+        return await anyio.to_thread.run_sync(function, *args, limiter=self._limiter)
+
+    async def close(self) -> None:
+        await self._run(self._close)
+
+    def _close(self) -> None:
+        raise NotImplementedError
+
+    def _apply(self, ops: Sequence[Op | AdminOp],
+               prepared: Sequence[Prepared | None] | None) -> list[str | LensdError]:
+        raise NotImplementedError
+
+    def _op_error(self, exc: Exception) -> LensdError:
+        raise NotImplementedError
+
+    async def apply(self, ops: Sequence[Op | AdminOp], prepared: Sequence[Prepared | None] | None = None
+                    ) -> list[str | LensdError]:
+        """Commit ``ops``; one outcome per op: "applied", "duplicate", or the error for that op.
+
+        ``prepared`` is ``batchplan.prepare`` of each op, when the caller worked it out already.
+        """
+        if not ops:
+            return []
+        try:
+            return list(await self._run(self._apply, ops, prepared))
+        except Exception as exc:  # any failure, not only the driver's: one poison op must fail alone
+            if len(ops) == 1:
+                log.warning("write failed: %s", exc)
+                return [await self._run(self._op_error, exc)]
+        results: list[str | LensdError] = []
+        for index, op in enumerate(ops):  # find the bad one: each alone
+            try:
+                results.extend(await self._run(self._apply, [op],
+                                               None if prepared is None else [prepared[index]]))
+            except Exception as exc:
+                log.warning("write failed for %s: %s", op.ids[:1], exc)
+                results.append(await self._run(self._op_error, exc))
+        return results
+
+    def _counted(self, outcomes: list[str | LensdError]) -> list[str | LensdError]:
+        self.batches += 1
+        self.records += len(outcomes)
+        return outcomes
+
+
+class BatchWriter(Writer):
     """One sqlite connection that writes batches; there is never a second one per database.
 
-    A batch is one call into a worker thread that runs the whole transaction (BEGIN IMMEDIATE, the
-    lookup of the batch's fits, planning, every ``executemany``, COMMIT) and comes back once. Going
-    back to the event loop between statements (as an awaited call per statement would) makes each
-    of them wait for the loop, which under load is busy decoding the next requests: at 64 clients
-    that wait was as long as the writing itself. The connection is only ever used by one thread at
-    a time (``_limiter``).
+    The batch's transaction is ``BEGIN IMMEDIATE``, the lookup of the batch's fits, planning, every
+    ``executemany``, ``COMMIT``, all in one worker-thread call (``Writer``).
     """
 
     def __init__(self, conn: sqlite3.Connection, path: Path | None = None,
                  max_db_mb: int | None = None, durability: str = "normal") -> None:
+        super().__init__()
         self._conn = conn
         self._path = path
         self._max_db_mb = max_db_mb
@@ -67,10 +128,7 @@ class BatchWriter:
         # fsync: docs/decisions.md. "normal" never fsyncs at commit, so there is nothing to switch.
         self._switch_sync = durability == "full"
         self._synced = True  # the connection's PRAGMA synchronous is FULL (as _connect set it)
-        self._limiter = anyio.CapacityLimiter(1)
         self._next_key = 1
-        self.batches = 0
-        self.records = 0
 
     @classmethod
     async def open(cls, path: str | Path, durability: str = "full", max_db_mb: int | None = None) -> BatchWriter:
@@ -85,13 +143,6 @@ class BatchWriter:
             self._conn.execute(f"PRAGMA max_page_count={self._max_db_mb * 1024 * 1024 // page_size}")
         row = self._conn.execute("SELECT coalesce(max(fit_key), 0) + 1 FROM fits").fetchone()
         self._next_key = int(row[0]) if row else 1
-
-    async def _run(self, function: Callable[..., T], *args: Any) -> T:
-        """``function(*args)`` in a worker thread, the only user of the connection while it runs."""
-        return await anyio.to_thread.run_sync(function, *args, limiter=self._limiter)
-
-    async def close(self) -> None:
-        await self._run(self._close)
 
     def _close(self) -> None:
         try:
@@ -143,9 +194,7 @@ class BatchWriter:
                 pass
             raise
         self._next_key = next_key
-        self.batches += 1
-        self.records += len(ops)
-        return outcomes
+        return self._counted(outcomes)
 
     def _set_synced(self, synced: bool) -> None:
         """FULL or NORMAL for the next commit (outside a transaction, as sqlite requires).
@@ -156,30 +205,6 @@ class BatchWriter:
         if synced != self._synced:
             self._conn.execute(f"PRAGMA synchronous={'FULL' if synced else 'NORMAL'}")
             self._synced = synced
-
-    async def apply(self, ops: Sequence[Op | AdminOp], prepared: Sequence[Prepared | None] | None = None
-                    ) -> list[str | LensdError]:
-        """Commit ``ops``; one outcome per op: "applied", "duplicate", or the error for that op.
-
-        ``prepared`` is ``rows.prepare`` of each op, when the caller worked it out already.
-        """
-        if not ops:
-            return []
-        try:
-            return list(await self._run(self._apply, ops, prepared))
-        except Exception as exc:  # any failure, not only sqlite's: one poison op must fail alone
-            if len(ops) == 1:
-                log.warning("write failed: %s", exc)
-                return [await self._run(self._op_error, exc)]
-        results: list[str | LensdError] = []
-        for index, op in enumerate(ops):  # find the bad one: each alone
-            try:
-                results.extend(await self._run(self._apply, [op],
-                                               None if prepared is None else [prepared[index]]))
-            except Exception as exc:
-                log.warning("write failed for %s: %s", op.ids[:1], exc)
-                results.append(await self._run(self._op_error, exc))
-        return results
 
     def _op_error(self, exc: Exception) -> LensdError:
         """What the sender of a failed op is told: the storage facts, or why its data was refused."""
