@@ -110,9 +110,10 @@ def cpu_seconds(pid: int) -> float:
 class Daemon:
     """A real ``lensd start --foreground`` process, ready when it printed its ready line."""
 
-    def __init__(self, db: Path, socket: Path, *args: str, log: Path | None = None) -> None:
-        self.db, self.socket = db, socket
-        self._log = open(log or db.with_suffix(".log"), "w", encoding="utf-8")  # noqa: SIM115 - closed in stop
+    def __init__(self, db: Path | str, socket: Path, *args: str, log: Path | None = None) -> None:
+        self.db, self.socket = db, socket  # db: a sqlite file, or a postgresql:// URL (give ``log`` then)
+        where = log or (db.with_suffix(".log") if isinstance(db, Path) else socket.with_suffix(".log"))
+        self._log = open(where, "w", encoding="utf-8")  # noqa: SIM115 - closed in stop
         command = [sys.executable, "-m", "lensd", "start", "--foreground", "--db", str(db), "--socket",
                    str(socket), "--log-level", "warning", *args]
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=self._log, text=True,
@@ -154,8 +155,8 @@ def _readline(process: subprocess.Popen[str], timeout: float) -> str:
 
 
 @contextlib.contextmanager
-def daemon(db: Path, socket: Path, *args: str) -> Iterator[Daemon]:
-    process = Daemon(db, socket, *args)
+def daemon(db: Path | str, socket: Path, *args: str, log: Path | None = None) -> Iterator[Daemon]:
+    process = Daemon(db, socket, *args, log=log)
     try:
         yield process
     finally:

@@ -48,7 +48,7 @@ from lensd.store.batchplan import (
     Prepared,
     plan_batch,
 )
-from lensd.store.writeops import AdminOp, Delete, Op, Tag, Touch
+from lensd.store.writeops import AdminOp, Delete, Op, Tag, Touch, superseded
 from lensd.store.writer import Writer
 
 if TYPE_CHECKING:
@@ -96,13 +96,17 @@ class _Adapter:
 class PgBatchWriter(Writer):
     """One PostgreSQL connection that writes batches; other daemons may hold their own."""
 
-    def __init__(self, conn: psycopg.Connection[Any], url: str, mode: str = DEFAULT_MODE) -> None:
+    def __init__(self, conn: psycopg.Connection[Any], url: str, mode: str = DEFAULT_MODE,
+                 durability: str = "full") -> None:
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}")
         self._conn = conn
         self._url = url
         self._mode = mode
+        # As sqlite's writer: at "full", a batch of superseded events only (progress, heartbeats)
+        # commits without waiting for the server's WAL flush (docs/decisions.md).
+        self._switch_sync = durability == "full"
         self._driver = pgstore._psycopg()
         self.retries = 0
 
@@ -122,7 +126,7 @@ class PgBatchWriter(Writer):
                 conn.execute("SET synchronous_commit = off")
             return conn
 
-        return cls(await anyio.to_thread.run_sync(connect), url, mode)
+        return cls(await anyio.to_thread.run_sync(connect), url, mode, durability)
 
     def _close(self) -> None:
         self._conn.close()
@@ -159,6 +163,8 @@ class PgBatchWriter(Writer):
         touched = {i for op in regular if isinstance(op, Touch) for i in op.fit_ids}
         with self._conn.transaction(), self._conn.cursor() as cursor:
             now = float(cursor.execute(NOW_SQL).fetchone()[0])  # type: ignore[index]
+            if self._switch_sync and all(superseded(op) for op in ops):
+                cursor.execute("SET LOCAL synchronous_commit = off")
             keys = dict(cursor.execute(RESERVE_SQL, [ids]).fetchall()) if ids else {}
             existing: dict[str, Existing] = {}
             for fit_id, key, seq, created, sig, updated in cursor.execute(LOCK_SQL, [sorted({*ids, *touched})]):
