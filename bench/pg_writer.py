@@ -41,12 +41,8 @@ def _pg_server() -> Any:
     return pg_server
 
 
-def _durable(server: Any) -> None:
-    """fsync and full_page_writes back on, as a production server has them (reloadable settings)."""
-    with server.admin() as conn:
-        conn.execute("ALTER SYSTEM SET fsync = on")
-        conn.execute("ALTER SYSTEM SET full_page_writes = on")
-        conn.execute("SELECT pg_reload_conf()")
+# fsync and full_page_writes back on (the tests turn them off), as a production server has them.
+DURABLE = {"fsync": "on", "full_page_writes": "on"}
 
 
 def _settings(url: str) -> str:
@@ -113,9 +109,8 @@ def run(options: Options) -> list[Row]:
     ops = [Upsert(validate_record(r)) for r in _records(range(n), 0)]
     batches = [ops[i:i + BATCH] for i in range(0, n, BATCH)]
     prepared = [[prepare(op) for op in batch] for batch in batches]
-    server = _pg_server().start_server()
+    server = _pg_server().start_server(DURABLE)
     try:
-        _durable(server)
         facts = _settings(server.url())
         sqlite_rate = writer_rate(lambda: BatchWriter.open(options.work / "w.sqlite", "full"), batches, prepared)
         rows = [Row(SECTION, f"server: {facts}", "", ""),

@@ -374,9 +374,6 @@ def web(bind: str, db: config.Database | None, address: str | None, tls_cert: Pa
     if db is not None and address is not None:
         raise LensdError("give --db or --address, not both")
     path = serve.database_of(address) if address is not None else config.resolve_db(db)
-    if isinstance(path, str):
-        raise LensdError("lensd web reads a sqlite file; a PostgreSQL database is read with "
-                         "lensd.Aggregator.from_database(URL) or lensd query --db URL")
     serve.run(path, serve.WebOptions(bind, tls_cert, tls_key, insecure_bind))
 
 

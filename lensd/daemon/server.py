@@ -260,9 +260,6 @@ class Daemon:
         """What a database's place makes unsafe or unavailable, said before serving."""
         where, settings = self.database_path, self.settings
         if isinstance(where, str):
-            if settings.web is not None:
-                raise LensdError("--web reads a sqlite file; with a PostgreSQL database run the dashboard "
-                                 "elsewhere, or query with lensd.Aggregator.from_database(URL)")
             if settings.max_db_mb is not None:
                 log.warning("--max-db-mb is a quota of sqlite files; PostgreSQL's are the server's to set")
             return
@@ -344,7 +341,6 @@ class Daemon:
         settings = self.settings
         assert settings.web is not None
         options = WebOptions(settings.web, settings.web_tls_cert, settings.web_tls_key, settings.web_insecure_bind)
-        assert isinstance(self.database_path, Path)  # _check_database refused --web on PostgreSQL
         url: str = await group.start(serve, self.database_path, options, False)
         self.extra_status["web"] = url.partition("?")[0]  # never the token
         return url

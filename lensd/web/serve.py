@@ -19,6 +19,7 @@ import anyio
 from anyio.abc import TaskStatus
 
 from lensd.errors import LensdError
+from lensd.settings import database
 from lensd.web.auth import check_bind, new_token
 
 DEFAULT_BIND = "127.0.0.1:8321"
@@ -108,9 +109,11 @@ async def serve(db: Path | str, options: WebOptions, announce: bool = True, *,
         source.close()
 
 
-def database_of(address: str) -> Path:
+def database_of(address: str) -> Path | str:
     """The database of the daemon at ``address``, which the dashboard reads directly (read-only,
-    never blocking the daemon's writer): it must be on this machine, as the daemon's disk is."""
+    never blocking the daemon's writer): a sqlite file must be on this machine, as the daemon's disk
+    is; a PostgreSQL URL is read wherever the server answers (its password, masked in the daemon's
+    status, comes from ``~/.pgpass`` or ``PGPASSWORD``)."""
     from lensd.client.connection import Client
 
     async def ask() -> str:
@@ -120,7 +123,9 @@ def database_of(address: str) -> Path:
         finally:
             await client.aclose()
 
-    path = Path(anyio.run(ask, backend="asyncio"))
+    path = database(anyio.run(ask, backend="asyncio"))
+    if isinstance(path, str):
+        return path
     if not path.is_file():
         raise LensdError(f"the daemon's database {path} is not on this machine: run lensd web on the "
                          "daemon's node, or start the daemon with --web")
