@@ -1,7 +1,8 @@
 """The dashboard on PostgreSQL: the same survey, copied into a real PostgreSQL server by
 ``lensd migrate``, read by the dashboard's own reads, answers exactly as the sqlite file does --
 counts, the overview's lists and sbatch lines, the fits table, one fit, histograms coloured by a
-class and by an info key, filtered by a query, and binned scatters."""
+class and by an info key, filtered by a query, and binned scatters -- and ``lensd web --db URL``
+serves it to a real browser."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 
 import pytest
 from test_web import survey  # noqa: F401 - the 33-fit survey fixture
+from webtools import browser, url_line
 
 from lensd.store.migrate import migrate
 from lensd.web.data import LocalSource, parse_query
@@ -72,3 +74,23 @@ def test_histograms_and_scatters_count_the_same_on_both_engines(both: tuple[Loca
         assert one["series"], (expression, x, colour, y)
         if x == X and not y:  # every fit has an Einstein radius: each is counted once
             assert one["total"] == sqlite.count(state), (expression, colour)
+
+
+def test_lensd_web_serves_a_postgresql_database(survey: Path, pg_url: str) -> None:  # noqa: F811
+    import subprocess
+    import sys
+
+    migrate(survey, pg_url)
+    process = subprocess.Popen([sys.executable, "-m", "lensd", "web", "--db", pg_url, "--bind", "127.0.0.1:0"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = url_line(process)
+        with browser() as page:
+            page.goto(url)
+            assert page.text_content('[data-status="completed"]') == "30"
+            assert page.text_content('[data-status="failed"]') == "2"
+            page.goto(url.split("/?", 1)[0] + "/fit/fit-50")
+            assert page.text_content("#history-points") == "9"
+    finally:
+        process.terminate()
+        process.wait(30)
