@@ -21,7 +21,7 @@ from bench._dbcache import database
 
 SECTION = 'values("samples"), 1,000 samples x 4 parameters a fit'
 TARGET_MB = 300.0
-TARGET_VS_PYAUTOFIT = 20.0
+TARGET_VS_PYAUTOFIT = 100.0  # issue 18: folder ingest may not buy its speed with slower reads (issue 8 asked 20x)
 
 LENSD = textwrap.dedent("""
     import sys, time
