@@ -57,7 +57,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("lensd.writer")
 ADMIN_OPS: Final = (Delete, Tag)
 MODES: Final = ("executemany", "pipeline", "copy")
-DEFAULT_MODE: Final = "executemany"
+DEFAULT_MODE: Final = "copy"  # fastest in bench/pg_writer.py (docs/performance.md)
 RETRIES: Final = 8
 NOW_SQL: Final = "SELECT extract(epoch FROM now())::double precision"
 RESERVE_SQL: Final = ("INSERT INTO fits (id, status) SELECT id, 'running' FROM unnest(%s::text[]) AS new(id) "

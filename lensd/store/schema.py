@@ -92,6 +92,8 @@ CREATE TABLE IF NOT EXISTS payloads (
 # BYTEA, and every text column sorts and compares byte-wise (COLLATE "C", as sqlite's BINARY) so
 # that ``<`` and ORDER BY on strings answer as on sqlite whatever the server's locale. fit_key comes
 # from an identity, so that several daemons writing one database never hand out the same key.
+# Payloads are stored out of line uncompressed (STORAGE EXTERNAL): msgpack'd float arrays barely
+# compress, and trying (pglz) took half the writer's time on PostgreSQL (docs/performance.md).
 _TABLES_V1_POSTGRESQL: Final = """
 CREATE TABLE IF NOT EXISTS lensd_meta (key TEXT COLLATE "C" PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS fits (
@@ -141,7 +143,8 @@ CREATE TABLE IF NOT EXISTS payloads (
     name    TEXT COLLATE "C" NOT NULL,
     data    BYTEA NOT NULL,
     PRIMARY KEY (fit_key, name)
-)
+);
+ALTER TABLE payloads ALTER COLUMN data SET STORAGE EXTERNAL
 """
 # The indexes, in SQL both engines accept (schema.py's module docstring says what each is for).
 _INDEXES_V1: Final = """
