@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import select
 import shutil
 import socket as socketlib
 import struct
@@ -242,14 +243,14 @@ def _wal_bytes(db: Path) -> int:
     return wal.stat().st_size if wal.exists() else 0
 
 
-def _submit_many(socket: Path, start: int, count: int) -> None:
+def _submit_many(socket: Path, start: int, count: int, n_samples: int = 200) -> None:
     with lensd.connect_sync(socket=socket) as client:
         for i in range(start, start + count):
-            client.submit(record(i, n_samples=200))
+            client.submit(record(i, n_samples=n_samples))
 
 
 def test_a_stalled_read_stream_is_closed_and_holds_no_snapshot(make_daemon, short_tmp) -> None:  # type: ignore[no-untyped-def]
-    daemon = make_daemon("--stream-timeout", "2")
+    daemon = make_daemon("--stream-timeout", "6")
     _submit_many(daemon.socket, 0, 50)
     everything = lensd.Aggregator.from_database(daemon.db).state.to_wire()
     stalled = raw_connection(daemon.socket, timeout=120)
@@ -257,17 +258,20 @@ def test_a_stalled_read_stream_is_closed_and_holds_no_snapshot(make_daemon, shor
     stalled.sendall(frame({"op": "query", "rid": 1, "query": everything, "page_size": 1}))
     first = read_frame(stalled)
     assert first is not None and len(first["page"]) == 1  # and no "next" is ever sent
-    _submit_many(daemon.socket, 50, 400)
+    _submit_many(daemon.socket, 50, 60, n_samples=5000)  # ~15 MB of WAL the stall keeps from the database
     grown = _wal_bytes(daemon.db)
+    assert select.select([stalled], [], [], 0)[0] == [], "the stream timed out before the WAL was measured"
     fresh = raw_connection(daemon.socket, timeout=60)  # a new stream sees every write, not the stall's snapshot
     hello(fresh)
     fresh.sendall(frame({"op": "query", "rid": 1, "query": everything, "page_size": 10_000}))
     page = read_frame(fresh)
-    assert page is not None and len(page["page"]) == 450
+    assert page is not None and len(page["page"]) == 110
     fresh.close()
     closed = read_frame(stalled)  # the daemon ends the stream nobody pulls
     assert closed is not None and closed["ok"] is False and "stream-timeout" in closed["error"]["message"]
     stalled.close()
-    _submit_many(daemon.socket, 450, 400)  # the WAL is checkpointed and reused, not grown again
+    # and gives the WAL the stall held back to the disk: checkpointed and truncated, not just reused
+    until(lambda: _wal_bytes(daemon.db) < grown // 10, daemon.db.parent, timeout=30, what="the WAL to shrink")
+    _submit_many(daemon.socket, 110, 60, n_samples=5000)  # the WAL is checkpointed and reused, not grown again
     assert _wal_bytes(daemon.db) < 1.5 * grown
     assert daemon.stop() == 0 and integrity_ok(daemon.db)

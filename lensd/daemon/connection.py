@@ -292,6 +292,7 @@ class Connection:
     async def _stream(self, op: str, rid: int, fields: dict[str, Any]) -> None:
         credit = self.credits[rid]
         reader: Stream | None = None
+        stalled = False
         try:
             reader = await self.daemon.reads.open_stream(op, fields)
             idle = self.daemon.settings.stream_timeout
@@ -304,6 +305,7 @@ class Connection:
                     await self.send(protocol.error(rid, ProtocolError(
                         f"this {op} stream got no 'next' for {idle:g}s and was closed "
                         "(lensd start --stream-timeout); ask again")))
+                    stalled = True
                     return
                 if credit.account.cancelled:
                     await self.send(protocol.done(rid, cancelled=True))
@@ -325,3 +327,5 @@ class Connection:
             if reader is not None:
                 with anyio.CancelScope(shield=True):
                     await reader.aclose()
+                    # the WAL this stream's snapshot held back is given back to the disk
+                    await self.daemon.committer.writer.shrink_wal(force=stalled)

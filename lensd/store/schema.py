@@ -214,6 +214,7 @@ WAL_AUTOCHECKPOINT: Final = 10_000
 
 
 JOURNAL_SIZE_LIMIT: Final = 64 * 2**20
+BUSY_TIMEOUT_MS: Final = 10_000
 
 
 def writer_pragmas(durability: str = "full") -> list[str]:
@@ -222,7 +223,7 @@ def writer_pragmas(durability: str = "full") -> list[str]:
     return [
         "PRAGMA journal_mode=WAL",
         f"PRAGMA synchronous={synchronous}",
-        "PRAGMA busy_timeout=10000",
+        f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}",
         "PRAGMA cache_size=-65536",
         "PRAGMA temp_store=MEMORY",
         "PRAGMA foreign_keys=OFF",

@@ -10,6 +10,7 @@ directly.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import sqlite3
 import time
@@ -30,6 +31,8 @@ log = logging.getLogger("lensd.writer")
 T = TypeVar("T")
 _LOOKUP_CHUNK = 500
 ADMIN_OPS = (Delete, Tag)
+# The WAL's size when checkpoints keep up (its autocheckpoint in 4 KiB pages); past it, a reader held it back.
+WAL_NORMAL_MAX = schema.WAL_AUTOCHECKPOINT * 4096
 
 
 def prepare_database(path: str | Path, durability: str = "full") -> None:
@@ -150,6 +153,38 @@ class BatchWriter(Writer):
         except sqlite3.Error:
             pass
         self._conn.close()
+
+    async def shrink_wal(self, force: bool = False) -> bool:
+        """Checkpoint the WAL into the database and truncate it, when a reader may have held it back.
+
+        A read snapshot held open (a stalled stream) stops every checkpoint from passing it, so the
+        WAL grows; once that reader is gone, the ordinary checkpoints would only reuse the grown
+        file, never shrink it (``journal_size_limit`` cuts it back only to 64 MiB, and only when a
+        checkpoint restarts it). ``force`` (after a stream that stalled) or a WAL past what regular
+        checkpoints let it reach runs ``wal_checkpoint(TRUNCATE)`` without waiting for readers:
+        one still reading makes it a no-op, and the next stream to close tries again. True when
+        the WAL was emptied.
+        """
+        if self._path is None:
+            return False
+        try:
+            size = os.stat(f"{self._path}-wal").st_size
+        except OSError:
+            return False
+        if size == 0 or not (force or size > WAL_NORMAL_MAX):
+            return False
+        return await self._run(self._truncate_wal)
+
+    def _truncate_wal(self) -> bool:
+        try:
+            self._conn.execute("PRAGMA busy_timeout=0")  # never make the writer wait on a reader
+            row = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except sqlite3.Error as exc:
+            log.info("could not checkpoint the WAL: %s", exc)
+            return False
+        finally:
+            self._conn.execute(f"PRAGMA busy_timeout={schema.BUSY_TIMEOUT_MS}")
+        return bool(row is not None and row[0] == 0)
 
     def _existing(self, ids: Sequence[str]) -> dict[str, Existing]:
         found: dict[str, Existing] = {}
