@@ -4,7 +4,8 @@
 - ``lensd ingest`` through a daemon that dies: a traceback instead of one line and exit 3;
 - a ``model.json`` nested 10^5 deep: RecursionError instead of a reason;
 - a huge unknown key logged and answered whole; a huge key inside a map not held to MAX_STRING;
-- ``Aggregator.from_database`` on a FIFO hanging for ever.
+- ``Aggregator.from_database`` on a FIFO hanging for ever;
+- ``lensd ingest`` of two roots holding the same fit id writing both (the later replacing the earlier).
 """
 
 from __future__ import annotations
@@ -116,3 +117,26 @@ def test_from_database_on_a_fifo_is_refused_at_once(short_tmp: Path) -> None:
             pass
         raise AssertionError("from_database blocked on a FIFO")
     assert isinstance(outcome[0], StorageError) and "not a regular file" in str(outcome[0])
+
+
+def test_ingest_of_two_roots_holding_the_same_fit_ids_keeps_the_first_and_says_so(make_daemon, short_tmp) -> None:  # type: ignore[no-untyped-def]
+    """Two copies of one output tree: each fit is written once (from the root given first), the
+    copy is reported skipped with its reason, and a second ingest changes nothing (it used to
+    write both, the later replacing the earlier, and flip them back on every ingest)."""
+    first, copy = short_tmp / "first", short_tmp / "copy"
+    shutil.copytree(DIR_OUTPUT / "howtofit" / "single", first)
+    shutil.copytree(DIR_OUTPUT / "howtofit" / "single", copy)
+    direct = short_tmp / "direct.sqlite"
+    daemon = make_daemon()
+    for db in (direct, daemon.db):  # written by the ingest itself, then through the daemon
+        done = lensd_cli("ingest", str(first), str(copy), "--db", str(db))
+        assert done.returncode == 0, done.stderr
+        summary, *lines = done.stdout.splitlines()
+        assert summary.startswith("ingested 4, unchanged 0, skipped 4, failed 0"), done.stdout
+        assert len(lines) == 4 and all(line.startswith(f"  skipped {copy}/") and "same fit id" in line
+                                       and f"as {first}/" in line for line in lines), lines
+        sources = {source for _, _, source in stored(db).values()}
+        assert len(sources) == 4 and all(str(source).startswith(f"{first}/") for source in sources)
+        again = lensd_cli("ingest", str(first), str(copy), "--db", str(db))
+        assert again.stdout.startswith("ingested 0, unchanged 4, skipped 4, failed 0"), again.stdout
+    assert daemon.stop() == 0

@@ -230,8 +230,11 @@ def ingest(dirs: Sequence[Path], db: config.Database | None, target: Target, qui
 
     with progress_bar("ingesting", quiet) as (total, advance):
         report = ingesting.ingest(dirs, config.resolve_db(db), target, progress=advance, total=total)
-    click.echo(f"ingested {len(report.ingested)}, unchanged {len(report.unchanged)}, "
+    skipped = f", skipped {len(report.skipped)}" if report.skipped else ""
+    click.echo(f"ingested {len(report.ingested)}, unchanged {len(report.unchanged)}{skipped}, "
                f"failed {len(report.failed)} ({report.via})")
+    for folder in report.skipped:
+        click.echo(f"  skipped {folder.path}: {folder.reason}")
     for failure in report.failed:
         click.echo(f"  failed {failure.path}: {failure.reason}")
     if report.failed:

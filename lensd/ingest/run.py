@@ -48,17 +48,36 @@ PARALLEL_FROM = 200  # folders; fewer are read here, faster than starting worker
 
 @dataclass
 class IngestReport:
+    """What one ``lensd ingest`` did; ``skipped`` are folders not ingested because an earlier one
+    (in the order the roots were given) holds the same fit id: the first one is kept."""
+
     ingested: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     failed: list[pyautofit.FolderFailure] = field(default_factory=list)
+    skipped: list[pyautofit.FolderFailure] = field(default_factory=list)
     via: str = "direct"
+    claimed: dict[str, str] = field(default_factory=dict, repr=False)  # fit id -> its folder in this run
+    stored_ids: dict[str, str] = field(default_factory=dict, repr=False)  # stored folder -> its fit id
+
+    def claim(self, fit_id: str, source: str) -> bool:
+        """Whether ``source`` is the first folder of this run with ``fit_id`` (else it is skipped).
+
+        Two roots holding the same fit id (a copied output tree, say) would otherwise both be
+        written, the later replacing the earlier, and flip back on every later ingest.
+        """
+        first = self.claimed.setdefault(fit_id, source)
+        if first == source:
+            return True
+        self.skipped.append(pyautofit.FolderFailure(
+            source, f"same fit id {fit_id!r} as {first}, given first, which is kept"))
+        return False
 
 
-SIGNATURES_SQL = "SELECT source, source_sig FROM fits WHERE source IS NOT NULL"
+SIGNATURES_SQL = "SELECT source, source_sig, id FROM fits WHERE source IS NOT NULL"
 
 
-def stored_signatures(db: Database) -> dict[str, str]:
-    """Folder path → signature of every ingested folder already in ``db`` (none when unreadable)."""
+def stored_folders(db: Database) -> dict[str, tuple[str, str]]:
+    """Folder path → (signature, fit id) of every ingested folder already in ``db`` (none when unreadable)."""
     if isinstance(db, str):
         from lensd.store import pgstore
 
@@ -72,7 +91,7 @@ def stored_signatures(db: Database) -> dict[str, str]:
             rows = []
         finally:
             conn.close()
-        return {str(source): str(sig) for source, sig in rows if sig}
+        return {str(source): (str(sig), str(fit_id)) for source, sig, fit_id in rows if sig}
     if not db.exists():
         return {}
     try:
@@ -83,7 +102,12 @@ def stored_signatures(db: Database) -> dict[str, str]:
             conn_.close()
     except sqlite3.Error:
         return {}
-    return {str(source): str(sig) for source, sig in rows if sig}
+    return {str(source): (str(sig), str(fit_id)) for source, sig, fit_id in rows if sig}
+
+
+def stored_signatures(db: Database) -> dict[str, str]:
+    """Folder path → signature of every ingested folder already in ``db`` (none when unreadable)."""
+    return {source: sig for source, (sig, _) in stored_folders(db).items()}
 
 
 def _load(folder: Path, root: Path, stored: str | None) -> tuple[str, Any]:
@@ -119,12 +143,17 @@ def validate_fit(data: dict[str, Any]) -> list[Record]:
 def _fit_dicts(kind: str, value: Any, report: IngestReport) -> list[dict[str, Any]]:
     """The record dicts of one loaded folder; [] when it was unchanged or failed (reported)."""
     if kind == "unchanged":
-        report.unchanged.append(value)
+        fit_id = report.stored_ids.get(value)
+        if fit_id is None or report.claim(fit_id, value):
+            report.unchanged.append(value)
         return []
     if kind == "failed":
         report.failed.append(value)
         return []
-    return fit_records(codec.unpack(value) if isinstance(value, bytes) else value)
+    fits = fit_records(codec.unpack(value) if isinstance(value, bytes) else value)
+    if fits and not report.claim(str(fits[0].get("id")), str(fits[0].get("source"))):
+        return []
+    return fits
 
 
 def _records(kind: str, value: Any, report: IngestReport) -> list[Record]:
@@ -250,11 +279,12 @@ def ingest(dirs: Iterable[str | os.PathLike[str]], db: Database, socket: TargetL
 
     ``readers``: processes reading folders (default: one per CPU, from ``PARALLEL_FROM`` folders).
     """
-    report = IngestReport()
     folders = discover_all(dirs)
     if total is not None:
         total(len(folders))
-    known = stored_signatures(db)
+    stored = stored_folders(db)
+    known = {source: sig for source, (sig, _) in stored.items()}
+    report = IngestReport(stored_ids={source: fit_id for source, (_, fit_id) in stored.items()})
     pool = reader_pool(len(folders), readers)
 
     def batches(records_of: Callable[[str, Any, IngestReport], list[T]]) -> Iterable[list[T]]:
