@@ -22,6 +22,7 @@ POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 # A database: a sqlite file's path, or a PostgreSQL libpq URL kept as text (a Path would fold the
 # URL's "//" and "?host=/..." into a file name).
 Database: TypeAlias = Path | str
+DEFAULT_BACKUP_MINUTES = 15.0
 
 
 def database(value: str | os.PathLike[str]) -> Database:
@@ -99,16 +100,16 @@ class CliOption:
 
     ``kind``: ``file``/``path``/``dir`` (a path; ``dir`` may be repeated when the field is a tuple),
     ``flag``, ``float``/``int`` (at least ``low``), ``choice`` (one of ``choices``), ``text`` (a
-    string, repeatable when the field is a tuple).
+    string, repeatable when the field is a tuple), ``minutes`` (a number of minutes, ``off`` = 0).
     """
 
-    kind: Literal["database", "file", "path", "dir", "flag", "float", "int", "choice", "text"]
+    kind: Literal["database", "file", "path", "dir", "flag", "float", "int", "choice", "text", "minutes"]
     help: str
     low: float | None = None
     choices: tuple[str, ...] = ()
 
 
-def cli(kind: Literal["database", "file", "path", "dir", "flag", "float", "int", "choice", "text"], help: str,
+def cli(kind: Literal["database", "file", "path", "dir", "flag", "float", "int", "choice", "text", "minutes"], help: str,
         low: float | None = None, choices: tuple[str, ...] = ()) -> dict[str, CliOption]:
     """The field metadata that makes a ``Settings`` field an option of ``lensd start``."""
     return {"cli": CliOption(kind, help, low, choices)}
@@ -164,6 +165,16 @@ class Settings:
         "flag", "Create the database (and its WAL) 0640 and new folders 0750, for the group to read."))
     allow_open_spool: bool = field(default=False, metadata=cli(
         "flag", "Serve a --spool folder that every user may write to (refused by default)."))
+    backup_every: float = field(default=DEFAULT_BACKUP_MINUTES, metadata=cli(
+        "minutes", "Minutes between online backups of the database to --backup-to, made while it "
+                   "serves (0 or off: none). What was acknowledged since the last one is what the loss "
+                   "of this node loses."))
+    backup_to: Path | None = field(default=None, metadata=cli(
+        "dir", "Folder for the backups, on a disk that outlives this node [default: <spool>-backups "
+               "beside the --spool, else <database stem>-backups beside the database]."))
+    backup_keep: int = field(default=2, metadata=cli(
+        "int", "Backups kept in --backup-to: the newest under the database's name, older ones by time.",
+        low=1))
     drain_timeout: float = 30.0
     listen: tuple[str, ...] = field(default=(), metadata=cli(
         "text", "Also serve authenticated TCP at HOST:PORT (repeatable; port 0 picks a free one)."))

@@ -32,6 +32,26 @@ class DatabaseParam(click.ParamType[config.Database, Any]):
         return value if isinstance(value, Path) else config.database(value)
 
 
+class Minutes(click.ParamType[float]):
+    """A number of minutes (fractions allowed), ``off`` or ``0`` for never."""
+
+    name = "minutes"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            minutes = float(value)
+        elif str(value).strip().lower() in ("off", "never", "no"):
+            return 0.0
+        else:
+            try:
+                minutes = float(str(value))
+            except ValueError:
+                self.fail(f"{value!r} is not a number of minutes (or off)", param, ctx)
+        if not 0 <= minutes < float("inf"):
+            self.fail(f"{value!r} is not a number of minutes (or off)", param, ctx)
+        return minutes
+
+
 def settings_option(option: config.StartOption) -> Callable[[F], F]:
     """The click option of one start option (``lensd.settings.Settings`` declares them)."""
     form = option.cli
@@ -47,12 +67,14 @@ def settings_option(option: config.StartOption) -> Callable[[F], F]:
         extra["type"] = click.Choice(list(form.choices))
     elif form.kind == "float":
         extra["type"] = click.FloatRange(min=form.low)
+    elif form.kind == "minutes":
+        extra["type"] = Minutes()
     elif form.kind == "text":
         extra["type"] = str
         extra["multiple"] = isinstance(option.default, tuple)
     else:
         extra["type"] = click.IntRange(min=None if form.low is None else int(form.low))
-    shown = form.kind in ("float", "int", "choice") and option.default is not None
+    shown = form.kind in ("float", "int", "choice", "minutes") and option.default is not None
     return click.option(option.flag, option.name, default=option.default, show_default=shown,
                         help=form.help, **extra)
 

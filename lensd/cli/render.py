@@ -60,7 +60,26 @@ def format_status(report: dict[str, Any]) -> str:
     ]
     if report.get("spool"):
         lines.append(f"spool      {report['spool']} ({report.get('spool_backlog', 0)} waiting)")
+    if report.get("backup"):
+        lines.append("backup     " + _backup_line(report["backup"]))
     return "\n".join(lines)
+
+
+def _backup_line(backup: dict[str, Any]) -> str:
+    """When and where the daemon last copied its database (what losing its node would lose)."""
+    if not backup.get("every_minutes"):
+        return "off: losing this node loses the database (lensd start --backup-every)"
+    line = f"every {backup['every_minutes']:g} min to {backup.get('to')}; "
+    last = backup.get("last_at")
+    if last is None:
+        line += "none yet"
+    else:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(last))
+        line += (f"last {stamp} ({_duration(time.time() - last)} ago, "
+                 f"{_size(float(backup.get('last_bytes') or 0))} in {backup.get('last_seconds', 0):.1f}s)")
+    if backup.get("error"):
+        line += f"; last attempt failed: {backup['error']}"
+    return line
 
 
 def daemon_jobs(target: TargetLike, status: str | None, limit: int) -> list[dict[str, Any]]:

@@ -328,6 +328,12 @@ class Daemon:
             except OSError as exc:
                 raise LensdError(f"cannot create the spool folder {folder}: {exc.strerror or exc}") from None
             group.start_soon(SpoolReader(self, folder, StopFlag(group.cancel_scope)).run)
+        if settings.backup_every > 0:
+            from lensd.daemon.backups import Backups
+
+            group.start_soon(Backups(self).run)
+        else:
+            self.extra_status["backup"] = {"every_minutes": 0}
         if settings.web is not None:
             self.web_url = await self._start_web(group)
 
