@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import sqlite3
 import subprocess
 import sys
@@ -131,6 +132,24 @@ def crafted_databases(folder: Path) -> dict[str, tuple[Path, type[LensdError] | 
            ("UPDATE payloads SET data = ? WHERE fit_key = 3", (msgpack.packb(
                {"paths": ["a", "b"], "parameters": [[1.0]], "log_likelihood": [1.0]}),)))
 
+    path = base("generated_columns", UnsupportedDatabase)  # computed on every read: 400 MB a row
+    with_generated_info(path, "printf('%.*c', 400000000, 'x')")
+
+    path = base("oversized_values")  # each refused before it is fetched or parsed (bounded memory)
+    tamper(path, f"UPDATE payloads SET data = zeroblob({300 * 2**20}) WHERE fit_key = 1 AND name = 'samples'",
+           "UPDATE fits SET info = '{\"a\": [' || replace(printf('%.*c', 6000000, 'x'), 'x', '[],') || '[]]}' "
+           "WHERE fit_key = 2")
+
+    path = base("extreme_facts")  # values no writer stores, where queries and rows read them
+    tamper(path, "UPDATE facts SET num = 1e308 * 10 WHERE fit_key = 1",
+           "UPDATE facts SET num = 'text', txt = X'00ff' WHERE fit_key = 2",
+           "UPDATE facts SET num = X'00ff', txt = 5, json = '[' WHERE fit_key = 3",
+           "INSERT INTO facts VALUES (1, 2, 'index', 9223372036854775807, NULL, NULL)",
+           "INSERT INTO facts VALUES (2, 0, 'galaxies.lens.mass.einstein_radius', NULL, "
+           "printf('%.*c', 1000000, 'y'), NULL)",
+           "UPDATE fits SET n_samples = 9223372036854775807, progress = 1e308 * 10, max_log_likelihood = 'x', "
+           "created_at = X'00' WHERE fit_key = 2")
+
     path = base("newer_schema", UnsupportedDatabase)
     tamper(path, "PRAGMA user_version = 99")
     path = base("foreign_application", UnsupportedDatabase)
@@ -156,6 +175,23 @@ def crafted_databases(folder: Path) -> dict[str, tuple[Path, type[LensdError] | 
     made["missing_file"] = (folder / "absent.sqlite", StorageError)
     made["a_directory"] = (folder, StorageError)
     return made
+
+
+def with_generated_info(path: Path, expression: str) -> None:
+    """Rebuild ``fits`` with its ``info`` column generated from ``expression`` (computed on read)."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        sql = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'fits'").fetchone()[0]
+        columns = [row[1] for row in conn.execute("PRAGMA table_info(fits)") if row[1] != "info"]
+        conn.execute("ALTER TABLE fits RENAME TO old_fits")
+        generated = re.sub(r"\binfo\s+TEXT\s*,", f"info TEXT GENERATED ALWAYS AS ({expression}) VIRTUAL,", sql)
+        assert "GENERATED" in generated, sql
+        conn.execute(generated)
+        listed = ", ".join(columns)
+        conn.execute(f"INSERT INTO fits ({listed}) SELECT {listed} FROM old_fits")
+        conn.execute("DROP TABLE old_fits")
+    finally:
+        conn.close()
 
 
 FIT_READS: dict[str, Callable[[Any], object]] = {
@@ -241,7 +277,8 @@ def marker_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 CASES = ["hostile_class_paths", "pickled_payloads", "lying_blobs", "invalid_json", "wrong_samples",
-         "newer_schema", "foreign_application", "missing_tables", "view_instead_of_table",
+         "generated_columns", "oversized_values", "extreme_facts", "newer_schema", "foreign_application",
+         "missing_tables", "view_instead_of_table",
          "other_application", "text_file", "corrupt_header", "empty_file", "missing_file", "a_directory"]
 
 
@@ -288,6 +325,27 @@ def test_expected_refusals_name_the_problem(crafted) -> None:  # type: ignore[no
     assert explore(crafted["invalid_json"][0])["values(model)"].startswith("StorageError")
 
 
+def test_oversized_and_generated_values_are_refused_in_bounded_memory(crafted) -> None:  # type: ignore[no-untyped-def]
+    """Read in a fresh interpreter, whose peak resident size (VmHWM) is the reads' own: before these
+    bounds the generated column cost 3 GB and 49 s, the 300 MB blob 1.7 GB, the JSON 1.5 GB."""
+    paths = [str(crafted[case][0]) for case in ("generated_columns", "oversized_values")]
+    code = ("import json, sys\nsys.path.insert(0, sys.argv[1])\nfrom test_untrusted import explore\n"
+            "out = [explore(p) for p in sys.argv[2:]]\n"
+            "peak = next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM:'))\n"
+            "print(json.dumps([out, peak]))")
+    done = subprocess.run([sys.executable, "-c", code, str(Path(__file__).parent), *paths], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (generated, oversized), peak_kb = json.loads(done.stdout.splitlines()[-1])
+    assert peak_kb < 500 * 1024, f"the reads peaked at {peak_kb // 1024} MB"
+    assert "has generated columns ('info')" in generated["open"]
+    assert oversized["fit-0 samples"] == (f"StorageError: a stored payload is {300 * 2**20} bytes, over the "
+                                          f"{256 * 2**20} a lensd reader decodes")
+    assert oversized["values(samples)"] == oversized["fit-0 samples"]
+    assert oversized["fit-1 info"].endswith("holds more than 2000000 JSON values")
+    assert oversized["fit-2 samples"] == "ok"  # the other fits read as ever
+
+
 @pytest.mark.parametrize("case", ["pickled_payloads", "invalid_json", "newer_schema", "text_file"])
 def test_cli_on_a_crafted_database_prints_one_line(crafted, case) -> None:  # type: ignore[no-untyped-def]
     from conftest import lensd_cli
@@ -302,7 +360,7 @@ def test_cli_on_a_crafted_database_prints_one_line(crafted, case) -> None:  # ty
 def test_an_audit_hook_sees_no_code_run(crafted, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """In a fresh interpreter, the reads of every crafted file raise no import/exec/pickle/process event."""
     paths = [str(crafted[case][0]) for case in CASES]
-    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))}
     (tmp_path / f"{MARKER_MODULE}.py").write_text(f"open({str(tmp_path / 'imported')!r}, 'w')\n")
     result = subprocess.run([sys.executable, __file__, *paths], capture_output=True, text=True, timeout=300,
                             env=env)

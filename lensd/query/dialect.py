@@ -37,6 +37,9 @@ class Dialect:
     whole: str = "CAST({} AS INTEGER)"
     greatest: str = "max"  # the larger of two values (sqlite's max() with two arguments)
     least: str = "min"
+    # A blob column, fetched only when its length is at most the ``?`` parameter; else its length
+    # (sqlite: length() of a blob reads no content) or, on PostgreSQL (one type per column), NULL.
+    bounded_blob: str = "CASE WHEN length({0}) > ? THEN length({0}) ELSE {0} END"
 
     def sql(self, text: str) -> str:
         """``text`` with the driver's placeholder in place of ``?``.
@@ -62,5 +65,6 @@ POSTGRESQL: Final = Dialect(
     fact_order=("(SELECT ROW(num IS NULL, num, txt) FROM facts WHERE fit_key = f.fit_key AND {} "
                 "AND (num IS NOT NULL OR txt IS NOT NULL))"),
     placeholder="%s", truth="({})::integer", whole="floor({})::bigint", greatest="greatest", least="least",
+    bounded_blob="CASE WHEN length({0}) > ? THEN NULL ELSE {0} END",
 )
 DIALECTS: Final = {SQLITE.name: SQLITE, POSTGRESQL.name: POSTGRESQL}

@@ -85,18 +85,22 @@ def _window(state: QueryState, access: Access | None) -> Fragment:
 def select_payloads(state: QueryState, name: str, access: Access | None = None) -> Fragment:
     """Rows ``(id, model, data)`` of payload ``name`` for the selected fits, in order; fits
     lacking the payload give no row."""
-    join = ("SELECT f.id, f.model, p.data FROM fits AS f JOIN payloads AS p "
-            "ON p.fit_key = f.fit_key AND p.name = ?", [name])
-    return join_fragments([join, _window(state, access), _order_by(state, _dialect(access))])
+    dialect = _dialect(access)
+    join = (f"SELECT f.id, f.model, {dialect.bounded_blob.format('p.data')} FROM fits AS f "  # noqa: S608
+            "JOIN payloads AS p ON p.fit_key = f.fit_key AND p.name = ?", [schema.MAX_PAYLOAD, name])
+    return join_fragments([join, _window(state, access), _order_by(state, dialect)])
 
 
 def select_samples(state: QueryState, name: str, info_name: str, access: Access | None = None) -> Fragment:
     """Rows ``(id, model, data, info)``: payload ``name`` and, where the fit has it, payload
     ``info_name`` (PyAutoFit's samples_info, which says how to read the samples) or NULL."""
-    join = ("SELECT f.id, f.model, p.data, i.data FROM fits AS f JOIN payloads AS p "
+    dialect = _dialect(access)
+    data, info = dialect.bounded_blob.format("p.data"), dialect.bounded_blob.format("i.data")
+    join = (f"SELECT f.id, f.model, {data}, {info} FROM fits AS f JOIN payloads AS p "  # noqa: S608
             "ON p.fit_key = f.fit_key AND p.name = ? "
-            "LEFT JOIN payloads AS i ON i.fit_key = f.fit_key AND i.name = ?", [name, info_name])
-    return join_fragments([join, _window(state, access), _order_by(state, _dialect(access))])
+            "LEFT JOIN payloads AS i ON i.fit_key = f.fit_key AND i.name = ?",
+            [schema.MAX_PAYLOAD, schema.MAX_PAYLOAD, name, info_name])
+    return join_fragments([join, _window(state, access), _order_by(state, dialect)])
 
 
 def select_column(state: QueryState, column: str, access: Access | None = None) -> Fragment:

@@ -19,6 +19,7 @@ from lensd.domain.instance import Instance
 from lensd.domain.samples import Samples
 from lensd.errors import LensdError, QueryError, StorageError, UnsupportedDatabase
 from lensd.query import compiler, statements
+from lensd.query.dialect import SQLITE
 from lensd.query.state import QueryState
 from lensd.store import schema
 from lensd.store.batchplan import FILE_PAYLOAD_PREFIX, SAMPLES_PAYLOAD
@@ -29,7 +30,15 @@ PAGE_SIZE: Final = 256
 JSON_VALUES: Final = frozenset({"info", "model", "search", "summary", "job"})
 ALIASES: Final = {"samples_summary": "summary"}  # PyAutoFit's names for lensd's fields
 FIT_ROW_COLUMNS: Final = ("fit_key", *schema.FIT_COLUMNS)
-MAX_PAYLOAD: Final = 1 << 30
+# What a reader decodes of a stored value. No lensd writer makes larger ones (a frame is at most
+# 64 MiB, a fit's files together 256 MiB), so past these a file was crafted: it is refused before
+# the bytes are fetched (payloads, by sqlite's length()) or parsed (JSON), so that memory stays
+# bounded whatever the file holds. JSON is also held to the values a message may hold (JSON builds
+# ~60 bytes of Python objects per value: 30 MB of "[]," cost 1.5 GB).
+MAX_PAYLOAD: Final = schema.MAX_PAYLOAD
+MAX_JSON_TEXT: Final = 64 * 2**20
+MAX_JSON_VALUES: Final = 2 * codec.MAX_ITEMS
+_SCAN_JSON_ABOVE: Final = 1 << 20
 
 
 def open_readonly(path: str | os.PathLike[str]) -> sqlite3.Connection:
@@ -91,6 +100,12 @@ def _loads(text: Any, what: str = "a stored JSON column") -> Any:
         return None
     if not isinstance(text, str):  # lensd stores JSON as text; a blob here (a pickle?) is not read
         raise StorageError(f"{what} is not valid JSON text")
+    if len(text) > _SCAN_JSON_ABOVE:
+        if len(text) > MAX_JSON_TEXT:
+            raise StorageError(f"{what} is {len(text)} characters of JSON, over the {MAX_JSON_TEXT} "
+                               "a lensd reader parses")
+        if sum(text.count(mark) for mark in ",[{") > MAX_JSON_VALUES:  # each value but one follows one
+            raise StorageError(f"{what} holds more than {MAX_JSON_VALUES} JSON values")
     try:
         return json.loads(text)
     except (ValueError, RecursionError):
@@ -106,6 +121,8 @@ def _json_object(text: Any, what: str) -> dict[str, Any] | None:
 
 
 def decode_payload(blob: Any) -> Any:
+    if isinstance(blob, int) and not isinstance(blob, bool) and blob > MAX_PAYLOAD:  # statements.bounded
+        raise StorageError(f"a stored payload is {blob} bytes, over the {MAX_PAYLOAD} a lensd reader decodes")
     if not isinstance(blob, (bytes, bytearray, memoryview)):
         raise StorageError("a stored payload is not a blob")
     if len(blob) > MAX_PAYLOAD:
@@ -315,8 +332,8 @@ class Fit:
 def payload_loader(conn: sqlite3.Connection) -> Callable[[int, str], Any]:
     def load(fit_key: int, name: str) -> Any:
         try:
-            row = conn.execute("SELECT data FROM payloads WHERE fit_key = ? AND name = ?",
-                               (fit_key, name)).fetchone()
+            row = conn.execute(f"SELECT {SQLITE.bounded_blob.format('data')} FROM payloads "  # noqa: S608
+                               "WHERE fit_key = ? AND name = ?", (MAX_PAYLOAD, fit_key, name)).fetchone()
         except sqlite3.Error as exc:
             raise StorageError(f"reading a payload failed: {exc}") from None
         return None if row is None else row[0]

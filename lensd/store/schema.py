@@ -214,6 +214,8 @@ WAL_AUTOCHECKPOINT: Final = 10_000
 
 
 JOURNAL_SIZE_LIMIT: Final = 64 * 2**20
+# The largest payload a reader fetches (lensd.store.reader): no writer makes one larger.
+MAX_PAYLOAD: Final = 256 * 2**20
 BUSY_TIMEOUT_MS: Final = 10_000
 
 
@@ -288,13 +290,22 @@ def read_version(conn: sqlite3.Connection) -> int:
 
 
 def check_tables(conn: sqlite3.Connection) -> None:
-    """Refuse a file whose data tables are missing, or are views (which could compute anything)."""
+    """Refuse a file whose data tables are missing, are views, or have generated columns.
+
+    A view or a generated column computes its values on every read: a crafted one could build a
+    gigabyte per row (``printf('%.*c', 400000000, 'x')``, which trusted_schema=OFF allows, cost
+    49 s and 3 GB to read). lensd's own tables have neither.
+    """
     kinds = dict(conn.execute("SELECT name, type FROM sqlite_master WHERE name IN (?, ?, ?, ?)",
                               DATA_TABLES).fetchall())
     for name in DATA_TABLES:
         if kinds.get(name) != "table":
             found = f"a {kinds[name]}" if name in kinds else "missing"
             raise UnsupportedDatabase(f"not a usable lensd database: its {name} table is {found}")
+        generated = [row[1] for row in conn.execute(f"PRAGMA table_xinfo({name})") if row[6] in (2, 3)]
+        if generated:
+            raise UnsupportedDatabase(f"not a usable lensd database: its {name} table has generated "
+                                      f"columns ({', '.join(map(repr, generated[:3]))[:200]}), which lensd never makes")
 
 
 def migrate(conn: sqlite3.Connection) -> None:
