@@ -55,11 +55,13 @@ def make_dirs(path: Path, mode: int = PRIVATE_DIR) -> None:
         os.chmod(folder, mode)  # mkdir's mode went through the umask
 
 
-def open_owned(path: Path, mode: int = PRIVATE_FILE, flags: int = os.O_RDWR) -> int:
+def open_owned(path: Path, mode: int = PRIVATE_FILE, flags: int = os.O_RDWR, narrow: bool = True) -> int:
     """Open (creating it ``mode``) a file lensd owns; never through a symlink; returns the fd.
 
     A file of ours that is more open than ``mode`` is narrowed to it (a file left by an older
-    release under a loose umask).
+    release under a loose umask), unless ``narrow`` is False: the caller narrows it (``narrow_to``)
+    once it knows the content is its own, since narrowing would make a file others could have
+    written look trustworthy.
     """
     try:
         fd = os.open(path, flags | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
@@ -71,12 +73,19 @@ def open_owned(path: Path, mode: int = PRIVATE_FILE, flags: int = os.O_RDWR) -> 
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise UnsafeFile(f"{path} is not a regular file")
-        if info.st_uid == os.geteuid() and stat.S_IMODE(info.st_mode) != mode:
-            os.fchmod(fd, mode)
+        if narrow:
+            narrow_to(fd, mode, info)
     except BaseException:
         os.close(fd)
         raise
     return fd
+
+
+def narrow_to(fd: int, mode: int, info: os.stat_result | None = None) -> None:
+    """Set an open file of ours to exactly ``mode`` (another user's file is left as it is)."""
+    info = info or os.fstat(fd)
+    if info.st_uid == os.geteuid() and stat.S_IMODE(info.st_mode) != mode:
+        os.fchmod(fd, mode)
 
 
 def _kind(mode: int) -> str:

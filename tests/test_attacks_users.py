@@ -2,7 +2,8 @@
 
 - ``rejected/`` or a ``<name>.why.txt`` planted as a symlink, and a file name with a newline;
 - a watched fit whose file is a symlink to the daemon user's private file;
-- files and folders created under ``umask 000``; a spool every user may write to;
+- files and folders created under ``umask 000``, and ``--shared-group`` under ``umask 002``; a
+  lock file others could write naming a fake daemon; a spool every user may write to;
 - a shared ``flock`` by another user on the lock file; ``--socket`` naming a regular file.
 
 The other user is a real system user (``users.py``) where the suite runs as root, as in CI.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket as socketlib
 import stat
 import subprocess
 import sys
@@ -118,6 +120,64 @@ def test_everything_is_created_private_under_umask_000(short_tmp: Path, umask_00
     finally:
         assert lensd_cli("stop", "--socket", str(socket)).returncode == 0
     assert integrity_ok(db)
+
+
+def test_shared_group_under_umask_002_lets_the_group_read_not_write(short_tmp: Path) -> None:
+    """``--shared-group`` under umask 002 (the group may write what it creates): the group gets the
+    database to read (0640) and a team spool (0770), never the lock, the socket or a backup to write."""
+    db = short_tmp / "data" / "lensd.sqlite"
+    db.parent.mkdir()
+    socket, spool, backups = short_tmp / "run" / "s", short_tmp / "spool", short_tmp / "backups"
+    old = os.umask(0o002)
+    try:
+        started = lensd_cli("start", "--db", str(db), "--socket", str(socket), "--spool", str(spool),
+                            "--shared-group", "--backup-every", "0.01", "--backup-to", str(backups))
+        assert started.returncode == 0, started.stderr
+        try:
+            with lensd.connect_sync(socket=socket) as client:
+                client.submit(record(1, n_samples=5))
+            until(lambda: (backups / db.name).exists(), short_tmp, what="a backup")
+            modes = {p.name: _mode(p) for p in (db, Path(f"{db}-wal"), Path(f"{db}.lock"), Path(f"{db}.log"),
+                                                socket.parent, socket, spool, backups, backups / db.name)}
+            assert modes == {"lensd.sqlite": 0o640, "lensd.sqlite-wal": 0o640, "lensd.sqlite.lock": 0o600,
+                             "lensd.sqlite.log": 0o640, "run": 0o700, "s": 0o600, "spool": 0o770,
+                             "backups": 0o750}, modes
+            assert _mode(backups / db.name) == 0o640
+        finally:
+            assert lensd_cli("stop", "--socket", str(socket)).returncode == 0
+    finally:
+        os.umask(old)
+
+
+def test_a_lock_file_others_could_write_is_not_believed_by_ingest(make_daemon, short_tmp) -> None:  # type: ignore[no-untyped-def]
+    """Its socket line rewritten to a fake daemon's socket (the attack when umask 000 left it 0666):
+    ``lensd ingest`` refuses in one line and sends the fake nothing."""
+    daemon = make_daemon()
+    lock = Path(f"{daemon.db}.lock")
+    assert _mode(lock) == 0o600
+    fake_path = short_tmp / "fake"
+    fake = socketlib.socket(socketlib.AF_UNIX, socketlib.SOCK_STREAM)
+    fake.bind(str(fake_path))
+    fake.listen()
+    fake.setblocking(False)
+    os.chmod(lock, 0o666)  # as an older release left it under umask 000
+    forged = f"{daemon.pid}\n{fake_path}\n"
+    if can_switch():  # written by another user, as in the attack
+        open_up(short_tmp)
+        os.chmod(fake_path, 0o777)
+        wrote = system_user(ATTACKER).run("sh", "-c", f"printf '{forged}' > {lock}")
+        assert wrote.returncode == 0, wrote.stderr
+    else:
+        lock.write_text(forged)
+    done = lensd_cli("ingest", str(LBFGS), "--db", str(daemon.db))
+    with pytest.raises(BlockingIOError):
+        fake.accept()  # nobody came to the fake daemon
+    fake.close()
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    *warnings, error = done.stderr.strip().splitlines()
+    assert error.startswith("lensd: ") and "being written by" in error, done.stderr
+    assert warnings and all("it is not ours alone (uid 0, mode 666)" in line for line in warnings), warnings
+    assert daemon.stop() == 0
 
 
 def test_a_spool_every_user_may_write_to_is_refused_unless_allowed(make_daemon, short_tmp) -> None:  # type: ignore[no-untyped-def]

@@ -106,8 +106,11 @@ def _refuse(db: Path, pid: str | None) -> AlreadyRunning:
 def _lock_file(db: Path, mode: int) -> int:
     """The exclusive lock on ``<real db>.lock``; a shared lock of someone else's is shed."""
     path = lock_path(db)
-    fd = safefiles.open_owned(path, mode)
+    # not narrowed before it is ours: a lock file others could write (an older release under umask
+    # 000) may name a fake daemon's socket, and narrowing it would make ``read_holder`` believe it
+    fd = safefiles.open_owned(path, mode, narrow=False)
     if _try_lock(fd):
+        safefiles.narrow_to(fd, mode)
         return fd
     holders = flock_holders(path)
     if not holders or any(kind == "WRITE" for kind, _ in holders):
