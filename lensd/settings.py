@@ -94,6 +94,9 @@ def resolve_socket(path: str | os.PathLike[str] | None) -> Path:
     return Path(path) if path is not None else default_socket()
 
 
+Kind: TypeAlias = Literal["database", "file", "path", "dir", "flag", "float", "int", "choice", "text", "minutes"]
+
+
 @dataclass(frozen=True)
 class CliOption:
     """How a ``Settings`` field is given on the command line.
@@ -103,14 +106,13 @@ class CliOption:
     string, repeatable when the field is a tuple), ``minutes`` (a number of minutes, ``off`` = 0).
     """
 
-    kind: Literal["database", "file", "path", "dir", "flag", "float", "int", "choice", "text", "minutes"]
+    kind: Kind
     help: str
     low: float | None = None
     choices: tuple[str, ...] = ()
 
 
-def cli(kind: Literal["database", "file", "path", "dir", "flag", "float", "int", "choice", "text", "minutes"], help: str,
-        low: float | None = None, choices: tuple[str, ...] = ()) -> dict[str, CliOption]:
+def cli(kind: Kind, help: str, low: float | None = None, choices: tuple[str, ...] = ()) -> dict[str, CliOption]:
     """The field metadata that makes a ``Settings`` field an option of ``lensd start``."""
     return {"cli": CliOption(kind, help, low, choices)}
 

@@ -17,39 +17,11 @@ from typing import Any, TypeVar
 import click
 
 from lensd import settings as config
+from lensd.cli.params import DatabaseParam, Minutes
 from lensd.client.address import Target
 from lensd.errors import LensdError, QuerySyntaxError
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-class DatabaseParam(click.ParamType[config.Database, Any]):
-    """``--db``: a sqlite file's path, or a ``postgresql://`` URL kept as written."""
-
-    name = "database"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> config.Database:
-        return value if isinstance(value, Path) else config.database(value)
-
-
-class Minutes(click.ParamType[float]):
-    """A number of minutes (fractions allowed), ``off`` or ``0`` for never."""
-
-    name = "minutes"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            minutes = float(value)
-        elif str(value).strip().lower() in ("off", "never", "no"):
-            return 0.0
-        else:
-            try:
-                minutes = float(str(value))
-            except ValueError:
-                self.fail(f"{value!r} is not a number of minutes (or off)", param, ctx)
-        if not 0 <= minutes < float("inf"):
-            self.fail(f"{value!r} is not a number of minutes (or off)", param, ctx)
-        return minutes
 
 
 def settings_option(option: config.StartOption) -> Callable[[F], F]:

@@ -30,19 +30,15 @@ from lensd.store.backup import BackupDone, back_up, check_folder, default_folder
 log = logging.getLogger("lensd.daemon")
 
 
-def backup_folder(host: ServiceHost) -> Path:
-    settings = host.settings
-    return settings.backup_to or default_folder(settings.db, settings.spool)
-
-
 class Backups:
-    """The timer and the status of the daemon's backups."""
+    """The timer and the status of the backups of the daemon's sqlite database ``database``."""
 
-    def __init__(self, host: ServiceHost) -> None:
+    def __init__(self, host: ServiceHost, database: Path) -> None:
         self.host = host
-        self.folder = backup_folder(host)
+        self.database = database
+        self.folder = host.settings.backup_to or default_folder(database, host.settings.spool)
         self.interval = host.settings.backup_every * 60
-        check_folder(host.database_path, self.folder)
+        check_folder(database, self.folder)
         self.status: dict[str, Any] = {"every_minutes": host.settings.backup_every, "to": str(self.folder),
                                        "last_at": None, "last_seconds": None, "last_bytes": None,
                                        "error": None, "count": 0}
@@ -50,7 +46,7 @@ class Backups:
 
     def _first_due(self) -> float:
         try:
-            newest = (self.folder / self.host.database_path.name).stat().st_mtime
+            newest = (self.folder / self.database.name).stat().st_mtime
         except OSError:
             newest = time.time()
         return max(time.time(), newest + self.interval)
@@ -68,7 +64,7 @@ class Backups:
         stop = threading.Event()
         try:
             # on a stop the daemon goes on at once; the copy ends at its next step and removes its .partial
-            done = await anyio.to_thread.run_sync(back_up, self.host.database_path, self.folder,
+            done = await anyio.to_thread.run_sync(back_up, self.database, self.folder,
                                                   settings.backup_keep, settings.shared_group, stop,
                                                   abandon_on_cancel=True)
         except (LensdError, OSError) as exc:

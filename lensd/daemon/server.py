@@ -328,11 +328,11 @@ class Daemon:
             except OSError as exc:
                 raise LensdError(f"cannot create the spool folder {folder}: {exc.strerror or exc}") from None
             group.start_soon(SpoolReader(self, folder, StopFlag(group.cancel_scope)).run)
-        if settings.backup_every > 0:
+        if settings.backup_every > 0 and isinstance(self.database_path, Path):
             from lensd.daemon.backups import Backups
 
-            group.start_soon(Backups(self).run)
-        else:
+            group.start_soon(Backups(self, self.database_path).run)
+        else:  # off, or PostgreSQL: the server's own backups (pg_dump, base backups) apply
             self.extra_status["backup"] = {"every_minutes": 0}
         if settings.web is not None:
             self.web_url = await self._start_web(group)

@@ -74,6 +74,11 @@ class Writer:
     async def close(self) -> None:
         await self._run(self._close)
 
+    async def shrink_wal(self, force: bool = False) -> bool:
+        """Give back the write-ahead log a long reader held back (sqlite's, ``BatchWriter``); an
+        engine that keeps no such file beside the database has nothing to do."""
+        return False
+
     def _close(self) -> None:
         raise NotImplementedError
 
