@@ -199,12 +199,14 @@ def status(target: Target, fmt: str) -> None:
               default=None, help="Only fits with this status.")
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("--db", type=DatabaseParam(), default=None,
+              help="Read this database directly (a sqlite file or a postgresql:// URL) instead of asking the daemon.")
 @reports_errors
-def jobs(target: Target, status_: str | None, limit: int, fmt: str) -> None:
+def jobs(target: Target, status_: str | None, limit: int, fmt: str, db: config.Database | None) -> None:
     """Fits newest first: id, unique_tag, name, status, progress, max log L, age, SLURM ids."""
     from lensd.cli import render
 
-    rows = render.daemon_jobs(target, status_, limit)
+    rows = render.daemon_jobs(target, status_, limit) if db is None else render.database_jobs(db, status_, limit)
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2, default=str))
     else:

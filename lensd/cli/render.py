@@ -13,6 +13,7 @@ from typing import Any, Final
 
 from lensd.client.address import Target, TargetLike
 from lensd.errors import InvalidRecord, LensdError
+from lensd.settings import Database
 from lensd.store.flatrows import cell_text
 
 JOB_COLUMNS: Final = ("id", "unique_tag", "name", "status", "progress", "max_log_likelihood", "age",
@@ -80,6 +81,19 @@ def _backup_line(backup: dict[str, Any]) -> str:
     if backup.get("error"):
         line += f"; last attempt failed: {backup['error']}"
     return line
+
+
+def database_jobs(db: Database, status: str | None, limit: int) -> list[dict[str, Any]]:
+    """``lensd jobs --db``: the daemon's jobs rows, read from the database itself (either engine)."""
+    from lensd.daemon.reads import job_dict, jobs_sql
+    from lensd.store.sources import open_source
+
+    sql, params = jobs_sql({"status": status, "limit": limit})
+    source = open_source(db)
+    try:
+        return [job_dict(tuple(row)) for row in source.stream(sql, params)]
+    finally:
+        source.close()
 
 
 def daemon_jobs(target: TargetLike, status: str | None, limit: int) -> list[dict[str, Any]]:

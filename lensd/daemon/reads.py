@@ -37,6 +37,19 @@ MAX_OPEN_STREAMS: Final = 64  # read connections the daemon holds for streams; m
 JOBS_SQL: Final = f"SELECT {', '.join(JOB_FIELDS)} FROM fits "  # noqa: S608 - fixed column names
 
 
+def jobs_sql(fields: dict[str, Any]) -> tuple[str, list[Any]]:
+    """The statement of ``lensd jobs`` (the daemon's ``jobs`` stream, or ``--db`` read directly):
+    newest update first, ties by the newest key, so both engines list the same fits in the same order."""
+    status, limit = fields.get("status"), fields.get("limit", 100)
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 0 < limit <= 1_000_000:
+        raise QueryError("limit must be a positive integer")
+    if status is None:
+        return JOBS_SQL + "ORDER BY updated_at DESC, fit_key DESC LIMIT ?", [limit]
+    if not isinstance(status, str):
+        raise QueryError("status must be a string")
+    return JOBS_SQL + "WHERE status = ? ORDER BY updated_at DESC, fit_key DESC LIMIT ?", [status, limit]
+
+
 def job_dict(row: tuple[Any, ...]) -> dict[str, Any]:
     item = dict(zip(JOB_FIELDS, row, strict=True))
     try:
@@ -143,7 +156,7 @@ class ReadService:
     async def open_stream(self, op: str, fields: dict[str, Any]) -> Stream:
         """A paged stream for ``query``, ``values`` or ``jobs``."""
         if op == "jobs":
-            sql, params = self._jobs_sql(fields)
+            sql, params = jobs_sql(fields)
             return await self._stream(sql, params, page_size(fields, DEFAULT_PAGE), "job")
         state = QueryState.from_wire(fields.get("query"))
         if op == "query":
@@ -154,16 +167,6 @@ class ReadService:
             raise QueryError("values needs a name")
         read = await readplan.run_async(readplan.values(state, name, self.dialect), self._scalar)
         return await self._stream(read.sql, read.params, page_size(fields, VALUES_PAGE), "row")
-
-    def _jobs_sql(self, fields: dict[str, Any]) -> tuple[str, list[Any]]:
-        status, limit = fields.get("status"), fields.get("limit", 100)
-        if isinstance(limit, bool) or not isinstance(limit, int) or not 0 < limit <= 1_000_000:
-            raise QueryError("limit must be a positive integer")
-        if status is None:
-            return JOBS_SQL + "ORDER BY updated_at DESC LIMIT ?", [limit]
-        if not isinstance(status, str):
-            raise QueryError("status must be a string")
-        return JOBS_SQL + "WHERE status = ? ORDER BY updated_at DESC LIMIT ?", [status, limit]
 
     async def count(self, fields: dict[str, Any]) -> int:
         state = QueryState.from_wire(fields.get("query"))
