@@ -7,13 +7,15 @@ processes (tests/workers.py), the session's real PostgreSQL cluster (tests/pg_se
   there after each;
 - PyAutoFit folders ingested through a daemon on PostgreSQL (and by ``lensd ingest --db URL``
   directly) read back as they do from sqlite, through the daemon's reads and directly;
-  ``lensd tag`` and ``lensd delete`` with a PostgreSQL ``--db``; no password in any output.
+  ``lensd tag`` and ``lensd delete`` with a PostgreSQL ``--db``; no password in any output;
+- ``--watch`` on PostgreSQL, and a background ``lensd start``/``lensd stop``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +27,7 @@ import pytest
 from conftest import DIR_OUTPUT, lensd_cli
 from pg_server import PgServer
 from psycopg import sql
+from wire import wait_for
 
 import lensd
 
@@ -175,3 +178,23 @@ def test_start_in_the_background_and_stop_on_postgresql(short_tmp: Path, pg_url:
         stopped = lensd_cli("stop", "--socket", str(socket))
     assert stopped.returncode == 0, stopped.stderr
     assert stored(pg_url) == ["one"]
+
+
+def test_a_watching_daemon_on_postgresql_ingests_once_and_skips_what_is_stored(
+        make_daemon: Any, short_tmp: Path, pg_url: str) -> None:
+    """``--watch`` on PostgreSQL: the catch-up scan stores the folders, and a restarted daemon finds
+    their signatures in the database (``stored_signatures`` of a URL) and reads none again."""
+    from lensd.client.blocking import BlockingClient
+
+    tree = short_tmp / "watched"
+    shutil.copytree(DIR_OUTPUT / "howtofit" / "single", tree)
+    first = make_daemon("--watch", str(tree), "--poll", db=pg_url, socket=short_tmp / "w")
+    wait_for(lambda: len(stored(pg_url)) > 0, 60, "the watched fit in PostgreSQL")
+    count = len(stored(pg_url))
+    assert first.stop() == 0
+    again = make_daemon("--watch", str(tree), "--poll", "--poll-interval", "0.1", db=pg_url, socket=short_tmp / "w")
+    with BlockingClient(again.socket) as client:  # passes enough for a fit seen as new to be stored
+        wait_for(lambda: client.request("status")["status"].get("watch_passes", 0) >= 10, 60, "watch passes")
+        assert client.request("status")["status"]["watch_ingested"] == 0
+    assert len(stored(pg_url)) == count and doubled_rows(pg_url) == 0
+    assert again.stop() == 0
