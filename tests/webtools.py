@@ -40,10 +40,15 @@ class Web:
         return self.url.rsplit("token=", 1)[1]
 
 
-def url_line(process: subprocess.Popen[str], timeout: float = 60.0) -> str:
-    """The ``lensd web: URL`` line a server prints once it listens."""
+START_SECONDS = 120.0  # the longest a ``lensd web`` may take to listen: imports take a minute at load 30
+
+
+def url_line(process: subprocess.Popen[str], timeout: float = START_SECONDS) -> str:
+    """The ``lensd web: URL`` line a server prints once it listens (an empty line: it did not, in
+    ``timeout`` seconds, or it exited first -- its return code then says which)."""
     line = _readline(process, timeout)
-    assert line.startswith("lensd web: "), f"expected the dashboard's URL, got {line!r}"
+    assert line.startswith("lensd web: "), (f"expected the dashboard's URL, got {line!r} "
+                                            f"(exit code {process.poll()}, {timeout:.0f} s)")
     return line.removeprefix("lensd web: ").strip()
 
 
