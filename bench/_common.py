@@ -107,6 +107,12 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
+def bench_contact(socket: Path, args: Sequence[str] = ()) -> list[str]:
+    """``--contact`` beside the bench daemon's socket, unless ``args`` name one: a bench daemon must
+    never replace (and on stop remove) the contact file of the user's own daemon in ~/.lensd."""
+    return [] if "--contact" in args else ["--contact", str(socket.with_suffix(".contact.json"))]
+
+
 class Daemon:
     """A real ``lensd start --foreground`` process, ready when it printed its ready line."""
 
@@ -115,7 +121,7 @@ class Daemon:
         where = log or (db.with_suffix(".log") if isinstance(db, Path) else socket.with_suffix(".log"))
         self._log = open(where, "w", encoding="utf-8")  # noqa: SIM115 - closed in stop
         command = [sys.executable, "-m", "lensd", "start", "--foreground", "--db", str(db), "--socket",
-                   str(socket), "--log-level", "warning", *args]
+                   str(socket), "--log-level", "warning", *bench_contact(socket, args), *args]
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=self._log, text=True,
                                         start_new_session=True)
         line = _readline(self.process, 60)

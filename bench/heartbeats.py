@@ -40,7 +40,8 @@ def cpu_seconds(pid: int) -> float:
 
 def start_daemon(folder: Path, lost_after: float) -> subprocess.Popen[str]:
     command = [sys.executable, "-m", "lensd", "start", "--foreground", "--db", str(folder / "lensd.sqlite"),
-               "--socket", str(folder / "s"), "--lost-after", str(lost_after), "--log-level", "warning"]
+               "--socket", str(folder / "s"), "--lost-after", str(lost_after), "--log-level", "warning",
+               "--contact", str(folder / "contact.json")]  # never the user's ~/.lensd/contact.json
     daemon = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     assert daemon.stdout is not None
     line = daemon.stdout.readline()  # printed once the daemon serves

@@ -52,7 +52,7 @@ def wait_for(condition: object, timeout: float, what: str) -> None:
 def start_daemon(db: Path, socket: Path, tree: Path, interval: float) -> subprocess.Popen[str]:
     command = [sys.executable, "-m", "lensd", "start", "--foreground", "--db", str(db), "--socket",
                str(socket), "--watch", str(tree), "--poll", "--poll-interval", str(interval),
-               "--log-level", "warning"]
+               "--log-level", "warning", "--contact", str(socket.with_suffix(".contact.json"))]
     daemon = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     assert daemon.stdout is not None
     if not daemon.stdout.readline().startswith("lensd ready"):
