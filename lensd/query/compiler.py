@@ -108,10 +108,11 @@ class Leaf:
         """The fit keys it matches, as a subquery (an index search)."""
         return f"SELECT fit_key FROM {self.table} WHERE {self.condition}", list(self.params)  # noqa: S608
 
-    def probe(self) -> Fragment:
-        """Whether fit ``f`` matches (one seek in the table's fit_key index)."""
-        return (f"EXISTS (SELECT 1 FROM {self.table} WHERE fit_key = f.fit_key AND {self.condition})",  # noqa: S608
-                list(self.params))
+    def probe(self, fence: str = "") -> Fragment:
+        """Whether fit ``f`` matches (one seek in the table's fit_key index); ``fence`` is the
+        dialect's ``probe_fence`` when the engine must keep it a seek per fit."""
+        return (f"EXISTS (SELECT 1 FROM {self.table} WHERE fit_key = f.fit_key AND {self.condition}"  # noqa: S608
+                f"{fence})", list(self.params))
 
     def count(self, cap: int, dialect: Dialect = SQLITE) -> Fragment:
         """How many rows match, counting no further than ``cap``."""
@@ -121,11 +122,16 @@ class Leaf:
 
 class Access:
     """How a compiled statement reaches each leaf's fits: searched (IN), or probed fit by fit
-    (EXISTS) for the leaves in ``probed``, in ``dialect``. Compiling also records every leaf it met."""
+    (EXISTS) for the leaves in ``probed``, in ``dialect``. Compiling also records every leaf it met.
 
-    def __init__(self, probed: Iterable[Leaf] = (), dialect: Dialect = SQLITE) -> None:
+    ``paged``: the statement is read a page at a time and may stop early, so a probe must stay one
+    seek per fit (the dialect's fence). A count reads every match instead, and there the engine's
+    own choice (PostgreSQL hashes a leaf's matches once) is the cheaper plan."""
+
+    def __init__(self, probed: Iterable[Leaf] = (), dialect: Dialect = SQLITE, paged: bool = True) -> None:
         self.probed = frozenset(probed)
         self.dialect = dialect
+        self.paged = paged
         self.leaves: list[Leaf] = []
 
     def render(self, part: Part) -> Fragment:
@@ -133,7 +139,7 @@ class Access:
             return part
         self.leaves.append(part)
         if part in self.probed:
-            return part.probe()
+            return part.probe(self.dialect.probe_fence if self.paged else "")
         sql, params = part.search()
         return f"f.fit_key IN ({sql})", params
 
@@ -184,9 +190,9 @@ def leaves(state: QueryState, dialect: Dialect = SQLITE) -> list[Leaf]:
 
 
 def access_from(found: Sequence[Leaf], counts: Sequence[int], threshold: int,
-                dialect: Dialect = SQLITE) -> Access:
+                dialect: Dialect = SQLITE, paged: bool = True) -> Access:
     """Probe the leaves that match ``threshold`` fits or more; search the others."""
-    return Access((leaf for leaf, n in zip(found, counts, strict=True) if n >= threshold), dialect)
+    return Access((leaf for leaf, n in zip(found, counts, strict=True) if n >= threshold), dialect, paged)
 
 
 def marks(values: Sequence[object]) -> str:

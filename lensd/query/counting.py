@@ -128,7 +128,7 @@ def _uses_columns(node: Predicate) -> bool:
 def _probed(node: Predicate, dialect: Dialect) -> Fragment:
     """``node`` as a condition on ``f`` with every leaf probed through its covering index."""
     found = compiler.leaves(QueryState(predicate=node, top_level_only=False), dialect)
-    return compiler.compile_predicate(node, 0, Access(found, dialect))
+    return compiler.compile_predicate(node, 0, Access(found, dialect, paged=False))
 
 
 def _term(alternative: Alternative, before: Sequence[Alternative], rest: Sequence[Predicate],

@@ -37,6 +37,11 @@ class Dialect:
     whole: str = "CAST({} AS INTEGER)"
     greatest: str = "max"  # the larger of two values (sqlite's max() with two arguments)
     least: str = "min"
+    # What ends a probe's subquery (``EXISTS (SELECT 1 ... WHERE fit_key = f.fit_key ...)``) so that
+    # the engine runs it as one index seek per fit, stopping with the page. PostgreSQL otherwise
+    # turns it into a hashed subplan that reads every match of the leaf before the first row (26 ms
+    # against 2.2 ms for the first page of a 50 % leaf at 10^5 fits); OFFSET 0 keeps it correlated.
+    probe_fence: str = ""
     # A blob column, fetched only when its length is at most the ``?`` parameter; else its length
     # (sqlite: length() of a blob reads no content) or, on PostgreSQL (one type per column), NULL.
     bounded_blob: str = "CASE WHEN length({0}) > ? THEN length({0}) ELSE {0} END"
@@ -65,6 +70,7 @@ POSTGRESQL: Final = Dialect(
     fact_order=("(SELECT ROW(num IS NULL, num, txt) FROM facts WHERE fit_key = f.fit_key AND {} "
                 "AND (num IS NOT NULL OR txt IS NOT NULL))"),
     placeholder="%s", truth="({})::integer", whole="floor({})::bigint", greatest="greatest", least="least",
+    probe_fence=" OFFSET 0",
     bounded_blob="CASE WHEN length({0}) > ? THEN NULL ELSE {0} END",
 )
 DIALECTS: Final = {SQLITE.name: SQLITE, POSTGRESQL.name: POSTGRESQL}

@@ -51,17 +51,18 @@ class Read:
         return int(row[0])
 
 
-def access(state: QueryState, dialect: Dialect) -> Generator[Statement, int, compiler.Access]:
+def access(state: QueryState, dialect: Dialect, paged: bool = True) -> Generator[Statement, int, compiler.Access]:
     """Which leaves of ``state`` to probe fit by fit rather than search (compiler.py says why):
-    those whose match count, read from their index and capped, reaches the break-even point."""
+    those whose match count, read from their index and capped, reaches the break-even point.
+    ``paged``: the read is streamed and may stop early (``compiler.Access``); a count is not."""
     found = compiler.leaves(state, dialect)
     if not found:
-        return compiler.Access(dialect=dialect)
+        return compiler.Access(dialect=dialect, paged=paged)
     threshold = compiler.probe_threshold((yield compiler.SIZE_SQL, []))
     counts = []
     for leaf in found:
         counts.append((yield leaf.count(threshold, dialect)))
-    return compiler.access_from(found, counts, threshold, dialect)
+    return compiler.access_from(found, counts, threshold, dialect, paged)
 
 
 def resolve(state: QueryState, dialect: Dialect) -> Generator[Statement, int, QueryState]:
@@ -69,7 +70,7 @@ def resolve(state: QueryState, dialect: Dialect) -> Generator[Statement, int, Qu
     if not state.needs_total:
         return state
     every = state.unwindowed()
-    chosen = yield from access(every, dialect)
+    chosen = yield from access(every, dialect, paged=False)
     return state.resolved((yield counting.select_count(every, chosen)))
 
 
@@ -92,7 +93,7 @@ def values(state: QueryState, name: str, dialect: Dialect) -> Planner:
 def count(state: QueryState, dialect: Dialect) -> Planner:
     """How many fits the state selects: one row, one int."""
     state = yield from resolve(state, dialect)
-    chosen = yield from access(state, dialect)
+    chosen = yield from access(state, dialect, paged=False)
     return Read(*counting.select_count(state, chosen), COUNT)
 
 
