@@ -76,3 +76,35 @@ def test_passwords_never_appear_in_messages(pg_server: PgServer, pg_url: str) ->
     assert "s3cret-word" not in str(caught.value) and "***" in str(caught.value)
     with pytest.raises(StorageError, match="empty database"):
         lensd.Aggregator.from_database(pg_url)
+
+
+def test_every_lensd_session_runs_without_jit(pg_url: str) -> None:
+    """The sync reader, the writer's connection and the daemon's async reads all start their
+    sessions with ``pgstore.SESSION_SQL`` (JIT compiled each wide cursor for longer than it ran)."""
+    import anyio
+
+    from lensd.daemon.pgreads import PgReads, _connect
+
+    pgstore.prepare_database(pg_url)
+    source = pgstore.PgSource.open(pg_url)
+    writer = pgstore.connect(pg_url, autocommit=True)
+    try:
+        assert source.conn.execute("SHOW jit").fetchone() == ("off",)
+        assert writer.execute("SHOW jit").fetchone() == ("off",)
+    finally:
+        source.close()
+        writer.close()
+
+    async def daemon_sessions() -> list[Any]:
+        reads = await PgReads.open(pg_url)
+        stream_conn = await _connect(pg_url, read_only=True)
+        try:
+            shown = [row for conn in (reads._conn, stream_conn)
+                     for row in await (await conn.execute("SHOW jit")).fetchall()]
+            assert stream_conn.read_only is True
+            return shown
+        finally:
+            await stream_conn.close()
+            await reads.aclose()
+
+    assert anyio.run(daemon_sessions) == [("off",), ("off",)]

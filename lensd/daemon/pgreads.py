@@ -25,7 +25,9 @@ async def _connect(url: str, read_only: bool) -> psycopg.AsyncConnection[Any]:
     try:
         conn: psycopg.AsyncConnection[Any] = await driver.AsyncConnection.connect(
             url, autocommit=not read_only, connect_timeout=30, application_name="lensd")
+        await conn.execute(pgstore.SESSION_SQL)
         if read_only:
+            await conn.commit()  # the SET began a transaction; the session's settings change outside one
             await conn.set_read_only(True)
             await conn.set_isolation_level(driver.IsolationLevel.REPEATABLE_READ)
     except driver.Error as exc:

@@ -50,6 +50,12 @@ def storage_error(exc: BaseException, url: str = "") -> StorageError:
     return StorageError(f"{where}PostgreSQL error: {text}")
 
 
+# Every lensd session, sync or async: lensd's statements are index seeks and short ranges, and
+# compiling one with JIT (7 ms at 10^5 fits, more at 10^6) costs more than running it; the
+# planner's cost estimate of a cursor over many rows crosses jit_above_cost often.
+SESSION_SQL: Final = "SET jit = off"
+
+
 def connect(url: str, autocommit: bool = False, read_only: bool = False) -> psycopg.Connection[Any]:
     """A connection to ``url``; connection failures become a StorageError naming the redacted URL."""
     driver = _psycopg()
@@ -58,11 +64,8 @@ def connect(url: str, autocommit: bool = False, read_only: bool = False) -> psyc
                                                        application_name="lensd")
     except driver.Error as exc:
         raise storage_error(exc, url) from None
-    # lensd's statements are index seeks and short ranges: compiling one with JIT (7 ms at 10^5
-    # fits, more at 10^6) costs more than running it, and the planner's cost estimates for a
-    # cursor over many rows cross jit_above_cost often. Off for lensd's own sessions only.
     try:
-        conn.execute("SET jit = off")
+        conn.execute(SESSION_SQL)
         if not autocommit:
             conn.commit()
     except driver.Error as exc:
