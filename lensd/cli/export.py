@@ -97,8 +97,8 @@ def is_local(db: Database | None, target: Target | None) -> bool:
     return db is not None or target is None or not target.explicit
 
 
-def query_rows(state: QueryState, db: Database | None, target: Target | None) -> Iterator[dict[str, Any]]:
-    """``lensd query``: id, unique_tag, name, status, max_log_likelihood of each fit."""
+def selected_fits(state: QueryState, db: Database | None, target: Target | None) -> Iterator[Fit]:
+    """The fits of ``state``, read from the database or from the daemon (``is_local``)."""
     if is_local(db, target):
         from lensd import settings
         from lensd.aggregator import Aggregator
@@ -106,13 +106,18 @@ def query_rows(state: QueryState, db: Database | None, target: Target | None) ->
         agg = Aggregator.from_database(settings.resolve_db(db))
         fits = agg._with(state).fits()
         try:
-            yield from ({c: getattr(fit, c) for c in QUERY_COLUMNS} for fit in fits)
+            yield from fits
         finally:
             fits.close()  # its cursor before the connection, when the reader stops early
             agg.close()
     else:
         assert target is not None
-        yield from ({c: getattr(fit, c) for c in QUERY_COLUMNS} for fit in remote_fits(state, target))
+        yield from remote_fits(state, target)
+
+
+def query_rows(state: QueryState, db: Database | None, target: Target | None) -> Iterator[dict[str, Any]]:
+    """``lensd query``: id, unique_tag, name, status, max_log_likelihood of each fit."""
+    return ({c: getattr(fit, c) for c in QUERY_COLUMNS} for fit in selected_fits(state, db, target))
 
 
 def export_rows(state: QueryState, db: Database | None, target: Target | None,

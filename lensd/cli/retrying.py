@@ -30,18 +30,7 @@ def plan(expression: str, statuses: Sequence[str], db: Database | None, target: 
     if unknown or not statuses:
         raise QueryError(f"--status takes statuses among {', '.join(STATUSES)}, not {', '.join(unknown) or 'none'}")
     state = exporting.state_of(expression, all_fits=True).where(Column("status").in_(list(statuses)))
-    if exporting.is_local(db, target):
-        from lensd import settings
-        from lensd.aggregator import Aggregator
-
-        agg = Aggregator.from_database(settings.resolve_db(db))
-        try:
-            return retry_plan(((fit.id, fit.job) for fit in agg._with(state).fits()), script)
-        finally:
-            agg.close()
-    assert target is not None
-    fits = exporting.remote_fits(state, target)
-    return retry_plan(((fit.id, fit.job) for fit in fits), script)
+    return retry_plan(((fit.id, fit.job) for fit in exporting.selected_fits(state, db, target)), script)
 
 
 def report(found: RetryPlan, run: bool) -> Iterator[str]:
