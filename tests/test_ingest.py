@@ -7,6 +7,7 @@ import os
 import shutil
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import anyio
 from conftest import DIR_OUTPUT, integrity_ok, lensd_cli
@@ -115,6 +116,7 @@ def test_the_database_file_is_private_to_nothing_but_umask(tmp_path: Path) -> No
 def test_reader_processes_store_what_reading_here_stores(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """The worker processes that read large trees give the same database, failures included."""
     from lensd.demo.synthetic import write_fits
+    from lensd.ingest import readers as reading
     from lensd.ingest import run as ingesting
 
     tree = tmp_path / "out"
@@ -122,11 +124,17 @@ def test_reader_processes_store_what_reading_here_stores(tmp_path: Path, monkeyp
     write_fits(tree / "synthetic", 12, n_samples=20)
     broken = fit_folders(tree / "synthetic")[0] / "files" / "model.json"
     broken.write_text("{ not json")
-    assert ingesting.reader_pool(10**6, 1) is None and ingesting.reader_pool(10, 2) is None
-    monkeypatch.setattr(ingesting, "PARALLEL_FROM", 1)
-    probe = ingesting.reader_pool(1, 2)
+    jobs = [(folder, tree) for folder in fit_folders(tree)]
+
+    def load(folder: Path, root: Path, cache: dict[Path, Path | None]) -> tuple[str, Any]:
+        return ingesting._load(folder, root, {}, cache)
+
+    assert reading.start_readers(jobs * 10**3, load, 1) is None  # one reader: read here
+    assert reading.start_readers(jobs[:10], load, 2) is None  # too few folders to fork for
+    monkeypatch.setattr(reading, "PARALLEL_FROM", 1)
+    probe = reading.start_readers(jobs, load, 2)
     assert probe is not None  # the readers=2 run below really uses worker processes
-    probe.shutdown()
+    probe.close()
     answers = []
     for readers in (1, 2):
         db = tmp_path / f"r{readers}.sqlite"

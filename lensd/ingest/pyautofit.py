@@ -47,6 +47,7 @@ from typing import Any
 
 from lensd.domain.fitsdata import FITS_MAGIC
 from lensd.errors import IngestError
+from lensd.ingest import csvnumbers
 from lensd.ingest.folders import PICKLE_SUFFIXES, Source, discover, folder_signature, identity, nested_fits, opened
 from lensd.wire.codec import Float64s
 
@@ -69,6 +70,12 @@ def read_fit(path: str | os.PathLike[str], root: str | os.PathLike[str] | None =
     """The record of one path ``discover`` yields; raises IngestError with a one-line reason."""
     top = None if root is None else Path(os.path.abspath(root))
     return _read(Path(os.path.abspath(path)), top, {}, False)
+
+
+def read_in_scan(path: Path, root: Path, cache: dict[Path, Path | None], source: str) -> dict[str, Any]:
+    """``read_fit`` for a reader of many folders: ``cache`` (the nearest fit above each folder)
+    lives as long as the scan, and ``source`` is the resolved path the caller already has."""
+    return _read(Path(os.path.abspath(path)), Path(os.path.abspath(root)), cache, False, source)
 
 
 def scan(roots: Iterable[str | os.PathLike[str]], plain: bool = False) -> Iterator[dict[str, Any] | FolderFailure]:
@@ -95,7 +102,8 @@ def fit_records(data: dict[str, Any]) -> list[dict[str, Any]]:
     return [data, *children]
 
 
-def _read(path: Path, root: Path | None, cache: dict[Path, Path | None], plain: bool) -> dict[str, Any]:
+def _read(path: Path, root: Path | None, cache: dict[Path, Path | None], plain: bool,
+          source: str | None = None) -> dict[str, Any]:
     signature = folder_signature(path)  # taken first: a write during the read shows up next time
     with opened(path) as (src, owner, where):
         if owner is not None:
@@ -107,7 +115,7 @@ def _read(path: Path, root: Path | None, cache: dict[Path, Path | None], plain: 
             record = _fit(src, None, identity(where, root, cache), plain)
         else:
             raise IngestError("no metadata file: not a PyAutoFit fit folder")
-    return {**record, "source": str(path.resolve()), "source_sig": signature}
+    return {**record, "source": source or str(path.resolve()), "source_sig": signature}
 
 
 def _fit(src: Source, owner: Source | None, ids: tuple[str, str | None], plain: bool) -> dict[str, Any]:
@@ -231,7 +239,8 @@ def _check_width(name: str, data: bytes) -> None:
     newline = head.find(b"\n")
     if (newline < 0 and len(data) > len(head)) or head[:newline].count(b",") >= MAX_COLUMNS:
         raise IngestError(f"{name}: its first line has more than {MAX_COLUMNS} columns (or over 1 MiB)")
-    if data.count(b",") + data.count(b"\n") > MAX_CELLS:
+    # a cell takes at least its separator's byte: only a file larger than the cap can hold more
+    if len(data) > MAX_CELLS and data.count(b",") + data.count(b"\n") > MAX_CELLS:
         raise IngestError(f"{name}: more than {MAX_CELLS} cells")
 
 
@@ -254,15 +263,18 @@ def _free(columns: list[str]) -> list[int]:
 
 
 def _samples(data: bytes) -> dict[str, Any]:
-    """samples.csv as numpy arrays (``np.loadtxt``: the fastest parser at ingest's sizes)."""
+    """samples.csv as numpy arrays: ``csvnumbers.parse`` (orjson) when it applies, else ``np.loadtxt``
+    (the same numbers; its errors are the ones reported)."""
     import numpy as np
 
     columns, body = _samples_header(data)
-    try:
-        table = (np.loadtxt(io.BytesIO(body), delimiter=",", dtype=np.float64, ndmin=2) if body.strip()
-                 else np.empty((0, len(columns))))
-    except ValueError as exc:
-        raise IngestError(f"files/samples.csv: {exc}") from None
+    table = csvnumbers.parse(body, len(columns))
+    if table is None:
+        try:
+            table = (np.loadtxt(io.BytesIO(body), delimiter=",", dtype=np.float64, ndmin=2) if body.strip()
+                     else np.empty((0, len(columns))))
+        except ValueError as exc:
+            raise IngestError(f"files/samples.csv: {exc}") from None
     if table.shape[1] != len(columns):
         raise IngestError(f"files/samples.csv: {table.shape[1]} values a row, {len(columns)} in the header")
     free = _free(columns)

@@ -6,22 +6,18 @@ over its socket: there is never a second writer. Either way a folder whose signa
 sizes, mtimes of the files read) matches what is stored is skipped without being read, so a second
 ingest of the same tree costs a directory walk.
 
-Reading a folder is most of the cost (parsing samples.csv's numbers alone is ~2 ms for 1,000 samples),
-so from ``PARALLEL_FROM`` folders on, worker processes (one per CPU) read them and hand each record
-back as the msgpack the socket carries; this process validates and writes, in folder order (or,
-through a daemon, sends the records as read: the daemon validates them). The workers are forked
-before anything starts a thread.
+Reading a folder is most of the cost (samples.csv's numbers above all), so from
+``readers.PARALLEL_FROM`` folders on, forked reader processes (one per CPU, ``lensd.ingest.readers``)
+read them and hand each record back as msgpack over a pipe; this process validates and writes, in
+folder order (or, through a daemon, sends the records as read: the daemon validates them). The
+readers are forked before anything starts a thread.
 """
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import sqlite3
-import threading
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -34,16 +30,15 @@ from lensd.domain.records import Record, validate_record
 from lensd.errors import AlreadyRunning, DaemonUnavailable, LensdError, innermost
 from lensd.ingest import pyautofit
 from lensd.ingest.pyautofit import fit_records
+from lensd.ingest.readers import Readers, start_readers
 from lensd.settings import Database
 from lensd.store import writerlock
 from lensd.store.sqlite_errors import readonly_uri
 from lensd.store.writeops import Upsert
-from lensd.wire import codec
 
 BATCH = 256
 DAEMON_CONNECTIONS = 4
 T = TypeVar("T")
-PARALLEL_FROM = 200  # folders; fewer are read here, faster than starting worker processes
 
 
 @dataclass
@@ -110,29 +105,24 @@ def stored_signatures(db: Database) -> dict[str, str]:
     return {source: sig for source, (sig, _) in stored_folders(db).items()}
 
 
-def _load(folder: Path, root: Path, stored: str | None) -> tuple[str, Any]:
-    """One discovered folder: ("unchanged", source), ("read", its fit dict) or ("failed", reason)."""
+def _load(folder: Path, root: Path, known: dict[str, str], cache: dict[Path, Path | None]) -> tuple[str, Any]:
+    """One discovered folder: ("unchanged", source), ("read", its fit dict) or ("failed", reason).
+
+    ``known``: the stored signature of each source; ``cache``: the nearest fit above each folder,
+    kept by the caller for the whole scan.
+    """
     source = str(folder.resolve())
     try:
-        # a folder never ingested needs no signature here: read_fit takes it
+        stored = known.get(source)  # a folder never ingested needs no signature here: the read takes it
         if stored is not None and stored == pyautofit.folder_signature(folder):
             return "unchanged", source
-        return "read", pyautofit.read_fit(folder, root)
+        return "read", pyautofit.read_in_scan(folder, root, cache, source)
     except LensdError as exc:
         return "failed", pyautofit.FolderFailure(source, str(exc))
     except OSError as exc:
         return "failed", pyautofit.FolderFailure(source, f"cannot read: {exc}")
-
-
-def _load_packed(folder: Path, root: Path, stored: str | None) -> tuple[str, Any]:
-    """``_load`` in a worker process; a fit comes back as msgpack bytes (``lensd.wire.codec``)."""
-    kind, value = _load(folder, root, stored)
-    if kind == "read":
-        try:
-            return kind, codec.pack(value)
-        except LensdError as exc:
-            return "failed", pyautofit.FolderFailure(str(folder.resolve()), str(exc))
-    return kind, value
+    except Exception as exc:  # one odd folder must not end an ingest of thousands (as ``scan``)
+        return "failed", pyautofit.FolderFailure(source, f"unexpected {type(exc).__name__}: {exc}")
 
 
 def validate_fit(data: dict[str, Any]) -> list[Record]:
@@ -150,7 +140,7 @@ def _fit_dicts(kind: str, value: Any, report: IngestReport) -> list[dict[str, An
     if kind == "failed":
         report.failed.append(value)
         return []
-    fits = fit_records(codec.unpack(value) if isinstance(value, bytes) else value)
+    fits = fit_records(value)
     if fits and not report.claim(str(fits[0].get("id")), str(fits[0].get("source"))):
         return []
     return fits
@@ -166,42 +156,15 @@ def _records(kind: str, value: Any, report: IngestReport) -> list[Record]:
     return []
 
 
-def _read(folder: Path, root: Path, known: dict[str, str], report: IngestReport) -> list[Record]:
-    """Records of one discovered folder, read here."""
-    return _records(*_load(folder, root, known.get(str(folder.resolve()))), report)
-
-
 def _loaded(folders: list[tuple[Path, Path]], known: dict[str, str],
-            pool: ProcessPoolExecutor | None) -> Iterator[tuple[str, Any]]:
-    """``_load`` of every folder in order, by ``pool``'s workers when there is one; at most a few
-    batches wait ahead of the writer, so memory stays flat however many folders there are."""
-    if pool is None:
-        for folder, root in folders:
-            yield _load(folder, root, known.get(str(folder.resolve())))
+            workers: Readers | None) -> Iterator[tuple[str, Any]]:
+    """``_load`` of every folder in order, by the reader processes when there are some."""
+    if workers is not None:
+        yield from workers.results()
         return
-    ahead: deque[Future[tuple[str, Any]]] = deque()
+    cache: dict[Path, Path | None] = {}
     for folder, root in folders:
-        ahead.append(pool.submit(_load_packed, folder, root, known.get(str(folder.resolve()))))
-        if len(ahead) >= 2 * BATCH:
-            yield ahead.popleft().result()
-    while ahead:
-        yield ahead.popleft().result()
-
-
-def reader_pool(folders: int, readers: int | None = None) -> ProcessPoolExecutor | None:
-    """Worker processes that read folders, when there are enough folders and CPUs to pay for them.
-
-    Forked, and started here: call it before anything in this process starts a thread. A caller
-    that already runs threads (a notebook, say) reads in-process instead: forking a process with
-    threads can copy a lock some other thread holds.
-    """
-    count = readers if readers is not None else (os.cpu_count() or 1)
-    if (count < 2 or folders < PARALLEL_FROM or threading.active_count() > 1
-            or "fork" not in multiprocessing.get_all_start_methods()):
-        return None
-    pool = ProcessPoolExecutor(count, mp_context=multiprocessing.get_context("fork"))
-    pool.submit(int).result()  # forks every worker now, before the writer's threads exist
-    return pool
+        yield _load(folder, root, known, cache)
 
 
 def discover_all(dirs: Iterable[str | os.PathLike[str]]) -> list[tuple[Path, Path]]:
@@ -277,7 +240,7 @@ def ingest(dirs: Iterable[str | os.PathLike[str]], db: Database, socket: TargetL
            readers: int | None = None) -> IngestReport:
     """Ingest every fit under ``dirs`` into ``db``; failures are reported, never raised per folder.
 
-    ``readers``: processes reading folders (default: one per CPU, from ``PARALLEL_FROM`` folders).
+    ``readers``: processes reading folders (default: one per CPU, from ``readers.PARALLEL_FROM`` folders).
     """
     folders = discover_all(dirs)
     if total is not None:
@@ -285,7 +248,7 @@ def ingest(dirs: Iterable[str | os.PathLike[str]], db: Database, socket: TargetL
     stored = stored_folders(db)
     known = {source: sig for source, (sig, _) in stored.items()}
     report = IngestReport(stored_ids={source: fit_id for source, (_, fit_id) in stored.items()})
-    pool = reader_pool(len(folders), readers)
+    pool = start_readers(folders, lambda folder, root, cache: _load(folder, root, known, cache), readers)
 
     def batches(records_of: Callable[[str, Any, IngestReport], list[T]]) -> Iterable[list[T]]:
         batch: list[T] = []
@@ -330,4 +293,4 @@ def ingest(dirs: Iterable[str | os.PathLike[str]], db: Database, socket: TargetL
         return report
     finally:
         if pool is not None:
-            pool.shutdown(cancel_futures=True)
+            pool.close()
