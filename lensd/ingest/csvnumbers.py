@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import re
 from types import ModuleType
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-import numpy as np
+if TYPE_CHECKING:  # numpy is imported by a parse, not with this module: ``lensd submit`` never needs it
+    import numpy as np
 
 FAST_MAX: Final = 8 * 2**20  # bytes: orjson builds a Python float per value first (~32 B each)
 _NOT_NUMBERS: Final = (b'"', b"t", b"f", b"n", b"[", b"{", b"#")  # strings, literals, nesting, comments
@@ -50,6 +51,8 @@ def available() -> bool:
 def parse(body: bytes, columns: int) -> np.ndarray[Any, np.dtype[np.float64]] | None:
     """The rows of ``body`` (lines of ``columns`` comma-separated numbers, each line ended by a
     newline) as an (n, columns) float64 array; None when the fast path does not apply."""
+    import numpy as np
+
     orjson = _json()
     if (orjson is None or columns < 1 or not body or len(body) > FAST_MAX or not body.endswith(b"\n")
             or any(mark in body for mark in _NOT_NUMBERS)):
@@ -76,6 +79,8 @@ def parse(body: bytes, columns: int) -> np.ndarray[Any, np.dtype[np.float64]] | 
 def _fixed_width_rows(body: bytes, columns: int) -> int | None:
     """The row count when every line is as long as the first and has its commas where the first
     has them (PyAutoFit pads every value to its column's width); else None."""
+    import numpy as np
+
     width = body.find(b"\n") + 1
     if width < 2 or len(body) % width:
         return None

@@ -32,7 +32,7 @@ from lensd.ingest import pyautofit
 from lensd.ingest.pyautofit import fit_records
 from lensd.ingest.readers import Readers, start_readers
 from lensd.settings import Database
-from lensd.store import writerlock
+from lensd.store import batchplan, writerlock
 from lensd.store.sqlite_errors import readonly_uri
 from lensd.store.writeops import Upsert
 
@@ -146,25 +146,64 @@ def _fit_dicts(kind: str, value: Any, report: IngestReport) -> list[dict[str, An
     return fits
 
 
-def _records(kind: str, value: Any, report: IngestReport) -> list[Record]:
-    """The validated records of one loaded folder (for the direct writer)."""
-    fits = _fit_dicts(kind, value, report)
+def _load_ready(folder: Path, root: Path, known: dict[str, str],
+                cache: dict[Path, Path | None]) -> tuple[str, Any]:
+    """``_load`` for the direct writer: a fit read is also validated and planned here (in a reader
+    process, when there are some), so the writing process only plans keys and writes.
+
+    ("ready", one ``_ready`` list a record), or ("invalid", [fit id, source, reason]): the writing
+    process claims the id before it reports the failure, as it would for a fit it validates itself.
+    """
+    kind, value = _load(folder, root, known, cache)
+    if kind != "read":
+        return kind, value
+    fit_id, source = str(value.get("id")), str(value.get("source"))
     try:
-        return [validate_record(item) for item in fits]
+        return "ready", [_ready(record) for record in validate_fit(value)]
     except LensdError as exc:
-        report.failed.append(pyautofit.FolderFailure(str(fits[0].get("source")), str(exc)))
-    return []
+        return "invalid", [fit_id, source, str(exc)]
 
 
-def _loaded(folders: list[tuple[Path, Path]], known: dict[str, str],
+def _ready(record: Record) -> list[Any]:
+    """A validated record as what writing it needs (msgpack values: it crosses a pipe)."""
+    prepared = batchplan.prepare(Upsert(record))
+    assert prepared is not None
+    return [record.id, record.status, record.source, record.source_sig, record.completed_at,
+            record.created_at, prepared.columns, list(prepared.facts.items()), prepared.nodes,
+            prepared.payloads]
+
+
+def _records(kind: str, value: Any, report: IngestReport) -> list[tuple[Record, batchplan.Prepared]]:
+    """The records of one folder ``_load_ready`` loaded, each with its rows (for the direct writer).
+
+    The record keeps what planning a batch reads (id, status, source, times); its rows were
+    worked out from the whole validated record where it was read.
+    """
+    if kind == "invalid":
+        fit_id, source, reason = value
+        if report.claim(fit_id, source):
+            report.failed.append(pyautofit.FolderFailure(source, reason))
+        return []
+    if kind != "ready":
+        _fit_dicts(kind, value, report)  # unchanged or failed: reported
+        return []
+    if not value or not report.claim(value[0][0], value[0][2]):
+        return []
+    return [(Record(id=fit_id, status=status, source=source, source_sig=sig, completed_at=completed,
+                    created_at=created),
+             batchplan.Prepared(columns, dict(facts), nodes, payloads))
+            for fit_id, status, source, sig, completed, created, columns, facts, nodes, payloads in value]
+
+
+def _loaded(folders: list[tuple[Path, Path]], known: dict[str, str], load: Callable[..., tuple[str, Any]],
             workers: Readers | None) -> Iterator[tuple[str, Any]]:
-    """``_load`` of every folder in order, by the reader processes when there are some."""
+    """``load`` of every folder in order, by the reader processes when there are some."""
     if workers is not None:
         yield from workers.results()
         return
     cache: dict[Path, Path | None] = {}
     for folder, root in folders:
-        yield _load(folder, root, known, cache)
+        yield load(folder, root, known, cache)
 
 
 def discover_all(dirs: Iterable[str | os.PathLike[str]]) -> list[tuple[Path, Path]]:
@@ -177,14 +216,15 @@ def discover_all(dirs: Iterable[str | os.PathLike[str]]) -> list[tuple[Path, Pat
     return found
 
 
-async def _write_direct(db: Database, batches: Iterable[list[Record]], report: IngestReport) -> None:
+async def _write_direct(db: Database, batches: Iterable[list[tuple[Record, batchplan.Prepared]]],
+                        report: IngestReport) -> None:
     from lensd.store.writers import open_writer
 
     writer = await open_writer(db)
     try:
-        for records in batches:
-            outcomes = await writer.apply([Upsert(record) for record in records])
-            for record, outcome in zip(records, outcomes, strict=True):
+        for batch in batches:
+            outcomes = await writer.apply([Upsert(record) for record, _ in batch], [rows for _, rows in batch])
+            for (record, _), outcome in zip(batch, outcomes, strict=True):
                 if isinstance(outcome, LensdError):
                     report.failed.append(pyautofit.FolderFailure(record.source or record.id, str(outcome)))
                 else:
@@ -248,11 +288,27 @@ def ingest(dirs: Iterable[str | os.PathLike[str]], db: Database, socket: TargetL
     stored = stored_folders(db)
     known = {source: sig for source, (sig, _) in stored.items()}
     report = IngestReport(stored_ids={source: fit_id for source, (_, fit_id) in stored.items()})
-    pool = start_readers(folders, lambda folder, root, cache: _load(folder, root, known, cache), readers)
+    # --address (or $LENSD_ADDRESS): the daemon may be on another node; its lock is not ours to see
+    remote = isinstance(socket, Target) and bool(socket.address or os.environ.get("LENSD_ADDRESS"))
+    lock, target = None, None
+    if not (isinstance(db, str) and not remote and _named_socket(socket) is None):
+        # (PostgreSQL takes several writers, pgwriter.py: without a daemon named, this process writes)
+        try:
+            if remote or isinstance(db, str):
+                raise AlreadyRunning("ingest through the daemon named by --socket or --address")
+            lock = writerlock.acquire(db)
+        except AlreadyRunning:
+            holder = writerlock.read_holder(db) if isinstance(db, Path) else None
+            target = socket if remote else _named_socket(socket)
+            target = target or (Path(holder.socket) if holder and holder.socket else None)
+            if target is None:
+                raise
+    load = _load if target is not None else _load_ready  # a daemon validates what it receives
+    pool = None
 
     def batches(records_of: Callable[[str, Any, IngestReport], list[T]]) -> Iterable[list[T]]:
         batch: list[T] = []
-        for loaded in _loaded(folders, known, pool):
+        for loaded in _loaded(folders, known, load, pool):
             batch += records_of(*loaded, report)
             if progress is not None:
                 progress(1)
@@ -262,35 +318,20 @@ def ingest(dirs: Iterable[str | os.PathLike[str]], db: Database, socket: TargetL
         if batch:
             yield batch
 
-    # --address (or $LENSD_ADDRESS): the daemon may be on another node; its lock is not ours to see
-    remote = isinstance(socket, Target) and bool(socket.address or os.environ.get("LENSD_ADDRESS"))
     try:
-        if isinstance(db, str) and not remote and _named_socket(socket) is None:
-            # PostgreSQL takes several writers (pgwriter.py): this process writes, whoever else does
+        pool = start_readers(folders, lambda folder, root, cache: load(folder, root, known, cache), readers)
+        if target is None:
             anyio.run(_write_direct, db, batches(_records), report, backend="asyncio")
             return report
-        try:
-            if remote or isinstance(db, str):
-                raise AlreadyRunning("ingest through the daemon named by --socket or --address")
-            lock = writerlock.acquire(db)
-        except AlreadyRunning:
-            holder = writerlock.read_holder(db) if isinstance(db, Path) else None
-            target: TargetLike = socket if remote else _named_socket(socket)
-            target = target or (Path(holder.socket) if holder and holder.socket else None)
-            if target is None:
-                raise
-            report.via = f"daemon at {target}"
-            try:  # a daemon that dies mid-ingest is one DaemonUnavailable (exit 3), not a traceback
-                anyio.run(_write_daemon, target, batches(_fit_dicts), report, backend="asyncio")
-            except* LensdError as group:
-                raise innermost(group) from None
-            return report
-        assert isinstance(db, Path)
-        try:
-            anyio.run(_write_direct, db, batches(_records), report, backend="asyncio")
-        finally:
-            writerlock.release(lock, db)
+        report.via = f"daemon at {target}"
+        try:  # a daemon that dies mid-ingest is one DaemonUnavailable (exit 3), not a traceback
+            anyio.run(_write_daemon, target, batches(_fit_dicts), report, backend="asyncio")
+        except* LensdError as group:
+            raise innermost(group) from None
         return report
     finally:
         if pool is not None:
             pool.close()
+        if lock is not None:
+            assert isinstance(db, Path)
+            writerlock.release(lock, db)
