@@ -2,7 +2,8 @@
 
 A database is built with the writer's own code path at scale: records from
 ``lensd.demo.synthetic.record``, validated, planned by ``lensd.store.batchplan.plan_batch`` into the exact rows
-the daemon writes, and inserted with ``executemany`` in large transactions (durability normal).
+the daemon writes, and inserted with ``executemany`` in large transactions (durability normal),
+each followed by the writer's own upkeep of the count blocks (``lensd.store.blocks``).
 Making and planning the records is most of the work, so it runs in worker processes while this
 process inserts. A file is keyed on the schema (its version and the text of its DDL and
 migrations), the generator and its size, so a schema change rebuilds it and nothing else does.
@@ -24,9 +25,9 @@ BUILDER = 1  # bump when the generated data changes
 
 
 def cache_key(n: int, n_samples: int) -> str:
-    from lensd.store import schema
+    from lensd.store import blocks, schema
 
-    text = "\n".join([*schema.create_statements(), *map(str, schema.MIGRATIONS), str(BUILDER)])
+    text = "\n".join([*schema.create_statements(), *map(str, schema.MIGRATIONS), str(BUILDER), str(blocks.BLOCK)])
     digest = hashlib.sha256(text.encode()).hexdigest()[:10]
     return f"fits{n}-samples{n_samples}-v{schema.SCHEMA_VERSION}-{digest}"
 
@@ -56,7 +57,7 @@ def _plans(n: int, n_samples: int) -> Iterator[list[tuple[str, list[tuple[Any, .
 
 def build(path: Path, n: int, n_samples: int) -> float:
     """Write ``n`` fits into a new database at ``path``; returns the seconds it took."""
-    from lensd.store import schema
+    from lensd.store import blocks, schema
     from lensd.store.writer import prepare_database
 
     began = time.perf_counter()
@@ -68,10 +69,14 @@ def build(path: Path, n: int, n_samples: int) -> float:
         for pragma in schema.writer_pragmas("normal"):
             conn.execute(pragma)
         conn.execute("PRAGMA cache_size=-1000000")  # 1 GB: the build touches every index
+        first = 1
         for statements in _plans(n, n_samples):
             conn.execute("BEGIN IMMEDIATE")
             for sql, rows in statements:
                 conn.executemany(sql, rows)
+            last = int(conn.execute("SELECT max(fit_key) FROM fits").fetchone()[0])
+            blocks.maintain(conn, {}, blocks.entries(conn, range(first, last + 1)))  # as the writer does
+            first = last + 1
             conn.execute("COMMIT")
         conn.execute("PRAGMA optimize")  # what the writer runs when it closes
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")

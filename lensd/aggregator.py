@@ -134,7 +134,10 @@ class Aggregator(_Base):
     def __len__(self) -> int:
         """How many fits are selected: one COUNT in SQL, no fit is loaded."""
         read = self._read(readplan.count(self._state, self._source.dialect))
-        count = self._source.scalar(read.sql, read.params)
+        counted = read.reduce(self._source.stream(read.sql, read.params)) if read.reduce else None
+        if counted is None and read.reduce:  # a block row lensd never wrote: count with SQL
+            read = self._read(readplan.count(self._state, self._source.dialect, use_blocks=False))
+        count = counted if counted is not None else self._source.scalar(read.sql, read.params)
         if not count:
             self._explain_nothing()
         return count

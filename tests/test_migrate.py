@@ -120,6 +120,22 @@ def assert_same(source: Path, other: Path | str) -> None:
         assert n > 0, f"{table} is empty: the source should exercise it"
 
 
+def _blocks(db: Path | str) -> dict[tuple[str, int], bytes]:
+    """The count blocks that hold anything: the target builds them from the copied rows, and they
+    must be what the source's writer kept (an emptied row stays behind as an empty blob there)."""
+    sql = "SELECT name, block, data FROM count_blocks"
+    if isinstance(db, str):
+        with psycopg.connect(db) as pg:
+            rows = pg.execute(sql).fetchall()
+    else:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
+            rows = conn.execute(sql).fetchall()
+        finally:
+            conn.close()
+    return {(name, int(block)): bytes(data) for name, block, data in rows if data}
+
+
 def _migrate(*args: str) -> subprocess.CompletedProcess[str]:
     return lensd_cli("migrate", "--quiet", *args, timeout=300)
 
@@ -129,6 +145,7 @@ def test_sqlite_to_postgresql_and_back_is_exact(source: Path, pg_url: str, tmp_p
     assert there.returncode == 0, there.stderr
     assert f"migrated {SYNTHETIC - 1 + 2 + _ingested(source)} fits" in there.stdout
     assert_same(source, pg_url)
+    assert _blocks(pg_url) == _blocks(source) != {}
     with psycopg.connect(pg_url) as conn:  # a writer on PostgreSQL takes keys past the copied ones
         assert conn.execute("SELECT nextval(pg_get_serial_sequence('fits', 'fit_key')) > max(fit_key) "
                             "FROM fits").fetchone() == (True,)
@@ -137,6 +154,7 @@ def test_sqlite_to_postgresql_and_back_is_exact(source: Path, pg_url: str, tmp_p
     again = _migrate("--from", pg_url, "--to", str(back))
     assert again.returncode == 0, again.stderr
     assert_same(source, back)
+    assert _blocks(back) == _blocks(source)
     # and sqlite to sqlite, in small chunks (many transactions, the same result)
     copy = tmp_path / "copy.sqlite"
     assert _migrate("--from", str(source), "--to", str(copy), "--chunk", "997").returncode == 0

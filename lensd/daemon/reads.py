@@ -171,6 +171,12 @@ class ReadService:
     async def count(self, fields: dict[str, Any]) -> int:
         state = QueryState.from_wire(fields.get("query"))
         read = await readplan.run_async(readplan.count(state, self.dialect), self._scalar)
+        if read.reduce is not None:
+            rows = await self._rows(read.sql, read.params)
+            counted = await anyio.to_thread.run_sync(read.reduce, rows)  # numpy, off the event loop
+            if counted is not None:
+                return counted
+            read = await readplan.run_async(readplan.count(state, self.dialect, use_blocks=False), self._scalar)
         return await self._scalar(read.sql, read.params)
 
     async def _scalar(self, sql: str, params: list[Any]) -> int:

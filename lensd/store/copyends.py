@@ -23,7 +23,7 @@ from typing import Any, Final
 
 from lensd.errors import LensdError, StorageError
 from lensd.query.dialect import POSTGRESQL
-from lensd.store import pgstore, reader, schema, writerlock
+from lensd.store import blocks, pgstore, reader, schema, writerlock
 from lensd.store.sqlite_errors import storage_error
 
 # Every table holding data, and the order its rows are copied in within a chunk of fit keys.
@@ -187,7 +187,8 @@ class SqliteTarget:
     def mark(self) -> dict[str, str]:
         return dict(self._all("SELECT key, value FROM lensd_meta WHERE key IN (?, ?)", [MARK_SOURCE, MARK_DONE]))
 
-    def write(self, chunk: Chunk, marks: dict[str, str]) -> None:
+    def write(self, chunk: Chunk, marks: dict[str, str], rebuild: bool = False) -> None:
+        """One transaction: the chunk's rows, the count blocks made again if ``rebuild``, the marks."""
         try:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
@@ -195,6 +196,8 @@ class SqliteTarget:
                     places = ", ".join("?" for _ in columns)
                     self._conn.executemany(f"INSERT INTO {table} ({', '.join(columns)}) "  # noqa: S608 - our names
                                            f"VALUES ({places})", rows)
+                if rebuild:
+                    blocks.rebuild(self._conn)
                 self._set_marks(marks)
                 self._conn.execute("COMMIT")
             except BaseException:
@@ -209,8 +212,10 @@ class SqliteTarget:
         self._conn.executemany("INSERT INTO lensd_meta (key, value) VALUES (?, ?)", list(marks.items()))
 
     def finish(self) -> None:
-        """Drop the resume mark (keys need no care: the writer takes max(fit_key) + 1)."""
-        self.write([], {})
+        """Build the count blocks from the copied rows and drop the resume mark, in one transaction
+        (a run killed before it commits finds the mark and builds them again); keys need no care:
+        the writer takes max(fit_key) + 1."""
+        self.write([], {}, rebuild=True)
         self._all("PRAGMA optimize")
         self._all("PRAGMA wal_checkpoint(TRUNCATE)")
 
@@ -253,13 +258,16 @@ class PgTarget:
         self._conn.commit()
         return found
 
-    def write(self, chunk: Chunk, marks: dict[str, str]) -> None:
+    def write(self, chunk: Chunk, marks: dict[str, str], rebuild: bool = False) -> None:
+        """One transaction: the chunk's rows, the count blocks made again if ``rebuild``, the marks."""
         try:
             with self._conn.transaction(), self._conn.cursor() as cursor:
                 for table, columns, rows in chunk:
                     with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
                         for row in rows:
                             copy.write_row(row)
+                if rebuild:
+                    blocks.rebuild(pgstore.QmarkCursor(cursor))
                 cursor.execute("DELETE FROM lensd_meta WHERE key IN (%s, %s)", [MARK_SOURCE, MARK_DONE])
                 for key, value in marks.items():
                     cursor.execute("INSERT INTO lensd_meta (key, value) VALUES (%s, %s)", [key, value])
@@ -274,7 +282,8 @@ class PgTarget:
         self._conn.commit()
 
     def finish(self) -> None:
-        self.write([], {})
+        """As ``SqliteTarget.finish``, then the identities set past the copied keys."""
+        self.write([], {}, rebuild=True)
         self.set_sequences()
         # Fresh statistics for the planner's index choices, and the visibility map that lets a
         # count be answered from an index alone (a bulk load leaves both to autovacuum, later).

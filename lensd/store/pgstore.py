@@ -108,6 +108,20 @@ def check_tables(conn: psycopg.Connection[Any]) -> None:
             raise UnsupportedDatabase(f"not a usable lensd database: its {name} table is {found}")
 
 
+class QmarkCursor:
+    """A psycopg connection or cursor that runs lensd's ``?`` SQL, for the code written against
+    sqlite3 (adminops, the count blocks)."""
+
+    def __init__(self, cursor: Any) -> None:
+        self._cursor = cursor
+
+    def execute(self, sql: str, params: Any = ()) -> Any:
+        return self._cursor.execute(POSTGRESQL.sql(sql), list(params))
+
+    def executemany(self, sql: str, rows: Any) -> None:
+        self._cursor.executemany(POSTGRESQL.sql(sql), [list(row) for row in rows])
+
+
 def migrate(conn: psycopg.Connection[Any]) -> None:
     """Create the schema, or bring it to SCHEMA_VERSION, in one transaction under the schema lock.
 
@@ -122,6 +136,8 @@ def migrate(conn: psycopg.Connection[Any]) -> None:
                       else schema.migration_statements(version, "postgresql"))
         for statement in statements:
             conn.execute(statement)
+        if version:
+            schema.fill_blocks(QmarkCursor(conn.cursor()), version)
         conn.execute("INSERT INTO lensd_meta (key, value) VALUES ('application', %s), ('schema_version', %s) "
                      "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                      [APPLICATION, str(schema.SCHEMA_VERSION)])

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from lensd.errors import InvalidRecord, LensdError
 from lensd.query.dialect import POSTGRESQL
-from lensd.store import pgstore
+from lensd.store import blocks, pgstore
 from lensd.store.adminops import FIT_TABLES, apply_admin
 from lensd.store.batchplan import (
     INSERT_FACT_SQL,
@@ -80,17 +80,12 @@ def _sql_null_nan(rows: Iterable[Sequence[Any]]) -> Iterator[tuple[Any, ...]]:
         yield tuple(None if type(value) is float and math.isnan(value) else value for value in row)
 
 
-class _Adapter:
-    """A psycopg cursor that runs lensd's ``?`` SQL, for ``adminops`` (written against sqlite3)."""
-
-    def __init__(self, cursor: psycopg.Cursor[Any]) -> None:
-        self._cursor = cursor
-
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
-        return self._cursor.execute(POSTGRESQL.sql(sql), list(params))
-
-    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
-        self._cursor.executemany(POSTGRESQL.sql(sql), [list(row) for row in rows])
+def _keys_of(conn: pgstore.QmarkCursor, ids: Sequence[str]) -> dict[str, Existing]:
+    """The stored fits among ``ids`` (an admin op's: the op locks its fits itself)."""
+    if not ids:
+        return {}
+    rows = conn.execute("SELECT id, fit_key FROM fits WHERE id = ANY(?)", [list(ids)]).fetchall()
+    return {fit_id: Existing(int(key), None, None) for fit_id, key in rows}
 
 
 class PgBatchWriter(Writer):
@@ -170,6 +165,12 @@ class PgBatchWriter(Writer):
             for fit_id, key, seq, created, sig, updated in cursor.execute(LOCK_SQL, [sorted({*ids, *touched})]):
                 if fit_id not in keys:
                     existing[fit_id] = Existing(key, seq, created, sig, updated)
+            adapter = pgstore.QmarkCursor(cursor)
+            changed = blocks.changed_ids(ops)
+            # The fits RESERVE_SQL just made (``keys``) are new: the blocks hold nothing of them yet.
+            others = _keys_of(adapter, [i for i in changed if i not in existing and i not in keys])
+            stored = blocks.stored_keys(changed, {**others, **existing})
+            before = blocks.entries(adapter, stored)
             plan, planned_outcomes, _ = plan_batch(
                 regular, existing, 0, now, None if prepared is None else [prepared[i] for i in planned], keys)
             with self._conn.pipeline() if self._mode == "pipeline" else nullcontext():
@@ -180,9 +181,10 @@ class PgBatchWriter(Writer):
                                 copy.write_row(row)
                     else:
                         cursor.executemany(POSTGRESQL.sql(sql), list(_sql_null_nan(rows)))
-            adapter = _Adapter(cursor)
             outcomes: list[str | LensdError] = [
                 apply_admin(adapter, op, now, FIT_TABLES) if isinstance(op, ADMIN_OPS) else "" for op in ops]
+            after = blocks.entries(adapter, [*stored, *keys.values()])
+            blocks.maintain(adapter, before, after, lock=True)
         for index, outcome in zip(planned, planned_outcomes, strict=True):
             outcomes[index] = outcome
         return outcomes

@@ -14,12 +14,12 @@ Every statement is written for the reader's ``Dialect``; passing its text throug
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable, Generator, Iterable
 from dataclasses import dataclass
 from typing import Any, Final, TypeAlias, TypeVar
 
 from lensd.errors import QueryError
-from lensd.query import compiler, counting
+from lensd.query import blockcount, compiler, counting
 from lensd.query.dialect import Dialect
 from lensd.query.state import QueryState
 from lensd.store import reader
@@ -31,6 +31,7 @@ T = TypeVar("T")
 FIT: Final = "fit"
 VALUE: Final = "value"
 COUNT: Final = "count"
+BLOCKS: Final = "blocks"  # rows of count_blocks, made into the count by ``reduce`` (blockcount.py)
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class Read:
     params: list[Any]
     shape: str
     name: str = ""
+    reduce: Callable[[Iterable[Any]], int | None] | None = None
 
     def decode(self, row: Any) -> Any:
         """One row as the value the reader hands out (a fit row dict, a value, an int)."""
@@ -90,9 +92,14 @@ def values(state: QueryState, name: str, dialect: Dialect) -> Planner:
     return Read(*reader.values_plan(state, name, chosen), VALUE, name)
 
 
-def count(state: QueryState, dialect: Dialect) -> Planner:
-    """How many fits the state selects: one row, one int."""
+def count(state: QueryState, dialect: Dialect, use_blocks: bool = True) -> Planner:
+    """How many fits the state selects: one row, one int; or (shape ``BLOCKS``) the block rows
+    that ``reduce`` makes into the count. When ``reduce`` gives None (a block row lensd never
+    wrote), ``count(state, dialect, use_blocks=False)`` is the SQL count."""
     state = yield from resolve(state, dialect)
+    served = blockcount.plan(state) if use_blocks else None
+    if served is not None and (yield blockcount.HAS_BLOCKS[dialect.name], []):
+        return Read(*served.sql(dialect), BLOCKS, reduce=served.reduce)
     chosen = yield from access(state, dialect, paged=False)
     return Read(*counting.select_count(state, chosen), COUNT)
 

@@ -13,6 +13,9 @@ an index search:
 - ``payloads``: ``(fit_key, name) -> msgpack blob`` for samples and files, read only when asked for.
 - ``progress_history`` (v3): ``(fit_key, t) -> max_log_likelihood, n_samples, progress``, one row per
   progress event, thinned by the writer when a fit has more than ``HISTORY_MAX`` (batchplan.py).
+- ``count_blocks`` (v4): ``(name, block) -> data``, per block of 4,096 fit keys the numbers of a
+  fact key as one float64 array, or the fits holding a text fact, class or tag as one bitmap; the
+  writer keeps it in the batch's transaction and counts read it (store/blocks.py).
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from typing import Final
 
 from lensd.errors import UnsupportedDatabase
 
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
+BLOCKS_VERSION: Final = 4  # the version that added count_blocks: migrating to it fills the table
 APPLICATION_ID: Final = 0x4C454E53  # "LENS": marks the file as a lensd database
 
 KIND_VALUE: Final = 0
@@ -203,6 +207,24 @@ MIGRATIONS: Final[list[str | dict[str, str]]] = [
     );
     CREATE INDEX IF NOT EXISTS progress_history_fit ON progress_history(fit_key, t);
     """},
+    # v4: fit-key blocks for counts (store/blocks.py); ``migrate`` then fills them from the rows.
+    # WITHOUT ROWID: the rows live in the primary key's b-tree, one search per (name, block).
+    {"sqlite": """
+    CREATE TABLE IF NOT EXISTS count_blocks (
+        name  TEXT NOT NULL,
+        block INTEGER NOT NULL,
+        data  BLOB NOT NULL,
+        PRIMARY KEY (name, block)
+    ) WITHOUT ROWID
+    """, "postgresql": """
+    CREATE TABLE IF NOT EXISTS count_blocks (
+        name  TEXT COLLATE "C" NOT NULL,
+        block BIGINT NOT NULL,
+        data  BYTEA NOT NULL,
+        PRIMARY KEY (name, block)
+    );
+    ALTER TABLE count_blocks ALTER COLUMN data SET STORAGE EXTERNAL
+    """},
 ]
 
 
@@ -321,11 +343,20 @@ def migrate(conn: sqlite3.Connection) -> None:
         else:
             for statement in migration_statements(version):  # not executescript: it would commit first
                 conn.execute(statement)
+            fill_blocks(conn, version)
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
+
+
+def fill_blocks(conn: object, version: int) -> None:
+    """After migrating a database of ``version`` with rows: build ``count_blocks`` from them."""
+    if version < BLOCKS_VERSION:
+        from lensd.store import blocks  # blocks imports nothing of this module's
+
+        blocks.rebuild(conn)
 
 
 def encode_fact(value: object) -> tuple[float | None, str | None, str | None]:

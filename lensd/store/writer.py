@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import anyio
 
 from lensd.errors import InvalidRecord, LensdError, StorageError, StorageFull
-from lensd.store import schema
+from lensd.store import blocks, schema
 from lensd.store.adminops import apply_admin
 from lensd.store.batchplan import Existing, Prepared, plan_batch
 from lensd.store.sqlite_errors import is_full, storage_error
@@ -216,7 +216,10 @@ class BatchWriter(Writer):
             row = self._conn.execute("SELECT coalesce(max(fit_key), 0) + 1 FROM fits").fetchone()
             self._next_key = max(self._next_key, int(row[0]) if row else 1)
             regular: list[Op] = [ops[i] for i in planned]  # type: ignore[misc]
-            existing = self._existing([i for op in regular for i in op.ids])
+            changed = blocks.changed_ids(ops)
+            existing = self._existing([*(i for op in regular for i in op.ids), *changed])
+            stored = blocks.stored_keys(changed, existing)
+            before = blocks.entries(self._conn, stored)
             plan, planned_outcomes, next_key = plan_batch(
                 regular, existing, self._next_key, time.time(),
                 None if prepared is None else [prepared[i] for i in planned])
@@ -224,6 +227,8 @@ class BatchWriter(Writer):
                 self._conn.executemany(sql, rows)
             outcomes: list[str | LensdError] = [
                 apply_admin(self._conn, op) if isinstance(op, ADMIN_OPS) else "" for op in ops]
+            after = blocks.entries(self._conn, [*stored, *range(self._next_key, next_key)])
+            blocks.maintain(self._conn, before, after)
             for index, outcome in zip(planned, planned_outcomes, strict=True):
                 outcomes[index] = outcome
             self._conn.execute("COMMIT")
