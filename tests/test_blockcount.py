@@ -14,7 +14,7 @@ from typing import Any
 import anyio
 import pytest
 from _reference import create, load, predicates, records
-from backends import BACKENDS, open_db, without_nul
+from backends import BACKENDS, PgDb, open_db, without_nul
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from records_factory import record
@@ -261,12 +261,37 @@ def test_a_v3_file_gets_its_blocks_when_migrated(tmp_path: Path) -> None:
     assert conn.execute("PRAGMA user_version").fetchone()[0] == schema.SCHEMA_VERSION
     conn.close()
     db = _sqlite(tmp_path / "v3.sqlite")
+    try:
+        _check_migrated(db)
+    finally:
+        db.close()
+
+
+def _check_migrated(db: Any) -> None:
     kept = stored(db)
-    assert kept and rebuilt(db) == kept
+    assert kept and {block for _, block in kept} == {0, 1, 2, 5}
+    assert rebuilt(db) == kept
     for predicate in CHECKED:
-        state = QueryState(predicate=predicate)
-        assert block_count(db, state) == sql_count(db, state)
-    db.close()
+        for top in (True, False):
+            state = QueryState(predicate=predicate, top_level_only=top)
+            assert block_count(db, state) == sql_count(db, state)
+
+
+def test_a_v3_postgresql_database_gets_its_blocks_when_migrated(pg_url: str) -> None:
+    v3 = [*schema._statements(schema.DDL_V1["postgresql"]),
+          *(s for step in schema.MIGRATIONS[:2] for s in schema._statements(schema.step_sql(step, "postgresql")))]
+    db: Any = PgDb(pg_url)
+    try:
+        for statement in v3:
+            db.execute(statement)
+        db.execute("INSERT INTO lensd_meta VALUES ('application', 'lensd'), ('schema_version', '3')")
+        load(db, [dict(f, fit_key=k) for f, k in zip(_fits(len(KEYS)), KEYS, strict=True)])
+        pgstore.prepare_database(pg_url)
+        assert db.execute("SELECT value FROM lensd_meta WHERE key = 'schema_version'").fetchone()[0] \
+            == str(schema.SCHEMA_VERSION)
+        _check_migrated(db)
+    finally:
+        db.close()
 
 
 def _fits(n: int) -> list[dict[str, Any]]:

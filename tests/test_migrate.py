@@ -123,17 +123,20 @@ def assert_same(source: Path, other: Path | str) -> None:
 def _blocks(db: Path | str) -> dict[tuple[str, int], bytes]:
     """The count blocks that hold anything: the target builds them from the copied rows, and they
     must be what the source's writer kept (an emptied row stays behind as an empty blob there)."""
-    sql = "SELECT name, block, data FROM count_blocks"
+    rows = _fetch(db, "SELECT name, block, data FROM count_blocks")
+    return {(name, int(block)): bytes(data) for name, block, data in rows if data}
+
+
+def _fetch(db: Path | str, sql: str) -> list[Any]:
+    """The rows of ``sql`` in a sqlite file (read-only) or a PostgreSQL URL."""
     if isinstance(db, str):
         with psycopg.connect(db) as pg:
-            rows = pg.execute(sql).fetchall()
-    else:
-        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-        try:
-            rows = conn.execute(sql).fetchall()
-        finally:
-            conn.close()
-    return {(name, int(block)): bytes(data) for name, block, data in rows if data}
+            return pg.execute(sql).fetchall()
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
 
 
 def _migrate(*args: str) -> subprocess.CompletedProcess[str]:
@@ -172,20 +175,11 @@ def _ingested(db: Path) -> int:
 
 def _done_key(target: str | Path) -> int | None:
     """The target's resume mark (the last committed chunk's end), None before the first commit."""
-    sql = "SELECT value FROM lensd_meta WHERE key = 'migrate.done'"
     try:
-        if isinstance(target, str):
-            with psycopg.connect(target) as pg:
-                row = pg.execute(sql).fetchone()
-        else:
-            conn = sqlite3.connect(f"file:{target}?mode=ro", uri=True)
-            try:
-                row = conn.execute(sql).fetchone()
-            finally:
-                conn.close()
+        rows = _fetch(target, "SELECT value FROM lensd_meta WHERE key = 'migrate.done'")
     except (psycopg.errors.UndefinedTable, sqlite3.OperationalError):
         return None  # the schema is not made yet
-    return int(row[0]) if row else None
+    return int(rows[0][0]) if rows else None
 
 
 @pytest.mark.parametrize("engine", ["postgresql", "sqlite"])
