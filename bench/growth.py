@@ -185,7 +185,8 @@ def run(options: Options) -> list[Row]:
                              f"{total // RSS_ROUNDS} more ingested",
                     " / ".join(f"{mb:.0f}" for mb in [start, *figures]) + " MB",
                     ratio=f"{slope:+.1f} MB per 1,000 fits after the first round",
-                    target=f"<= {RSS_SLOPE_TARGET:.0f} MB per 1,000 fits: {verdict(slope <= RSS_SLOPE_TARGET)}"))
+                    target="" if options.quick else  # 800 fits: the sqlite caches are still filling
+                    f"<= {RSS_SLOPE_TARGET:.0f} MB per 1,000 fits: {verdict(slope <= RSS_SLOPE_TARGET)}"))
     return rows
 
 
