@@ -82,14 +82,13 @@ def parsers(tree: Path) -> list[Row]:
     import numpy as np
 
     from lensd.ingest import csvnumbers
-    from lensd.ingest import pyautofit as reading
 
     data = next(tree.rglob("samples.csv")).read_bytes()
     names = [c.strip() for c in data.split(b"\n", 1)[0].decode().split(",")]
     body = data.split(b"\n", 1)[1]
     used = ("lensd (csvnumbers: orjson, the one used)" if csvnumbers.available()
             else "lensd (np.loadtxt: orjson, lensd[fast], not installed)")
-    found = {used: _cpu_per_call(lambda: reading._samples(data)),
+    found = {used: _cpu_per_call(lambda: csvnumbers.read_samples(data)),
              "np.loadtxt (without lensd[fast])": _cpu_per_call(
                  lambda: np.loadtxt(io.BytesIO(body), delimiter=",", dtype=np.float64, ndmin=2))}
     try:

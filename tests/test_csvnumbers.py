@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lensd.ingest import csvnumbers
-from lensd.ingest.pyautofit import _samples
+from lensd.ingest.csvnumbers import read_samples
 
 # The ``fast`` extra is part of ``.[test]``; a venv made before it was added skips, saying why.
 pytest.importorskip("orjson", reason="orjson (lensd[fast], part of .[test]) is not installed: pip install -e '.[test]'")
@@ -72,7 +72,7 @@ def test_integers_exponents_and_signed_zeros_keep_float_s_bits(body: bytes) -> N
 
 def test_a_rejected_body_still_parses_or_fails_as_loadtxt_does() -> None:
     header = b"a,log_likelihood,log_prior,log_posterior,weight\n"
-    samples = _samples(header + b"nan,-1.0,-inf,0.5,1.0\n1.5,2.0,3.0,4.0,5.0\n")
+    samples = read_samples(header + b"nan,-1.0,-inf,0.5,1.0\n1.5,2.0,3.0,4.0,5.0\n")
     assert math.isnan(samples["parameters"][0, 0]) and samples["log_prior"][0] == -math.inf
     assert csvnumbers.parse(b"nan,-1.0,-inf,0.5,1.0\n", 5) is None
 

@@ -363,10 +363,10 @@ def test_plain_csv_arrays_have_loadtxt_s_values_and_shape(text: str) -> None:
 
 def test_plain_samples_refuse_what_numpy_refuses(tmp_path: Path) -> None:
     from lensd.errors import IngestError
-    from lensd.ingest.pyautofit import _plain_samples, _samples
+    from lensd.ingest.csvnumbers import plain_samples, read_samples
 
     header = b"a,log_likelihood,log_prior,log_posterior,weight\n"
     for body in (b"1,2,3,4\n", b"1,2,3,4,x\n", b"1,2,3,4,5\n1,2,3,4\n", b"1,2,3,4,5"):
-        for parse in (_samples, _plain_samples):
+        for parse in (read_samples, plain_samples):
             with pytest.raises(IngestError, match="samples.csv"):
                 parse(header + body)

@@ -1,4 +1,7 @@
-"""The numbers of a samples.csv, parsed exactly and fast (orjson), or None to fall back on numpy.
+"""samples.csv and the other CSV files of a fit as numbers: checked, then parsed exactly.
+
+``read_samples`` gives numpy arrays, ``plain_samples`` stdlib ones (``lensd submit``: no numpy).
+``parse`` is the fast path of ``read_samples``: it returns None when it does not apply.
 
 Parsing samples.csv with ``np.loadtxt`` was most of a folder's cost at ingest (~1.5 ms of CPU for
 1,000 samples of 8 columns: docs/performance.md, "Folder ingest, third pass"). The rows of a
@@ -16,13 +19,19 @@ orjson refuses: a blank line, ``1.``, an overflow) returns None, and the caller 
 
 from __future__ import annotations
 
+import io
 import re
+from array import array
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Final
+
+from lensd.errors import IngestError
+from lensd.wire.codec import Float64s
 
 if TYPE_CHECKING:  # numpy is imported by a parse, not with this module: ``lensd submit`` never needs it
     import numpy as np
 
+_SAMPLE_COLUMNS: Final = ("log_likelihood", "log_prior", "weight")
 FAST_MAX: Final = 8 * 2**20  # bytes: orjson builds a Python float per value first (~32 B each)
 _NOT_NUMBERS: Final = (b'"', b"t", b"f", b"n", b"[", b"{", b"#")  # strings, literals, nesting, comments
 # "-0" written as an integer: JSON reads it as the int 0, which loses the sign float("-0") keeps
@@ -89,3 +98,85 @@ def _fixed_width_rows(body: bytes, columns: int) -> int | None:
     if len(commas) != columns - 1 or not (grid[:, -1] == _NEWLINE).all() or not (grid[:, commas] == _COMMA).all():
         return None
     return int(grid.shape[0])
+
+
+MAX_COLUMNS = 10_000  # a model has tens to hundreds of parameters; a 10^7-column line is an attack
+MAX_CELLS = 16 * 2**20  # 128 MiB of float64: 300,000 samples of 50 parameters fit in a quarter of it
+
+
+def check_width(name: str, data: bytes) -> None:
+    """Refuse a CSV wider or larger than any fit's before numpy parses it (what it would allocate)."""
+    head = data[:1 << 20]
+    newline = head.find(b"\n")
+    if (newline < 0 and len(data) > len(head)) or head[:newline].count(b",") >= MAX_COLUMNS:
+        raise IngestError(f"{name}: its first line has more than {MAX_COLUMNS} columns (or over 1 MiB)")
+    # a cell takes at least its separator's byte: only a file larger than the cap can hold more
+    if len(data) > MAX_CELLS and data.count(b",") + data.count(b"\n") > MAX_CELLS:
+        raise IngestError(f"{name}: more than {MAX_CELLS} cells")
+
+
+def _samples_header(data: bytes) -> tuple[list[str], bytes]:
+    """samples.csv's columns and the bytes of its rows, checked; a file cut off mid-write is
+    refused rather than read short."""
+    check_width("files/samples.csv", data)
+    head, _, body = data.partition(b"\n")
+    columns = [c.strip() for c in head.decode("utf-8", "replace").split(",")]
+    missing = [c for c in _SAMPLE_COLUMNS if c not in columns]
+    if missing:
+        raise IngestError(f"files/samples.csv: header lacks {', '.join(missing)}")
+    if body.strip() and not body.endswith(b"\n"):
+        raise IngestError("files/samples.csv: truncated (the last line has no end)")
+    return columns, body
+
+
+def _free(columns: list[str]) -> list[int]:
+    return [i for i, c in enumerate(columns) if c not in (*_SAMPLE_COLUMNS, "log_posterior")]
+
+
+def read_samples(data: bytes) -> dict[str, Any]:
+    """samples.csv as numpy arrays: ``parse`` (orjson) when it applies, else ``np.loadtxt``
+    (the same numbers; its errors are the ones reported)."""
+    import numpy as np
+
+    columns, body = _samples_header(data)
+    table = parse(body, len(columns))
+    if table is None:
+        try:
+            table = (np.loadtxt(io.BytesIO(body), delimiter=",", dtype=np.float64, ndmin=2) if body.strip()
+                     else np.empty((0, len(columns))))
+        except ValueError as exc:
+            raise IngestError(f"files/samples.csv: {exc}") from None
+    if table.shape[1] != len(columns):
+        raise IngestError(f"files/samples.csv: {table.shape[1]} values a row, {len(columns)} in the header")
+    free = _free(columns)
+    return {"paths": [columns[i] for i in free], "parameters": np.ascontiguousarray(table[:, free]),
+            **{c: np.ascontiguousarray(table[:, columns.index(c)]) for c in _SAMPLE_COLUMNS}}
+
+
+def plain_samples(data: bytes) -> dict[str, Any]:
+    """samples.csv as ``Float64s``, the same numbers (``float`` rounds as ``np.loadtxt`` does)."""
+    columns, body = _samples_header(data)
+    rows = plain_rows("files/samples.csv", body)
+    if rows and len(rows[0]) != len(columns):
+        raise IngestError(f"files/samples.csv: {len(rows[0])} values a row, {len(columns)} in the header")
+    free = _free(columns)
+    parameters = array("d", [row[i] for row in rows for i in free])
+    return {"paths": [columns[i] for i in free], "parameters": Float64s(parameters, (len(rows), len(free))),
+            **{c: Float64s(array("d", [row[j] for row in rows]), (len(rows),))
+               for c in _SAMPLE_COLUMNS for j in [columns.index(c)]}}
+
+
+def plain_rows(name: str, body: bytes) -> list[list[float]]:
+    """Comma-separated numbers, a list a row, every row as wide (blank lines and # comments skipped,
+    as ``np.loadtxt`` does)."""
+    lines = body.split(b"\n")
+    if b"#" in body:
+        lines = [line.partition(b"#")[0] for line in lines]
+    try:
+        rows = [[float(cell) for cell in line.split(b",")] for line in lines if line.strip()]
+    except ValueError as exc:
+        raise IngestError(f"{name}: {exc}") from None
+    widths = {len(row) for row in rows}
+    if len(widths) > 1:
+        raise IngestError(f"{name}: rows of {min(widths)} and {max(widths)} values")
+    return rows

@@ -16,6 +16,7 @@ import zlib
 from collections.abc import Container, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
+from stat import S_ISREG
 from typing import Protocol
 
 from lensd import safefiles
@@ -57,10 +58,11 @@ class _Folder:
     """A fit's folder. The folders opened on the way to its files are kept open (``close``), so
     each file costs one ``openat``, one ``fstat`` and one ``read``: a fit has seven or so."""
 
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, listing: list[str] | None = None) -> None:
         self.base, self._prefix = base, f"{base}{os.sep}"  # str joins: pathlib costs show in a scan
         self._read = 0  # bytes read so far: one fit may not make the daemon hold more than MAX_FIT
         self._dirs: dict[str, int] = {}  # "" and "files" (...) -> an open descriptor of that folder
+        self._listing = listing  # taken with the signature (``signed_listing``), when it was
 
     def close(self) -> None:
         for fd in self._dirs.values():
@@ -114,6 +116,8 @@ class _Folder:
             return None
 
     def listing(self) -> list[str]:
+        if self._listing is not None:
+            return self._listing
         try:
             return sorted(name for name, _ in _output_files(self.base))
         except OSError as exc:
@@ -217,10 +221,11 @@ def _zip_of(path: Path) -> Path | None:
 
 
 @contextmanager
-def opened(path: Path) -> Iterator[tuple[Source, Source | None, Path]]:
+def opened(path: Path, listing: list[str] | None = None) -> Iterator[tuple[Source, Source | None, Path]]:
     """(the fit's files, its owning fit's files if it is an analysis, its folder-like path).
 
     The folder-like path of a zip-only fit drops ``.zip``, so it is named as its folder was.
+    ``listing``: the folder's, from ``signed_listing``, so it is not walked twice.
     """
     archive_path = _zip_of(path)
     if archive_path is not None:
@@ -234,7 +239,7 @@ def opened(path: Path) -> Iterator[tuple[Source, Source | None, Path]]:
     if not path.is_dir():
         raise IngestError("no such folder" if not path.exists() else "neither a folder nor a zip")
     owner = path.parent.parent
-    folders = [_Folder(path)]
+    folders = [_Folder(path, listing)]
     if path.parent.name == "analyses" and _ANALYSIS.fullmatch(path.name) and (owner / "metadata").is_file():
         folders.append(_Folder(owner))
     try:
@@ -322,36 +327,46 @@ def folder_signature(path: str | os.PathLike[str]) -> str:
     For a zip, the zip itself; for an analysis, also its fit's metadata, .completed and
     search.json; for a grid or sensitivity root, also what its record takes from nested fits.
     """
+    return signed_listing(path)[0]
+
+
+def signed_listing(path: str | os.PathLike[str]) -> tuple[str, list[str] | None]:
+    """``folder_signature``, and the folder's ``Source.listing`` taken by the same walk of its
+    ``files/`` and ``image/`` (None for a zip, or a folder that could not be listed whole)."""
     top = Path(os.path.abspath(path))
+    signed, listing = _signed(top)
     digest = hashlib.sha1(usedforsecurity=False)
-    for name, stat in sorted(_signed(top)):
+    for name, stat in sorted(signed):
         digest.update(f"{name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-    return digest.hexdigest()
+    return digest.hexdigest(), listing
 
 
-def _signed(top: Path) -> Iterator[tuple[str, os.stat_result]]:
+def _signed(top: Path) -> tuple[list[tuple[str, os.stat_result]], list[str] | None]:
     archive = _zip_of(top)
     if archive is not None:
-        yield from _stats(archive.parent, [archive.name])
-        return
-    yield from _stats(top, _SIGNED_TOP)
+        return list(_stats(archive.parent, [archive.name])), None
+    signed = list(_stats(top, _SIGNED_TOP))
+    listing = None
     try:
         outputs = [(name, entry.stat()) for name, entry in _output_files(top)]
+        listing = sorted(name for name, _ in outputs)
     except OSError:
         outputs = []  # unlistable, or changing under us: the read reports it, the next poll retries
-    yield from outputs
+    signed += outputs
     if top.parent.name == "analyses" and (top.parent.parent / "metadata").is_file():
-        yield from _stats(top, ("../../metadata", "../../.completed", "../../files/search.json"))
-    if (top / ".is_grid_search").is_file():
+        signed += _stats(top, ("../../metadata", "../../.completed", "../../files/search.json"))
+    if any(name == ".is_grid_search" and S_ISREG(info.st_mode) for name, info in signed):
         for child in nested_fits(top):
             sub = child.relative_to(top).as_posix()
-            yield from _stats(top, [sub] if child.suffix == ".zip" else [f"{sub}/{n}" for n in _SIGNED_CHILD])
+            signed += _stats(top, [sub] if child.suffix == ".zip" else [f"{sub}/{n}" for n in _SIGNED_CHILD])
+    return signed, listing
 
 
 def _stats(base: Path, names: Iterable[str]) -> Iterator[tuple[str, os.stat_result]]:
+    prefix = f"{base}{os.sep}"  # str joins: pathlib costs show in a scan
     for name in names:
         try:
-            yield name, os.stat(base / name)
+            yield name, os.stat(prefix + name)
         except OSError:
             continue
 

@@ -47,14 +47,22 @@ from typing import Any
 
 from lensd.domain.fitsdata import FITS_MAGIC
 from lensd.errors import IngestError
-from lensd.ingest import csvnumbers
-from lensd.ingest.folders import PICKLE_SUFFIXES, Source, discover, folder_signature, identity, nested_fits, opened
+from lensd.ingest.csvnumbers import check_width, plain_rows, plain_samples, read_samples
+from lensd.ingest.folders import (
+    PICKLE_SUFFIXES,
+    Source,
+    discover,
+    folder_signature,
+    identity,
+    nested_fits,
+    opened,
+    signed_listing,
+)
 from lensd.wire.codec import Float64s
 
 __all__ = ["FolderFailure", "discover", "fit_records", "folder_signature", "read_fit", "scan"]
 
 _OWN_JSON = frozenset({"model", "search", "info", "samples_summary"})  # fields, not ``files`` entries
-_SAMPLE_COLUMNS = ("log_likelihood", "log_prior", "weight")
 SKIPPED = "lensd.skipped"  # the files entry listing what was not read, and why
 
 
@@ -104,8 +112,8 @@ def fit_records(data: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _read(path: Path, root: Path | None, cache: dict[Path, Path | None], plain: bool,
           source: str | None = None) -> dict[str, Any]:
-    signature = folder_signature(path)  # taken first: a write during the read shows up next time
-    with opened(path) as (src, owner, where):
+    signature, listing = signed_listing(path)  # taken first: a write during the read shows up next time
+    with opened(path, listing) as (src, owner, where):
         if owner is not None:
             fit_id = identity(where.parent.parent, root, cache)[0]
             record = _fit(src, owner, (f"{fit_id}_{where.name.removeprefix('analysis_')}", fit_id), plain)
@@ -167,7 +175,7 @@ def _contents(src: Source, need_model: bool, plain: bool) -> dict[str, Any]:
         raise IngestError("files/model.json: missing")
     summary = _json(src, "files/samples_summary.json")
     csv_data = src.read("files/samples.csv")
-    samples = None if csv_data is None else (_plain_samples if plain else _samples)(csv_data)
+    samples = None if csv_data is None else (plain_samples if plain else read_samples)(csv_data)
     files = _files(src, plain)
     best = None if samples is None else _best(samples["log_likelihood"])
     evidence = _dig(summary, "arguments", "log_evidence")
@@ -229,88 +237,6 @@ def _json(src: Source, name: str) -> Any:
         raise IngestError(f"{name}: nested too deeply to be a PyAutoFit file") from None
 
 
-MAX_COLUMNS = 10_000  # a model has tens to hundreds of parameters; a 10^7-column line is an attack
-MAX_CELLS = 16 * 2**20  # 128 MiB of float64: 300,000 samples of 50 parameters fit in a quarter of it
-
-
-def _check_width(name: str, data: bytes) -> None:
-    """Refuse a CSV wider or larger than any fit's before numpy parses it (what it would allocate)."""
-    head = data[:1 << 20]
-    newline = head.find(b"\n")
-    if (newline < 0 and len(data) > len(head)) or head[:newline].count(b",") >= MAX_COLUMNS:
-        raise IngestError(f"{name}: its first line has more than {MAX_COLUMNS} columns (or over 1 MiB)")
-    # a cell takes at least its separator's byte: only a file larger than the cap can hold more
-    if len(data) > MAX_CELLS and data.count(b",") + data.count(b"\n") > MAX_CELLS:
-        raise IngestError(f"{name}: more than {MAX_CELLS} cells")
-
-
-def _samples_header(data: bytes) -> tuple[list[str], bytes]:
-    """samples.csv's columns and the bytes of its rows, checked; a file cut off mid-write is
-    refused rather than read short."""
-    _check_width("files/samples.csv", data)
-    head, _, body = data.partition(b"\n")
-    columns = [c.strip() for c in head.decode("utf-8", "replace").split(",")]
-    missing = [c for c in _SAMPLE_COLUMNS if c not in columns]
-    if missing:
-        raise IngestError(f"files/samples.csv: header lacks {', '.join(missing)}")
-    if body.strip() and not body.endswith(b"\n"):
-        raise IngestError("files/samples.csv: truncated (the last line has no end)")
-    return columns, body
-
-
-def _free(columns: list[str]) -> list[int]:
-    return [i for i, c in enumerate(columns) if c not in (*_SAMPLE_COLUMNS, "log_posterior")]
-
-
-def _samples(data: bytes) -> dict[str, Any]:
-    """samples.csv as numpy arrays: ``csvnumbers.parse`` (orjson) when it applies, else ``np.loadtxt``
-    (the same numbers; its errors are the ones reported)."""
-    import numpy as np
-
-    columns, body = _samples_header(data)
-    table = csvnumbers.parse(body, len(columns))
-    if table is None:
-        try:
-            table = (np.loadtxt(io.BytesIO(body), delimiter=",", dtype=np.float64, ndmin=2) if body.strip()
-                     else np.empty((0, len(columns))))
-        except ValueError as exc:
-            raise IngestError(f"files/samples.csv: {exc}") from None
-    if table.shape[1] != len(columns):
-        raise IngestError(f"files/samples.csv: {table.shape[1]} values a row, {len(columns)} in the header")
-    free = _free(columns)
-    return {"paths": [columns[i] for i in free], "parameters": np.ascontiguousarray(table[:, free]),
-            **{c: np.ascontiguousarray(table[:, columns.index(c)]) for c in _SAMPLE_COLUMNS}}
-
-
-def _plain_samples(data: bytes) -> dict[str, Any]:
-    """samples.csv as ``Float64s``, the same numbers (``float`` rounds as ``np.loadtxt`` does)."""
-    columns, body = _samples_header(data)
-    rows = _plain_rows("files/samples.csv", body)
-    if rows and len(rows[0]) != len(columns):
-        raise IngestError(f"files/samples.csv: {len(rows[0])} values a row, {len(columns)} in the header")
-    free = _free(columns)
-    parameters = array("d", [row[i] for row in rows for i in free])
-    return {"paths": [columns[i] for i in free], "parameters": Float64s(parameters, (len(rows), len(free))),
-            **{c: Float64s(array("d", [row[j] for row in rows]), (len(rows),))
-               for c in _SAMPLE_COLUMNS for j in [columns.index(c)]}}
-
-
-def _plain_rows(name: str, body: bytes) -> list[list[float]]:
-    """Comma-separated numbers, a list a row, every row as wide (blank lines and # comments skipped,
-    as ``np.loadtxt`` does)."""
-    lines = body.split(b"\n")
-    if b"#" in body:
-        lines = [line.partition(b"#")[0] for line in lines]
-    try:
-        rows = [[float(cell) for cell in line.split(b",")] for line in lines if line.strip()]
-    except ValueError as exc:
-        raise IngestError(f"{name}: {exc}") from None
-    widths = {len(row) for row in rows}
-    if len(widths) > 1:
-        raise IngestError(f"{name}: rows of {min(widths)} and {max(widths)} values")
-    return rows
-
-
 def _best(likelihood: Any) -> float | None:
     """The largest log likelihood that is not NaN, or None."""
     if isinstance(likelihood, Float64s):
@@ -322,12 +248,12 @@ def _best(likelihood: Any) -> float | None:
 
 
 def _csv(name: str, data: bytes, plain: bool) -> Any:
-    _check_width(name, data)
+    check_width(name, data)
     first_cell = data.split(b"\n", 1)[0].split(b",", 1)[0].strip().decode("utf-8", "replace")
     if _number(first_cell) is None:
         return _columns(name, data)
     if plain:  # np.loadtxt's shape: its dimensions of length one squeezed out
-        rows = _plain_rows(name, data)
+        rows = plain_rows(name, data)
         shape = [n for n in (len(rows), len(rows[0]) if rows else 0) if n != 1] if rows else [0]
         return Float64s(array("d", [v for row in rows for v in row]), shape)
     import numpy as np
