@@ -70,10 +70,9 @@ def parse(body: bytes, columns: int) -> np.ndarray[Any, np.dtype[np.float64]] | 
     try:
         if rows is not None:  # a flat array: the layout check above already fixed the rows
             values = orjson.loads(b"[" + body[:-1].replace(b"\n", b",") + b"]")
-            table = np.array(values, dtype=np.float64)
-            if table.shape != (rows * columns,):
+            if len(values) != rows * columns:
                 return None
-            table = table.reshape(rows, columns)
+            table = np.fromiter(values, np.float64, len(values)).reshape(rows, columns)
         else:  # rows of varying width: one JSON array a row, numpy refuses ragged ones
             table = np.array(orjson.loads(b"[[" + body[:-1].replace(b"\n", b"],[") + b"]]"), dtype=np.float64)
             if table.ndim != 2 or table.shape[1] != columns:
