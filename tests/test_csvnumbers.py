@@ -34,7 +34,7 @@ def bits(values: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(values, dtype=np.float64).view(np.uint64)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=500, deadline=None)
 @given(st.integers(1, 6).flatmap(lambda k: st.lists(st.lists(FINITE | AWKWARD, min_size=k, max_size=k),
                                                      min_size=1, max_size=40)),
        st.sampled_from(["\n", "\r\n"]), st.booleans())
@@ -68,6 +68,13 @@ def test_integers_exponents_and_signed_zeros_keep_float_s_bits(body: bytes) -> N
     assert table is not None
     expected = np.array([[float(cell) for cell in line.split(b",")] for line in body.splitlines()])
     assert (bits(table) == bits(expected)).all()
+
+
+def test_lines_that_only_add_up_to_equal_widths_are_read_line_by_line() -> None:
+    """8 + 4 + 4 bytes look like two lines of 8 (hypothesis found it): the count of values says
+    otherwise, and the rows are read one JSON array a line."""
+    table = csvnumbers.parse(b"0.03125\n0.0\n0.0\n", 1)
+    assert table is not None and table.tolist() == [[0.03125], [0.0], [0.0]]
 
 
 def test_a_rejected_body_still_parses_or_fails_as_loadtxt_does() -> None:

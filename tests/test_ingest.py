@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import pytest
 from conftest import DIR_OUTPUT, integrity_ok, lensd_cli
 
 import lensd
@@ -146,3 +147,33 @@ def test_reader_processes_store_what_reading_here_stores(tmp_path: Path, monkeyp
                          for f in agg.fits()],
                         [s.parameters.tolist() for s in agg.values("samples")]))
     assert answers[0] == answers[1]
+
+
+def test_a_reader_process_that_dies_leaves_its_folders_reported_not_a_hang(tmp_path: Path) -> None:
+    """A reader killed mid-scan (here: it exits on its third folder) fails the folders it had left,
+    each with one line; the other reader's answers still come, in order; close() reaps both."""
+    from lensd.ingest import readers as reading
+
+    jobs = [(tmp_path / f"fit{i}", tmp_path) for i in range(reading.PARALLEL_FROM)]
+
+    def load(folder: Path, root: Path, cache: dict[Path, Path | None]) -> tuple[str, Any]:
+        if folder == jobs[4][0]:  # the first reader's third job
+            os._exit(3)
+        return "unchanged", str(folder)
+
+    workers = reading.start_readers(jobs, load, 2)
+    assert workers is not None
+    pids = list(workers._pids)
+    try:
+        results = list(workers.results())
+    finally:
+        workers.close()
+    assert [kind for kind, _ in results[:4]] == ["unchanged"] * 4
+    failed = [(i, value) for i, (kind, value) in enumerate(results) if kind == "failed"]
+    assert [i for i, _ in failed] == list(range(4, len(jobs), 2))  # the dead reader's share
+    assert all("reader process ended before reading it" in f.reason and "\n" not in f.reason for _, f in failed)
+    assert [value for kind, value in results if kind == "unchanged"] == (
+        [str(folder) for i, (folder, _) in enumerate(jobs) if i < 4 or i % 2])
+    for pid in pids:
+        with pytest.raises(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)

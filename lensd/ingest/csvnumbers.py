@@ -67,13 +67,13 @@ def parse(body: bytes, columns: int) -> np.ndarray[Any, np.dtype[np.float64]] | 
             or any(mark in body for mark in _NOT_NUMBERS)):
         return None
     rows = _fixed_width_rows(body, columns)
+    table = None
     try:
-        if rows is not None:  # a flat array: the layout check above already fixed the rows
+        if rows is not None:  # equal lines: one flat array, the rows fixed by the layout check
             values = orjson.loads(b"[" + body[:-1].replace(b"\n", b",") + b"]")
-            if len(values) != rows * columns:
-                return None
-            table = np.fromiter(values, np.float64, len(values)).reshape(rows, columns)
-        else:  # rows of varying width: one JSON array a row, numpy refuses ragged ones
+            if len(values) == rows * columns:  # else a line held a newline or a comma more
+                table = np.fromiter(values, np.float64, len(values)).reshape(rows, columns)
+        if table is None:  # lines of varying width: one JSON array a line, numpy refuses ragged ones
             table = np.array(orjson.loads(b"[[" + body[:-1].replace(b"\n", b"],[") + b"]]"), dtype=np.float64)
             if table.ndim != 2 or table.shape[1] != columns:
                 return None
