@@ -14,46 +14,41 @@ STRUCTURAL_TYPES = frozenset({"model", "collection", "instance", "tuple_prior", 
 _PRIOR_KEYS = frozenset({"type", "id", "class_path", "arguments"})
 
 
-def _join(prefix: str, key: str) -> str:
-    return f"{prefix}.{key}" if prefix else key
-
-
-def _children(node: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
-    arguments = node.get("arguments")
-    if isinstance(arguments, Mapping):
-        for key, child in arguments.items():
-            yield str(key), child
-
-
 def walk(model: Any, prefix: str = "") -> Iterator[tuple[str, str, Any]]:
     """Yield ``(path, kind, payload)`` for every node: kind is "class", "constant" or "prior".
 
     "class" carries the class path; "constant" the fixed value; "prior" the prior's type name.
+    The nodes are listed by one recursive call per node rather than by nested generators, whose
+    every item climbed the whole chain of ``yield from`` (each validated record walks its model
+    twice: docs/performance.md, "Daemon ingest at K = 64, third pass").
     """
+    nodes: list[tuple[str, str, Any]] = []
+    _walk(model, prefix, nodes)
+    return iter(nodes)
+
+
+def _walk(model: Any, prefix: str, nodes: list[tuple[str, str, Any]]) -> None:
     if isinstance(model, Mapping):
         node_type = model.get("type")
         if node_type == "Constant":
-            yield prefix, "constant", model.get("value")
-            return
-        if node_type == "tuple":  # a fixed tuple: centre=(0.0, 0.0) in a model or an instance node
-            yield from _fixed_tuple(model.get("values"), prefix)
-            return
-        if node_type in STRUCTURAL_TYPES or (node_type is None and "arguments" in model):
+            nodes.append((prefix, "constant", model.get("value")))
+        elif node_type == "tuple":  # a fixed tuple: centre=(0.0, 0.0) in a model or an instance node
+            _fixed_tuple(model.get("values"), prefix, nodes)
+        elif node_type in STRUCTURAL_TYPES or (node_type is None and "arguments" in model):
             class_path = model.get("class_path")
             if isinstance(class_path, str) and class_path:
-                yield prefix, "class", class_path
-            for key, child in _children(model):
-                yield from walk(child, _join(prefix, key))
-            return
-        if isinstance(node_type, str):
-            yield prefix, "prior", node_type
-            return
-        return
-    if (isinstance(model, (int, float, str, bool)) or model is None) and prefix:
-        yield prefix, "constant", model
+                nodes.append((prefix, "class", class_path))
+            arguments = model.get("arguments")
+            if isinstance(arguments, Mapping):
+                for key, child in arguments.items():
+                    _walk(child, f"{prefix}.{key}" if prefix else str(key), nodes)
+        elif isinstance(node_type, str):
+            nodes.append((prefix, "prior", node_type))
+    elif (isinstance(model, (int, float, str, bool)) or model is None) and prefix:
+        nodes.append((prefix, "constant", model))
 
 
-def _fixed_tuple(values: Any, prefix: str) -> Iterator[tuple[str, str, Any]]:
+def _fixed_tuple(values: Any, prefix: str, nodes: list[tuple[str, str, Any]]) -> None:
     """``{"type": "tuple", "values": [y, x]}`` at ``...centre`` is ``centre.centre_0`` and
     ``centre.centre_1``, the paths PyAutoFit gives the same tuple when it is free."""
     if not isinstance(values, list) or not prefix:
@@ -61,7 +56,7 @@ def _fixed_tuple(values: Any, prefix: str) -> Iterator[tuple[str, str, Any]]:
     key = prefix.rsplit(".", 1)[-1]
     for i, value in enumerate(values):
         if isinstance(value, (int, float, str, bool)) or value is None:
-            yield f"{prefix}.{key}_{i}", "constant", value
+            nodes.append((f"{prefix}.{key}_{i}", "constant", value))
 
 
 def class_nodes(model: Any) -> dict[str, str]:

@@ -186,9 +186,10 @@ class Samples:
         for each sigma: one set of marginals, each column sorted once for all of them."""
         if not len(self):
             return {}, {sigma: {} for sigma in sigmas}
-        marginals = self._marginals()
-        return (self._values(marginals.median()),
-                {sigma: dict(zip(self.model_paths, marginals.at_sigma(sigma), strict=True)) for sigma in sigmas})
+        median, at_sigma = self._marginals().summary(list(sigmas))
+        paths = self.model_paths
+        return (self._values(median),
+                {sigma: dict(zip(paths, bounds, strict=True)) for sigma, bounds in at_sigma.items()})
 
     def _instance(self, values: dict[str, Any]) -> Instance | None:
         """``values`` as an instance of the model; None when there are none (no samples)."""
