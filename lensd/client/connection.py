@@ -17,6 +17,7 @@ from anyio.abc import ByteStream
 from lensd.client import address, transport
 from lensd.client.address import Endpoint, Route, TargetLike
 from lensd.client.secret import read_secret, resolve_secret_file
+from lensd.client.streamio import StreamIO
 from lensd.errors import DaemonUnavailable, LensdError, ProtocolError
 from lensd.wire import auth, protocol
 from lensd.wire.paging import PageReader
@@ -31,9 +32,10 @@ class Client:
     def __init__(self, stream: ByteStream, endpoint: Endpoint, server: dict[str, Any],
                  route: Route | None = None) -> None:
         self._stream = stream
+        self._io = StreamIO(stream)  # straight on the socket when it is a plain one
         self._decoder = protocol.FrameDecoder()
         self._inbox: list[dict[str, Any]] = []
-        self._lock = anyio.Lock()
+        self._lock = anyio.Lock(fast_acquire=True)
         self._rid = 0
         self.endpoint = endpoint
         self.path = str(endpoint)  # where, for messages
@@ -83,11 +85,11 @@ class Client:
             raise
 
     async def _send(self, message: dict[str, Any]) -> None:
-        await self._stream.send(protocol.encode_frame(message))
+        await self._io.send(protocol.encode_frame(message))
 
     async def _receive(self) -> dict[str, Any]:
         while not self._inbox:
-            data = await self._stream.receive(_READ_CHUNK)
+            data = await self._io.receive(_READ_CHUNK)
             self._inbox.extend(self._decoder.feed(data))
         return self._inbox.pop(0)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,12 +25,16 @@ from lensd.store.writer import Writer
 log = logging.getLogger("lensd.writer")
 
 
+Outcomes = list[str | LensdError]
+
+
 @dataclass
 class _Submission:
     ops: list[Op | AdminOp]
     prepared: list[Prepared | None]
-    done: anyio.Event = field(default_factory=anyio.Event)
-    outcomes: list[str | LensdError] = field(default_factory=list)
+    answer: Callable[[Outcomes], None] | None = None  # called with the outcomes (``queue``)
+    done: anyio.Event | None = None  # set once they are in (``submit``)
+    outcomes: Outcomes = field(default_factory=list)
 
 
 def _prepare(op: Op | AdminOp) -> Prepared | None:
@@ -60,16 +64,33 @@ class GroupCommitter:
     def queue_depth(self) -> int:
         return self._send.statistics().current_buffer_used
 
-    async def submit(self, ops: Sequence[Op | AdminOp]) -> list[str | LensdError]:
+    async def submit(self, ops: Sequence[Op | AdminOp]) -> Outcomes:
         """Queue ``ops`` and wait until they are committed (or failed).
 
         Their record-only rows are worked out here (``rows.prepare``), on the event loop, while
         the writer thread commits the batch before.
         """
-        item = _Submission(list(ops), [_prepare(op) for op in ops])
-        await self._send.send(item)
+        item = _Submission(list(ops), [_prepare(op) for op in ops], done=anyio.Event())
+        await self._put(item)
+        assert item.done is not None
         await item.done.wait()
         return item.outcomes
+
+    async def queue(self, ops: Sequence[Op | AdminOp], answer: Callable[[Outcomes], None]) -> None:
+        """Queue ``ops``; once they are committed (or failed), ``answer`` is called with their
+        outcomes, on the event loop, by the committer.
+
+        What a connection uses for its requests: no task waits for each write (docs/performance.md,
+        "Daemon ingest at K = 64, third pass"). Returns once queued; waits only while the queue is
+        full.
+        """
+        await self._put(_Submission(list(ops), [_prepare(op) for op in ops], answer=answer))
+
+    async def _put(self, item: _Submission) -> None:
+        try:
+            self._send.send_nowait(item)
+        except anyio.WouldBlock:
+            await self._send.send(item)
 
     def close(self) -> None:
         """Stop taking submissions; ``run`` commits what is queued, then returns."""
@@ -127,7 +148,13 @@ class GroupCommitter:
         for item in batch:
             item.outcomes = outcomes[position:position + len(item.ops)]
             position += len(item.ops)
-            item.done.set()
+            if item.done is not None:
+                item.done.set()
+            if item.answer is not None:
+                try:
+                    item.answer(item.outcomes)
+                except Exception:  # one sender's failure must not leave the others unanswered
+                    log.exception("answering a write failed")
         self.batch_sizes.append(len(ops))
         del self.batch_sizes[:-1000]
         self.committed_at.append((time.monotonic(), len(ops)))

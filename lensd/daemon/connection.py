@@ -3,6 +3,12 @@
 A client's failure stays here: framing errors get an error frame and close this connection only;
 errors in one request become an error reply for that request. Writes are answered only after the
 group committer reports their commit.
+
+A write request has no task of its own: the reading task checks it and queues it for the
+committer, which, once it is committed, hands its reply to this connection's outbox; one task per
+connection sends what the outbox holds, every reply ready in one ``send``, and only then gives
+back the request's share of the in-flight allowances (``flow``). Reads, counts and status keep a
+task each: they wait on the read side, not on the committer.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from anyio import TypedAttributeLookupError
 from anyio.abc import ByteStream, SocketAttribute, TaskGroup
 
 from lensd._version import __version__
+from lensd.client.streamio import StreamIO
 from lensd.daemon import flow
 from lensd.daemon.reads import Stream
 from lensd.daemon.services import ConnectionHost
@@ -55,13 +62,19 @@ class Connection:
         self.stream = stream
         self.gate = gate
         self.peer = peer
+        self.io = StreamIO(stream)
         self.decoder = protocol.FrameDecoder(daemon.settings.max_frame)
-        self.send_lock = anyio.Lock()
+        self.send_lock = anyio.Lock(fast_acquire=True)
         self.credits: dict[int, _Credit] = {}
         self.reading = anyio.CancelScope()
         self.in_flight = flow.Allowance(flow.MAX_IN_FLIGHT, flow.MAX_IN_FLIGHT_BYTES)
         self._partial = 0  # bytes of an unfinished frame, counted in the daemon's budget
         self._sizes: dict[int, int] = {}  # id(message) -> its frame's size, until it is dispatched
+        self._outbox: list[tuple[bytes, int]] = []  # replies of answered writes, with their sizes
+        self._wake = anyio.Event()  # set when the outbox fills or reading ends
+        self._unanswered = 0  # writes read whose reply is not sent yet
+        self._reading_done = False
+        self._gone = False  # serve() has ended: an answer only gives its allowances back
 
     def finish(self) -> None:
         """Stop reading requests and end open read streams; pending writes still get answers.
@@ -81,14 +94,19 @@ class Connection:
         for credit in self.credits.values():
             credit.control("cancel")
 
-    async def send(self, message: dict[str, Any]) -> None:
+    def _frame(self, message: dict[str, Any]) -> bytes:
         try:
-            frame = protocol.encode_frame(message, self.daemon.settings.max_frame)
+            return protocol.encode_frame(message, self.daemon.settings.max_frame)
         except LensdError as exc:
-            frame = protocol.encode_frame(protocol.error(message.get("rid"), exc))
+            return protocol.encode_frame(protocol.error(message.get("rid"), exc))
+
+    async def send(self, message: dict[str, Any]) -> None:
+        await self._send_bytes(self._frame(message))
+
+    async def _send_bytes(self, data: bytes) -> None:
         async with self.send_lock:
             try:
-                await self.stream.send(frame)
+                await self.io.send(data)
             except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
                 self.reading.cancel()  # the peer is gone: stop reading too
 
@@ -99,13 +117,15 @@ class Connection:
         frame count in the daemon's budget, and past it this connection waits to be read.
         """
         timeout = self.daemon.settings.frame_timeout
-        started = self.decoder.buffered > 0
-        try:
-            with anyio.fail_after(timeout if started else None):
-                data = await self.stream.receive(_READ_CHUNK)
-        except TimeoutError:
-            raise ProtocolError(f"a frame was left unfinished for {timeout:g}s "
-                                "(lensd start --frame-timeout)") from None
+        if self.decoder.buffered > 0:
+            try:
+                with anyio.fail_after(timeout):
+                    data = await self.io.receive(_READ_CHUNK)
+            except TimeoutError:
+                raise ProtocolError(f"a frame was left unfinished for {timeout:g}s "
+                                    "(lensd start --frame-timeout)") from None
+        else:  # between frames a connection may idle for ever: no deadline to set up
+            data = await self.io.receive(_READ_CHUNK)
         bodies = self.decoder.split(data)
         shared = self.daemon.flow
         shared.partial.change(self.decoder.buffered - self._partial)
@@ -176,10 +196,17 @@ class Connection:
         self._backlog: list[dict[str, Any]] = []
         try:
             async with anyio.create_task_group() as requests:
+                requests.start_soon(self._reply)
                 with self.reading:
                     await self._read_requests(requests)
                 self._end_streams()  # no more "next" can come: a stream waiting for one would hang
+                self._reading_done = True
+                self._wake.set()
         finally:
+            self._gone = True
+            for _, size in self._outbox:  # cut off (the daemon's drain timeout): nobody sends these
+                self._settle(size)
+            self._outbox.clear()
             self.daemon.flow.partial.change(-self._partial)
             self._partial = 0
             with anyio.CancelScope(shield=True):
@@ -203,17 +230,19 @@ class Connection:
                 ConnectionError):
             pass
 
+    def _release(self, size: int) -> None:
+        self.in_flight.release(size)
+        self.daemon.flow.in_flight.release(size)
+
     async def _handled(self, size: int, handler: Callable[..., Awaitable[None]], *args: Any) -> None:
         """Run one request's handler, then give back its share of the in-flight allowances."""
         try:
             await handler(*args)
         finally:
-            self.in_flight.release(size)
-            self.daemon.flow.in_flight.release(size)
+            self._release(size)
 
-    async def _start(self, requests: TaskGroup, size: int, handler: Callable[..., Awaitable[None]],
-                     *args: Any) -> None:
-        """Start a handler once this connection (and the daemon) may take one more request.
+    async def _admit(self, size: int) -> None:
+        """Return once this connection (and the daemon) may take one more request.
 
         Until then this connection is not read: a client that pipelines without reading its
         replies waits on its own socket, and the others are served (``flow``).
@@ -224,6 +253,11 @@ class Connection:
         except BaseException:
             self.in_flight.release(size)
             raise
+
+    async def _start(self, requests: TaskGroup, size: int, handler: Callable[..., Awaitable[None]],
+                     *args: Any) -> None:
+        """Start a handler once this connection (and the daemon) may take one more request."""
+        await self._admit(size)
         requests.start_soon(self._handled, size, handler, *args)
 
     async def _dispatch(self, message: dict[str, Any], requests: TaskGroup) -> None:
@@ -242,7 +276,8 @@ class Connection:
         elif op == "stop":
             requests.start_soon(self._stop, rid)
         elif op in protocol.WRITE_OPS or op in protocol.ADMIN_OPS:
-            await self._start(requests, size, self._write, op, rid, fields)
+            await self._admit(size)
+            await self._write(op, rid, fields, size)
         elif op in ("count", "status"):
             await self._start(requests, size, self._single, op, rid, fields)
         elif rid in self.credits:
@@ -258,23 +293,52 @@ class Connection:
         await self.send(protocol.ok(rid, stopping=True))
         self.daemon.request_stop()
 
-    async def _write(self, op: str, rid: int, fields: dict[str, Any]) -> None:
+    async def _write(self, op: str, rid: int, fields: dict[str, Any], size: int) -> None:
+        """Check one write and queue it; its reply goes to the outbox once it is committed (or at
+        once, refused). ``size`` was admitted (``_admit``) and is given back when the reply is sent."""
+        self._unanswered += 1
         try:
             write = admin_from_request(op, fields) if op in protocol.ADMIN_OPS else op_from_request(op, fields)
         except LensdError as exc:
             log.info("refused %s: %s", op, exc)
-            await self.send(protocol.error(rid, exc))
+            self._answer(rid, size, exc)
             return
         except Exception as exc:  # a gap in validation must not end the connection's other requests
             log.exception("checking a %s request failed", op)
-            await self.send(protocol.error(rid, InvalidRecord(f"{op}: the request could not be checked "
-                                                              f"({type(exc).__name__}: {exc})")))
+            self._answer(rid, size, InvalidRecord(f"{op}: the request could not be checked "
+                                                  f"({type(exc).__name__}: {exc})"))
             return
-        outcome = (await self.daemon.committer.submit([write]))[0]
-        if isinstance(outcome, LensdError):
-            await self.send(protocol.error(rid, outcome))
-        else:
-            await self.send(protocol.ok(rid, outcome=outcome))
+        try:
+            await self.daemon.committer.queue([write], lambda outcomes: self._answer(rid, size, outcomes[0]))
+        except BaseException:
+            self._settle(size)  # never queued: nothing will answer it
+            raise
+
+    def _answer(self, rid: int, size: int, outcome: str | LensdError) -> None:
+        """A write's outcome: its reply joins the outbox (called by the committer once committed)."""
+        if self._gone:
+            self._settle(size)
+            return
+        reply = protocol.error(rid, outcome) if isinstance(outcome, LensdError) else protocol.ok(rid, outcome=outcome)
+        self._outbox.append((self._frame(reply), size))
+        self._wake.set()
+
+    def _settle(self, size: int) -> None:
+        self._unanswered -= 1
+        self._release(size)
+
+    async def _reply(self) -> None:
+        """Send the outbox, every reply ready in one ``send``, then give back their allowances;
+        return once reading has ended and every write read has been answered."""
+        while self._outbox or self._unanswered or not self._reading_done:
+            if not self._outbox:
+                await self._wake.wait()
+                self._wake = anyio.Event()
+                continue
+            ready, self._outbox = self._outbox, []
+            await self._send_bytes(ready[0][0] if len(ready) == 1 else b"".join(frame for frame, _ in ready))
+            for _, size in ready:
+                self._settle(size)
 
     async def _single(self, op: str, rid: int, fields: dict[str, Any]) -> None:
         try:

@@ -41,21 +41,27 @@ class Allowance:
         self.count, self.size = count, size
         self.used_count = self.used_size = 0
         self._changed = anyio.Event()
+        self._waiting = 0  # acquirers waiting: a release wakes them, and makes a new Event, only then
 
     def _fits(self, size: int) -> bool:
         return self.used_count == 0 or (self.used_count < self.count and self.used_size + size <= self.size)
 
     async def acquire(self, size: int) -> None:
         while not self._fits(size):
-            await self._changed.wait()
+            self._waiting += 1
+            try:
+                await self._changed.wait()
+            finally:
+                self._waiting -= 1
         self.used_count += 1
         self.used_size += size
 
     def release(self, size: int) -> None:
         self.used_count -= 1
         self.used_size -= size
-        self._changed.set()
-        self._changed = anyio.Event()
+        if self._waiting:
+            self._changed.set()
+            self._changed = anyio.Event()
 
 
 class PartialFrames:
