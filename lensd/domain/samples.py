@@ -42,8 +42,8 @@ class Sample:
 class Samples:
     """Parameter paths, an (n, k) float array, and per-sample log likelihood, log prior and weight."""
 
-    __slots__ = ("_constants", "_order", "log_likelihood", "log_prior", "model", "packed", "parameters", "paths",
-                 "samples_info", "weight")
+    __slots__ = ("_best", "_constants", "_order", "log_likelihood", "log_prior", "model", "packed", "parameters",
+                 "paths", "samples_info", "weight")
 
     def __init__(
         self,
@@ -70,6 +70,7 @@ class Samples:
         self._check()
         self._order: list[int] | None = None
         self._constants: tuple[Any, dict[str, Any]] | None = None  # (the model they are of, its constants)
+        self._best: tuple[np.ndarray, int | None] | None = None  # (the log likelihoods searched, the best)
 
     def _check(self) -> None:
         if not all(isinstance(p, str) and p for p in self.paths):
@@ -150,6 +151,13 @@ class Samples:
                 f"<table><thead><tr><th></th>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>")
 
     def _best_index(self) -> int | None:
+        """The max-likelihood sample's index, remembered for the array it was found in: validating
+        a record asks for it three times (its instance, its max log L, its marginals)."""
+        if self._best is None or self._best[0] is not self.log_likelihood:
+            self._best = (self.log_likelihood, self._find_best())
+        return self._best[1]
+
+    def _find_best(self) -> int | None:
         if not len(self):
             return None
         best = int(np.argmax(self.log_likelihood))  # one pass; it stops at the first NaN, if any
