@@ -65,8 +65,15 @@ def _pack_array(array: np.ndarray) -> bytes:
     return _ext_body(dtype.str, list(array.shape), array.tobytes())  # C order, contiguous or not
 
 
+# The head of every array body is packed by this one Packer: ``msgpack.packb`` makes a Packer a call,
+# and inside ``pack``'s own (an array is packed from its ``default``) that new Packer's buffer is a
+# fresh allocation each time: ~10 µs an array against 0.3 µs (a 1,000 × 4 record's frame 72 -> 34 µs).
+# A head holds a str and ints only, so packing it runs no Python code and no other thread can cut in.
+_HEAD = msgpack.Packer(use_bin_type=True)
+
+
 def _ext_body(dtype: str, shape: list[int], raw: bytes) -> bytes:
-    head: bytes = msgpack.packb([dtype, shape], use_bin_type=True)
+    head: bytes = _HEAD.pack([dtype, shape])
     size = len(raw)
     if size < 0x100:
         bin_head = b"\xc4" + size.to_bytes(1, "big")
