@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
+import anyio.to_thread
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from lensd.client.address import Target, TargetLike
@@ -218,17 +219,31 @@ def discover_all(dirs: Iterable[str | os.PathLike[str]]) -> list[tuple[Path, Pat
 
 async def _write_direct(db: Database, batches: Iterable[list[tuple[Record, batchplan.Prepared]]],
                         report: IngestReport) -> None:
+    """Write each batch while the next one is read, in a thread (reading the readers' pipes
+    blocks): else the readers stop once their pipes are full (a few folders each) and wait for
+    as long as the batch's commit takes, a core left idle. ``progress`` is called from that
+    thread; the report is changed by one side at a time (the outcomes after both are done)."""
     from lensd.store.writers import open_writer
 
     writer = await open_writer(db)
+    folders = iter(batches)
+
+    async def read_next(into: list[list[tuple[Record, batchplan.Prepared]] | None]) -> None:
+        into.append(await anyio.to_thread.run_sync(next, folders, None))
+
     try:
-        for batch in batches:
-            outcomes = await writer.apply([Upsert(record) for record, _ in batch], [rows for _, rows in batch])
+        batch = await anyio.to_thread.run_sync(next, folders, None)
+        while batch is not None:
+            ahead: list[list[tuple[Record, batchplan.Prepared]] | None] = []
+            async with anyio.create_task_group() as group:
+                group.start_soon(read_next, ahead)
+                outcomes = await writer.apply([Upsert(record) for record, _ in batch], [rows for _, rows in batch])
             for (record, _), outcome in zip(batch, outcomes, strict=True):
                 if isinstance(outcome, LensdError):
                     report.failed.append(pyautofit.FolderFailure(record.source or record.id, str(outcome)))
                 else:
                     report.ingested.append(record.id)
+            batch = ahead[0]
     finally:
         await writer.close()
 
