@@ -14,7 +14,7 @@ from pg_server import PgServer
 
 import lensd
 from lensd.errors import StorageError
-from lensd.store import pgstore
+from lensd.store import blocks, pgstore
 
 
 def _fit(i: int, **fields: Any) -> dict[str, Any]:
@@ -54,7 +54,10 @@ def test_interleaved_reads_share_one_snapshot_and_then_see_new_commits(pg_server
         try:
             fits = agg.fits()
             first = next(fits)
-            db.execute("DELETE FROM fits WHERE id = ?", ["fit299"])  # committed while the read is open
+            db.execute("BEGIN")  # committed while the read is open, with its count blocks (as a writer does)
+            db.execute("DELETE FROM fits WHERE id = ?", ["fit299"])
+            blocks.rebuild(db)
+            db.execute("COMMIT")
             rest = [fit.id for fit in fits]
             assert first.id == "fit0" and rest[-1] == "fit299"  # the open read keeps its snapshot
             assert len(agg) == 299  # the next read sees the commit
