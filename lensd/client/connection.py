@@ -17,7 +17,7 @@ from anyio.abc import ByteStream
 from lensd.client import address, transport
 from lensd.client.address import Endpoint, Route, TargetLike
 from lensd.client.secret import read_secret, resolve_secret_file
-from lensd.client.streamio import StreamIO
+from lensd.client.streamio import WatchedIO
 from lensd.errors import DaemonUnavailable, LensdError, ProtocolError
 from lensd.wire import auth, protocol
 from lensd.wire.paging import PageReader
@@ -32,7 +32,7 @@ class Client:
     def __init__(self, stream: ByteStream, endpoint: Endpoint, server: dict[str, Any],
                  route: Route | None = None) -> None:
         self._stream = stream
-        self._io = StreamIO(stream)  # straight on the socket when it is a plain one
+        self._io = WatchedIO(stream)  # straight on the socket when it is a plain one, watched between replies
         self._decoder = protocol.FrameDecoder()
         self._inbox: list[dict[str, Any]] = []
         self._lock = anyio.Lock(fast_acquire=True)
@@ -150,6 +150,7 @@ class Client:
 
     async def aclose(self) -> None:
         self.closed = True
+        self._io.unwatch()
         try:
             await self._stream.aclose()
         except (OSError, anyio.BrokenResourceError):
