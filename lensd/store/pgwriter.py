@@ -183,7 +183,9 @@ class PgBatchWriter(Writer):
                         cursor.executemany(POSTGRESQL.sql(sql), list(_sql_null_nan(rows)))
             outcomes: list[str | LensdError] = [
                 apply_admin(adapter, op, now, FIT_TABLES) if isinstance(op, ADMIN_OPS) else "" for op in ops]
-            after = blocks.entries(adapter, [*stored, *keys.values()])
+            new = set(keys.values())  # their state from the plan's rows, unless an admin op may change it
+            after = {} if len(planned) < len(ops) else blocks.planned(plan.statements, new)
+            after.update(blocks.entries(adapter, [*stored, *(key for key in new if key not in after)]))
             blocks.maintain(adapter, before, after, lock=True)
         for index, outcome in zip(planned, planned_outcomes, strict=True):
             outcomes[index] = outcome

@@ -227,7 +227,10 @@ class BatchWriter(Writer):
                 self._conn.executemany(sql, rows)
             outcomes: list[str | LensdError] = [
                 apply_admin(self._conn, op) if isinstance(op, ADMIN_OPS) else "" for op in ops]
-            after = blocks.entries(self._conn, [*stored, *range(self._next_key, next_key)])
+            new = range(self._next_key, next_key)
+            # New fits' state from the plan's rows (an admin op of the batch may change them after).
+            after = {} if len(planned) < len(ops) else blocks.planned(plan.statements, new, signed_zero=False)
+            after.update(blocks.entries(self._conn, [*stored, *(key for key in new if key not in after)]))
             blocks.maintain(self._conn, before, after)
             for index, outcome in zip(planned, planned_outcomes, strict=True):
                 outcomes[index] = outcome
