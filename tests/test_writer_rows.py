@@ -1,5 +1,5 @@
 """The rows the writer stores do not depend on how it works them out: the count-block upkeep takes
-the new fits' state from the plan's rows (``blocks.planned``) instead of reading it back, and the
+the new fits' state from the plan's rows (``plannedblocks.planned_entries``) instead of reading it back, and the
 stored database is byte for byte the one the read-back upkeep makes, for the same ops at the same
 clock; odd numbers (-0.0, which sqlite gives back as 0.0, infinities, the largest integers, SLURM
 id strings) keep the blocks equal to a rebuild on both engines."""
@@ -21,7 +21,7 @@ from records_factory import record
 
 from lensd.domain.records import validate_record
 from lensd.errors import InvalidRecord
-from lensd.store import adminops, blocks, pgstore, schema
+from lensd.store import adminops, blocks, pgstore, plannedblocks, schema
 from lensd.store import writer as writer_module
 from lensd.store.batchplan import plan_batch
 from lensd.store.pgwriter import PgBatchWriter
@@ -69,7 +69,7 @@ def test_the_new_fits_state_from_the_plan_is_what_sqlite_gives_back(ops: list[Up
         for sql, rows in plan.statements:
             conn.executemany(sql, rows)
         new = range(first, next_key)
-        planned = blocks.planned(plan.statements, new, signed_zero=False)
+        planned = plannedblocks.planned_entries(plan.statements, new, signed_zero=False)
         read = blocks.entries(conn, new)
         assert planned == read
         assert {k: {n: blocks._bits(v) for n, v in e.items()} for k, e in planned.items()} == \
@@ -139,7 +139,7 @@ def _dump(path: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 def test_the_database_is_the_one_the_read_back_upkeep_stores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     now = _dump(tmp_path / "now.sqlite", monkeypatch)
-    monkeypatch.setattr(blocks, "planned", lambda *args, **kwargs: {})  # every state read back, as before
+    monkeypatch.setattr(plannedblocks, "planned_entries", lambda *args, **kwargs: {})  # all read back, as before
     before = _dump(tmp_path / "before.sqlite", monkeypatch)
     assert now == before
 

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from lensd.errors import InvalidRecord, LensdError
 from lensd.query.dialect import POSTGRESQL
-from lensd.store import blocks, pgstore
+from lensd.store import blocks, pgstore, plannedblocks
 from lensd.store.adminops import FIT_TABLES, apply_admin
 from lensd.store.batchplan import (
     INSERT_FACT_SQL,
@@ -184,7 +184,7 @@ class PgBatchWriter(Writer):
             outcomes: list[str | LensdError] = [
                 apply_admin(adapter, op, now, FIT_TABLES) if isinstance(op, ADMIN_OPS) else "" for op in ops]
             new = set(keys.values())  # their state from the plan's rows, unless an admin op may change it
-            after = {} if len(planned) < len(ops) else blocks.planned(plan.statements, new)
+            after = {} if len(planned) < len(ops) else plannedblocks.planned_entries(plan.statements, new)
             after.update(blocks.entries(adapter, [*stored, *(key for key in new if key not in after)]))
             blocks.maintain(adapter, before, after, lock=True)
         for index, outcome in zip(planned, planned_outcomes, strict=True):

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import anyio
 
 from lensd.errors import InvalidRecord, LensdError, StorageError, StorageFull
-from lensd.store import blocks, schema
+from lensd.store import blocks, plannedblocks, schema
 from lensd.store.adminops import apply_admin
 from lensd.store.batchplan import Existing, Prepared, plan_batch
 from lensd.store.sqlite_errors import is_full, storage_error
@@ -229,7 +229,8 @@ class BatchWriter(Writer):
                 apply_admin(self._conn, op) if isinstance(op, ADMIN_OPS) else "" for op in ops]
             new = range(self._next_key, next_key)
             # New fits' state from the plan's rows (an admin op of the batch may change them after).
-            after = {} if len(planned) < len(ops) else blocks.planned(plan.statements, new, signed_zero=False)
+            after = {} if len(planned) < len(ops) else \
+                plannedblocks.planned_entries(plan.statements, new, signed_zero=False)
             after.update(blocks.entries(self._conn, [*stored, *(key for key in new if key not in after)]))
             blocks.maintain(self._conn, before, after)
             for index, outcome in zip(planned, planned_outcomes, strict=True):
