@@ -54,3 +54,38 @@ def test_watched_io_reads_in_order_across_cancelled_waits_and_ends(short_tmp: Pa
                 await stream.aclose()
 
     anyio.run(main, backend="asyncio")
+
+
+def test_watched_io_follows_the_client_to_a_new_event_loop(short_tmp: Path) -> None:
+    """A connection opened under one ``anyio.run`` and read under the next (a notebook's cells, a
+    script's two ``asyncio.run``): the second loop gets the replies (the first one is closed)."""
+    path = str(short_tmp / "n.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(path)
+        listener.listen(1)
+
+        async def first() -> tuple[anyio.abc.SocketStream, WatchedIO, socket.socket]:
+            stream = await anyio.connect_unix(path)
+            peer, _ = listener.accept()
+            io = WatchedIO(stream)
+            peer.sendall(b"one")
+            assert await io.receive(100) == b"one"
+            assert io._watching
+            return stream, io, peer
+
+        stream, io, peer = anyio.run(first, backend="asyncio")
+
+        async def second() -> list[bytes]:
+            got = []
+            for chunk in (b"two", b"three"):
+                peer.sendall(chunk)
+                with anyio.fail_after(10):
+                    got.append(await io.receive(100))
+            io.unwatch()
+            await stream.aclose()
+            return got
+
+        try:
+            assert anyio.run(second, backend="asyncio") == [b"two", b"three"]
+        finally:
+            peer.close()

@@ -79,7 +79,8 @@ class WatchedIO(StreamIO):
     and their bookkeeping) for every reply. Here the callback reads what arrives into a buffer and
     wakes the waiting receive; it unregisters only when nobody waits (bytes that no request asked
     for yet are read once, then left in the socket), when the peer ends, or when a wait is cancelled,
-    so a connection nobody reads is never watched. ``unwatch()`` before the socket is closed.
+    so a connection nobody reads is never watched. ``unwatch()`` before the socket is closed. A
+    client used from a new event loop (a second ``asyncio.run``) is watched from that one.
     Elsewhere (trio, TCP, TLS) it is ``StreamIO``.
     """
 
@@ -114,6 +115,14 @@ class WatchedIO(StreamIO):
                 return  # stay watched for the next reply
         self.unwatch()
 
+    def _move_to(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Watch from ``loop`` from now on; the loop before it (a finished ``asyncio.run``, perhaps
+        closed) forgets the socket."""
+        if self._watching and self._loop is not None and not self._loop.is_closed():
+            self._loop.remove_reader(self._fd)
+        self._watching = False
+        self._loop = loop
+
     def unwatch(self) -> None:
         """Take the socket off the loop (before it is closed: a closed fd number is reused)."""
         if self._watching and self._loop is not None:
@@ -123,12 +132,12 @@ class WatchedIO(StreamIO):
     async def receive(self, max_bytes: int) -> bytes:
         if self._raw is None:
             return await self.stream.receive(max_bytes)
-        loop = self._loop
-        if loop is None:
-            try:
-                loop = self._loop = asyncio.get_running_loop()
-            except RuntimeError:  # not asyncio (trio): anyio's waits
-                return await super().receive(max_bytes)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not asyncio (trio): anyio's waits
+            return await super().receive(max_bytes)
+        if loop is not self._loop:  # first use, or a later ``asyncio.run`` with the same client
+            self._move_to(loop)
         waited = False
         if not self._chunks and self._ended is None:
             self._max = max_bytes
