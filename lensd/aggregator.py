@@ -265,7 +265,7 @@ class AsyncAggregator(_Base):
                       contact: str | os.PathLike[str] | None = None) -> AsyncAggregator:
         """Ask the daemon, found as ``lensd.connect()`` finds it (``address=``, the contact file, ...)."""
         from lensd.client.connection import Client
-        from lensd.client.jobs import target_of
+        from lensd.client.fits import target_of
 
         client = await Client.open(target_of(socket, address, secret_file, tls_ca, contact))
         return cls(client, QueryState(completed_only=completed_only, top_level_only=top_level_only))

@@ -427,7 +427,7 @@ def test_lensd_status_reports_the_daemon_and_exits_3_when_none_answers(daemon, w
 
 
 def test_job_facts_name_the_process(monkeypatch: pytest.MonkeyPatch) -> None:
-    from lensd.client.jobs import job_facts
+    from lensd.client.fits import job_facts
 
     for name, value in SLURM_ENV.items():
         monkeypatch.setenv(name, value)

@@ -43,6 +43,7 @@ class BlockingClient:
             self.path = str(endpoint)
             self._greet(endpoint)
             self._sock.settimeout(None)  # like the async client: a busy daemon is waited for
+            self._timeout: float | None = None
             return
         raise address.unreachable(route, failures)
 
@@ -105,6 +106,13 @@ class BlockingClient:
                 yield from items
         except (OSError, EOFError) as exc:
             raise DaemonUnavailable(f"lost the connection to the daemon at {self.path}: {exc}") from None
+
+    def set_timeout(self, seconds: float | None) -> None:
+        """How long a request may wait for the daemon (None: as long as it takes); past it the
+        request raises DaemonUnavailable and the connection is in doubt: close it."""
+        if seconds != self._timeout:  # a syscall each time: only when it changes
+            self._sock.settimeout(seconds)
+            self._timeout = seconds
 
     def close(self) -> None:
         self._sock.close()

@@ -1,4 +1,5 @@
-"""How a write op is delivered, for the async job client (jobs.py) and the blocking one (``lensd submit``).
+"""How a write op is delivered, for the async job client (jobs.py) and the blocking ones (``lensd
+submit``, ``connect_sync``: ``BlockingSender``).
 
 The rules: a daemon that answered once is waited for (reconnects with backoff, ``RETRY_DELAYS``);
 with a spool folder, an op that reaches no daemon is saved there instead, at once when no daemon
@@ -11,15 +12,19 @@ submit`` starts without them (docs/performance.md).
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from lensd.client import address
 from lensd.client.address import TargetLike
 from lensd.errors import Busy, DaemonUnavailable
 from lensd.wire import codec, protocol
 from lensd.wire import spoolfile as spooling
+
+if TYPE_CHECKING:
+    from lensd.client.blocking import BlockingClient
 
 RETRY_DELAYS: Final = (0.05, 0.2, 0.5, 1.0, 2.0, 4.0)
 SpoolLike = str | os.PathLike[str] | None
@@ -43,49 +48,81 @@ def save_to_spool(spool: str | os.PathLike[str], op: str, fields: dict[str, Any]
     return "spooled"
 
 
-def submit_blocking(records: Sequence[Mapping[str, Any]], target: TargetLike, spool: SpoolLike) -> Iterator[str]:
-    """``submit`` each record over one blocking connection; yields each outcome (SPEC §6).
+class BlockingSender:
+    """The delivery rules over one blocking connection (``BlockingClient``): ``lensd submit`` and
+    ``connect_sync``. Each ``send`` holds ``lock`` while it talks to the daemon, so a client's
+    heartbeat thread and its job's calls take turns on the one connection."""
 
-    The same delivery as ``connect_sync().submit`` (reconnects, spool) without its event loop
-    thread: what a one-shot ``lensd submit`` needs.
-    """
-    from lensd.client.blocking import BlockingClient
+    def __init__(self, target: TargetLike, spool: SpoolLike) -> None:
+        self.target = target
+        self.spool = spool
+        self.client: BlockingClient | None = None
+        self.reached = False  # a daemon answered once: when it goes away, wait for its return
+        self.lock = threading.Lock()
 
-    client: BlockingClient | None = None
-    reached = False
-    try:
+    def first_contact(self) -> BlockingClient | None:
+        """Connect, or (no daemon answers) settle for the spool: the given one, else the contact
+        file's; with neither, the daemon's absence is raised."""
         try:
-            client = BlockingClient(target)
-            reached = True
-        except (DaemonUnavailable, Busy):
-            spool = contact_spool(target, spool)
-            if spool is None:
+            return self.connection()
+        except (DaemonUnavailable, Busy):  # busy: its writes will retry, then spool
+            self.spool = contact_spool(self.target, self.spool)
+            if self.spool is None:
                 raise
-        for record in records:
-            fields = {"record": dict(record)}
-            outcome: str | None = None
-            last: DaemonUnavailable | Busy = DaemonUnavailable("the daemon did not answer")
+            return None
+
+    def connection(self) -> BlockingClient:
+        from lensd.client.blocking import BlockingClient
+
+        if self.client is None:
+            self.client = BlockingClient(self.target)
+            self.reached = True
+        return self.client
+
+    def drop(self) -> None:
+        """Close the connection (lost, or left in doubt by a timeout); the next send reconnects."""
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+
+    def send(self, op: str, fields: dict[str, Any], deadline: float | None = None) -> str:
+        """Deliver one write op: "applied"/"duplicate" from the daemon, or "spooled". With a
+        ``deadline`` (``time.monotonic()``), no wait or retry goes past it."""
+        last: DaemonUnavailable | Busy = DaemonUnavailable("the daemon did not answer")
+        with self.lock:
             for delay in (0.0, *RETRY_DELAYS):
+                if deadline is not None and time.monotonic() + delay >= deadline:
+                    break
                 if delay:
                     time.sleep(delay)  # backoff between reconnects, not synchronisation
                 try:
-                    if client is None:
-                        client = BlockingClient(target)
-                        reached = True
-                    outcome = str(client.request("submit", **fields).get("outcome", "applied"))
-                    break
-                except (DaemonUnavailable, Busy) as exc:
+                    client = self.connection()
+                    client.set_timeout(None if deadline is None else max(0.01, deadline - time.monotonic()))
+                    return str(client.request(op, **fields).get("outcome", "applied"))
+                except (DaemonUnavailable, Busy) as exc:  # at its connection cap: wait, or spool
                     last = exc
-                    if client is not None:
-                        client.close()
-                        client = None
-                    if spool is not None and not reached:
+                    self.drop()
+                    if self.spool is not None and not self.reached:
                         break  # no daemon here (another node's job): spool at once
-            if outcome is None:
-                if spool is None:
-                    raise last
-                outcome = save_to_spool(spool, "submit", fields)
-            yield outcome
+        if self.spool is not None:
+            return save_to_spool(self.spool, op, fields)
+        raise last
+
+    def close(self) -> None:
+        with self.lock:
+            self.drop()
+
+
+def submit_blocking(records: Sequence[Mapping[str, Any]], target: TargetLike, spool: SpoolLike) -> Iterator[str]:
+    """``submit`` each record over one blocking connection; yields each outcome (SPEC §6).
+
+    The same delivery as ``connect_sync().submit`` (reconnects, spool), without its heartbeat
+    thread: what a one-shot ``lensd submit`` needs.
+    """
+    sender = BlockingSender(target, spool)
+    try:
+        sender.first_contact()
+        for record in records:
+            yield sender.send("submit", {"record": dict(record)})
     finally:
-        if client is not None:
-            client.close()
+        sender.close()

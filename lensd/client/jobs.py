@@ -1,4 +1,4 @@
-"""The writing API for jobs: ``lensd.connect`` (async) and ``lensd.connect_sync`` (blocking).
+"""The writing API for jobs: ``lensd.connect`` (async; its blocking twin ``connect_sync`` is sync.py).
 
 A job opens a fit, reports progress, and completes or fails it; every call returns only once the
 daemon has committed it. When the socket cannot be reached and ``spool=`` is given, the op is
@@ -6,116 +6,62 @@ saved to the spool folder instead (another node, daemon down) and the call retur
 While fits are open, a background task sends heartbeats so the daemon can tell a dead job (no
 heartbeat past ``--lost-after``) from a slow one; their period is a quarter of the daemon's
 ``--lost-after`` unless ``heartbeat=`` says otherwise. Transient connection losses are retried with
-backoff; every op carries the fit's event counter ``seq``, so a resend is never stored twice. A fit's
-counter starts at the wall clock in microseconds, so a job that is run again (a SLURM requeue)
-opens the same fit id above every event of the earlier run, instead of being taken for a resend.
-An exception that leaves ``connect()`` fails the fits still open, with the exception's text, and
-then leaves the block as itself: ``except ValueError`` around the block catches a ValueError raised
-in it, and ``sys.exit(3)`` still exits 3 (SLURM records the job's own code). The blocking twin,
-``connect_sync``, is in sync.py.
+backoff; every op carries the fit's event counter ``seq``, so a resend is never stored twice (what
+each op says is made in fits.py, for both clients). An exception that leaves ``connect()`` fails
+the fits still open, with the exception's text, and then leaves the block as itself: ``except
+ValueError`` around the block catches a ValueError raised in it, and ``sys.exit(3)`` still exits 3
+(SLURM records the job's own code).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import socket
-import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 import anyio
 import anyio.to_thread
 
 from lensd.client import address
-from lensd.client.address import Target, TargetLike
+from lensd.client.address import TargetLike
 from lensd.client.connection import Client
 from lensd.client.delivery import RETRY_DELAYS, contact_spool, save_to_spool
-from lensd.domain.records import Record, validate_record
-from lensd.domain.samples import Samples
+from lensd.client.fits import (
+    FAIL_ON_EXIT_TIMEOUT,
+    FAILS_OPEN_FITS,
+    HEARTBEAT_MAX,
+    FitEvents,
+    failure_message,
+    heartbeat_period,
+    job_facts,
+    start_record,
+    submit_fields,
+    target_of,
+)
 from lensd.errors import Busy, DaemonUnavailable, InvalidRecord, LensdError
 from lensd.wire import spoolfile as spooling
 
-# SLURM_SUBMIT_DIR and LENSD_SLURM_SCRIPT tell ``lensd retry`` which script to resubmit (lensd/domain/slurm.py)
-SLURM_VARIABLES: Final = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_JOB_NAME",
-                          "SLURM_SUBMIT_DIR", "LENSD_SLURM_SCRIPT")
-HEARTBEAT_MIN: Final = 0.02  # the daemon's --lost-after can be as short as 0.1 s
-HEARTBEAT_MAX: Final = 60.0
-HEARTBEAT_SHARE: Final = 4  # beats per --lost-after period: one late beat never loses a fit
-FAIL_ON_EXIT_TIMEOUT: Final = 10.0  # the longest a raising job waits to report its open fits failed
-
 log = logging.getLogger("lensd.client.jobs")
-
-
-def job_facts() -> dict[str, Any]:
-    """Where this process runs: SLURM ids when set (the strings the environment holds), host, pid,
-    start time."""
-    facts: dict[str, Any] = {name: os.environ[name] for name in SLURM_VARIABLES if os.environ.get(name)}
-    facts.update(host=socket.gethostname(), pid=os.getpid(), started_at=time.time())
-    return facts
-
-
-def heartbeat_period(lost_after: float) -> float:
-    """A quarter of the daemon's --lost-after, at most a minute (one late beat never loses a fit)."""
-    return min(HEARTBEAT_MAX, max(HEARTBEAT_MIN, lost_after / HEARTBEAT_SHARE))
-
-
-def target_of(socket: str | os.PathLike[str] | None = None, address: str | None = None,
-              secret_file: str | os.PathLike[str] | None = None, tls_ca: str | os.PathLike[str] | None = None,
-              contact: str | os.PathLike[str] | None = None) -> Target:
-    """The ``Target`` that the keyword arguments of ``connect()`` and friends describe."""
-    def path(value: str | os.PathLike[str] | None) -> Path | None:
-        return Path(value) if value is not None else None
-
-    return Target(address=address, socket=path(socket), contact=path(contact), secret_file=path(secret_file),
-                  tls_ca=path(tls_ca))
-
-
-def _wire_samples(samples: Any) -> Any:
-    return samples.to_wire() if isinstance(samples, Samples) else samples
-
-
-def _first_seq() -> int:
-    """Where a fit's event counter starts: later than any event of an earlier run of the fit."""
-    return time.time_ns() // 1000
 
 
 class FitHandle:
     """An open fit of this job; each method sends one event and waits for its commit."""
 
-    def __init__(self, client: JobClient, record: dict[str, Any], seq: int) -> None:
+    def __init__(self, client: JobClient, events: FitEvents) -> None:
         self._client = client
-        self._record = record
-        self._model = record.get("model")
-        self.id: str = record["id"]
-        self._seq = seq
-        self._latest: dict[str, Any] = {}  # what progress reported, kept if complete() has no samples
+        self._events = events
+        self.id: str = events.id
 
     def __repr__(self) -> str:
         state = "open" if self.id in self._client._open else "closed"
         return f"<lensd.FitHandle {self.id!r} {state}>"
 
-    def _next_seq(self) -> int:
-        self._seq += 1
-        return self._seq
-
     async def progress(self, samples: Any = None, max_log_likelihood: float | None = None,
                        progress: float | None = None, n_samples: int | None = None) -> str:
-        fields: dict[str, Any] = {"id": self.id, "seq": self._next_seq()}
-        if samples is not None:
-            checked = Samples.from_wire(samples, self._model)
-            fields["samples"] = checked.to_wire()
-            fields["instance"] = checked.max_log_likelihood_values()
-        for key, value in (("max_log_likelihood", max_log_likelihood), ("progress", progress),
-                           ("n_samples", n_samples)):
-            if value is not None:
-                fields[key] = value
-        if "samples" in fields:  # newer samples make the older max log L and count stale
-            self._latest = {"samples": fields["samples"]}
-        self._latest.update((k, fields[k]) for k in ("max_log_likelihood", "n_samples") if k in fields)
-        return await self._client._send("progress", fields)
+        return await self._client._send("progress", self._events.progress(samples, max_log_likelihood,
+                                                                          progress, n_samples))
 
     async def complete(self, samples: Any = None, summary: Mapping[str, Any] | None = None,
                        **extra: Any) -> str:
@@ -124,24 +70,17 @@ class FitHandle:
         Without ``samples``, the samples, max log likelihood and sample count that progress last
         reported are kept.
         """
-        record = {**self._record, "status": "completed", "progress": 1.0, **extra}
-        if samples is not None:
-            record["samples"] = _wire_samples(samples)
-        else:
-            record = {**self._latest, **record}
-        if summary is not None:
-            record["summary"] = summary
+        fields = self._events.complete(samples, summary, extra)
         self._client._open.pop(self.id, None)
         try:
-            return await self._client._send("complete", {"record": record, "seq": self._next_seq()})
+            return await self._client._send("complete", fields)
         except InvalidRecord:
             self._client._open[self.id] = self  # refused: the fit is still open
             raise
 
     async def fail(self, message: str) -> str:
         self._client._open.pop(self.id, None)
-        return await self._client._send("fail", {"id": self.id, "seq": self._next_seq(),
-                                                 "error": str(message)})
+        return await self._client._send("fail", self._events.fail(message))
 
 
 class JobClient:
@@ -192,29 +131,16 @@ class JobClient:
                     search: Mapping[str, Any] | None = None, info: Mapping[str, Any] | None = None,
                     id: str | None = None, parent_id: str | None = None) -> FitHandle:
         """Open a fit (status ``running``); its job facts (SLURM ids, host, pid) are recorded."""
-        record: dict[str, Any] = {
-            "name": name, "unique_tag": unique_tag, "path_prefix": path_prefix,
-            "model": dict(model) if model is not None else None,
-            "search": dict(search) if search is not None else None,
-            "info": dict(info) if info is not None else None, "status": "running",
-            "job": self._job, "parent_id": parent_id,
-        }
-        if id is not None:
-            record["id"] = id
-        checked: Record = validate_record(record)
-        record["id"] = checked.id
-        seq = _first_seq()
-        fit = FitHandle(self, record, seq)
-        await self._send("start", {"record": record, "seq": seq})
-        self._open[checked.id] = fit
+        events = start_record(self._job, name=name, unique_tag=unique_tag, path_prefix=path_prefix,
+                              model=model, search=search, info=info, id=id, parent_id=parent_id)
+        fit = FitHandle(self, events)
+        await self._send("start", events.start())
+        self._open[events.id] = fit
         return fit
 
     async def submit(self, record: Mapping[str, Any]) -> str:
         """Store a whole finished record at once."""
-        record = dict(record)
-        if isinstance(record.get("samples"), Samples):
-            record["samples"] = record["samples"].to_wire()
-        return await self._send("submit", {"record": record})
+        return await self._send("submit", submit_fields(record))
 
     async def _heartbeats(self) -> None:
         """One heartbeat per period naming every open fit, for as long as the client lives.
@@ -248,8 +174,7 @@ class JobClient:
 
     async def _fail_open(self, exc: BaseException) -> None:
         """The job's code raised: fail its open fits with the error, if the daemon can be told."""
-        text = str(exc)
-        message = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+        message = failure_message(exc)
         for fit in list(self._open.values()):
             try:
                 await fit.fail(message)
@@ -274,11 +199,6 @@ class JobClient:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
-
-
-# What leaving the block fails the open fits for: an error, sys.exit() or Ctrl-C in the job's code.
-# A cancellation is not among them (the caller's own timeout, or the loop shutting down).
-_FAILS_OPEN_FITS: Final = (Exception, SystemExit, KeyboardInterrupt)
 
 
 @asynccontextmanager
@@ -310,7 +230,7 @@ async def connect(socket: str | os.PathLike[str] | None = None, spool: str | os.
                 raise
             except BaseException as exc:  # raised again below, unwrapped
                 error = exc
-                if isinstance(exc, _FAILS_OPEN_FITS) and client._open and not isinstance(exc, DaemonUnavailable):
+                if isinstance(exc, FAILS_OPEN_FITS) and client._open and not isinstance(exc, DaemonUnavailable):
                     with anyio.CancelScope(shield=True), anyio.move_on_after(FAIL_ON_EXIT_TIMEOUT):
                         await client._fail_open(exc)
             finally:

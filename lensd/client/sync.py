@@ -1,96 +1,80 @@
-"""``lensd.connect_sync``: the job API for plain scripts, blocking, no event loop needed.
+"""``lensd.connect_sync``: the job API for plain scripts, blocking, no event loop.
 
-The async client (jobs.py) runs in an event loop on a daemon thread, reached through an anyio
-``BlockingPortal``. The thread is a daemon thread on purpose: a script that never calls
-``close()`` still exits (its open fits become ``lost``), where a pool thread would be joined at
-interpreter exit and hang the job. The client works with ``with`` and without it, as
-``sqlite3.connect`` does: ``client = lensd.connect_sync(); ...; client.close()``.
+Each call is a plain blocking request on one socket (``delivery.BlockingSender``: the same
+reconnects and spool as the async client), so a script that never imports anyio does not load it,
+and a call costs a third of what a trip through an event loop on another thread cost
+(docs/performance.md). Heartbeats come from a daemon thread that takes turns with the job's calls
+on the connection; a daemon thread, so a script that never calls ``close()`` still exits (its open
+fits become ``lost``), where a pool thread would be joined at interpreter exit and hang the job.
+The client works with ``with`` and without it, as ``sqlite3.connect`` does: ``client =
+lensd.connect_sync(); ...; client.close()``. What each op says is made in fits.py, as for the
+async client.
 """
 
 from __future__ import annotations
 
-import asyncio
+import logging
 import os
 import threading
-from collections.abc import Awaitable, Callable, Mapping
-from concurrent.futures import Future
-from dataclasses import dataclass
+import time
+from collections.abc import Mapping
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Self
 
-import anyio
-from anyio.from_thread import BlockingPortal
+from lensd.client import address
+from lensd.client.delivery import BlockingSender
+from lensd.client.fits import (
+    FAIL_ON_EXIT_TIMEOUT,
+    FAILS_OPEN_FITS,
+    HEARTBEAT_MAX,
+    FitEvents,
+    failure_message,
+    heartbeat_period,
+    job_facts,
+    start_record,
+    submit_fields,
+    target_of,
+)
+from lensd.errors import DaemonUnavailable, InvalidRecord, LensdError
+from lensd.wire import spoolfile as spooling
 
-from lensd.client.jobs import FitHandle, JobClient, connect
-
-T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class _Loop:
-    """The client's event loop thread: its portal (start, stop, the session), its asyncio loop
-    (one call per job API call: ``asyncio.run_coroutine_threadsafe`` costs a third less CPU than
-    ``BlockingPortal.call``, 131 against 197 µs a call here, docs/performance.md), and its end."""
-
-    portal: BlockingPortal
-    loop: asyncio.AbstractEventLoop
-    ended: Future[None]
-
-    def call(self, function: Callable[[], Awaitable[T]]) -> T:
-        """``await function()`` on the loop, from this thread; as ``portal.call`` once the loop ended."""
-        if self.ended.done() or self.loop.is_closed():
-            return self.portal.call(function)  # raises: the portal is not running
-
-        async def run() -> T:
-            return await function()
-
-        return asyncio.run_coroutine_threadsafe(run(), self.loop).result()
-
-
-def _portal_thread() -> _Loop:
-    """A BlockingPortal served by an event loop on a new daemon thread."""
-    ready: Future[tuple[BlockingPortal, asyncio.AbstractEventLoop]] = Future()
-    ended: Future[None] = Future()
-
-    async def serve() -> None:
-        async with BlockingPortal() as portal:
-            ready.set_result((portal, asyncio.get_running_loop()))
-            await portal.sleep_until_stopped()
-
-    def run() -> None:
-        try:
-            anyio.run(serve, backend="asyncio")
-        except BaseException as exc:  # handed to whoever waits on the thread
-            if not ready.done():
-                ready.set_exception(exc)
-            ended.set_exception(exc)
-        else:
-            ended.set_result(None)
-
-    threading.Thread(target=run, name="lensd-client", daemon=True).start()
-    portal, loop = ready.result()
-    return _Loop(portal, loop, ended)
+log = logging.getLogger("lensd.client.jobs")
 
 
 class SyncFitHandle:
-    """Blocking twin of ``FitHandle``."""
+    """An open fit of this job; each method sends one event and returns once it is committed."""
 
-    def __init__(self, loop: _Loop, fit: FitHandle) -> None:
-        self._loop = loop
-        self._fit = fit
-        self.id = fit.id
+    def __init__(self, client: SyncJobClient, events: FitEvents) -> None:
+        self._client = client
+        self._events = events
+        self.id: str = events.id
 
     def __repr__(self) -> str:
-        return repr(self._fit).replace("lensd.FitHandle", "lensd.SyncFitHandle", 1)
+        state = "open" if self.id in self._client._open else "closed"
+        return f"<lensd.SyncFitHandle {self.id!r} {state}>"
 
-    def progress(self, **fields: Any) -> str:
-        return self._loop.call(lambda: self._fit.progress(**fields))
+    def progress(self, samples: Any = None, max_log_likelihood: float | None = None,
+                 progress: float | None = None, n_samples: int | None = None) -> str:
+        return self._client._send("progress", self._events.progress(samples, max_log_likelihood, progress,
+                                                                    n_samples))
 
     def complete(self, samples: Any = None, summary: Mapping[str, Any] | None = None, **extra: Any) -> str:
-        return self._loop.call(lambda: self._fit.complete(samples, summary, **extra))
+        """Finish the fit with its final samples (and PyAutoFit summary, files, ... if any); without
+        ``samples``, what progress last reported is kept."""
+        fields = self._events.complete(samples, summary, extra)
+        self._client._open.pop(self.id, None)
+        try:
+            return self._client._send("complete", fields)
+        except InvalidRecord:
+            self._client._open[self.id] = self  # refused: the fit is still open
+            raise
 
     def fail(self, message: str) -> str:
-        return self._loop.call(lambda: self._fit.fail(message))
+        return self._fail(message)
+
+    def _fail(self, message: str, deadline: float | None = None) -> str:
+        self._client._open.pop(self.id, None)
+        return self._client._send("fail", self._events.fail(message), deadline)
 
 
 class SyncJobClient:
@@ -98,30 +82,96 @@ class SyncJobClient:
 
     def __init__(self, socket: str | os.PathLike[str] | None, spool: str | os.PathLike[str] | None,
                  heartbeat: float | None, **where: Any) -> None:
-        self._loop = _portal_thread()
-        self._portal, self._thread = self._loop.portal, self._loop.ended
-        self._session = self._portal.wrap_async_context_manager(connect(socket, spool, heartbeat, **where))
-        try:
-            self._client: JobClient = self._session.__enter__()
-        except BaseException:
-            self._stop_portal()
-            raise
+        self._target = target_of(socket, **where)
+        self._sender = BlockingSender(self._target, spool)
+        self._heartbeat = heartbeat
+        self._open: dict[str, SyncFitHandle] = {}  # fits started and not yet completed or failed
+        self._job = job_facts()
         self._closed = False
+        self._first_contact()
+        self._stopping = threading.Event()
+        self._beats = threading.Thread(target=self._heartbeats, name="lensd-heartbeats", daemon=True)
+        self._beats.start()
 
-    def _stop_portal(self) -> None:
-        self._portal.call(self._portal.stop)
-        self._thread.result()
+    def _first_contact(self) -> None:
+        client = self._sender.first_contact()
+        if self._heartbeat is not None:
+            return
+        if client is not None:
+            self._heartbeat = heartbeat_period(float(client.server.get("lost_after") or 600.0))
+            return
+        route = address.resolve(self._target)
+        if route.contact is not None and route.contact.lost_after:
+            self._heartbeat = heartbeat_period(route.contact.lost_after)
 
     def __repr__(self) -> str:
         if self._closed:
             return "<lensd.SyncJobClient closed>"
-        return repr(self._client).replace("lensd.JobClient", "lensd.SyncJobClient", 1)
+        client = self._sender.client
+        where = client.path if client is not None else self._target or "the default socket"
+        return f"<lensd.SyncJobClient {where}, {len(self._open)} open fit(s)>"
 
-    def start(self, **fields: Any) -> SyncFitHandle:
-        return SyncFitHandle(self._loop, self._loop.call(lambda: self._client.start(**fields)))
+    def _send(self, op: str, fields: dict[str, Any], deadline: float | None = None) -> str:
+        return self._sender.send(op, fields, deadline)
+
+    def start(self, *, name: str | None = None, unique_tag: str | None = None,
+              path_prefix: str | None = None, model: Mapping[str, Any] | None = None,
+              search: Mapping[str, Any] | None = None, info: Mapping[str, Any] | None = None,
+              id: str | None = None, parent_id: str | None = None) -> SyncFitHandle:
+        """Open a fit (status ``running``); its job facts (SLURM ids, host, pid) are recorded."""
+        events = start_record(self._job, name=name, unique_tag=unique_tag, path_prefix=path_prefix,
+                              model=model, search=search, info=info, id=id, parent_id=parent_id)
+        fit = SyncFitHandle(self, events)
+        self._send("start", events.start())
+        self._open[events.id] = fit
+        return fit
 
     def submit(self, record: Mapping[str, Any]) -> str:
-        return str(self._loop.call(lambda: self._client.submit(record)))
+        """Store a whole finished record at once."""
+        return self._send("submit", submit_fields(record))
+
+    def _heartbeats(self) -> None:
+        """One heartbeat per period naming every open fit, until the client closes (as the async
+        client's task: over the connection, else spooled; a failed beat is never fatal)."""
+        while not self._stopping.wait(self._heartbeat or HEARTBEAT_MAX):  # a period, not synchronisation
+            ids = sorted(self._open.copy())
+            if ids:
+                self._beat(ids)
+
+    def _beat(self, ids: list[str]) -> None:
+        period = self._heartbeat or HEARTBEAT_MAX
+        sender = self._sender
+        if sender.lock.acquire(timeout=max(1.0, period / 2)):
+            try:
+                if self._stopping.is_set():
+                    return
+                client = sender.connection()
+                client.set_timeout(max(1.0, period / 2))
+                client.request("heartbeat", ids=ids)
+                return
+            except DaemonUnavailable:
+                sender.drop()  # also after a timeout: a late reply would be read as the next one's
+            except LensdError as exc:
+                log.warning("a heartbeat was refused: %s", exc)
+                return
+            finally:
+                sender.lock.release()
+        if sender.spool is not None and not self._stopping.is_set():
+            try:
+                spooling.write(sender.spool, "heartbeat", {"ids": ids})
+            except OSError as exc:
+                log.warning("could not spool a heartbeat: %s", exc)
+
+    def _fail_open(self, exc: BaseException) -> None:
+        """The job's code raised: fail its open fits with the error, if the daemon can be told
+        within ``FAIL_ON_EXIT_TIMEOUT``."""
+        message = failure_message(exc)
+        deadline = time.monotonic() + FAIL_ON_EXIT_TIMEOUT
+        for fit in list(self._open.values()):
+            try:
+                fit._fail(message, deadline)
+            except LensdError as error:
+                log.warning("could not mark %s failed: %s", fit.id, error)
 
     def close(self) -> None:
         """Stop the heartbeats and close the connection; open fits stay running (then ``lost``)."""
@@ -132,18 +182,17 @@ class SyncJobClient:
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                  traceback: TracebackType | None) -> None:
-        """Hand the block's exception to the async client (it fails the open fits), then let it
-        propagate unchanged: this never swallows nor replaces it."""
+        """Fail the open fits for an exception from the block, then let it propagate unchanged:
+        this never swallows nor replaces it."""
         if self._closed:
             return
         self._closed = True
         try:
-            self._session.__exit__(kind, exc, traceback)
-        except BaseException as raised:
-            if raised is not exc:
-                raise
+            if isinstance(exc, FAILS_OPEN_FITS) and self._open and not isinstance(exc, DaemonUnavailable):
+                self._fail_open(exc)
         finally:
-            self._stop_portal()
+            self._stopping.set()
+            self._sender.close()
 
 
 def connect_sync(socket: str | os.PathLike[str] | None = None, spool: str | os.PathLike[str] | None = None,
