@@ -232,6 +232,38 @@ def test_nothing_is_served_beyond_loopback_without_tls_or_the_flag(survey: Path,
     assert sys.executable  # the refusals above ran the real command line
 
 
+def test_the_overviews_hourly_throughput_counts_each_fit_in_its_five_minutes(survey: Path) -> None:
+    """Completions and failures per 5 minutes over the last hour: each fit in the bucket its last
+    event falls in, [start, end), the hour's own start included and its end (now) not."""
+    import math
+
+    from lensd.web.data import BUCKETS, LocalSource
+
+    now = 1_900_000_000.0
+    start = now - BUCKETS * 300
+    conn = sqlite3.connect(survey)
+    try:
+        ended = conn.execute("SELECT id, status FROM fits WHERE status IN ('completed', 'failed') "
+                             "ORDER BY id").fetchall()
+        times = [start, start + 299.999, start + 300, now - 1e-3, now, start - 1e-3]  # edges first
+        times += [start + 117.0 * i for i in range(len(ended) - len(times))]
+        with conn:
+            conn.executemany("UPDATE fits SET last_event_at = ? WHERE id = ?",
+                             [(t, fit_id) for t, (fit_id, _) in zip(times, ended, strict=True)])
+    finally:
+        conn.close()
+    expected = {s: [0] * BUCKETS for s in ("completed", "failed")}
+    for t, (_, status) in zip(times, ended, strict=True):
+        if start <= t < now:
+            expected[status][math.floor((t - start) / 300)] += 1
+    assert sum(map(sum, expected.values())) == len(ended) - 2 and expected["failed"] != [0] * BUCKETS
+    source = LocalSource(survey)
+    try:
+        assert source.overview(now)["throughput"] == expected
+    finally:
+        source.close()
+
+
 def test_histogram_and_scatter_counts_match_the_values_the_api_reads(survey: Path) -> None:
     import numpy as np
 

@@ -117,16 +117,19 @@ class LocalSource:
         now = time.time() if now is None else now
         counts = self.counts()
         start = now - BUCKETS * 300
-        done = {s: [0] * BUCKETS for s in ("completed", "failed")}
-        for bucket, status, n in self.rows(
-                f"SELECT {self.dialect.whole.format('(last_event_at - ?) / 300')} AS b, status, count(*) "  # noqa: S608
-                "FROM fits WHERE status IN ('completed', 'failed') AND last_event_at >= ? GROUP BY b, status",
-                [start, start]):
-            if 0 <= bucket < BUCKETS:
-                done[str(status)][int(bucket)] += int(n)
+        done = {s: [self._ended_between(s, start + 300 * b, start + 300 * (b + 1)) for b in range(BUCKETS)]
+                for s in ("completed", "failed")}
         lists = {s: [_listed(r) for r in self.rows(_LIST_SQL, [s, LIST_LIMIT])] for s in ("running", "failed", "lost")}
         return {"now": now, "counts": counts, "total": sum(counts.values()), "throughput": done,
                 "bucket_seconds": 300, **lists, "retry": [line.command for line in self.retry().lines]}
+
+    def _ended_between(self, status: str, start: float, end: float) -> int:
+        """Fits of ``status`` whose last event is in [start, end): one range of the ``(status,
+        last_event_at)`` index, counted without reading a row. One ``GROUP BY`` of the hour's
+        buckets read and grouped every fit the hour ended: 0.40 s after 10^6 ingested within it,
+        against 0.04 s for the 24 ranges (docs/performance.md, "The dashboard's overview")."""
+        sql = "SELECT count(*) FROM fits WHERE status = ? AND last_event_at >= ? AND last_event_at < ?"
+        return int(self.rows(sql, [status, start, end])[0][0])
 
     def counts(self) -> dict[str, int]:
         """Fits by status. ``completed`` (most fits) is the total less the others: ``count(*)`` of a
