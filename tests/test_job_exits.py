@@ -8,14 +8,22 @@ Each job is a ``python -c`` process; the test waits for its exit and then reads 
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+from records_factory import record
 from test_jobs import fit_of
+
+import lensd
+from lensd.wire import spoolfile
 
 SYNC_JOB = """
 import sys
@@ -122,3 +130,92 @@ def test_connect_sync_without_with_and_close(daemon) -> None:  # type: ignore[no
     assert fit is not None and fit.status == "completed"
     forgotten = fit_of(daemon.db, "fit-z")
     assert forgotten is not None and forgotten.status == "running"
+
+
+class _WatchedLock:
+    """A lock that says when it was taken: the test knows the heartbeat holds the connection."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.taken = threading.Event()
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        got = self._lock.acquire(blocking, timeout)
+        if got:
+            self.taken.set()
+        return got
+
+    def release(self) -> None:
+        self._lock.release()
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def test_a_heartbeat_to_a_stalled_daemon_holds_neither_the_exits_fail_nor_close(  # type: ignore[no-untyped-def]
+        daemon, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """connect_sync's heartbeat thread shares the job's connection. With the daemon stopped
+    (SIGSTOP) while a beat waits for its reply (up to half a period: 60 s here), leaving the block
+    on an exception still fails the open fit within the exit's deadline (spooled: the connection is
+    busy), and closing shuts the beat's socket down instead of waiting for it."""
+    from lensd.client import sync
+
+    monkeypatch.setattr(sync, "FAIL_ON_EXIT_TIMEOUT", 1.0)
+    spool = tmp_path / "spool"
+    client = lensd.connect_sync(socket=daemon.socket, spool=spool, heartbeat=120.0)
+    lock = _WatchedLock()
+    client._sender.lock = lock  # type: ignore[assignment]
+    beat = threading.Thread(target=client._beat, args=(["fit-held"],))
+    began = 0.0
+    try:
+        with pytest.raises(ValueError, match="boom"), client:
+            client.start(id="fit-held", name="held")
+            lock.taken.clear()
+            os.kill(daemon.process.pid, signal.SIGSTOP)
+            beat.start()
+            assert lock.taken.wait(30)
+            began = time.monotonic()
+            raise ValueError("boom")
+        left_after = time.monotonic() - began
+        beat.join(30)
+        assert not beat.is_alive()  # its socket was shut down under it
+    finally:
+        os.kill(daemon.process.pid, signal.SIGCONT)
+    assert left_after < 20  # the beat alone would have held it 60 s
+    spooled = [spoolfile.read(path) for path in spoolfile.pending(spool)]
+    assert [(op, fields["id"], fields["error"]) for op, fields in spooled if op == "fail"] == \
+        [("fail", "fit-held", "ValueError: boom")]
+
+
+class _Interrupting:
+    """A socket whose next large ``sendall`` writes half the frame, then is interrupted (Ctrl-C)."""
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+        self.armed = True
+
+    def sendall(self, data: bytes) -> None:
+        if self.armed and len(data) > 4096:
+            self.armed = False
+            self._sock.sendall(data[: len(data) // 2])
+            raise KeyboardInterrupt
+        self._sock.sendall(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+def test_ctrl_c_in_the_middle_of_a_frame_still_fails_the_open_fit(daemon) -> None:  # type: ignore[no-untyped-def]
+    """Half a frame sent leaves the connection unusable: the exit's ``fail`` goes on a new one
+    (on the old one the daemon would read it as the rest of the frame and never answer)."""
+    with pytest.raises(KeyboardInterrupt), lensd.connect_sync(socket=daemon.socket) as client:
+        client.start(id="fit-cut", name="cut")
+        inner = client._sender.client
+        assert inner is not None
+        inner._sock = _Interrupting(inner._sock)  # type: ignore[assignment]
+        client.submit(record(77, n_samples=1000))
+    fit = fit_of(daemon.db, "fit-cut")
+    assert fit is not None and (fit.status, fit.error) == ("failed", "KeyboardInterrupt")

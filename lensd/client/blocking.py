@@ -7,6 +7,7 @@ backend and asyncio itself was most of ``lensd status``'s start-up (docs/perform
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from types import TracebackType
 from typing import Any, Self
@@ -14,7 +15,7 @@ from typing import Any, Self
 from lensd.client import address, transport
 from lensd.client.address import Endpoint, TargetLike
 from lensd.client.secret import read_secret, resolve_secret_file
-from lensd.errors import DaemonUnavailable, LensdError, ProtocolError
+from lensd.errors import DaemonUnavailable, ProtocolError
 from lensd.wire import auth, protocol
 from lensd.wire.paging import PageReader
 
@@ -65,7 +66,7 @@ class BlockingClient:
         except ProtocolError as exc:
             self._sock.close()
             raise address.not_lensd(self.path, exc) from None
-        except LensdError:
+        except BaseException:  # LensdError, or Ctrl-C mid-handshake: nothing keeps the socket
             self._sock.close()
             raise
 
@@ -106,6 +107,14 @@ class BlockingClient:
                 yield from items
         except (OSError, EOFError) as exc:
             raise DaemonUnavailable(f"lost the connection to the daemon at {self.path}: {exc}") from None
+
+    def abort(self) -> None:
+        """Shut the socket down from another thread: a request blocked on it there ends at once
+        (DaemonUnavailable), where ``close`` alone would leave it waiting."""
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
     def set_timeout(self, seconds: float | None) -> None:
         """How long a request may wait for the daemon (None: as long as it takes); past it the

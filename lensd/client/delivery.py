@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from lensd.client import address
 from lensd.client.address import TargetLike
-from lensd.errors import Busy, DaemonUnavailable
+from lensd.errors import Busy, DaemonUnavailable, LensdError
 from lensd.wire import codec, protocol
 from lensd.wire import spoolfile as spooling
 
@@ -71,11 +71,11 @@ class BlockingSender:
                 raise
             return None
 
-    def connection(self) -> BlockingClient:
-        from lensd.client.blocking import BlockingClient
+    def connection(self, connect_timeout: float | None = None) -> BlockingClient:
+        from lensd.client.blocking import CONNECT_TIMEOUT, BlockingClient
 
         if self.client is None:
-            self.client = BlockingClient(self.target)
+            self.client = BlockingClient(self.target, connect_timeout or CONNECT_TIMEOUT)
             self.reached = True
         return self.client
 
@@ -87,30 +87,53 @@ class BlockingSender:
 
     def send(self, op: str, fields: dict[str, Any], deadline: float | None = None) -> str:
         """Deliver one write op: "applied"/"duplicate" from the daemon, or "spooled". With a
-        ``deadline`` (``time.monotonic()``), no wait or retry goes past it."""
+        ``deadline`` (``time.monotonic()``), no wait or retry goes past it, the wait for the
+        connection (a heartbeat in flight) included."""
         last: DaemonUnavailable | Busy = DaemonUnavailable("the daemon did not answer")
-        with self.lock:
-            for delay in (0.0, *RETRY_DELAYS):
-                if deadline is not None and time.monotonic() + delay >= deadline:
-                    break
-                if delay:
-                    time.sleep(delay)  # backoff between reconnects, not synchronisation
-                try:
-                    client = self.connection()
-                    client.set_timeout(None if deadline is None else max(0.01, deadline - time.monotonic()))
-                    return str(client.request(op, **fields).get("outcome", "applied"))
-                except (DaemonUnavailable, Busy) as exc:  # at its connection cap: wait, or spool
-                    last = exc
-                    self.drop()
-                    if self.spool is not None and not self.reached:
-                        break  # no daemon here (another node's job): spool at once
+        patience = -1.0 if deadline is None else max(0.0, deadline - time.monotonic())
+        if not self.lock.acquire(timeout=patience):
+            last = DaemonUnavailable("the connection stayed busy (a heartbeat the daemon did not answer) "
+                                     "past the deadline")
+        else:
+            try:
+                for delay in (0.0, *RETRY_DELAYS):
+                    if deadline is not None and time.monotonic() + delay >= deadline:
+                        break
+                    if delay:
+                        time.sleep(delay)  # backoff between reconnects, not synchronisation
+                    try:
+                        client = self.connection()
+                        client.set_timeout(None if deadline is None else max(0.01, deadline - time.monotonic()))
+                        return str(client.request(op, **fields).get("outcome", "applied"))
+                    except (DaemonUnavailable, Busy) as exc:  # at its connection cap: wait, or spool
+                        last = exc
+                        self.drop()
+                        if self.spool is not None and not self.reached:
+                            break  # no daemon here (another node's job): spool at once
+                    except LensdError:  # the daemon's answer, read whole: the connection is fine
+                        raise
+                    except BaseException:  # Ctrl-C, SystemExit mid-frame: the stream is in doubt
+                        self.drop()
+                        raise
+            finally:
+                self.lock.release()
         if self.spool is not None:
             return save_to_spool(self.spool, op, fields)
         raise last
 
-    def close(self) -> None:
-        with self.lock:
+    def close(self, patience: float = 1.0) -> None:
+        """Close the connection; one that a request in another thread (a heartbeat) still holds
+        after ``patience`` seconds is shut down under it."""
+        if not self.lock.acquire(timeout=patience):
+            client = self.client
+            if client is not None:
+                client.abort()
+            if not self.lock.acquire(timeout=patience):
+                return  # that thread is connecting: its daemon thread ends with the process
+        try:
             self.drop()
+        finally:
+            self.lock.release()
 
 
 def submit_blocking(records: Sequence[Mapping[str, Any]], target: TargetLike, spool: SpoolLike) -> Iterator[str]:

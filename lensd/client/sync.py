@@ -145,7 +145,7 @@ class SyncJobClient:
             try:
                 if self._stopping.is_set():
                     return
-                client = sender.connection()
+                client = sender.connection(connect_timeout=max(1.0, min(period / 2, 10.0)))
                 client.set_timeout(max(1.0, period / 2))
                 client.request("heartbeat", ids=ids)
                 return
@@ -187,11 +187,11 @@ class SyncJobClient:
         if self._closed:
             return
         self._closed = True
+        self._stopping.set()  # no new heartbeat: the exit's own requests come first
         try:
             if isinstance(exc, FAILS_OPEN_FITS) and self._open and not isinstance(exc, DaemonUnavailable):
                 self._fail_open(exc)
         finally:
-            self._stopping.set()
             self._sender.close()
 
 
