@@ -33,7 +33,7 @@ from lensd.query.nodes import And, ClassIs, Column, Compare, In, ModelPath, Not,
 from lensd.query.state import QueryState
 from lensd.store import blocks
 
-Evaluator: TypeAlias = Callable[["_Arrays"], Any]
+Evaluator: TypeAlias = Callable[["BlockArrays"], Any]
 MAX_NAMES: Final = 10_000  # rows a statement may name (sqlite takes 32,766 parameters)
 _OPS: Final = {"==": operator.eq, "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
 # Whether the database has the blocks (a v3 file opened by this reader has not): a plain table, not a
@@ -46,7 +46,7 @@ HAS_BLOCKS: Final = {
 }
 
 
-class _Arrays:
+class BlockArrays:
     """The rows read, as one array per name over every block that holds fits."""
 
     def __init__(self, size: int) -> None:
@@ -65,7 +65,7 @@ class _Arrays:
 
 
 def _any(names: list[str]) -> Evaluator:
-    def evaluate(arrays: _Arrays) -> Any:
+    def evaluate(arrays: BlockArrays) -> Any:
         import numpy as np
 
         result = np.zeros(arrays.size, dtype=bool)
@@ -140,7 +140,7 @@ def _compile(node: Predicate) -> tuple[Evaluator, list[str]] | None:
         evaluators = [part[0] for part in parts if part is not None]
         join = operator.and_ if isinstance(node, And) else operator.or_
 
-        def junction(arrays: _Arrays) -> Any:
+        def junction(arrays: BlockArrays) -> Any:
             result = evaluators[0](arrays)
             for evaluate in evaluators[1:]:
                 result = join(result, evaluate(arrays))
@@ -174,12 +174,18 @@ class BlockCount:
         """The count from ``sql``'s rows; None when a row is not one lensd writes (count with SQL)."""
         import numpy as np
 
+        chosen = self.select(rows)
+        return None if chosen is None else int(np.count_nonzero(chosen[1]))
+
+    def select(self, rows: Iterable[Any]) -> tuple[BlockArrays, Any] | None:
+        """``sql``'s rows as arrays over every block that holds fits, and the mask of the fits the
+        state selects; None when a row is not one lensd writes."""
         rows = [tuple(row) for row in rows]
         if any(not isinstance(row[1], int) or isinstance(row[1], bool) for row in rows):
             return None
         held = sorted(row[1] for row in rows if row[0] == blocks.FITS)
         position = {block: i for i, block in enumerate(held)}
-        arrays = _Arrays(len(held) * blocks.BLOCK)
+        arrays = BlockArrays(len(held) * blocks.BLOCK)
         for name, block, data in rows:
             if block not in position:
                 continue  # no fit there: nothing it says can be counted
@@ -195,7 +201,7 @@ class BlockCount:
             selected = selected & arrays.bits(blocks.TOP)
         if self.evaluate is not None:
             selected = selected & self.evaluate(arrays)
-        return int(np.count_nonzero(selected))
+        return arrays, selected
 
 
 def plan(state: QueryState) -> BlockCount | None:

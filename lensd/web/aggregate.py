@@ -1,5 +1,7 @@
 """Histograms and binned scatters over a query, counted in SQL: one statement, whatever the
-number of fits, that reads the facts index and never ships fits or values to Python.
+number of fits, that reads the facts index and never ships fits or values to Python. A histogram
+the fit-key blocks can count (blockhist.py: a fact, a query and a colour they hold) is counted
+there instead, with the same bins.
 
 The statement is driven from the facts index of the x value (``facts(kind, key, num, fit_key)``),
 so it reads one index range; the query's fits are a set it tests keys against
@@ -19,6 +21,7 @@ from lensd.query.compiler import Access
 from lensd.query.dialect import Dialect
 from lensd.query.nodes import NUMBER_COLUMNS, TEXT_COLUMNS, Column, ModelPath, Operand, fact_address
 from lensd.query.state import QueryState
+from lensd.web import blockhist
 
 MAX_LABELS: Final = 8  # colours of a histogram; the rest is "other"
 Rows = Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]
@@ -103,6 +106,10 @@ def histogram(rows: Rows, dialect: Dialect, state: QueryState, x: str, colour: s
     statements ``rows`` runs on a database of ``dialect``."""
     empty = {"x": x, "y": y, "colour": colour, "edges": [], "series": {}, "total": 0}
     x_operand = text.parse_operand(x)
+    served = None if y else blockhist.histogram(rows, dialect, state, x_operand, colour, bins)
+    if served is not None:
+        edges, counted = served
+        return _series(counted, x, y, colour, edges, bins) if edges else empty
     x_table, x_expr, x_params = _axis(x_operand, "vx")
     where, params = _condition(x_operand, "vx", x_expr), list(x_params)
     joins, join_params = "", []
