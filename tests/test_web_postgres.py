@@ -84,6 +84,9 @@ BLOCK_PLOTS = [  # (query, x, colour): what the fit-key blocks count (lensd/web/
     ('model.galaxies.lens.mass == "Isothermal" | unique_tag == "lens_3"', 'info["index"]', ""),
     ('~(unique_tag == "lens_1") & info["index"] >= 5', Y, "model.galaxies.lens.mass"),
     ('unique_tag == "nobody"', X, "model.galaxies.lens.mass"),
+    ("", X, 'info["survey"]'),
+    (f"{X} > 1.0", Y, "unique_tag"),
+    ('info["survey"] == "SLACS"', 'info["index"]', 'info["survey"]'),
 ]
 
 
@@ -103,14 +106,15 @@ def test_histograms_from_the_blocks_are_the_sql_histograms(both: tuple[LocalSour
                 is not None, (source.dialect.name, expression, x, colour)
             cases.append((source, state, x, colour, source.histogram(state, x, colour, bins=7)))
         state = parse_query("").state
-        assert blockhist.histogram(source.rows, source.dialect, state, text.parse_operand(X), 'info["survey"]',
-                                   7) is None
+        for colour in ('info["index"]', "status", "model.galaxies.lens.mass.einstein_radius"):  # numbers, a column
+            assert blockhist.histogram(source.rows, source.dialect, state, text.parse_operand(X), colour, 7) is None
     monkeypatch.setattr(blockhist, "histogram", lambda *args: None)
     for source, state, x, colour, from_blocks in cases:
         assert from_blocks == source.histogram(state, x, colour, bins=7), (source.dialect.name, x, colour)
     assert [case[-1]["total"] for case in cases[:len(BLOCK_PLOTS)]] == \
         [case[-1]["total"] for case in cases[len(BLOCK_PLOTS):]]
-    assert cases[-1][-1]["total"] == 0 and all(case[-1]["total"] for case in cases[:2])
+    totals = {expression: case[-1]["total"] for (expression, _, _), case in zip(BLOCK_PLOTS, cases, strict=False)}
+    assert totals.pop('unique_tag == "nobody"') == 0 and all(totals.values())
 
 
 def test_lensd_web_serves_a_postgresql_database(survey: Path, pg_url: str) -> None:  # noqa: F811

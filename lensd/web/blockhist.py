@@ -6,9 +6,11 @@ every fit of that range to the query's set and to its class: 3.5 s at 10^6 fits
 block, each class's fits as a bitmap, and a query ``lensd.query.blockcount`` answers), the same
 counts are a few hundred rows read by primary key and numpy. The bins are aggregate.py's, to the
 bit: the same edges from the same minimum and maximum, and the same ``(x - low) / step`` cut to
-``[0, bins - 1]``. Anything else (a column or a y axis, a colour other than a class at a model
-path, a query the blocks cannot answer, a block row lensd never writes) returns None, and the SQL
-statement counts it.
+``[0, bins - 1]``. Colours the blocks hold: the class at a model path, a text fact (an
+info key), ``unique_tag``; a fit with none of their values is "none", as SQL's left join gives.
+Anything else (a column or a y axis, a colour by a number or another column, more than
+``MAX_LABELS_READ`` values, a query the blocks cannot answer, a block row lensd never writes)
+returns None, and the SQL statement counts it.
 """
 
 from __future__ import annotations
@@ -24,27 +26,56 @@ from lensd.query.nodes import Column, ModelPath, Operand, fact_address
 from lensd.query.state import QueryState
 from lensd.store import blocks
 
-MAX_CLASSES: Final = 64  # classes at one path read as bitmaps; past that, SQL groups them
+MAX_LABELS_READ: Final = 64  # values of a colour read as bitmaps; past that, SQL groups them
 Rows = Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]
 Counted = tuple[list[list[float]], list[tuple[Any, ...]]]  # (edges, (bin, label text, None, count) rows)
 
 
-def _classes_at(rows: Rows, path: str) -> list[str] | None:
-    """The class names of the nodes at ``path``, one index seek each; None past ``MAX_CLASSES``."""
+def _distinct(rows: Rows, column: str, table: str, where: str, params: list[Any]) -> list[str] | None:
+    """The distinct values of ``column`` where ``where`` holds, in order, one index seek each (the
+    first without a lower bound, so "" is found too); None past ``MAX_LABELS_READ``."""
     found: list[str] = []
-    sql = "SELECT min(class_name) FROM nodes WHERE path = ? AND class_name > ?"
-    while len(found) <= MAX_CLASSES:
-        (name,), = rows(sql, [path, found[-1] if found else ""])
-        if name is None:
+    first = f"SELECT min({column}) FROM {table} WHERE {where}"  # noqa: S608 - lensd's own names
+    after = f"{first} AND {column} > ?"
+    while len(found) <= MAX_LABELS_READ:
+        (value,), = rows(after if found else first, [*params, found[-1]] if found else params)
+        if value is None:
             return found
-        found.append(str(name))
+        found.append(str(value))
     return None
+
+
+def _labels(rows: Rows, colour: str) -> tuple[list[tuple[str, str]], str | None] | None:
+    """(label, bitmap name) for each value of ``colour`` (a class at a model path, a text fact, a
+    served column), and the numbers row of a fact colour (a fit with a number there is labelled by
+    it, which no bitmap holds); None when the blocks do not hold the colour."""
+    operand = text.parse_operand(colour)
+    if isinstance(operand, ModelPath):
+        classes = _distinct(rows, "class_name", "nodes", "path = ?", [operand.path])
+        if classes is None:
+            return None
+        if classes:
+            return [(name, blocks.class_name("class_name", operand.path, name)) for name in classes], None
+    if isinstance(operand, Column):
+        if operand.name not in blocks.SERVED_COLUMNS:
+            return None
+        values = _distinct(rows, operand.name, "fits", f"{operand.name} IS NOT NULL", [])
+        if values is None:
+            return None
+        return [(value, blocks.column_name(operand.name, value)) for value in values], None
+    address = fact_address(operand)
+    if address is None:
+        return None
+    texts = _distinct(rows, "txt", "facts", "kind = ? AND key = ?", list(address))
+    if texts is None:
+        return None
+    return [(value, blocks.text_name(*address, value)) for value in texts], blocks.number_name(*address)
 
 
 def histogram(rows: Rows, dialect: Dialect, state: QueryState, x: Operand, colour: str,
               bins: int) -> Counted | None:
-    """The counted rows of ``x`` over ``state``'s fits by bin (and class, for a ``colour`` that is
-    a model path with classes), for ``aggregate._series``; None when the blocks cannot answer."""
+    """The counted rows of ``x`` over ``state``'s fits by bin (and by the value of ``colour``), for
+    ``aggregate._series``; None when the blocks cannot answer."""
     import numpy as np
 
     address = fact_address(x)
@@ -52,18 +83,17 @@ def histogram(rows: Rows, dialect: Dialect, state: QueryState, x: Operand, colou
     if isinstance(x, Column) or address is None or counted is None:
         return None
     labels: list[tuple[str, str]] = []
+    unlabelled_numbers: str | None = None
     if colour:
-        operand = text.parse_operand(colour)
-        if not isinstance(operand, ModelPath):
+        read = _labels(rows, colour)
+        if read is None:
             return None
-        classes = _classes_at(rows, operand.path)
-        if not classes:
-            return None  # no class there: aggregate colours by the fact of that path
-        labels = [(name, blocks.class_name("class_name", operand.path, name)) for name in classes]
+        labels, unlabelled_numbers = read
     if not rows(blockcount.HAS_BLOCKS[dialect.name], [])[0][0]:
         return None
     x_name = blocks.number_name(*address)
-    wanted = replace(counted, names=tuple(dict.fromkeys([*counted.names, x_name, *(n for _, n in labels)])))
+    extra = [x_name, *(n for _, n in labels), *([unlabelled_numbers] if unlabelled_numbers else [])]
+    wanted = replace(counted, names=tuple(dict.fromkeys([*counted.names, *extra])))
     if len(wanted.names) > blockcount.MAX_NAMES:
         return None
     chosen = wanted.select(rows(*wanted.sql(dialect)))
@@ -72,6 +102,8 @@ def histogram(rows: Rows, dialect: Dialect, state: QueryState, x: Operand, colou
     arrays, selected = chosen
     numbers = arrays.numbers(x_name)
     selected = selected & ~np.isnan(numbers)
+    if unlabelled_numbers is not None and not np.isnan(arrays.numbers(unlabelled_numbers)[selected]).all():
+        return None  # some fit is labelled by a number: SQL groups those
     values = numbers[selected]
     if not len(values):
         return [], []
