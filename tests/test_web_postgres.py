@@ -117,6 +117,19 @@ def test_histograms_from_the_blocks_are_the_sql_histograms(both: tuple[LocalSour
     assert totals.pop('unique_tag == "nobody"') == 0 and all(totals.values())
 
 
+def test_a_histograms_labels_do_not_depend_on_the_order_of_its_rows() -> None:
+    """More labels than colours, tied at the cut: the same eight kept, in the same order, and the
+    rest as "other", for the rows in SQL's order (by bin) and in blockhist's (by label)."""
+    from lensd.web import aggregate
+
+    rows = [(i % 3, f"tag{i:02d}", None, 1 + (i < 4)) for i in range(12)]
+    by_label = aggregate._series(rows, "x", "", "unique_tag", [[0.0, 1.0, 2.0, 3.0]], 3)
+    by_bin = aggregate._series(sorted(rows), "x", "", "unique_tag", [[0.0, 1.0, 2.0, 3.0]], 3)
+    assert by_label == by_bin and list(by_label["series"]) == list(by_bin["series"])
+    assert list(by_label["series"]) == ["tag00", "tag01", "tag02", "tag03", "tag04", "tag05", "tag06",
+                                        "tag07", "other"]
+
+
 def test_lensd_web_serves_a_postgresql_database(survey: Path, pg_url: str) -> None:  # noqa: F811
     import subprocess
     import sys

@@ -154,7 +154,9 @@ def _series(rows: list[tuple[Any, ...]], x: str, y: str, colour: str, edges: lis
     for row in rows:
         name = _name(row, colour)
         totals[name] = totals.get(name, 0) + int(row[-1])
-    kept = sorted(totals, key=lambda k: -totals[k])[:MAX_LABELS]
+    # the largest first, ties by name: the same labels kept (and in the same order) whatever the
+    # order the rows came in (SQL groups by bin, blockhist.py by label)
+    kept = sorted(totals, key=lambda k: (-totals[k], k))[:MAX_LABELS]
     series: dict[str, Any] = {}
     for row in rows:
         name = _name(row, colour)
@@ -166,7 +168,8 @@ def _series(rows: list[tuple[Any, ...]], x: str, y: str, colour: str, edges: lis
         else:
             counts = series.setdefault(name, [0] * bins)
             counts[int(row[0])] += int(row[-1])
-    return {"x": x, "y": y, "colour": colour, "edges": edges, "series": series, "total": sum(totals.values())}
+    ordered = {name: series[name] for name in [*kept, "other"] if name in series}
+    return {"x": x, "y": y, "colour": colour, "edges": edges, "series": ordered, "total": sum(totals.values())}
 
 
 def _name(row: tuple[Any, ...], colour: str) -> str:
