@@ -20,7 +20,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
-from lensd.client.address import Target
+from lensd.client import address
+from lensd.client.address import Target, TargetLike
 from lensd.domain.records import Record, validate_record
 from lensd.domain.samples import Samples
 
@@ -47,6 +48,18 @@ def job_facts() -> dict[str, Any]:
 def heartbeat_period(lost_after: float) -> float:
     """A quarter of the daemon's --lost-after, at most a minute (one late beat never loses a fit)."""
     return min(HEARTBEAT_MAX, max(HEARTBEAT_MIN, lost_after / HEARTBEAT_SHARE))
+
+
+def first_period(server: Mapping[str, Any] | None, target: TargetLike) -> float | None:
+    """The heartbeat period a client takes at first contact: from the daemon's welcome (its
+    ``--lost-after``), else, when no daemon answered, from the contact file; None (the longest
+    period) when neither says."""
+    if server is not None:
+        return heartbeat_period(float(server.get("lost_after") or 600.0))
+    route = address.resolve(target)
+    if route.contact is not None and route.contact.lost_after:
+        return heartbeat_period(route.contact.lost_after)
+    return None
 
 
 def target_of(socket: str | os.PathLike[str] | None = None, address: str | None = None,

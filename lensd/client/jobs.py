@@ -24,7 +24,6 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from lensd.client import address
 from lensd.client.address import TargetLike
 from lensd.client.connection import Client
 from lensd.client.delivery import RETRY_DELAYS, contact_spool, save_to_spool
@@ -34,7 +33,7 @@ from lensd.client.fits import (
     HEARTBEAT_MAX,
     FitEvents,
     failure_message,
-    heartbeat_period,
+    first_period,
     job_facts,
     start_record,
     submit_fields,
@@ -182,18 +181,15 @@ class JobClient:
                 log.warning("could not mark %s failed: %s", fit.id, error)
 
     async def _first_contact(self) -> None:
+        server: dict[str, Any] | None = None
         try:
-            client = await self._connection()
+            server = (await self._connection()).server
         except (DaemonUnavailable, Busy):  # busy: its writes will retry, then spool
-            route = address.resolve(self._target)
             self._spool = contact_spool(self._target, self._spool)  # else the daemon's own, from its contact file
             if self._spool is None:
                 raise
-            if self._heartbeat is None and route.contact is not None and route.contact.lost_after:
-                self._heartbeat = heartbeat_period(route.contact.lost_after)
-            return
         if self._heartbeat is None:
-            self._heartbeat = heartbeat_period(float(client.server.get("lost_after") or 600.0))
+            self._heartbeat = first_period(server, self._target)
 
     async def aclose(self) -> None:
         if self._client is not None:

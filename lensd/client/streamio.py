@@ -118,9 +118,9 @@ class WatchedIO(StreamIO):
     def _move_to(self, loop: asyncio.AbstractEventLoop) -> None:
         """Watch from ``loop`` from now on; the loop before it (a finished ``asyncio.run``, perhaps
         closed) forgets the socket."""
-        if self._watching and self._loop is not None and not self._loop.is_closed():
-            self._loop.remove_reader(self._fd)
-        self._watching = False
+        if self._loop is not None and self._loop.is_closed():
+            self._watching = False  # a closed loop has let go of its readers
+        self.unwatch()
         self._loop = loop
 
     def unwatch(self) -> None:

@@ -21,7 +21,6 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import Any, Self
 
-from lensd.client import address
 from lensd.client.delivery import BlockingSender
 from lensd.client.fits import (
     FAIL_ON_EXIT_TIMEOUT,
@@ -29,7 +28,7 @@ from lensd.client.fits import (
     HEARTBEAT_MAX,
     FitEvents,
     failure_message,
-    heartbeat_period,
+    first_period,
     job_facts,
     start_record,
     submit_fields,
@@ -95,14 +94,8 @@ class SyncJobClient:
 
     def _first_contact(self) -> None:
         client = self._sender.first_contact()
-        if self._heartbeat is not None:
-            return
-        if client is not None:
-            self._heartbeat = heartbeat_period(float(client.server.get("lost_after") or 600.0))
-            return
-        route = address.resolve(self._target)
-        if route.contact is not None and route.contact.lost_after:
-            self._heartbeat = heartbeat_period(route.contact.lost_after)
+        if self._heartbeat is None:
+            self._heartbeat = first_period(client.server if client is not None else None, self._target)
 
     def __repr__(self) -> str:
         if self._closed:

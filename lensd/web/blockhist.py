@@ -80,7 +80,7 @@ def histogram(rows: Rows, dialect: Dialect, state: QueryState, x: Operand, colou
 
     address = fact_address(x)
     counted = blockcount.plan(state)
-    if isinstance(x, Column) or address is None or counted is None:
+    if address is None or counted is None or not rows(blockcount.HAS_BLOCKS[dialect.name], [])[0][0]:
         return None
     labels: list[tuple[str, str]] = []
     unlabelled_numbers: str | None = None
@@ -89,8 +89,6 @@ def histogram(rows: Rows, dialect: Dialect, state: QueryState, x: Operand, colou
         if read is None:
             return None
         labels, unlabelled_numbers = read
-    if not rows(blockcount.HAS_BLOCKS[dialect.name], [])[0][0]:
-        return None
     x_name = blocks.number_name(*address)
     extra = [x_name, *(n for _, n in labels), *([unlabelled_numbers] if unlabelled_numbers else [])]
     wanted = replace(counted, names=tuple(dict.fromkeys([*counted.names, *extra])))
