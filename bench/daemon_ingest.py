@@ -13,10 +13,11 @@ parameters each) to one real daemon at once, against sqlite itself inserting the
   submitting): on a 2-core machine the clients share the cores with the daemon.
 - **baseline, same run**: one process inserting exactly the rows the writer would write for those
   records (``lensd.store.batchplan.plan_batch``, made before the clock starts) with plain ``sqlite3``
-  ``executemany`` in one transaction, into a fresh database with the same PRAGMAs.
+  ``executemany`` in one transaction, into a fresh database with the same PRAGMAs: the fastest of
+  ``REPEATS`` (``_fastest``).
 - **decomposition**: the daemon's writer alone (``BatchWriter.apply`` of the validated records in
-  one batch, in-process), which separates what sqlite costs from what the socket, decoding and
-  validation cost.
+  one batch, in-process, the fastest of ``REPEATS`` too), which separates what sqlite costs from
+  what the socket, decoding and validation cost.
 - **contrast**: K processes committing the same records straight to one sqlite file (WAL, Python's
   default 5 s busy timeout, one transaction per fit, no retry: what PyAutoFit's ``session=`` does);
   lock errors counted, fits lost = those whose commit failed.
@@ -28,6 +29,7 @@ import multiprocessing
 import os
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -174,14 +176,35 @@ def writer_alone(db: Path, records: list[dict[str, Any]]) -> float:
     return float(anyio.run(apply, backend="asyncio"))
 
 
+REPEATS = 3  # the baseline and the in-process writer: the fastest of this many fresh databases
+
+
+def _fastest(measure: Callable[[Path, list[dict[str, Any]]], float], stem: Path,
+             records: list[dict[str, Any]]) -> float:
+    """The least of ``REPEATS`` timings of ``measure``, each into a fresh database.
+
+    The first insert of a process ran 1.5 x slower than the ones after it (0.62 against ~0.40 ms a
+    fit, 2026-12-03: the file system's and sqlite's first allocations): timed once, the baseline
+    was slow and every ratio against it flattered lensd. The fastest of three is the baseline's
+    best, so a ratio against it is never better than lensd earned.
+    """
+    best = float("inf")
+    for attempt in range(REPEATS):
+        db = stem.with_name(f"{stem.name}{attempt}.sqlite")
+        best = min(best, measure(db, records))
+        for leftover in db.parent.glob(db.name + "*"):
+            leftover.unlink()
+    return best
+
+
 def run(options: Options) -> list[Row]:
     from lensd.wire import codec
 
     n = 960 if options.quick else 3200
     records = _records(range(n), 0)
     megabytes = sum(len(codec.pack(r)) for r in records) / 1e6
-    raw = n / raw_sqlite(options.work / "raw.sqlite", records)
-    alone = n / writer_alone(options.work / "writer.sqlite", records)
+    raw = n / _fastest(raw_sqlite, options.work / "raw", records)
+    alone = n / _fastest(writer_alone, options.work / "writer", records)
     del records
     rows = [Row(SECTION, f"raw sqlite executemany, {n} fits in 1 transaction ({1000 / raw:.2f} ms a fit, 1 core)",
                 rate(raw, "fits"),
