@@ -40,6 +40,7 @@ PAGES = 300
 TARGET_PAGE_MS = 300.0
 TARGET_HISTOGRAM_MS = 1000.0
 X = "model.galaxies.lens.mass.einstein_radius"
+Y = "model.galaxies.lens.mass.centre.centre_0"
 CLASS = "model.galaxies.lens.mass"
 REQUESTS: dict[str, str] = {
     "fits, first page": "/fits",
@@ -49,6 +50,7 @@ REQUESTS: dict[str, str] = {
     "histogram of einstein_radius": f"/api/histogram?x={quote(X)}",
     "histogram coloured by mass class": f"/api/histogram?x={quote(X)}&colour={quote(CLASS)}",
     "histogram of einstein_radius > 1.0": f"/api/histogram?x={quote(X)}&q=" + quote(f"{X} > 1.0"),
+    "histogram: binned scatter of einstein_radius by centre_0": f"/api/histogram?x={quote(X)}&y={quote(Y)}",
 }
 
 

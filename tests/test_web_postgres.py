@@ -76,45 +76,55 @@ def test_histograms_and_scatters_count_the_same_on_both_engines(both: tuple[Loca
             assert one["total"] == sqlite.count(state), (expression, colour)
 
 
-BLOCK_PLOTS = [  # (query, x, colour): what the fit-key blocks count (lensd/web/blockhist.py)
-    ("", X, ""),
-    ("", X, "model.galaxies.lens.mass"),
-    ('info["survey"] == "SLACS"', X, "model.galaxies.lens.mass"),
-    (f"{X} > 1.0", X, "model.galaxies.lens.mass"),
-    ('model.galaxies.lens.mass == "Isothermal" | unique_tag == "lens_3"', 'info["index"]', ""),
-    ('~(unique_tag == "lens_1") & info["index"] >= 5', Y, "model.galaxies.lens.mass"),
-    ('unique_tag == "nobody"', X, "model.galaxies.lens.mass"),
-    ("", X, 'info["survey"]'),
-    (f"{X} > 1.0", Y, "unique_tag"),
-    ('info["survey"] == "SLACS"', 'info["index"]', 'info["survey"]'),
+BLOCK_PLOTS = [  # (query, x, colour, y): what the fit-key blocks count (lensd/web/blockhist.py)
+    ("", X, "", ""),
+    ("", X, "model.galaxies.lens.mass", ""),
+    ('info["survey"] == "SLACS"', X, "model.galaxies.lens.mass", ""),
+    (f"{X} > 1.0", X, "model.galaxies.lens.mass", ""),
+    ('model.galaxies.lens.mass == "Isothermal" | unique_tag == "lens_3"', 'info["index"]', "", ""),
+    ('~(unique_tag == "lens_1") & info["index"] >= 5', Y, "model.galaxies.lens.mass", ""),
+    ('unique_tag == "nobody"', X, "model.galaxies.lens.mass", ""),
+    ("", X, 'info["survey"]', ""),
+    (f"{X} > 1.0", Y, "unique_tag", ""),
+    ('info["survey"] == "SLACS"', 'info["index"]', 'info["survey"]', ""),
+    ("", X, "", Y),  # binned scatters
+    (f"{X} > 1.0", X, "unique_tag", Y),
+    ('~(unique_tag == "lens_1")', 'info["index"]', "model.galaxies.lens.mass", X),
+    ('unique_tag == "nobody"', X, "", Y),
 ]
 
 
 def test_histograms_from_the_blocks_are_the_sql_histograms(both: tuple[LocalSource, LocalSource],
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """Counted from the blocks (served: not None) and by the SQL statement (blockhist off), the
-    same edges and the same counts per bin and class, on both engines; what the blocks do not hold
-    (a colour by an info key, a y axis) is left to SQL."""
+    same edges and the same counts per bin (or cell) and class, on both engines; what the blocks do
+    not hold (a colour by a number or a column, a column on an axis) is left to SQL."""
     from lensd.query import text
     from lensd.web import blockhist
 
     cases = []
     for source in both:
-        for expression, x, colour in BLOCK_PLOTS:
+        for expression, x, colour, y in BLOCK_PLOTS:
             state = parse_query(expression).state
-            assert blockhist.histogram(source.rows, source.dialect, state, text.parse_operand(x), colour, 7) \
-                is not None, (source.dialect.name, expression, x, colour)
-            cases.append((source, state, x, colour, source.histogram(state, x, colour, bins=7)))
+            assert blockhist.histogram(source.rows, source.dialect, state, text.parse_operand(x), colour, 7,
+                                       text.parse_operand(y) if y else None) is not None, \
+                (source.dialect.name, expression, x, colour, y)
+            cases.append((source, state, x, colour, y, source.histogram(state, x, colour, y, bins=7)))
         state = parse_query("").state
         for colour in ('info["index"]', "status", "model.galaxies.lens.mass.einstein_radius"):  # numbers, a column
             assert blockhist.histogram(source.rows, source.dialect, state, text.parse_operand(X), colour, 7) is None
+        assert blockhist.histogram(source.rows, source.dialect, state, text.parse_operand(X), "", 7,
+                                   text.parse_operand("max_log_likelihood")) is None
     monkeypatch.setattr(blockhist, "histogram", lambda *args: None)
-    for source, state, x, colour, from_blocks in cases:
-        assert from_blocks == source.histogram(state, x, colour, bins=7), (source.dialect.name, x, colour)
+    for source, state, x, colour, y, from_blocks in cases:
+        assert from_blocks == source.histogram(state, x, colour, y, bins=7), (source.dialect.name, x, colour, y)
     assert [case[-1]["total"] for case in cases[:len(BLOCK_PLOTS)]] == \
         [case[-1]["total"] for case in cases[len(BLOCK_PLOTS):]]
-    totals = {expression: case[-1]["total"] for (expression, _, _), case in zip(BLOCK_PLOTS, cases, strict=False)}
-    assert totals.pop('unique_tag == "nobody"') == 0 and all(totals.values())
+    totals = {plot: case[-1]["total"] for plot, case in zip(BLOCK_PLOTS, cases, strict=False)}
+    assert all(totals.pop(plot) == 0 for plot in BLOCK_PLOTS if plot[0] == 'unique_tag == "nobody"')
+    assert all(totals.values())
+    scatters = [case[-1] for case in cases if case[4]]
+    assert all(len(scatter["edges"]) == 2 for scatter in scatters if scatter["total"])
 
 
 def test_a_histograms_labels_do_not_depend_on_the_order_of_its_rows() -> None:

@@ -106,7 +106,7 @@ def histogram(rows: Rows, dialect: Dialect, state: QueryState, x: str, colour: s
     statements ``rows`` runs on a database of ``dialect``."""
     empty = {"x": x, "y": y, "colour": colour, "edges": [], "series": {}, "total": 0}
     x_operand = text.parse_operand(x)
-    served = None if y else blockhist.histogram(rows, dialect, state, x_operand, colour, bins)
+    served = blockhist.histogram(rows, dialect, state, x_operand, colour, bins, text.parse_operand(y) if y else None)
     if served is not None:
         edges, counted = served
         return _series(counted, x, y, colour, edges, bins) if edges else empty

@@ -8,7 +8,8 @@ counts are a few hundred rows read by primary key and numpy. The bins are aggreg
 bit: the same edges from the same minimum and maximum, and the same ``(x - low) / step`` cut to
 ``[0, bins - 1]``. Colours the blocks hold: the class at a model path, a text fact (an
 info key), ``unique_tag``; a fit with none of their values is "none", as SQL's left join gives.
-Anything else (a column or a y axis, a colour by a number or another column, more than
+A binned scatter (a y fact as well) is counted the same way, one cell number a fit.
+Anything else (a column on either axis, a colour by a number or another column, more than
 ``MAX_LABELS_READ`` values, a query the blocks cannot answer, a block row lensd never writes)
 returns None, and the SQL statement counts it.
 """
@@ -28,7 +29,7 @@ from lensd.store import blocks
 
 MAX_LABELS_READ: Final = 64  # values of a colour read as bitmaps; past that, SQL groups them
 Rows = Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]
-Counted = tuple[list[list[float]], list[tuple[Any, ...]]]  # (edges, (bin, label text, None, count) rows)
+Counted = tuple[list[list[float]], list[tuple[Any, ...]]]  # (edges, (bin(s), label text, None, count) rows)
 
 
 def _distinct(rows: Rows, column: str, table: str, where: str, params: list[Any]) -> list[str] | None:
@@ -72,15 +73,41 @@ def _labels(rows: Rows, colour: str) -> tuple[list[tuple[str, str]], str | None]
     return [(value, blocks.text_name(*address, value)) for value in texts], blocks.number_name(*address)
 
 
+def _edges(values: Any, bins: int) -> list[float] | None:
+    """aggregate.py's edges: ``bins`` equal steps from the minimum to the maximum (one step of 1
+    when they are equal); None when there are no values or an end is not finite."""
+    if not len(values):
+        return None
+    low, high = float(values.min()), float(values.max())
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return None
+    width = (high - low) / bins if high > low else 1.0
+    return [low + i * width for i in range(bins + 1)]
+
+
+def _bin(values: Any, edges: list[float], bins: int) -> Any:
+    """The bin of each value: SQL's ``greatest(0, least(floor((v - low) / step), bins - 1))``."""
+    import numpy as np
+
+    step = (edges[-1] - edges[0]) / bins or 1.0
+    return np.clip(np.floor((values - edges[0]) / step), 0, bins - 1).astype(np.intp)
+
+
 def histogram(rows: Rows, dialect: Dialect, state: QueryState, x: Operand, colour: str,
-              bins: int) -> Counted | None:
-    """The counted rows of ``x`` over ``state``'s fits by bin (and by the value of ``colour``), for
-    ``aggregate._series``; None when the blocks cannot answer."""
+              bins: int, y: Operand | None = None) -> Counted | None:
+    """The counted rows of ``x`` (and ``y``: a binned scatter) over ``state``'s fits by bin and by
+    the value of ``colour``, for ``aggregate._series``; None when the blocks cannot answer.
+
+    As the SQL statement does, x's edges span every selected fit with an x, y's only the fits with
+    both, and only the fits with both are counted.
+    """
     import numpy as np
 
     address = fact_address(x)
+    y_address = None if y is None else fact_address(y)
     counted = blockcount.plan(state)
-    if address is None or counted is None or not rows(blockcount.HAS_BLOCKS[dialect.name], [])[0][0]:
+    if (address is None or (y is not None and y_address is None) or counted is None
+            or not rows(blockcount.HAS_BLOCKS[dialect.name], [])[0][0]):
         return None
     labels: list[tuple[str, str]] = []
     unlabelled_numbers: str | None = None
@@ -90,7 +117,9 @@ def histogram(rows: Rows, dialect: Dialect, state: QueryState, x: Operand, colou
             return None
         labels, unlabelled_numbers = read
     x_name = blocks.number_name(*address)
-    extra = [x_name, *(n for _, n in labels), *([unlabelled_numbers] if unlabelled_numbers else [])]
+    y_name = None if y_address is None else blocks.number_name(*y_address)
+    extra = [x_name, *([y_name] if y_name else []), *(n for _, n in labels),
+             *([unlabelled_numbers] if unlabelled_numbers else [])]
     wanted = replace(counted, names=tuple(dict.fromkeys([*counted.names, *extra])))
     if len(wanted.names) > blockcount.MAX_NAMES:
         return None
@@ -100,31 +129,38 @@ def histogram(rows: Rows, dialect: Dialect, state: QueryState, x: Operand, colou
     arrays, selected = chosen
     numbers = arrays.numbers(x_name)
     selected = selected & ~np.isnan(numbers)
+    x_edges = _edges(numbers[selected], bins)
+    if y_name is not None:
+        y_numbers = arrays.numbers(y_name)
+        selected = selected & ~np.isnan(y_numbers)
     if unlabelled_numbers is not None and not np.isnan(arrays.numbers(unlabelled_numbers)[selected]).all():
         return None  # some fit is labelled by a number: SQL groups those
-    values = numbers[selected]
-    if not len(values):
+    if x_edges is None:
         return [], []
-    low, high = float(values.min()), float(values.max())
-    if not (math.isfinite(low) and math.isfinite(high)):
-        return [], []
-    width = (high - low) / bins if high > low else 1.0
-    edges = [low + i * width for i in range(bins + 1)]
-    step = (edges[-1] - edges[0]) / bins or 1.0
-    index = np.clip(np.floor((values - edges[0]) / step), 0, bins - 1).astype(np.intp)
+    edges = [x_edges]
+    index = _bin(numbers[selected], x_edges, bins)
+    if y_name is not None:
+        y_edges = _edges(y_numbers[selected], bins)
+        if y_edges is None:
+            return [], []
+        edges.append(y_edges)
+        index = index * bins + _bin(y_numbers[selected], y_edges, bins)  # one cell number a (x, y)
+    cells = bins ** len(edges)
     found: list[tuple[Any, ...]] = []
 
     def add(label: str | None, which: Any) -> None:
-        counts = np.bincount(index[which], minlength=bins)
-        found.extend((int(i), label, None, int(counts[i])) for i in np.flatnonzero(counts))
+        counts = np.bincount(index[which], minlength=cells)
+        for cell in np.flatnonzero(counts):
+            place = (int(cell) // bins, int(cell) % bins) if len(edges) == 2 else (int(cell),)
+            found.append((*place, label, None, int(counts[cell])))
 
     if not labels:
-        add(None, np.ones(len(values), dtype=bool))
-        return [edges], found
-    unlabelled = np.ones(len(values), dtype=bool)
+        add(None, np.ones(len(index), dtype=bool))
+        return edges, found
+    unlabelled = np.ones(len(index), dtype=bool)
     for label, name in labels:
         member = arrays.bits(name)[selected]
         add(label, member)
         unlabelled &= ~member
     add(None, unlabelled)
-    return [edges], found
+    return edges, found
