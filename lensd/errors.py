@@ -16,6 +16,7 @@
     ├── Busy                        code "busy",         exit 1   the daemon refused a connection (cap)
     ├── MissingExtra                code "extra",        exit 1   an optional dependency is not installed
     ├── AuthenticationFailed        code "auth",         exit 1   a TCP handshake failed (secret, TLS)
+    ├── ClientClosed                code "closed",       exit 1   a job client used after it was closed
     └── DaemonUnavailable           code "unavailable",  exit 3   nothing answers on the socket
 
     LensdWarning (a UserWarning, not an error)                       something is likely a mistake
@@ -124,6 +125,14 @@ class AuthenticationFailed(LensdError):
     """A TCP handshake failed: wrong or missing secret, a replay, a certificate that does not match."""
 
     code = "auth"
+
+
+class ClientClosed(LensdError):
+    """A job client (``connect``, ``connect_sync``) was used after it closed. It used to reconnect
+    silently; but a closed client sends no heartbeats, so a fit it reported to would soon be
+    ``lost`` though its job still ran. Open a new client instead."""
+
+    code = "closed"
 
 
 class DaemonUnavailable(LensdError):

@@ -132,6 +132,55 @@ def test_connect_sync_without_with_and_close(daemon) -> None:  # type: ignore[no
     assert forgotten is not None and forgotten.status == "running"
 
 
+AFTER_CLOSE = {
+    "sync": """
+        import sys
+        import lensd
+        client = lensd.connect_sync(socket=sys.argv[1], spool=sys.argv[2])
+        fit = client.start(id="fit-c", name="closed")
+        client.close()
+        for call in (lambda: fit.progress(progress=0.5), lambda: fit.complete(samples=None),
+                     lambda: client.start(id="fit-d", name="after")):
+            try:
+                call()
+            except lensd.errors.ClientClosed as exc:
+                print("refused", exc.code, exc, flush=True)
+    """,
+    "async": """
+        import sys
+        import anyio
+        import lensd
+        async def main():
+            async with lensd.connect(socket=sys.argv[1], spool=sys.argv[2]) as client:
+                fit = await client.start(id="fit-c", name="closed")
+            for call in (lambda: fit.progress(progress=0.5), lambda: fit.complete(samples=None),
+                         lambda: client.start(id="fit-d", name="after")):
+                try:
+                    await call()
+                except lensd.errors.ClientClosed as exc:
+                    print("refused", exc.code, exc, flush=True)
+        anyio.run(main)
+    """,
+}
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_closed_client_refuses_every_op_and_sends_nothing(daemon, tmp_path: Path, kind: str) -> None:  # type: ignore[no-untyped-def]
+    """A call on a closed client is one clear ``ClientClosed``: it neither reconnects (a closed
+    client sends no heartbeats, so the fit would be reported to and then go lost) nor spools."""
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    job = subprocess.run([sys.executable, "-c", textwrap.dedent(AFTER_CLOSE[kind]), str(daemon.socket), str(spool)],
+                         capture_output=True, text=True, timeout=120)
+    assert job.returncode == 0, job.stderr
+    message = "this lensd client is closed: open a new one (lensd.connect or lensd.connect_sync)"
+    assert job.stdout.splitlines() == [f"refused closed {message}"] * 3
+    fit = fit_of(daemon.db, "fit-c")
+    assert fit is not None and fit.status == "running" and fit.progress is None
+    assert fit_of(daemon.db, "fit-d") is None
+    assert list(spool.iterdir()) == []
+
+
 class _WatchedLock:
     """A lock that says when it was taken: the test knows the heartbeat holds the connection."""
 

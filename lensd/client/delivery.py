@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from lensd.client import address
 from lensd.client.address import TargetLike
-from lensd.errors import Busy, DaemonUnavailable, LensdError
+from lensd.errors import Busy, ClientClosed, DaemonUnavailable, LensdError
 from lensd.wire import codec, protocol
 from lensd.wire import spoolfile as spooling
 
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from lensd.client.blocking import BlockingClient
 
 RETRY_DELAYS: Final = (0.05, 0.2, 0.5, 1.0, 2.0, 4.0)
+CLOSED: Final = "this lensd client is closed: open a new one (lensd.connect or lensd.connect_sync)"
 SpoolLike = str | os.PathLike[str] | None
 
 
@@ -59,6 +60,7 @@ class BlockingSender:
         self.client: BlockingClient | None = None
         self.reached = False  # a daemon answered once: when it goes away, wait for its return
         self.lock = threading.Lock()
+        self.closed = False  # by ``close``: every send after it raises ClientClosed
 
     def first_contact(self) -> BlockingClient | None:
         """Connect, or (no daemon answers) settle for the spool: the given one, else the contact
@@ -74,6 +76,8 @@ class BlockingSender:
     def connection(self, connect_timeout: float | None = None) -> BlockingClient:
         from lensd.client.blocking import CONNECT_TIMEOUT, BlockingClient
 
+        if self.closed:
+            raise ClientClosed(CLOSED)
         if self.client is None:
             self.client = BlockingClient(self.target, connect_timeout or CONNECT_TIMEOUT)
             self.reached = True
@@ -89,6 +93,8 @@ class BlockingSender:
         """Deliver one write op: "applied"/"duplicate" from the daemon, or "spooled". With a
         ``deadline`` (``time.monotonic()``), no wait or retry goes past it, the wait for the
         connection (a heartbeat in flight) included."""
+        if self.closed:  # before the spool too: a closed client writes nowhere
+            raise ClientClosed(CLOSED)
         last: DaemonUnavailable | Busy = DaemonUnavailable("the daemon did not answer")
         patience = -1.0 if deadline is None else max(0.0, deadline - time.monotonic())
         if not self.lock.acquire(timeout=patience):
@@ -123,7 +129,9 @@ class BlockingSender:
 
     def close(self, patience: float = 1.0) -> None:
         """Close the connection; one that a request in another thread (a heartbeat) still holds
-        after ``patience`` seconds is shut down under it."""
+        after ``patience`` seconds is shut down under it. Every send after this raises
+        ``ClientClosed``."""
+        self.closed = True
         if not self.lock.acquire(timeout=patience):
             client = self.client
             if client is not None:

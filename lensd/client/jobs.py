@@ -26,7 +26,7 @@ import anyio.to_thread
 
 from lensd.client.address import TargetLike
 from lensd.client.connection import Client
-from lensd.client.delivery import RETRY_DELAYS, contact_spool, save_to_spool
+from lensd.client.delivery import CLOSED, RETRY_DELAYS, contact_spool, save_to_spool
 from lensd.client.fits import (
     FAIL_ON_EXIT_TIMEOUT,
     FAILS_OPEN_FITS,
@@ -39,7 +39,7 @@ from lensd.client.fits import (
     submit_fields,
     target_of,
 )
-from lensd.errors import Busy, DaemonUnavailable, InvalidRecord, LensdError
+from lensd.errors import Busy, ClientClosed, DaemonUnavailable, InvalidRecord, LensdError
 from lensd.wire import spoolfile as spooling
 
 log = logging.getLogger("lensd.client.jobs")
@@ -98,8 +98,11 @@ class JobClient:
         self._reached = False  # a daemon answered once: when it goes away, wait for its return
         self._open: dict[str, FitHandle] = {}  # fits started and not yet completed or failed
         self._job = job_facts()
+        self._closed = False  # by ``aclose`` (the end of ``connect``): every op after it raises
 
     async def _connection(self) -> Client:
+        if self._closed:
+            raise ClientClosed(CLOSED)
         if self._client is None or self._client.closed:
             self._client = await Client.open(self._target)
             self._reached = True
@@ -192,6 +195,7 @@ class JobClient:
             self._heartbeat = first_period(server, self._target)
 
     async def aclose(self) -> None:
+        self._closed = True
         if self._client is not None:
             await self._client.aclose()
             self._client = None
