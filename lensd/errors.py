@@ -128,8 +128,8 @@ class AuthenticationFailed(LensdError):
 
 
 class ClientClosed(LensdError):
-    """A job client (``connect``, ``connect_sync``) was used after it closed. It used to reconnect
-    silently; but a closed client sends no heartbeats, so a fit it reported to would soon be
+    """A job client (``connect``, ``connect_sync``) was used after it closed. It refuses rather than
+    reconnect: a closed client sends no heartbeats, so a fit it went on reporting to would become
     ``lost`` though its job still ran. Open a new client instead."""
 
     code = "closed"

@@ -127,6 +127,58 @@ def test_histograms_from_the_blocks_are_the_sql_histograms(both: tuple[LocalSour
     assert all(len(scatter["edges"]) == 2 for scatter in scatters if scatter["total"])
 
 
+def _odd_survey(tmp_path: Path, pg_url: str, infos: list[dict[str, Any]]) -> list[LocalSource]:
+    from records_factory import record
+    from test_web import _write
+
+    db = tmp_path / "odd.sqlite"
+    _write(db, [("submit", {"record": record(i, n_samples=5, info=info)}) for i, info in enumerate(infos)])
+    migrate(db, pg_url)
+    return [LocalSource(db), LocalSource(pg_url)]
+
+
+def test_scatters_of_facts_some_fits_lack_and_of_spans_too_wide_to_bin(
+        tmp_path: Path, pg_url: str, pg_server: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """From the blocks and from SQL alike, on both engines: a scatter counts only the fits with both
+    values, coloured by a text info key that is a number on some fits without a y (so the blocks
+    may count it); values whose span overflows (-1.5e308 to 1.5e308) give an empty plot, not an
+    error."""
+    from lensd.query import text
+    from lensd.web import blockhist
+
+    partial = [{"a": float(i % 6)} | ({"b": -i / 3, "c": f"t{i % 3}"} if i % 4 else {"c": 7.0})
+               for i in range(24)]
+    wide = [{"a": 1.5e308 if i % 2 else -1.5e308, "b": float(i)} for i in range(6)]
+    (tmp_path / "wide").mkdir()
+    second = pg_server.create_database()
+    sources = _odd_survey(tmp_path, pg_url, partial) + _odd_survey(tmp_path / "wide", pg_server.url(second), wide)
+    plots = [("", 'info["a"]', 'info["c"]', 'info["b"]'), ('info["a"] >= 1', 'info["b"]', 'info["c"]', 'info["a"]'),
+             ("", 'info["a"]', "", 'info["b"]'), ("", 'info["a"]', "", "")]
+    try:
+        served = []
+        for source in sources:
+            for expression, x, colour, y in plots:
+                state = parse_query(expression).state
+                counted = blockhist.histogram(source.rows, source.dialect, state, text.parse_operand(x), colour, 7,
+                                              text.parse_operand(y) if y else None)
+                assert counted is not None, (source.dialect.name, expression, x, colour, y)
+                served.append(source.histogram(state, x, colour, y, bins=7))
+        monkeypatch.setattr(blockhist, "histogram", lambda *args: None)
+        by_sql = [source.histogram(parse_query(expression).state, x, colour, y, bins=7)
+                  for source in sources for expression, x, colour, y in plots]
+    finally:
+        for source in sources:
+            source.close()
+        pg_server.drop_database(second)
+    assert served == by_sql
+    partial_sqlite, wide_sqlite = served[:len(plots)], served[2 * len(plots):3 * len(plots)]
+    assert partial_sqlite[0]["total"] == 18 and set(partial_sqlite[0]["series"]) == {"t0", "t1", "t2"}
+    assert partial_sqlite[2]["total"] == 18 and partial_sqlite[3]["total"] == 24
+    # (the second selects the three fits at +1.5e308, a span of 0: one bin)
+    assert [plot["total"] for plot in wide_sqlite] == [0, 3, 0, 0]
+    assert [bool(plot["edges"]) for plot in wide_sqlite] == [False, True, False, False]
+
+
 def test_a_histograms_labels_do_not_depend_on_the_order_of_its_rows() -> None:
     """More labels than colours, tied at the cut: the same eight kept, in the same order, and the
     rest as "other", for the rows in SQL's order (by bin) and in blockhist's (by label)."""

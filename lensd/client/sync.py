@@ -34,7 +34,7 @@ from lensd.client.fits import (
     submit_fields,
     target_of,
 )
-from lensd.errors import DaemonUnavailable, InvalidRecord, LensdError
+from lensd.errors import ClientClosed, DaemonUnavailable, InvalidRecord, LensdError
 from lensd.wire import spoolfile as spooling
 
 log = logging.getLogger("lensd.client.jobs")
@@ -144,6 +144,8 @@ class SyncJobClient:
                 return
             except DaemonUnavailable:
                 sender.drop()  # also after a timeout: a late reply would be read as the next one's
+            except ClientClosed:  # close() began after the check above: nothing more to send
+                return
             except LensdError as exc:
                 log.warning("a heartbeat was refused: %s", exc)
                 return

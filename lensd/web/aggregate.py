@@ -1,7 +1,7 @@
 """Histograms and binned scatters over a query, counted in SQL: one statement, whatever the
 number of fits, that reads the facts index and never ships fits or values to Python. A histogram
-the fit-key blocks can count (blockhist.py: a fact, a query and a colour they hold) is counted
-there instead, with the same bins.
+or scatter the fit-key blocks can count (blockhist.py: facts, a query and a colour they hold) is
+counted there instead, with the same bins.
 
 The statement is driven from the facts index of the x value (``facts(kind, key, num, fit_key)``),
 so it reads one index range; the query's fits are a set it tests keys against
@@ -130,6 +130,8 @@ def histogram(rows: Rows, dialect: Dialect, state: QueryState, x: str, colour: s
         if found is None:
             return empty
         low, high = found
+        if not math.isfinite(high - low):  # finite ends whose span is not (-1.5e308 to 1.5e308): no bins
+            return empty
         width = (high - low) / bins if high > low else 1.0
         edges.append([low + i * width for i in range(bins + 1)])
     if not y and not colour and not selection:

@@ -75,11 +75,11 @@ def _labels(rows: Rows, colour: str) -> tuple[list[tuple[str, str]], str | None]
 
 def _edges(values: Any, bins: int) -> list[float] | None:
     """aggregate.py's edges: ``bins`` equal steps from the minimum to the maximum (one step of 1
-    when they are equal); None when there are no values or an end is not finite."""
+    when they are equal); None when there are no values or an end or the span is not finite."""
     if not len(values):
         return None
     low, high = float(values.min()), float(values.max())
-    if not (math.isfinite(low) and math.isfinite(high)):
+    if not math.isfinite(high - low):
         return None
     width = (high - low) / bins if high > low else 1.0
     return [low + i * width for i in range(bins + 1)]
