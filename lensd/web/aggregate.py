@@ -106,7 +106,8 @@ def histogram(rows: Rows, dialect: Dialect, state: QueryState, x: str, colour: s
     statements ``rows`` runs on a database of ``dialect``."""
     empty = {"x": x, "y": y, "colour": colour, "edges": [], "series": {}, "total": 0}
     x_operand = text.parse_operand(x)
-    served = blockhist.histogram(rows, dialect, state, x_operand, colour, bins, text.parse_operand(y) if y else None)
+    y_operand = text.parse_operand(y) if y else None
+    served = blockhist.histogram(rows, dialect, state, x_operand, colour, bins, y_operand)
     if served is not None:
         edges, counted = served
         return _series(counted, x, y, colour, edges, bins) if edges else empty
@@ -114,8 +115,7 @@ def histogram(rows: Rows, dialect: Dialect, state: QueryState, x: str, colour: s
     where, params = _condition(x_operand, "vx", x_expr), list(x_params)
     joins, join_params = "", []
     exprs = [x_expr]
-    if y:
-        y_operand = text.parse_operand(y)
+    if y_operand is not None:
         y_table, y_expr, y_params = _axis(y_operand, "vy")
         joins = f" JOIN {y_table} ON vy.fit_key = vx.fit_key AND {_condition(y_operand, 'vy', y_expr)}"
         join_params, exprs = list(y_params), [x_expr, y_expr]
@@ -129,17 +129,16 @@ def histogram(rows: Rows, dialect: Dialect, state: QueryState, x: str, colour: s
                            [*join_params, *params, *selection_params])
         if found is None:
             return empty
-        low, high = found
-        if not math.isfinite(high - low):  # finite ends whose span is not (-1.5e308 to 1.5e308): no bins
+        axis = blockhist.edges_between(*found, bins)
+        if axis is None:
             return empty
-        width = (high - low) / bins if high > low else 1.0
-        edges.append([low + i * width for i in range(bins + 1)])
+        edges.append(axis)
     if not y and not colour and not selection:
         return _series(_range_counts(rows, x_table, where, x_expr, params, edges[0]), x, y, colour, edges, bins)
     colour_join, (text_label, number_label), label_params = _label(rows, colour)
     whole = [dialect.whole.format(f"({e} - ?) / ?") for e in exprs]
     bin_exprs = [f"{dialect.greatest}(0, {dialect.least}({w}, {bins - 1}))" for w in whole]
-    bin_params = [p for e in edges for p in (e[0], (e[-1] - e[0]) / bins or 1.0)]
+    bin_params = [p for e in edges for p in (e[0], blockhist.step(e, bins))]
     groups = ", ".join(f"b{i}" for i in range(len(exprs)))
     selected = ", ".join(f"{b} AS b{i}" for i, b in enumerate(bin_exprs))
     sql = (f"SELECT {selected}, {text_label} AS lt, {number_label} AS ln, count(*) "  # noqa: S608

@@ -73,24 +73,31 @@ def _labels(rows: Rows, colour: str) -> tuple[list[tuple[str, str]], str | None]
     return [(value, blocks.text_name(*address, value)) for value in texts], blocks.number_name(*address)
 
 
-def _edges(values: Any, bins: int) -> list[float] | None:
-    """aggregate.py's edges: ``bins`` equal steps from the minimum to the maximum (one step of 1
-    when they are equal); None when there are no values or an end or the span is not finite."""
-    if not len(values):
-        return None
-    low, high = float(values.min()), float(values.max())
+def edges_between(low: float, high: float, bins: int) -> list[float] | None:
+    """The edges of every plot, counted here or in SQL (aggregate.py): ``bins`` equal steps from
+    ``low`` to ``high`` (one step of 1 when they are equal); None when an end or the span is not
+    finite (-1.5e308 to 1.5e308 has no bins)."""
     if not math.isfinite(high - low):
         return None
     width = (high - low) / bins if high > low else 1.0
     return [low + i * width for i in range(bins + 1)]
 
 
+def step(edges: list[float], bins: int) -> float:
+    """The width a value's bin is cut by: ``(v - edges[0]) / step``, floored, clipped to the bins."""
+    return (edges[-1] - edges[0]) / bins or 1.0
+
+
+def _edges(values: Any, bins: int) -> list[float] | None:
+    """``edges_between`` the values' minimum and maximum; None when there are no values."""
+    return edges_between(float(values.min()), float(values.max()), bins) if len(values) else None
+
+
 def _bin(values: Any, edges: list[float], bins: int) -> Any:
     """The bin of each value: SQL's ``greatest(0, least(floor((v - low) / step), bins - 1))``."""
     import numpy as np
 
-    step = (edges[-1] - edges[0]) / bins or 1.0
-    return np.clip(np.floor((values - edges[0]) / step), 0, bins - 1).astype(np.intp)
+    return np.clip(np.floor((values - edges[0]) / step(edges, bins)), 0, bins - 1).astype(np.intp)
 
 
 def histogram(rows: Rows, dialect: Dialect, state: QueryState, x: Operand, colour: str,
