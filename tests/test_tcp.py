@@ -207,6 +207,26 @@ def test_attacks_before_authentication_are_refused_while_a_client_is_served(tcp:
     assert secret.hex() not in log and "Traceback" not in log
 
 
+def test_requests_pipelined_after_the_auth_frame_are_each_applied_and_answered(tcp: TcpDaemon) -> None:
+    sock = tcp_socket(tcp.port)
+    side = auth.ClientSide(tcp.secret_file.read_bytes(), auth.new_nonce())
+    sock.sendall(frame(side.hello(0)))
+    challenge = read_frame(sock)
+    assert challenge is not None and "nonce" in challenge
+    side, answer = side.answer(challenge, 1)
+    # the auth frame and two requests in one write: the daemon reads them as one chunk
+    sock.sendall(frame(answer) + frame({"op": "submit", "rid": 2, "record": record(1)})
+                 + frame({"op": "submit", "rid": 3, "record": record(2)}))
+    accepted = read_frame(sock)
+    assert accepted is not None and accepted["ok"] is True and accepted["rid"] == 1, accepted
+    side.check_accepted(accepted)
+    replies = [read_frame(sock) for _ in range(2)]
+    assert sorted((r or {}).get("rid", -1) for r in replies) == [2, 3], replies
+    assert all(r is not None and r["outcome"] == "applied" for r in replies), replies
+    sock.close()
+    assert sorted(stored_ids(tcp.process.db)) == ["fit-1", "fit-2"]
+
+
 def thousand_failed_handshakes(port: int) -> dict[str, int]:
     """1,000 handshakes with a wrong proof from 127.0.0.1, 16 at a time; how each was refused."""
     outcomes: dict[str, int] = {}

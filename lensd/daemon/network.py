@@ -153,7 +153,7 @@ class Gate:
                 protocol.check_hello(first)
                 side, challenge = side.challenge(first)
                 await connection.send(challenge)
-                message = (await _more(connection, pending)).pop(0)
+                message = (await _more(connection, pending)).pop(0)  # the rest came after it
                 rid = protocol.reply_rid(message)
                 rid = side.verify(message)
             except (ProtocolError, AuthenticationFailed) as exc:
@@ -163,7 +163,7 @@ class Gate:
                 hello = protocol.hello_reply(rid, __version__)
                 welcome = connection.welcome({"v": hello["v"], "server": hello["server"]})
                 await connection.send(side.accepted(rid, **welcome))
-                connection.queue(pending[1:])
+                connection.queue(pending)  # the auth frame is already out of it
                 return True
         await self.refuse(connection.peer, str(failure))
         await connection.send(protocol.error(rid, failure))
