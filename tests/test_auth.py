@@ -100,6 +100,14 @@ def test_any_other_frame_in_place_of_auth_is_refused(frame: dict[str, object]) -
         daemon.verify(frame)
 
 
+def test_a_long_op_in_place_of_auth_is_quoted_short() -> None:
+    client = auth.ClientSide(b"k" * 32, auth.new_nonce())
+    daemon, _ = auth.DaemonSide(b"k" * 32, auth.new_nonce()).challenge(client.hello())
+    with pytest.raises(AuthenticationFailed) as raised:
+        daemon.verify({"op": "A" * (1 << 20) + "\n", "rid": 1})
+    assert len(str(raised.value)) < 200 and "\n" not in str(raised.value)
+
+
 @pytest.mark.parametrize("hello", [
     {"op": "hello", "v": 1, "rid": 0},  # a plain (Unix socket) hello on TCP
     {"op": "hello", "v": 1, "rid": 0, "auth": "hmac-sha256"},

@@ -223,6 +223,17 @@ def test_bad_requests(message: dict[str, Any], match: str) -> None:
     assert protocol.reply_rid(message) == (1 if type(message.get("rid")) is int else None)
 
 
+@pytest.mark.parametrize("check", [protocol.check_hello, protocol.parse_request])
+@pytest.mark.parametrize("value", ["A" * (1 << 20), "x\ninjected log line", ["op"] * 100_000])
+def test_a_peers_value_is_quoted_escaped_and_short(check: Any, value: object) -> None:
+    fields = [{"op": value, "v": 1, "rid": 0}, {"op": "hello", "v": value, "rid": 0}]
+    for message in fields if check is protocol.check_hello else fields[:1]:
+        with pytest.raises(errors.ProtocolError) as raised:
+            check(message)
+        text = str(raised.value)
+        assert len(text) < 200 and "\n" not in text, text[:300]
+
+
 def test_request_refuses_unknown_op() -> None:
     with pytest.raises(errors.ProtocolError, match="unknown op 'qeury'"):
         protocol.request("qeury", 1)

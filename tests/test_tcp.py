@@ -227,6 +227,41 @@ def test_requests_pipelined_after_the_auth_frame_are_each_applied_and_answered(t
     assert sorted(stored_ids(tcp.process.db)) == ["fit-1", "fit-2"]
 
 
+def test_a_huge_value_from_an_unauthenticated_peer_is_neither_logged_nor_echoed_whole(tcp: TcpDaemon) -> None:
+    huge = "A" * (4 << 20) + "\nforged log line"
+    replies = []
+    sock = tcp_socket(tcp.port)  # in place of the hello
+    sock.sendall(frame({"op": huge, "v": 1, "rid": 0}))
+    replies.append(read_frame(sock))
+    sock.close()
+    sock = tcp_socket(tcp.port)  # a hello of another version
+    sock.sendall(frame({"op": "hello", "v": huge, "rid": 0}))
+    replies.append(read_frame(sock))
+    sock.close()
+    sock = tcp_socket(tcp.port)  # in place of the auth frame
+    sock.sendall(frame(auth.client_hello(auth.new_nonce())) + frame({"op": huge, "rid": 1}))
+    challenge = read_frame(sock)
+    assert challenge is not None and "nonce" in challenge
+    replies.append(read_frame(sock))
+    sock.close()
+    unix = socketlib.socket(socketlib.AF_UNIX)  # the Unix socket's hello
+    unix.settimeout(30)
+    unix.connect(str(tcp.process.socket))
+    unix.sendall(frame({"op": huge, "v": 1, "rid": 0}))
+    replies.append(read_frame(unix))
+    unix.close()
+    for reply in replies:
+        assert reply is not None and reply["ok"] is False, reply
+        assert len(reply["error"]["message"]) < 300, reply["error"]["message"][:300]
+    assert [reply["error"]["code"] for reply in replies if reply] == ["protocol", "protocol", "auth", "protocol"]
+    with lensd.connect_sync(address=tcp.address) as client:  # still served
+        assert client.submit(record(1)) == "applied"
+    assert tcp.process.stop() == 0
+    log = tcp.log()
+    assert len(log) < 20_000 and max(len(line) for line in log.splitlines()) < 1_000, len(log)
+    assert "\nforged log line" not in log and log.count("TCP handshake from 127.0.0.1 failed") == 3
+
+
 def thousand_failed_handshakes(port: int) -> dict[str, int]:
     """1,000 handshakes with a wrong proof from 127.0.0.1, 16 at a time; how each was refused."""
     outcomes: dict[str, int] = {}

@@ -29,6 +29,7 @@ from lensd.client.secret import ensure_secret, resolve_secret_file
 from lensd.client.transport import fingerprint
 from lensd.daemon.services import ConnectionHost
 from lensd.errors import AuthenticationFailed, Busy, LensdError, ProtocolError
+from lensd.safefiles import log_name
 from lensd.settings import Database, Settings, shown
 from lensd.wire import auth, protocol
 
@@ -48,6 +49,7 @@ class Greeting(Protocol):
     def welcome(self, reply: dict[str, Any]) -> dict[str, Any]: ...
 
 log = logging.getLogger("lensd.network")
+_REASON = 300  # characters of a failed handshake's reason in its log line
 
 
 @dataclass
@@ -129,10 +131,14 @@ class Gate:
     failures: int = 0  # for status
 
     async def refuse(self, peer: str, reason: str) -> None:
-        """Log a failed handshake with its peer, then hold the answer back as the throttle says."""
+        """Log a failed handshake with its peer, then hold the answer back as the throttle says.
+
+        The reason is logged escaped and shortened: it may quote what an unauthenticated peer sent.
+        """
         self.failures += 1
         count, delay = self.throttle.failed(peer)
-        log.warning("TCP handshake from %s failed (%d in a row from it): %s", peer, count, reason)
+        log.warning("TCP handshake from %s failed (%d in a row from it): %s", peer, count,
+                    log_name(reason, _REASON))
         await anyio.sleep(delay)  # the slowing itself, not synchronisation
 
     async def authenticate(self, connection: Greeting) -> bool:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from lensd.errors import AuthenticationFailed
-from lensd.wire.protocol import PROTOCOL_VERSION, hello, raise_for_reply, reply_rid
+from lensd.wire.protocol import PROTOCOL_VERSION, hello, raise_for_reply, reply_rid, shown
 
 SCHEME: Final = "hmac-sha256"
 NONCE_BYTES: Final = 32
@@ -86,7 +86,7 @@ class DaemonSide:
         """Check the client's ``auth`` frame; its rid, or AuthenticationFailed (then close)."""
         op = message.get("op")
         if op != "auth":
-            raise AuthenticationFailed(f"not authenticated: {op!r} refused before the auth frame")
+            raise AuthenticationFailed(f"not authenticated: {shown(op)} refused before the auth frame")
         rid = reply_rid(message)
         if rid is None:
             raise AuthenticationFailed("the auth frame needs an integer rid")

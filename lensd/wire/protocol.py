@@ -37,15 +37,17 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 from lensd.errors import FrameTooLarge, LensdError, ProtocolError, from_wire
+from lensd.safefiles import log_name
 from lensd.wire.codec import Received, pack, span, unpack
 
 PROTOCOL_VERSION = 1
 DEFAULT_MAX_FRAME = 64 * 1024 * 1024
 HEADER = struct.Struct(">I")
 _LARGEST_LENGTH = 2**32 - 1  # what the 4-byte header can say
+_SHOWN: Final = 60  # characters of a peer's value an error message quotes
 
 WRITE_OPS = frozenset({"submit", "start", "progress", "complete", "fail", "heartbeat"})
 RECORD_OPS = frozenset({"submit", "start", "complete"})  # write ops that carry a whole record
@@ -193,6 +195,12 @@ def reply_rid(message: Mapping[str, Any]) -> int | None:
     return rid if _is_int(rid) else None
 
 
+def shown(value: object) -> str:
+    """A value a peer sent, as an error message (and so a log line) may quote it: repr'd, escaped
+    and shortened, so neither a 20 MiB op string nor a newline gets through whole."""
+    return log_name(repr(value), _SHOWN)
+
+
 def hello(rid: int = 0) -> dict[str, Any]:
     """The client's first frame."""
     return {"op": "hello", "v": PROTOCOL_VERSION, "rid": rid}
@@ -202,11 +210,11 @@ def check_hello(message: Mapping[str, Any]) -> int:
     """Validate a client's first frame and return its rid (0 when it sent none)."""
     op = message.get("op")
     if op != "hello":
-        raise ProtocolError(f"expected hello as the first frame, got op {op!r}")
+        raise ProtocolError(f"expected hello as the first frame, got op {shown(op)}")
     version = message.get("v")
     if version != PROTOCOL_VERSION or not _is_int(version):  # True == 1 in Python
         raise ProtocolError(
-            f"unsupported protocol version {version!r}; this daemon speaks {PROTOCOL_VERSION}")
+            f"unsupported protocol version {shown(version)}; this daemon speaks {PROTOCOL_VERSION}")
     rid = message.get("rid", 0)
     if not _is_int(rid):
         raise _rid_error(rid)
@@ -261,9 +269,9 @@ def parse_request(message: Mapping[str, Any]) -> tuple[str, int, dict[str, Any]]
     """Check the envelope of a request; the fields are the op handler's to validate."""
     op = message.get("op")
     if not isinstance(op, str):
-        raise ProtocolError(f"a request needs an op string, got {op!r}")
+        raise ProtocolError(f"a request needs an op string, got {shown(op)}")
     if op not in ALL_OPS:
-        raise ProtocolError(f"unknown op {op!r}")
+        raise ProtocolError(f"unknown op {shown(op)}")
     if "rid" not in message:
         raise ProtocolError(f"request {op!r} has no rid")
     rid = message["rid"]
