@@ -117,6 +117,26 @@ def test_bad_first_frames_get_an_error_and_a_closed_connection(daemon, payload, 
         assert client.submit(record(7)) == "applied"
 
 
+def test_each_bad_hello_is_logged_in_one_short_line(make_daemon) -> None:  # type: ignore[no-untyped-def]
+    daemon = make_daemon("--handshake-timeout", "1")
+    for payload in (frame({"op": "submit", "rid": 1, "record": {}}),
+                    frame({"op": "hello", "v": 2, "rid": 0}),
+                    frame({"op": "hello", "v": "9" * 100_000, "rid": 0}),
+                    b""):  # says nothing: refused at the handshake timeout
+        with raw_connection(daemon.socket, timeout=30) as sock:
+            sock.sendall(payload)
+            reply = read_frame(sock)
+            assert reply is not None and reply["error"]["code"] == "protocol", reply
+            assert read_frame(sock) is None
+    assert daemon.stop() == 0
+    lines = [line for line in daemon.stderr_lines if "closing a connection" in line]
+    assert len(lines) == 4, daemon.stderr_lines
+    assert "got op 'submit'" in lines[0] and "unsupported protocol version 2;" in lines[1]
+    assert len(lines[2]) < 400 and "(100002 characters)" in lines[2], lines[2][:500]
+    assert "no hello within the handshake timeout" in lines[3]
+    assert all("WARNING" in line for line in lines)
+
+
 def test_unknown_op_and_bad_rid_keep_the_connection(daemon) -> None:  # type: ignore[no-untyped-def]
     with raw_connection(daemon.socket) as sock:
         hello(sock)

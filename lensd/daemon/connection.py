@@ -164,14 +164,18 @@ class Connection:
         return pending
 
     async def _hello(self) -> bool:
+        """The Unix socket's hello; a bad one is answered and logged, one line per connection (its
+        reason quotes the peer's values shortened: ``protocol.shown``)."""
         pending = await self.first_messages()
         if not pending:
+            log.warning("closing a connection: no hello within the handshake timeout")
             await self.send(protocol.error(None, ProtocolError("no hello within the handshake timeout")))
             return False
         first, rest = pending[0], pending[1:]
         try:
             rid = protocol.check_hello(first)
         except ProtocolError as exc:
+            log.warning("closing a connection: bad hello: %s", exc)
             await self.send(protocol.error(protocol.reply_rid(first), exc))
             return False
         await self.send(self.welcome(protocol.hello_reply(rid, __version__)))
