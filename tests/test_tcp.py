@@ -21,8 +21,8 @@ from wire import frame, read_frame
 import lensd
 from lensd.client.contact import Contact
 from lensd.client.contact import read as read_contact
-from lensd.errors import AuthenticationFailed
-from lensd.wire import auth
+from lensd.errors import AuthenticationFailed, Busy
+from lensd.wire import auth, spoolfile
 
 WORKERS = Path(__file__).parent / "workers.py"
 
@@ -378,6 +378,32 @@ def test_tls_pinned_by_the_contact_file_and_refused_otherwise(
     assert sorted(stored_ids(tls.process.db)) == ["fit-1", "fit-2"]
     assert tls.process.stop() == 0
     assert "TLS handshake failed" in tls.log()
+
+
+def test_a_tls_client_at_the_connection_cap_is_told_busy_and_a_job_spools(
+        make_daemon: Callable[..., DaemonProcess], short_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cert, key = make_certificate(short_tmp)
+    tls = TcpDaemon(make_daemon, short_tmp, "--tls-cert", str(cert), "--tls-key", str(key),
+                    "--max-connections", "1")
+    for name, value in tls.env().items():
+        monkeypatch.setenv(name, value)
+    address = f"tls://127.0.0.1:{tls.port}"
+    holder = socketlib.socket(socketlib.AF_UNIX)  # the one connection the daemon takes
+    holder.settimeout(30)
+    holder.connect(str(tls.process.socket))
+    holder.sendall(frame({"op": "hello", "v": 1, "rid": 0}))
+    welcome = read_frame(holder)
+    assert welcome is not None and welcome["ok"] is True
+    with pytest.raises(Busy, match="connection limit"):  # not a broken TLS handshake (auth)
+        just_connect(address=address)
+    spool = short_tmp / "spool"
+    with lensd.connect_sync(address=address, spool=spool) as job:  # busy: the job spools
+        assert job.submit(record(1, n_samples=5)) == "spooled"
+    assert len(spoolfile.pending(spool)) == 1
+    holder.close()
+    with lensd.connect_sync(address=address) as client:  # the slot is free again
+        assert client.submit(record(2)) == "applied"
+    assert tls.process.stop() == 0
 
 
 def test_the_handshake_timeout_and_the_connection_cap_apply_to_tcp(

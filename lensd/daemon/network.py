@@ -129,6 +129,8 @@ class Gate:
     fingerprint: str | None = None
     throttle: Throttle = field(default_factory=Throttle)
     failures: int = 0  # for status
+    max_refusing: int = 64  # TLS handshakes at once only to say "busy" (``refusal_stream``)
+    _refusing: int = 0
 
     async def refuse(self, peer: str, reason: str) -> None:
         """Log a failed handshake with its peer, then hold the answer back as the throttle says.
@@ -196,6 +198,30 @@ class Gate:
             await stream.aclose()
             return None
         return wrapped, peer
+
+    async def refusal_stream(self, stream: ByteStream, *, seconds: float) -> ByteStream | None:
+        """Where to send a refusal (``busy``) a TCP client can read: inside TLS when it is on.
+
+        A TLS client reads plain bytes as a broken handshake (``auth``, not retried), so with TLS
+        the handshake comes first, within ``seconds``. None: it failed or timed out, or
+        ``max_refusing`` are under way already (a flood at the connection cap costs no more than
+        that); the caller then just closes ``stream``.
+        """
+        if self.tls is None:
+            return stream
+        if self._refusing >= self.max_refusing:
+            return None
+        self._refusing += 1
+        try:
+            with anyio.move_on_after(seconds):
+                try:
+                    return await TLSStream.wrap(stream, server_side=True, ssl_context=self.tls,
+                                                standard_compatible=False)
+                except (ssl.SSLError, OSError, anyio.EndOfStream, anyio.BrokenResourceError):
+                    pass
+            return None
+        finally:
+            self._refusing -= 1
 
     async def wrap(self, stream: ByteStream, peer: str, *, seconds: float) -> ByteStream | None:
         """The stream after the TLS handshake (or as is without TLS); None when TLS failed."""

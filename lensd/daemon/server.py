@@ -145,18 +145,7 @@ class Daemon:
 
     async def _handle(self, stream: ByteStream, gate: Gate | None = None) -> None:
         if self.connections >= self.settings.max_connections:
-            from lensd.wire import protocol
-
-            limit = self.settings.max_connections
-            try:
-                with anyio.move_on_after(1.0):  # a refused peer that never reads cannot hold us
-                    await stream.send(protocol.encode_frame(protocol.error(
-                        None, "busy", f"the daemon is at its connection limit ({limit} connections, "
-                                      f"lensd start --max-connections); try again later")))
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-                pass
-            finally:
-                await stream.aclose()
+            await self._turn_away(stream, gate)
             return
         self.connections += 1
         log.info("connection opened (%d open)", self.connections)
@@ -171,6 +160,27 @@ class Daemon:
         finally:
             self.connections -= 1
             log.info("connection closed (%d open)", self.connections)
+
+    async def _turn_away(self, stream: ByteStream, gate: Gate | None) -> None:
+        """Tell a connection past ``--max-connections`` that the daemon is busy, then close it
+        (over TLS after the TLS handshake: ``Gate.refusal_stream``)."""
+        from lensd.wire import protocol
+
+        limit = self.settings.max_connections
+        refusal = protocol.encode_frame(protocol.error(
+            None, "busy", f"the daemon is at its connection limit ({limit} connections, "
+                          f"lensd start --max-connections); try again later"))
+        told: ByteStream | None = stream
+        try:
+            if gate is not None:
+                told = await gate.refusal_stream(stream, seconds=self.settings.handshake_timeout)
+            if told is not None:
+                with anyio.move_on_after(1.0):  # a refused peer that never reads cannot hold us
+                    await told.send(refusal)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+            pass
+        finally:
+            await (told or stream).aclose()
 
     async def _serve_connection(self, connection: Connection) -> None:
         self.live.add(connection)
