@@ -35,6 +35,7 @@ class ConnectionHost(Protocol):
     committer: GroupCommitter
     reads: ReadService
     flow: Shared
+    extra_status: dict[str, Any]  # published in ``status`` replies
 
     async def status(self) -> dict[str, Any]: ...
 
