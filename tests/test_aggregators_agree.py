@@ -25,6 +25,9 @@ QUERIES: dict[str, Query] = {
     "gaussian centre": lambda agg: agg.query(agg.model.gaussian.centre > 35.0),
     "ordered slice": lambda agg: agg.order_by(agg.max_log_likelihood, reverse=True)[2:9],
     "grids": lambda agg: agg.grid_searches(),
+    # msgpack carries 64-bit ints only: a larger one is compared as the float it is in SQL
+    "int beyond 64 bits": lambda agg: agg.query((agg.model.galaxies.lens.mass.einstein_radius < 2**70)
+                                                & ~agg.max_log_likelihood.in_([2**64, -(2**80)])),
 }
 
 

@@ -67,6 +67,9 @@ def test_comparisons_build_nodes() -> None:
         In(ModelPath("galaxies.lens.x"), (1, "a")), lens.x == Isothermal, lens.x.is_none()))
     assert (agg.max_log_likelihood > np.float64(2.5)) == (agg.max_log_likelihood > 2.5)
     assert (agg.info["n"] == np.int64(3)).to_wire()["value"] == 3
+    assert (agg.info["n"] == 2**63 - 1).to_wire()["value"] == 2**63 - 1  # still an int
+    big = (agg.info["n"] < 2**70).to_wire()["value"]  # past 64 bits: the float SQL compares anyway
+    assert type(big) is float and big == 2.0**70
     assert (agg.is_complete == True) == Compare(Column("is_complete"), "==", True)  # noqa: E712
 
 

@@ -22,6 +22,7 @@ BOOL_COLUMNS: Final = frozenset({"is_complete", "is_grid_search"})
 COMPARISONS: Final = ("==", "<", "<=", ">", ">=")
 MAX_DEPTH: Final = 64  # the deepest query tree, in any form (wire, text, SQL)
 MAX_NODES: Final = 10_000  # the most nodes a query sent over the wire may have
+INT64: Final = range(-(2**63), 2**63)  # the whole numbers a query keeps as int (msgpack, sqlite)
 METHODS: Final = frozenset({"contains", "in_", "is_none", "path"})  # names attribute access cannot reach
 _BOOL_MESSAGE: Final = (
     "a query cannot be used as a bool: use & | ~ (with parentheses) instead of and/or/not, "
@@ -48,6 +49,8 @@ def check_scalar(value: object, what: str = "a query value") -> Scalar:
     """A value fits can be compared with, normalised to bool, int, float or str (numpy too).
 
     NaN is refused: it equals nothing and orders with nothing, so a query holding it is a mistake.
+    A whole number outside 64 bits becomes a float: the compiler compares every number as REAL
+    anyway, and msgpack (the wire to the daemon) cannot carry it, so file and socket agree.
     """
     if isinstance(value, str):
         return check_text(value, what)
@@ -56,6 +59,8 @@ def check_scalar(value: object, what: str = "a query value") -> Scalar:
     if isinstance(value, numbers.Real):
         result: int | float = int(value) if isinstance(value, numbers.Integral) else float(value)
         try:
+            if isinstance(result, int) and result not in INT64:
+                result = float(result)
             if math.isnan(float(result)):
                 raise QueryError(f"{what}: NaN equals nothing; use .is_none() or a range instead")
         except OverflowError:
