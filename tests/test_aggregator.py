@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
+import pickle
 import shutil
 import subprocess
 import sys
@@ -71,6 +73,20 @@ def test_samples_values_match_pyautofit(agg: lensd.Aggregator) -> None:
             assert math.isclose(instance[path], value, rel_tol=1e-12)
         seen += 1
     assert seen == len(FITS)
+
+
+def test_instances_copy_and_pickle(agg: lensd.Aggregator) -> None:
+    """copy, deepcopy and pickle (multiprocessing) give back an equal instance, not a RecursionError."""
+    instances = [f.instance for f in agg.fits() if f.instance is not None]
+    instances += [s.median_pdf_instance for s in agg.values("samples")]
+    assert instances
+    for instance in instances:
+        for again in (copy.copy(instance), copy.deepcopy(instance), pickle.loads(pickle.dumps(instance))):
+            assert type(again) is lensd.Instance
+            assert again == instance and again.class_path == instance.class_path
+            assert again.to_flat() == instance.to_flat() and repr(again) == repr(instance)
+    with pytest.raises(AttributeError, match="_children_of"):
+        instances[0]._children_of  # noqa: B018 - a private name is never a child
 
 
 def test_seed_query_class_and_value(agg: lensd.Aggregator) -> None:

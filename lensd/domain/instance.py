@@ -102,10 +102,19 @@ class Instance:
         return self._class_path  # type: ignore[no-any-return]
 
     def __getattr__(self, name: str) -> Any:
+        # Private and special names are never children: copy and pickle look up ``__deepcopy__``
+        # and co. on an object whose slots are not set yet, and ``self._children`` would land here
+        # again, forever. A child whose name starts with "_" is still ``node["_name"]``.
+        if name.startswith("_"):
+            raise AttributeError(f"instance has no attribute {name!r}")
         try:
             return self._children[name]
         except KeyError:
             raise AttributeError(f"instance has no attribute {name!r}") from None
+
+    def __reduce__(self) -> Any:
+        """Copies and pickles (multiprocessing) rebuild the node from its class path and children."""
+        return (Instance, (self._class_path, self._children))
 
     def __getitem__(self, name: str) -> Any:
         return self._children[name]
