@@ -75,14 +75,11 @@ class _Base(QueryFields):
         """Grid-search and sensitivity-map parents only; ``.children()`` reaches their cells."""
         return self._with(self._state.grids())
 
-    def _children_state(self, parent_ids: Sequence[str]) -> QueryState:
-        state = QueryState(predicate=Column("parent_id").in_(list(parent_ids)),
-                           completed_only=self._state.completed_only, top_level_only=False)
-        return state
-
-    def _describe(self) -> str:
+    def _describe(self, state: QueryState | None = None) -> str:
         """The state in the words of the API, for reprs: ``query(...) order_by(...) [2:5]``."""
-        state, parts = self._state, []
+        state, parts = self._state if state is None else state, []
+        if state.parent is not None:
+            parts.append(f"children() of ({self._describe(state.parent)})")
         if state.predicate is not None:
             parts.append(f"query({state.predicate!r})")
         parts += [f"order_by({key.operand!r}{', reverse=True' if key.reverse else ''})" for key in state.order]
@@ -190,9 +187,11 @@ class Aggregator(_Base):
             self._explain_nothing(name)
 
     def children(self) -> Aggregator:
-        """The cells and sensitivity fits of the selected grid searches."""
-        parents = [fit.id for fit in self.fits()]
-        return self._with(self._children_state(parents))
+        """The cells and sensitivity fits of the selected grid searches.
+
+        The selection of parents stays part of the query (a subquery), so no fit is read here
+        and any number of parents works."""
+        return self._with(self._state.children())
 
     def columns(self, median: bool = False) -> list[str]:
         """The columns ``to_rows`` and ``lensd export`` give for these fits (see lensd.store.flatrows).
@@ -335,8 +334,9 @@ class AsyncAggregator(_Base):
                 names.warn_once(note, stacklevel=4)
 
     async def children(self) -> AsyncAggregator:
-        parents = [fit.id async for fit in self.fits()]
-        return self._with(self._children_state(parents))
+        """As ``Aggregator.children``: the daemon gets the parents' state, never a list of ids
+        (a coroutine still, as it always was, though nothing is awaited)."""
+        return self._with(self._state.children())
 
     async def to_rows(self, columns: Sequence[str] | None = None,
                       median: bool = False) -> list[dict[str, Any]]:

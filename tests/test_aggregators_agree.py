@@ -88,3 +88,73 @@ def test_children_agree(filled) -> None:  # type: ignore[no-untyped-def]
             return sorted([f.id async for f in children.fits()])
 
     assert cells == anyio.run(ask) and len(cells) == 2
+
+
+PARENTS = 33_000  # past sqlite's 32,766 bound values and the wire's 10,000 nodes
+
+
+def _grid(i: int) -> dict[str, Any]:
+    return {"id": f"grid-{i:05d}", "name": "grid", "status": "completed", "is_grid_search": True,
+            "info": {"i": i}}
+
+
+def _cell(i: int, parent: int) -> dict[str, Any]:
+    return {"id": f"cell-{i:03d}", "name": "cell", "status": "completed", "parent_id": f"grid-{parent:05d}"}
+
+
+@pytest.fixture(scope="module")
+def many_parents(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """33,000 grid searches, every 1,000th with a cell, served by a daemon."""
+    import tempfile
+    from pathlib import Path
+
+    from conftest import DaemonProcess
+
+    from lensd.domain.records import validate_record
+    from lensd.store.writeops import Upsert
+    from lensd.store.writer import BatchWriter
+
+    db = tmp_path_factory.mktemp("parents") / "p.sqlite"
+
+    async def fill() -> None:
+        writer = await BatchWriter.open(db, "normal")
+        try:
+            for start in range(0, PARENTS, 1000):
+                await writer.apply([Upsert(validate_record(_grid(i))) for i in range(start, start + 1000)])
+            await writer.apply([Upsert(validate_record(_cell(i, i * 1000))) for i in range(PARENTS // 1000)])
+        finally:
+            await writer.close()
+
+    anyio.run(fill)
+    daemon = DaemonProcess(db, Path(tempfile.mkdtemp(prefix="ldp", dir="/tmp")) / "s", [])
+    daemon.start()
+    try:
+        yield daemon
+    finally:
+        daemon.stop()
+
+
+CHILDREN_OF: dict[str, tuple[Query, list[int]]] = {  # parents chosen -> the parent numbers of their cells
+    "all": (lambda agg: agg, list(range(0, PARENTS, 1000))),
+    "grid searches": (lambda agg: agg.grid_searches(), list(range(0, PARENTS, 1000))),
+    "queried": (lambda agg: agg.query(agg.info["i"] >= 20_000), list(range(20_000, PARENTS, 1000))),
+    "ordered slice": (lambda agg: agg.order_by(agg.info["i"], reverse=True)[1:12_001],
+                      list(range(21_000, PARENTS, 1000))),  # i from 32,998 down to 20,999
+    "negative slice": (lambda agg: agg[-5001:], list(range(28_000, PARENTS, 1000))),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CHILDREN_OF))
+def test_children_of_any_number_of_parents(many_parents, name: str) -> None:  # type: ignore[no-untyped-def]
+    """children() keeps the parents' selection in the query: no id list to outgrow sqlite or the wire."""
+    build, parents = CHILDREN_OF[name]
+    want = [f"cell-{p // 1000:03d}" for p in parents]
+    cells = build(lensd.Aggregator.from_database(many_parents.db)).children()
+    assert [f.id for f in cells.fits()] == want and len(cells) == len(want)
+
+    async def ask() -> tuple[int, list[str]]:
+        async with await lensd.AsyncAggregator.connect(socket=many_parents.socket) as agg:
+            children = await build(agg).children()
+            return await children.count(), [f.id async for f in children.fits()]
+
+    assert anyio.run(ask) == (len(want), want)

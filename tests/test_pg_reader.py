@@ -111,3 +111,28 @@ def test_every_lensd_session_runs_without_jit(pg_url: str) -> None:
             await reads.aclose()
 
     assert anyio.run(daemon_sessions) == [("off",), ("off",)]
+
+
+def test_children_select_their_parents_in_the_query(pg_server: PgServer, tmp_path: Path) -> None:
+    """agg.children() on PostgreSQL: the parents' selection is a subquery (their order and slices
+    kept), so it holds no list of ids however many parents there are."""
+    grids = [_fit(i, is_grid_search=True) for i in range(300)]
+    cells = [_fit(300 + i, parent_id=f"fit{i * 10}", status="completed" if i % 2 else "running")
+             for i in range(30)]
+    with open_db("postgresql", tmp_path, pg_server) as db:
+        load(db, grids + cells)
+        agg = lensd.Aggregator.from_database(db.url)
+        try:
+            assert [f.id for f in agg.children().fits()] == [f"fit{300 + i}" for i in range(30)]
+            assert len(agg.grid_searches().children()) == 30
+            top = agg.order_by(agg.max_log_likelihood, reverse=True)[5:101]  # fit294 .. fit199
+            assert [f.id for f in top.children().fits()] == [f"fit{300 + i}" for i in range(20, 30)]
+            assert [f.id for f in agg[-35:].children().fits()] == ["fit327", "fit328", "fit329"]
+            assert len(agg.children().query(agg.is_complete)) == 15 and len(agg.children().children()) == 0
+        finally:
+            agg.close()
+        done = lensd.Aggregator.from_database(db.url, completed_only=True)  # the children's scope too
+        try:
+            assert [f.id for f in done.children().fits()] == [f"fit{300 + i}" for i in range(1, 30, 2)]
+        finally:
+            done.close()

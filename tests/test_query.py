@@ -27,7 +27,7 @@ from lensd.query.nodes import (
     Not,
     Or,
 )
-from lensd.query.state import OrderKey, QueryFields, QueryState
+from lensd.query.state import MAX_GENERATIONS, OrderKey, QueryFields, QueryState
 
 agg = QueryFields()
 lens = agg.model.galaxies.lens
@@ -177,7 +177,8 @@ def states(draw: st.DrawFn) -> QueryState:
     for _ in range(draw(st.integers(0, 2))):
         state = state.ordered(draw(st.sampled_from([agg.model.a, agg.median.b, agg.info["c"], agg.job["d"],
                                                     agg.unique_tag])), draw(st.booleans()))
-    return state.sliced(draw(st.none() | st.integers(0, 5)), draw(st.none() | st.integers(0, 9)))
+    state = state.sliced(draw(st.none() | st.integers(0, 5)), draw(st.none() | st.integers(0, 9)))
+    return state.children() if draw(st.booleans()) else state  # a parent state nests in the wire form
 
 
 @settings(max_examples=150, deadline=None)
@@ -237,6 +238,18 @@ def test_from_wire_refuses_malformed_states(wire: Any) -> None:
 
 def test_from_wire_accepts_its_limits() -> None:
     QueryState.from_wire(_with(predicate=_nested_nots(MAX_DEPTH - 2)))
+
+
+def test_children_nest_their_parent_state_to_a_bound() -> None:
+    state = QueryState()
+    for _ in range(MAX_GENERATIONS):
+        state = state.children()
+    assert state.generations == MAX_GENERATIONS and QueryState.from_wire(state.to_wire()) == state
+    with pytest.raises(QueryError, match="children of children"):
+        state.children()
+    with pytest.raises(QueryError, match="children of children"):
+        QueryState.from_wire({**VALID, "parent": state.to_wire()})
+    assert "parent" not in VALID  # sent only when set: older daemons read every other state
 
 
 _keys = st.sampled_from(["t", "operand", "op", "value", "values", "items", "item", "path", "by", "name", "key",

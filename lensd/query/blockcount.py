@@ -206,8 +206,8 @@ class BlockCount:
 
 def plan(state: QueryState) -> BlockCount | None:
     """The blocks' count of ``state``, or None when they cannot answer it exactly."""
-    if (state.limit is not None or state.offset or state.parent_id is not None or state.completed_only
-            or state.grid_only):
+    if (state.limit is not None or state.offset or state.parent_id is not None or state.parent is not None
+            or state.completed_only or state.grid_only):
         return None
     evaluate: Evaluator | None = None
     names = [blocks.FITS, *([blocks.TOP] if state.top_level_only else [])]

@@ -320,6 +320,8 @@ def _conditions(state: QueryState, access: Access) -> list[Fragment]:
         conditions.append(("f.parent_id IS NULL", []))
     if state.parent_id is not None:
         conditions.append(("f.parent_id = ?", [state.parent_id]))
+    if state.parent is not None:
+        conditions.append(_children_of(state.parent, access))
     if state.completed_only:
         conditions.append(("f.status = ?", [COMPLETED]))
     if state.grid_only:
@@ -327,6 +329,41 @@ def _conditions(state: QueryState, access: Access) -> list[Fragment]:
     if state.predicate is not None:
         conditions.append(compile_predicate(state.predicate, 0, access))
     return conditions
+
+
+def _children_of(parent: QueryState, access: Access) -> Fragment:
+    """The fits whose parent ``parent`` selects: one subquery, whatever the number of parents.
+
+    Its ``fits AS f`` hides the outer one, so its leaves test the parents; its ORDER BY and
+    LIMIT pick the same parents a sliced aggregator iterates over."""
+    window = [order_by(parent, access.dialect), limit_offset(parent, access.dialect)] if sliced(parent) else []
+    sql, params = join_fragments([("SELECT f.id FROM fits AS f", []), compile_where(parent, access), *window])
+    return f"f.parent_id IN ({sql})", params
+
+
+def order_by(state: QueryState, dialect: Dialect) -> Fragment:
+    """ORDER BY the state's keys, fits lacking a value last either way, then by insertion."""
+    terms: list[Fragment] = []
+    for key in state.order:
+        address = fact_address(key.operand)
+        expr, params = column_sql(key.operand.name, dialect) if isinstance(key.operand, Column) else (
+            dialect.fact_order.format(FACT_ORDER_KEY), list(address or ()))
+        terms += [(f"{expr} IS NULL", params), (expr + (" DESC" if key.reverse else ""), params)]
+    sql, params = join_fragments([*terms, ("f.fit_key", [])], ", ")
+    return f"ORDER BY {sql}", params
+
+
+def sliced(state: QueryState) -> bool:
+    """Whether the state selects a window (``LIMIT ... OFFSET ...``) of its fits."""
+    if state.needs_total:  # a reader's bug, not a user's: resolve() runs before compiling
+        raise QueryError("a slice with a negative bound must be resolved against the fit count first")
+    return state.limit is not None or state.offset > 0
+
+
+def limit_offset(state: QueryState, dialect: Dialect) -> Fragment:
+    if not sliced(state):
+        return "", []
+    return "LIMIT ? OFFSET ?", [dialect.no_limit if state.limit is None else state.limit, state.offset]
 
 
 def join_fragments(parts: Iterable[Fragment], separator: str = " ") -> Fragment:

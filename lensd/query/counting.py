@@ -17,7 +17,7 @@ fact per key and one node per path), so:
   child fits, which walks the ``fits_parent_id`` index from the children, usually few or none.
 
 A term whose conditions test a fits column (``unique_tag``...) is counted over ``fits AS f`` as
-before. Anything else (slices, ``parent_id``, ``completed_only``, ``grid_only``, predicates that
+before. Anything else (slices, ``parent_id``, a parent state, ``completed_only``, ``grid_only``, predicates that
 are not unions) falls back to ``statements.select_count``, which is always right. The SQL is plain
 SQL-92 (scalar subqueries, ``CROSS JOIN``), valid in PostgreSQL as in sqlite; in sqlite ``CROSS
 JOIN`` also fixes the join order, so the child count starts from the children.
@@ -56,7 +56,7 @@ def select_count(state: QueryState, access: Access | None = None) -> Fragment:
 
 def _fast_count(state: QueryState, access: Access) -> Fragment | None:
     if (state.predicate is None or state.limit is not None or state.offset or state.parent_id is not None
-            or state.completed_only or state.grid_only):
+            or state.parent is not None or state.completed_only or state.grid_only):
         return None
     driven = _drive(state.predicate, access)
     if driven is None:

@@ -2,9 +2,10 @@
 fields an aggregator exposes to build predicates with, ``agg.model`` and co., are in fields.py).
 
 Nodes live in query.py; this module adds what surrounds one predicate: ``OrderKey`` terms, the
-offset/limit window, the scope flags (completed only, top level only, children of a parent, grid
-parents), and the strict reader of the wire form (``QueryState.from_wire``): the daemon trusts
-nothing a client sends, so every shape is checked here and every value by the node constructors.
+offset/limit window, the scope flags (completed only, top level only, children of a parent or of
+another state's fits, grid parents), and the strict reader of the wire form
+(``QueryState.from_wire``): the daemon trusts nothing a client sends, so every shape is checked
+here and every value by the node constructors.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from lensd.query.nodes import (
 MAX_ORDER: Final = 16
 MAX_SLICES: Final = 16  # slices waiting for the fit count (a negative bound); more is a mistake
 MAX_INDEX: Final = 2**62  # offsets and limits stay far inside sqlite's 64-bit integers
+MAX_GENERATIONS: Final = 8  # agg.children().children()...: the deepest chain of parent states
 _NODES: Final[dict[str, type[Predicate]]] = {
     c._tag: c for c in (Compare, Contains, In, IsNone, ClassIs, And, Or, Not)
 }
@@ -111,6 +113,28 @@ class _WireReader:
             fields[name] = value  # "scalar": checked by the constructor
         return cls(**fields)
 
+    def state(self, data: object, depth: int) -> QueryState:
+        """A whole state; its ``parent`` (the state whose children it selects) nests one level down."""
+        if isinstance(data, dict):  # a client from before negative slices, or from before parent states
+            data = {"slices": [], "parent": None, **data}
+        fields = self._map(data, depth, _STATE_KEYS, "query state")
+        if not isinstance(fields["slices"], list) or len(fields["slices"]) > MAX_SLICES:
+            raise QueryError(f"malformed query state: slices must be a list of at most {MAX_SLICES} pairs")
+        if not isinstance(fields["order"], list) or len(fields["order"]) > MAX_ORDER:
+            raise QueryError(f"malformed query state: order must be a list of at most {MAX_ORDER} keys")
+        order = tuple(
+            OrderKey(self.operand(key["operand"], depth + 2), key["reverse"])
+            for key in (self._map(k, depth + 1, ("operand", "reverse"), "order key") for k in fields["order"])
+        )
+        predicate = fields["predicate"]
+        predicate = None if predicate is None else self.predicate(predicate, depth + 1)
+        parent = fields["parent"]
+        if parent is not None:
+            if depth >= MAX_GENERATIONS:
+                raise QueryError(f"query too large: children of children at most {MAX_GENERATIONS} deep")
+            parent = self.state(parent, depth + 1)
+        return QueryState(**{**fields, "predicate": predicate, "order": order, "parent": parent})
+
 
 @dataclass(frozen=True, eq=False)
 class OrderKey:
@@ -151,6 +175,10 @@ class QueryState:
     query runs: such slices (and any slicing after them) wait in ``slices`` until the reader
     calls ``resolved(total)``, which applies them with Python's own slice rules. The daemon gets
     them the same way, so the file and the socket answer ``agg[-2:]`` alike.
+
+    ``parent``: only the children (grid cells, sensitivity fits) of the fits that state selects,
+    what ``agg.children()`` means. It stays a state, compiled into the same statement as a
+    subquery, so no fit id is read or sent however many parents there are.
     """
 
     predicate: Predicate | None = None
@@ -162,6 +190,7 @@ class QueryState:
     parent_id: str | None = None
     grid_only: bool = False
     slices: tuple[tuple[int | None, int | None], ...] = ()
+    parent: QueryState | None = None
 
     def __post_init__(self) -> None:
         if self.predicate is not None and not isinstance(self.predicate, Predicate):
@@ -181,6 +210,16 @@ class QueryState:
         if not isinstance(self.slices, (tuple, list)) or len(self.slices) > MAX_SLICES:
             raise QueryError(f"at most {MAX_SLICES} slices with negative bounds")
         object.__setattr__(self, "slices", tuple(_pending(item) for item in self.slices))
+        if self.parent is not None:
+            if not isinstance(self.parent, QueryState):
+                raise QueryError(f"parent must be a query state, not {type(self.parent).__name__}")
+            if self.parent.generations >= MAX_GENERATIONS:
+                raise QueryError(f"children of children at most {MAX_GENERATIONS} deep")
+
+    @property
+    def generations(self) -> int:
+        """How many parent states stand above this one (``agg.children().children()``: 2)."""
+        return 0 if self.parent is None else 1 + self.parent.generations
 
     def _unsliced(self, what: str) -> None:
         if self.offset or self.limit is not None or self.slices:
@@ -224,8 +263,9 @@ class QueryState:
 
     @property
     def needs_total(self) -> bool:
-        """True when slices wait for the number of fits (``resolved`` applies them)."""
-        return bool(self.slices)
+        """True when slices wait for the number of fits (``resolved`` applies them), here or in
+        the parent state (``readplan.resolve`` resolves both)."""
+        return bool(self.slices) or (self.parent is not None and self.parent.needs_total)
 
     def unwindowed(self) -> QueryState:
         """The same fits before any slicing: what ``resolved`` needs the count of."""
@@ -248,6 +288,11 @@ class QueryState:
         self._unsliced("children()")
         return replace(self, parent_id=check_text(fit_id, "a fit id"), top_level_only=False)
 
+    def children(self) -> QueryState:
+        """The children of the fits this state selects (its order and slices included): grid-search
+        cells and sensitivity fits, complete only when this state asks for that."""
+        return QueryState(parent=self, completed_only=self.completed_only, top_level_only=False)
+
     def grids(self) -> QueryState:
         """Only grid-search and sensitivity parents."""
         self._unsliced("grid_searches()")
@@ -261,26 +306,14 @@ class QueryState:
             "offset": self.offset, "limit": self.limit, "completed_only": self.completed_only,
             "top_level_only": self.top_level_only, "parent_id": self.parent_id, "grid_only": self.grid_only,
             "slices": [list(item) for item in self.slices],
+            # sent only when set, so a daemon from before parent states still reads every other query
+            **({"parent": self.parent.to_wire()} if self.parent is not None else {}),
         }
 
     @classmethod
     def from_wire(cls, data: object) -> QueryState:
         """Validate a state sent by an untrusted client; anything malformed is a QueryError."""
-        reader = _WireReader()
-        if isinstance(data, dict) and "slices" not in data:
-            data = {**data, "slices": []}  # a client from before negative slices
-        fields = reader._map(data, 0, _STATE_KEYS, "query state")
-        if not isinstance(fields["slices"], list) or len(fields["slices"]) > MAX_SLICES:
-            raise QueryError(f"malformed query state: slices must be a list of at most {MAX_SLICES} pairs")
-        if not isinstance(fields["order"], list) or len(fields["order"]) > MAX_ORDER:
-            raise QueryError(f"malformed query state: order must be a list of at most {MAX_ORDER} keys")
-        order = tuple(
-            OrderKey(reader.operand(key["operand"], 2), key["reverse"])
-            for key in (reader._map(k, 1, ("operand", "reverse"), "order key") for k in fields["order"])
-        )
-        predicate = fields["predicate"]
-        predicate = None if predicate is None else reader.predicate(predicate, 1)
-        return cls(**{**fields, "predicate": predicate, "order": order})
+        return _WireReader().state(data, 0)
 
 
 def _pending(item: object) -> tuple[int | None, int | None]:
@@ -296,4 +329,4 @@ def _pending(item: object) -> tuple[int | None, int | None]:
 
 _STATE_KEYS: Final = tuple(QueryState.__dataclass_fields__)
 
-__all__ = ["MAX_ORDER", "MAX_SLICES", "OrderKey", "QueryFields", "QueryState"]
+__all__ = ["MAX_GENERATIONS", "MAX_ORDER", "MAX_SLICES", "OrderKey", "QueryFields", "QueryState"]

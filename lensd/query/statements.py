@@ -1,8 +1,9 @@
 """Whole statements over the fits a query state selects: rows, counts, payloads, facts.
 
-The WHERE clause and the access plan come from ``compiler.py``; this module wraps them in the
-SELECTs the readers run (ORDER BY, LIMIT/OFFSET, the keyed window a JOIN cannot widen). The same
-rules hold: SQL text only from this module's constants and whitelisted names, values as ``?``.
+The WHERE clause, the access plan and the ORDER BY and LIMIT/OFFSET terms come from
+``compiler.py`` (a parent state's subquery needs them too); this module wraps them in the SELECTs
+the readers run (the keyed window a JOIN cannot widen). The same rules hold: SQL text only from
+this module's constants and whitelisted names, values as ``?``.
 """
 
 from __future__ import annotations
@@ -13,17 +14,17 @@ from typing import Any
 
 from lensd.errors import QueryError
 from lensd.query.compiler import (
-    FACT_ORDER_KEY,
     JSON_COLUMNS,
     Access,
     Fragment,
-    column_sql,
     compile_where,
     join_fragments,
+    limit_offset,
     marks,
+    order_by,
+    sliced,
 )
 from lensd.query.dialect import SQLITE, Dialect
-from lensd.query.nodes import Column, fact_address
 from lensd.query.state import QueryState
 from lensd.store import schema
 
@@ -32,51 +33,27 @@ def _dialect(access: Access | None) -> Dialect:
     return SQLITE if access is None else access.dialect
 
 
-def _order_by(state: QueryState, dialect: Dialect) -> Fragment:
-    """ORDER BY the state's keys, fits lacking a value last either way, then by insertion."""
-    terms: list[Fragment] = []
-    for key in state.order:
-        address = fact_address(key.operand)
-        expr, params = column_sql(key.operand.name, dialect) if isinstance(key.operand, Column) else (
-            dialect.fact_order.format(FACT_ORDER_KEY), list(address or ()))
-        terms += [(f"{expr} IS NULL", params), (expr + (" DESC" if key.reverse else ""), params)]
-    sql, params = join_fragments([*terms, ("f.fit_key", [])], ", ")
-    return f"ORDER BY {sql}", params
-
-
-def _sliced(state: QueryState) -> bool:
-    if state.needs_total:  # a reader's bug, not a user's: resolve() runs before compiling
-        raise QueryError("a slice with a negative bound must be resolved against the fit count first")
-    return state.limit is not None or state.offset > 0
-
-
-def _limit(state: QueryState, dialect: Dialect) -> Fragment:
-    if not _sliced(state):
-        return "", []
-    return "LIMIT ? OFFSET ?", [dialect.no_limit if state.limit is None else state.limit, state.offset]
-
-
 def select_fits(state: QueryState, columns: str = "f.*", access: Access | None = None) -> Fragment:
     """The state's fits in order. ``columns`` is SQL written by lensd code, never user text."""
     dialect = _dialect(access)
     return join_fragments([(f"SELECT {columns} FROM fits AS f", []), compile_where(state, access),  # noqa: S608
-                  _order_by(state, dialect), _limit(state, dialect)])
+                  order_by(state, dialect), limit_offset(state, dialect)])
 
 
 def select_count(state: QueryState, access: Access | None = None) -> Fragment:
     """How many fits the state selects (slicing included), without loading any."""
-    if not _sliced(state):
+    if not sliced(state):
         return join_fragments([("SELECT count(*) FROM fits AS f", []), compile_where(state, access)])
     dialect = _dialect(access)
     inner = join_fragments([("SELECT f.fit_key FROM fits AS f", []), compile_where(state, access),
-                            _limit(state, dialect)])
+                            limit_offset(state, dialect)])
     return f"SELECT count(*) FROM ({inner[0]}){dialect.subquery_alias}", inner[1]  # noqa: S608
 
 
 def _window(state: QueryState, access: Access | None) -> Fragment:
     """A WHERE clause on ``f`` for the selected fits; a keyed subquery when sliced, so that a
     later JOIN cannot change which fits the LIMIT picks."""
-    if not _sliced(state):
+    if not sliced(state):
         return compile_where(state, access)
     inner = select_fits(state, "f.fit_key", access)
     return f"WHERE f.fit_key IN ({inner[0]})", inner[1]
@@ -88,7 +65,7 @@ def select_payloads(state: QueryState, name: str, access: Access | None = None) 
     dialect = _dialect(access)
     join = (f"SELECT f.id, f.model, {dialect.bounded_blob.format('p.data')} FROM fits AS f "  # noqa: S608
             "JOIN payloads AS p ON p.fit_key = f.fit_key AND p.name = ?", [schema.MAX_PAYLOAD, name])
-    return join_fragments([join, _window(state, access), _order_by(state, dialect)])
+    return join_fragments([join, _window(state, access), order_by(state, dialect)])
 
 
 def select_samples(state: QueryState, name: str, info_name: str, access: Access | None = None) -> Fragment:
@@ -100,7 +77,7 @@ def select_samples(state: QueryState, name: str, info_name: str, access: Access 
             "ON p.fit_key = f.fit_key AND p.name = ? "
             "LEFT JOIN payloads AS i ON i.fit_key = f.fit_key AND i.name = ?",
             [schema.MAX_PAYLOAD, schema.MAX_PAYLOAD, name, info_name])
-    return join_fragments([join, _window(state, access), _order_by(state, dialect)])
+    return join_fragments([join, _window(state, access), order_by(state, dialect)])
 
 
 def select_column(state: QueryState, column: str, access: Access | None = None) -> Fragment:
@@ -117,7 +94,7 @@ def _facts_of(state: QueryState, kinds: Iterable[int], select: str, order: str,
     if not wanted or not set(wanted) <= {schema.KIND_VALUE, schema.KIND_MEDIAN, schema.KIND_INFO,
                                          schema.KIND_JOB}:
         raise QueryError(f"unknown fact kinds {wanted}")
-    keys = select_fits(state, "f.fit_key", access) if _sliced(state) else join_fragments(
+    keys = select_fits(state, "f.fit_key", access) if sliced(state) else join_fragments(
         [("SELECT f.fit_key FROM fits AS f", []), compile_where(state, access)])
     return join_fragments([
         (f"{select} FROM facts AS x", []),

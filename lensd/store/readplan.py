@@ -15,7 +15,7 @@ Every statement is written for the reader's ``Dialect``; passing its text throug
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Generator, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final, TypeAlias, TypeVar
 
 from lensd.errors import QueryError
@@ -68,9 +68,14 @@ def access(state: QueryState, dialect: Dialect, paged: bool = True) -> Generator
 
 
 def resolve(state: QueryState, dialect: Dialect) -> Generator[Statement, int, QueryState]:
-    """``state`` with its negative slices applied (``agg[-2:]``): they need the count of its fits."""
+    """``state`` with its negative slices applied (``agg[-2:]``): they need the count of its fits.
+    A parent state's (``agg[-2:].children()``) are applied first, as its fits decide the count."""
     if not state.needs_total:
         return state
+    if state.parent is not None and state.parent.needs_total:
+        state = replace(state, parent=(yield from resolve(state.parent, dialect)))
+        if not state.slices:
+            return state
     every = state.unwindowed()
     chosen = yield from access(every, dialect, paged=False)
     return state.resolved((yield counting.select_count(every, chosen)))

@@ -69,7 +69,7 @@ def _label(rows: Rows, colour: str) -> tuple[str, tuple[str, str], list[Any]]:
 def _selection(rows: Rows, state: QueryState, dialect: Dialect) -> tuple[str, list[Any]]:
     """`` AND vx.fit_key IN (the query's fits)``, or nothing when the query selects every fit."""
     every = (state.predicate is None and not state.completed_only and not state.grid_only
-             and state.parent_id is None and not state.offset and state.limit is None)
+             and state.parent_id is None and state.parent is None and not state.offset and state.limit is None)
     if every and (not state.top_level_only
                   or not rows("SELECT 1 FROM fits WHERE parent_id IS NOT NULL LIMIT 1", [])):
         return "", []
