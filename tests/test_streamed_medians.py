@@ -8,6 +8,7 @@ import json
 import math
 from typing import Any
 
+import anyio
 import numpy as np
 from conftest import lensd_cli
 from records_factory import PATHS, record
@@ -71,3 +72,37 @@ def test_medians_and_sigma_bounds_come_from_the_samples(daemon) -> None:  # type
     assert math.isclose(rows["fit-1"]["galaxies.lens.mass.einstein_radius"],
                         fits["fit-1"].summary["median_pdf"]["galaxies.lens.mass.einstein_radius"])
     assert rows["fit-3"]["galaxies.lens.mass.einstein_radius"] is None
+
+
+def pyautofit_summary(medians: dict[str, float]) -> dict[str, Any]:
+    """A samples_summary.json as PyAutoFit writes it: the median PDF sample of the free parameters."""
+    sample = {"type": "instance", "class_path": "autofit.non_linear.samples.sample.Sample",
+              "arguments": {"kwargs": {"type": "dict", "arguments": medians}}}
+    return {"type": "instance", "class_path": "autofit.non_linear.samples.summary.SamplesSummary",
+            "arguments": {"median_pdf_sample": sample, "log_evidence": None}}
+
+
+def test_median_queries_see_the_constants_for_either_summary(daemon) -> None:  # type: ignore[no-untyped-def]
+    """``agg.median.<fixed parameter>`` matches what ``fit.median`` shows, whether the medians came
+    from the samples (a streamed fit) or from PyAutoFit's samples_summary.json (a folder fit)."""
+    folder_fit = {**record(5), "id": "from-folder", "summary": pyautofit_summary({path: 1.0 for path in PATHS})}
+    with lensd.connect_sync(socket=daemon.socket) as client:
+        assert client.submit(streamed(4)) == "applied"
+        assert client.submit(folder_fit) == "applied"
+
+    agg = lensd.Aggregator.from_database(daemon.db)
+    redshift = agg.median.galaxies.lens.redshift  # a Constant of the model, 0.5
+    try:
+        medians = {f.id: f.median for f in agg.fits()}
+        assert {i: m.galaxies.lens.redshift for i, m in medians.items() if m} == {"fit-4": 0.5, "from-folder": 0.5}
+        assert sorted(f.id for f in agg.query(redshift == 0.5).fits()) == ["fit-4", "from-folder"]
+        assert len(agg.query(agg.median.galaxies.lens.mass.einstein_radius == 1.0)) == 1
+        assert "galaxies.lens.redshift" in agg.columns(median=True)
+    finally:
+        agg.close()
+
+    async def ask() -> list[str]:
+        async with await lensd.AsyncAggregator.connect(socket=daemon.socket) as over_socket:
+            return sorted([f.id async for f in over_socket.query(redshift == 0.5).fits()])
+
+    assert anyio.run(ask) == ["fit-4", "from-folder"]

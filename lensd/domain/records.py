@@ -280,9 +280,12 @@ def validate_record(data: Any) -> Record:
         log_evidence = _summary_log_evidence(trees["summary"])
     if trees["summary"] is None and samples is not None and status == "completed":
         trees["summary"] = summary_from_samples(samples)  # a streamed fit: its medians from its samples
+    medians = summary_medians(trees["summary"])
+    if medians:  # the constants too, as Fit.median shows them (samples_summary.json has free ones only)
+        medians = {**modeltree.constants(model or {}), **medians}
     return Record(
         id=record_id, status=status, **text, **trees, **numbers,  # type: ignore[arg-type]
-        samples=samples, instance=instance, median=summary_medians(trees["summary"]),
+        samples=samples, instance=instance, median=medians,
         files=_files(data.get("files")), max_log_likelihood=max_ll, log_evidence=log_evidence,
         is_grid_search=is_grid,
         n_samples=n_samples if n_samples is not None else (len(samples) if samples is not None else None),
