@@ -8,14 +8,11 @@ but the protocol allows), against a real daemon and its sqlite file.
 
 from __future__ import annotations
 
-import socket
 from typing import Any
 
 from records_factory import record
 from test_watch import stored
 from wire import frame, hello, raw_connection, read_frame
-
-from lensd.query.state import QueryState
 
 BURST = 40
 BAD = (3, 17, 31)  # refused at validation: a status no record may have
@@ -80,29 +77,3 @@ def test_replies_to_writes_and_reads_pipelined_together_each_reach_their_rid(dae
     sock.close()
     assert daemon.stop() == 0
     assert len(stored(daemon.db)) == 12
-
-
-def test_after_a_half_close_streams_send_the_pages_they_have_credit_for_then_an_error(daemon) -> None:  # type: ignore[no-untyped-def]
-    """A client that sends its requests, then shuts its side (SHUT_WR): its streams were all ended
-    ``done, cancelled`` though it cancelled none, which reads as "no fits"."""
-    sock = raw_connection(daemon.socket, timeout=60)
-    hello(sock)
-    sock.sendall(b"".join(frame({"op": "submit", "rid": 10 + i, "record": record(i, 20)}) for i in range(3)))
-    _replies(sock, {10, 11, 12})
-    query = QueryState().to_wire()
-    sock.sendall(frame({"op": "count", "rid": 1, "query": query})
-                 + frame({"op": "query", "rid": 2, "query": query})  # one page holds all three
-                 + frame({"op": "query", "rid": 3, "query": query, "page_size": 1}))  # needs a next
-    sock.shutdown(socket.SHUT_WR)
-    seen: dict[int, list[dict[str, Any]]] = {}
-    while (reply := read_frame(sock)) is not None:
-        seen.setdefault(reply["rid"], []).append(reply)
-    sock.close()
-    assert seen[1] == [{"rid": 1, "ok": True, "done": True, "count": 3}]
-    assert [len(f["page"]) if "page" in f else f for f in seen[2]] == [3, {"rid": 2, "ok": True, "done": True}]
-    *pages, last = seen[3]
-    assert [len(f["page"]) for f in pages] == [1]
-    assert last["ok"] is False and last["error"]["code"] == "protocol", last
-    assert "half-closed" in last["error"]["message"]
-    assert set(seen) == {1, 2, 3}
-    assert daemon.stop() == 0

@@ -47,15 +47,9 @@ class _Credit:
 
     account: Credit = field(default_factory=Credit)
     wake: anyio.Event = field(default_factory=anyio.Event)
-    unheard: bool = False  # the client's side is closed: no "next" or "cancel" can come
 
     def control(self, op: str) -> None:
         self.account.control(op)
-        self.wake.set()
-        self.wake = anyio.Event()
-
-    def close_ear(self) -> None:
-        self.unheard = True
         self.wake.set()
         self.wake = anyio.Event()
 
@@ -228,8 +222,7 @@ class Connection:
                 requests.start_soon(self._reply)
                 with self.reading:
                     await self._read_requests(requests)
-                for credit in self.credits.values():  # no more "next" can come: see _stream
-                    credit.close_ear()
+                self._end_streams()  # no more "next" can come: a stream waiting for one would hang
                 self._reading_done = True
                 self._wake.set()
         finally:
@@ -425,13 +418,8 @@ class Connection:
             idle = self.daemon.settings.stream_timeout
             while True:
                 with anyio.move_on_after(idle):
-                    while credit.account.waiting and not credit.unheard:
+                    while credit.account.waiting:
                         await credit.wake.wait()
-                if credit.account.waiting and credit.unheard:  # it sent the pages it had credit for
-                    await self.send(protocol.error(rid, ProtocolError(
-                        f"the connection was half-closed: no 'next' can come for this {op} stream, "
-                        "so it ends here")))
-                    return
                 if credit.account.waiting:  # its snapshot must not be held for ever
                     log.info("closing a %s stream nobody asked a page of for %gs", op, idle)
                     await self.send(protocol.error(rid, ProtocolError(
