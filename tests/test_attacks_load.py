@@ -268,47 +268,6 @@ def test_unfinished_frames_are_bounded_and_cut_off(make_daemon, short_tmp) -> No
     assert daemon.stop() == 0
 
 
-def test_large_frames_past_the_partial_budget_wait_their_turn(make_daemon, short_tmp) -> None:  # type: ignore[no-untyped-def]
-    """Three 50 MiB frames at once pass the 128 MiB budget of unfinished frames: every connection
-    holding part of one once stopped being read, so none finished and all were closed. A frame's
-    whole size is reserved when its header comes: two go on, the third waits its turn."""
-    daemon = make_daemon("--frame-timeout", "120")
-    big = frame({"op": "heartbeat", "rid": 1, "ids": [], "pad": b"p" * (50 * 2**20)})
-    socks = [raw_connection(daemon.socket, timeout=300) for _ in range(3)]
-    begun: list[int] = []
-    errors: list[BaseException] = []
-    replies: list[dict[str, object] | None] = []
-    go = threading.Event()
-
-    def send(i: int, sock: socketlib.socket) -> None:
-        try:
-            sock.sendall(big[:-1])  # all but the last byte: the third blocks here until there is room
-            begun.append(i)
-            go.wait(300)
-            sock.sendall(big[-1:])
-            replies.append(read_frame(sock))
-        except OSError as exc:
-            errors.append(exc)
-
-    for sock in socks:
-        hello(sock)
-    threads = [threading.Thread(target=send, args=(i, sock), daemon=True) for i, sock in enumerate(socks)]
-    for thread in threads:
-        thread.start()
-    until(lambda: errors or (len(begun) == 2 and held_back(daemon.socket) == 1), short_tmp, timeout=300,
-          what="two frames let in and the third waiting")
-    assert not errors
-    go.set()
-    for thread in threads:
-        thread.join(300)
-    assert not errors
-    assert [reply and reply["ok"] for reply in replies] == [True, True, True]
-    assert peak_rss_kb(daemon.pid) < RSS_BOUND_KB
-    for sock in socks:
-        sock.close()
-    assert daemon.stop() == 0
-
-
 def test_frames_of_millions_of_tiny_values_are_refused_before_they_are_built(make_daemon, short_tmp) -> None:  # type: ignore[no-untyped-def]
     daemon = make_daemon()
     bodies = [msgpack.packb({"op": "submit", "rid": 1, "record": {"info": {"x": [0] * (8 * 2**20)}}}),

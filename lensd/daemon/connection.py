@@ -69,7 +69,7 @@ class Connection:
         self.credits: dict[int, _Credit] = {}
         self.reading = anyio.CancelScope()
         self.in_flight = flow.Allowance(flow.MAX_IN_FLIGHT, flow.MAX_IN_FLIGHT_BYTES)
-        self._partial = 0  # the whole size of an unfinished frame, reserved in the daemon's budget
+        self._partial = 0  # bytes of an unfinished frame, counted in the daemon's budget
         self._sizes: dict[int, int] = {}  # id(message) -> its frame's size, until it is dispatched
         self._outbox: list[tuple[bytes, int]] = []  # replies of answered writes, with their sizes
         self._wake = anyio.Event()  # set when the outbox fills or reading ends
@@ -116,8 +116,8 @@ class Connection:
     async def _messages(self) -> list[dict[str, Any]]:
         """The messages the next bytes complete; a frame left unfinished too long ends the connection.
 
-        Large bodies are decoded off the event loop (``flow.Decoding``); an unfinished frame's whole
-        size is reserved in the daemon's budget, and until it fits this connection is not read.
+        Large bodies are decoded off the event loop (``flow.Decoding``); the bytes of an unfinished
+        frame count in the daemon's budget, and past it this connection waits to be read.
         """
         timeout = self.daemon.settings.frame_timeout
         if self.decoder.buffered > 0:
@@ -131,6 +131,8 @@ class Connection:
             data = await self.io.receive(_READ_CHUNK)
         bodies = self.decoder.split(data)
         shared = self.daemon.flow
+        shared.partial.change(self.decoder.buffered - self._partial)
+        self._partial = self.decoder.buffered
         messages = []
         for body in bodies:
             try:
@@ -141,27 +143,9 @@ class Connection:
             self._sizes[id(message)] = len(body)
             messages.append(message)
         self.decoder.check()
-        pending = self.decoder.pending
-        if pending != self._partial:  # the frame reserved for ended, or another began
-            shared.partial.release(self._partial)
-            self._partial = 0
-            if pending:
-                await self._reserve(pending, timeout)
+        if self._partial and shared.partial.held > shared.partial.budget:
+            await shared.partial.wait_for_room(timeout)
         return messages
-
-    async def _reserve(self, size: int, patience: float) -> None:
-        """Reserve an unfinished frame's whole size in the daemon's budget; until it fits this
-        connection is not read."""
-        partial = self.daemon.flow.partial
-        held = not partial.may_take(size)
-        if held:
-            self._hold(1)
-        try:
-            await partial.reserve(size, patience)
-        finally:
-            if held:
-                self._hold(-1)
-        self._partial = size
 
     async def _handshake(self) -> bool:
         if self.gate is None:
@@ -230,7 +214,7 @@ class Connection:
             for _, size in self._outbox:  # cut off (the daemon's drain timeout): nobody sends these
                 self._settle(size)
             self._outbox.clear()
-            self.daemon.flow.partial.release(self._partial)
+            self.daemon.flow.partial.change(-self._partial)
             self._partial = 0
             with anyio.CancelScope(shield=True):
                 await self.stream.aclose()

@@ -126,14 +126,6 @@ class FrameDecoder:
         """Bytes received that do not yet make a whole frame."""
         return len(self._buffer)
 
-    @property
-    def pending(self) -> int:
-        """The whole size, header included, of the frame begun and not finished (what is buffered
-        while its header is incomplete); 0 between frames."""
-        if len(self._buffer) < HEADER.size:
-            return len(self._buffer)
-        return HEADER.size + int(HEADER.unpack_from(self._buffer)[0])
-
     def feed(self, data: bytes) -> list[dict[str, Any]]:
         """Add received bytes; return the messages they complete, in order."""
         bodies = self.split(data)
