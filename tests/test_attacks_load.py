@@ -205,38 +205,6 @@ def test_a_client_sending_bad_frames_without_reading_replies_is_held_back(make_d
     assert daemon.stop() == 0
 
 
-def test_clients_that_never_read_their_replies_do_not_hold_back_other_writers(make_daemon, short_tmp) -> None:  # type: ignore[no-untyped-def]
-    """Five clients pipelining ~1 MiB writes without reading once took the daemon-wide allowance
-    for good (it was given back only once a reply was sent): no other client's write was taken."""
-    daemon = make_daemon()
-    pad = b"x" * (2**20 - 200)
-    attackers = [raw_connection(daemon.socket, timeout=120) for _ in range(5)]
-
-    def attack(sock: socketlib.socket) -> None:
-        try:  # a 4 MiB error reply fills the socket, then refused writes of ~1 MiB each
-            sock.sendall(frame({"op": "nope" + "x" * (4 << 20), "rid": 1}))
-            for i in range(70):
-                sock.sendall(frame({"op": "submit", "rid": 100 + i, "record": {"bad": 1}, "pad": pad}))
-        except OSError:
-            pass
-
-    for sock in attackers:
-        hello(sock)
-        threading.Thread(target=attack, args=(sock,), daemon=True).start()
-    until(lambda: held_back(daemon.socket) == 5, short_tmp, timeout=300, what="the five clients to be held back")
-    victim = raw_connection(daemon.socket, timeout=120)
-    hello(victim)
-    fields = record(1, n_samples=5)
-    fields["info"] = {f"k{i}": "n" * 60_000 for i in range(20)}  # ~1.2 MB
-    assert request(victim, "submit", 1, record=fields)["ok"] is True
-    victim.close()
-    for sock in attackers:
-        sock.shutdown(socketlib.SHUT_RDWR)
-        sock.close()
-    assert set(stored(daemon.db)) == {"fit-1"}
-    assert daemon.stop() == 0
-
-
 def test_unfinished_frames_are_bounded_and_cut_off(make_daemon, short_tmp) -> None:  # type: ignore[no-untyped-def]
     daemon = make_daemon("--frame-timeout", "1")
     body = b"\0" * (60 * 2**20 - 1)

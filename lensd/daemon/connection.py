@@ -6,17 +6,16 @@ group committer reports their commit.
 
 A write request has no task of its own: the reading task checks it and queues it for the
 committer, which, once it is committed, hands its reply to this connection's outbox; one task per
-connection sends what the outbox holds, every reply ready in one ``send``. A request's share of
-the daemon's in-flight allowance is given back when its reply joins the outbox, its share of the
-connection's once the reply is sent (``flow``). Counts and status keep a task each (they wait on
-the read side, not on the committer) and queue their reply in the outbox too, as do error replies
-to badly formed requests; read streams send their pages themselves.
+connection sends what the outbox holds, every reply ready in one ``send``, and only then gives
+back the request's share of the in-flight allowances (``flow``). Reads, counts and status keep a
+task each: they wait on the read side, not on the committer.
 """
 
 from __future__ import annotations
 
 import logging
 import socket
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -74,8 +73,6 @@ class Connection:
         self._outbox: list[tuple[bytes, int]] = []  # replies of answered writes, with their sizes
         self._wake = anyio.Event()  # set when the outbox fills or reading ends
         self._unanswered = 0  # requests read whose reply (in the outbox) is not sent yet
-        self._unsent = 0  # bytes of the outbox's replies not sent yet (``flow.MAX_UNSENT_BYTES``)
-        self._sent = anyio.Event()  # set when a send of the outbox ends
         self._reading_done = False
         self._gone = False  # serve() has ended: an answer only gives its allowances back
 
@@ -237,21 +234,28 @@ class Connection:
                 ConnectionError):
             pass
 
+    def _release(self, size: int) -> None:
+        self.in_flight.release(size)
+        self.daemon.flow.in_flight.release(size)
+
+    async def _handled(self, size: int, handler: Callable[..., Awaitable[None]], *args: Any) -> None:
+        """Run one request's handler, then give back its share of the in-flight allowances."""
+        try:
+            await handler(*args)
+        finally:
+            self._release(size)
+
     async def _admit(self, size: int) -> None:
         """Return once this connection (and the daemon) may take one more request.
 
         Until then this connection is not read: a client that pipelines without reading its
-        replies waits on its own socket, and the others are served (``flow``). The request then
-        counts in this connection's allowance until its reply is sent, and in the daemon's only
-        until its reply is queued (``_post``): a stalled client holds nothing the others need.
+        replies waits on its own socket, and the others are served (``flow``).
         """
         shared = self.daemon.flow.in_flight
-        held = self._unsent > flow.MAX_UNSENT_BYTES or not (self.in_flight.fits(size) and shared.fits(size))
+        held = not (self.in_flight.fits(size) and shared.fits(size))
         if held:
             self._hold(1)
         try:
-            while self._unsent > flow.MAX_UNSENT_BYTES:  # its replies are not being read
-                await self._sent.wait()
             await self.in_flight.acquire(size)
             try:
                 await shared.acquire(size)
@@ -267,6 +271,12 @@ class Connection:
         shared = self.daemon.flow
         shared.held_back += delta
         self.daemon.extra_status["held_back"] = shared.held_back
+
+    async def _start(self, requests: TaskGroup, size: int, handler: Callable[..., Awaitable[None]],
+                     *args: Any) -> None:
+        """Start a handler once this connection (and the daemon) may take one more request."""
+        await self._admit(size)
+        requests.start_soon(self._handled, size, handler, *args)
 
     async def _dispatch(self, message: dict[str, Any], requests: TaskGroup) -> None:
         size = self._sizes.pop(id(message), 0)
@@ -288,9 +298,7 @@ class Connection:
             await self._admit(size)
             await self._write(op, rid, fields, size)
         elif op in ("count", "status"):
-            await self._admit(size)
-            self._unanswered += 1
-            requests.start_soon(self._single, op, rid, fields, size)
+            await self._start(requests, size, self._single, op, rid, fields)
         elif rid in self.credits:
             await self._reply_now(protocol.error(rid, ProtocolError(f"rid {rid} is in use")), size)
         elif len(self.credits) >= flow.MAX_STREAMS:
@@ -328,31 +336,25 @@ class Connection:
         try:
             await self.daemon.committer.queue([write], lambda outcomes: self._answer(rid, size, outcomes[0]))
         except BaseException:
-            self.daemon.flow.in_flight.release(size)  # never queued: nothing will answer it
-            self._settle(size)
+            self._settle(size)  # never queued: nothing will answer it
             raise
 
     def _answer(self, rid: int, size: int, outcome: str | LensdError) -> None:
         """A write's outcome: its reply joins the outbox (called by the committer once committed)."""
         if self._gone:
-            self.daemon.flow.in_flight.release(size)
             self._settle(size)
             return
         reply = protocol.error(rid, outcome) if isinstance(outcome, LensdError) else protocol.ok(rid, outcome=outcome)
         self._post(self._frame(reply), size)
 
     def _post(self, frame: bytes, size: int) -> None:
-        """Put one reply in the outbox, for ``_reply`` to send, and give back the request's share
-        of the daemon's allowance: what it took is done (a write is committed), whether or not
-        the client reads the reply. Its share of this connection's is given back once it is sent."""
-        self.daemon.flow.in_flight.release(size)
+        """Put one reply in the outbox, for ``_reply`` to send."""
         self._outbox.append((frame, size))
-        self._unsent += len(frame)
         self._wake.set()
 
     def _settle(self, size: int) -> None:
         self._unanswered -= 1
-        self.in_flight.release(size)
+        self._release(size)
 
     async def _reply(self) -> None:
         """Send the outbox, every reply ready in one ``send``, then give back their allowances;
@@ -364,23 +366,10 @@ class Connection:
                 continue
             ready, self._outbox = self._outbox, []
             await self._send_bytes(ready[0][0] if len(ready) == 1 else b"".join(frame for frame, _ in ready))
-            for frame, size in ready:
-                self._unsent -= len(frame)
+            for _, size in ready:
                 self._settle(size)
-            self._sent.set()
-            self._sent = anyio.Event()
 
-    async def _single(self, op: str, rid: int, fields: dict[str, Any], size: int) -> None:
-        """Answer a count or status; ``size`` was admitted and is given back by ``_post``."""
-        try:
-            reply = await self._single_reply(op, rid, fields)
-        except BaseException:  # cancelled: nothing will answer it
-            self.daemon.flow.in_flight.release(size)
-            self._settle(size)
-            raise
-        self._post(self._frame(reply), size)
-
-    async def _single_reply(self, op: str, rid: int, fields: dict[str, Any]) -> dict[str, Any]:
+    async def _single(self, op: str, rid: int, fields: dict[str, Any]) -> None:
         try:
             if op == "count":
                 reply = protocol.done(rid, count=await self.daemon.reads.count(fields))
@@ -391,7 +380,7 @@ class Connection:
         except Exception as exc:  # a bug must not end the connection
             log.exception("%s failed", op)
             reply = protocol.error(rid, StorageError(f"{op} failed: {exc}"))
-        return reply
+        await self.send(reply)
 
     async def _stream(self, op: str, rid: int, fields: dict[str, Any]) -> None:
         credit = self.credits[rid]

@@ -5,13 +5,9 @@ reading the replies (200,000 of them grew it to 1.33 GB), or opening frames and 
 them (ten connections held 600 MB). So:
 
 - per connection, at most ``MAX_IN_FLIGHT`` requests (and ``MAX_IN_FLIGHT_BYTES`` of their
-  frames) are being handled or have a reply not sent yet, and at most ``MAX_UNSENT_BYTES`` of its
-  replies wait unsent; past that the connection is simply not read until one is sent, so the
-  client waits on its own socket and every other client is served. Every reply counts, error
-  replies to badly formed requests too;
-- all connections together have at most ``4 * MAX_IN_FLIGHT_BYTES`` of requests being handled; a
-  request's share of it is given back once its reply is queued (a write's once it is committed),
-  so clients that never read their replies hold none of it;
+  frames) are being handled at once; past that the connection is simply not read until one
+  finishes, so the client waits on its own socket and every other client is served. Its unsent
+  replies are bounded by the same count;
 - all connections together hold at most ``PARTIAL_BUDGET`` bytes of unfinished frames; a
   connection whose bytes would pass it stops being read until others finish or are cut off, and
   a frame left unfinished for ``--frame-timeout`` closes its connection;
@@ -33,7 +29,6 @@ from lensd.wire import codec, protocol
 
 MAX_IN_FLIGHT: Final = 64
 MAX_IN_FLIGHT_BYTES: Final = 64 * 2**20
-MAX_UNSENT_BYTES: Final = 8 * 2**20  # replies one connection's peer has not read: past it, it is not read
 MAX_STREAMS: Final = 32  # read streams one connection may hold open
 PARTIAL_BUDGET: Final = 128 * 2**20
 HEAVY_DECODES: Final = 2
