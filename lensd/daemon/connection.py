@@ -72,7 +72,7 @@ class Connection:
         self._sizes: dict[int, int] = {}  # id(message) -> its frame's size, until it is dispatched
         self._outbox: list[tuple[bytes, int]] = []  # replies of answered writes, with their sizes
         self._wake = anyio.Event()  # set when the outbox fills or reading ends
-        self._unanswered = 0  # requests read whose reply (in the outbox) is not sent yet
+        self._unanswered = 0  # writes read whose reply is not sent yet
         self._reading_done = False
         self._gone = False  # serve() has ended: an answer only gives its allowances back
 
@@ -283,40 +283,33 @@ class Connection:
         try:
             op, rid, fields = protocol.parse_request(message)
         except ProtocolError as exc:
-            await self._reply_now(protocol.error(protocol.reply_rid(message), exc), size)
+            requests.start_soon(self.send, protocol.error(protocol.reply_rid(message), exc))
             return
         if op in ("next", "cancel"):
             credit = self.credits.get(rid)
             if credit is not None:  # none: it crossed the stream's final frame
                 credit.control(op)
         elif op in ("hello", "auth"):
-            await self._reply_now(protocol.error(rid, ProtocolError(f"{op} was already said")), size)
+            requests.start_soon(self.send, protocol.error(rid, ProtocolError(f"{op} was already said")))
         elif op == "stop":
-            await self._reply_now(protocol.ok(rid, stopping=True), size)
-            self.daemon.request_stop()
+            requests.start_soon(self._stop, rid)
         elif op in protocol.WRITE_OPS or op in protocol.ADMIN_OPS:
             await self._admit(size)
             await self._write(op, rid, fields, size)
         elif op in ("count", "status"):
             await self._start(requests, size, self._single, op, rid, fields)
         elif rid in self.credits:
-            await self._reply_now(protocol.error(rid, ProtocolError(f"rid {rid} is in use")), size)
+            requests.start_soon(self.send, protocol.error(rid, ProtocolError(f"rid {rid} is in use")))
         elif len(self.credits) >= flow.MAX_STREAMS:
-            await self._reply_now(protocol.error(rid, Busy(
-                f"this connection has {flow.MAX_STREAMS} read streams open: finish or cancel one first")), size)
+            requests.start_soon(self.send, protocol.error(rid, Busy(
+                f"this connection has {flow.MAX_STREAMS} read streams open: finish or cancel one first")))
         else:
             self.credits[rid] = _Credit()
             requests.start_soon(self._stream, op, rid, fields)
 
-    async def _reply_now(self, reply: dict[str, Any], size: int) -> None:
-        """Queue a reply that needs no handler (a refused envelope, a repeated hello, ``stop``).
-
-        It is admitted and counted like any request (``_admit``) and sent by the outbox, so a client
-        sending such requests without reading the replies is held back like any other.
-        """
-        await self._admit(size)
-        self._unanswered += 1
-        self._post(self._frame(reply), size)
+    async def _stop(self, rid: int) -> None:
+        await self.send(protocol.ok(rid, stopping=True))
+        self.daemon.request_stop()
 
     async def _write(self, op: str, rid: int, fields: dict[str, Any], size: int) -> None:
         """Check one write and queue it; its reply goes to the outbox once it is committed (or at
@@ -345,11 +338,7 @@ class Connection:
             self._settle(size)
             return
         reply = protocol.error(rid, outcome) if isinstance(outcome, LensdError) else protocol.ok(rid, outcome=outcome)
-        self._post(self._frame(reply), size)
-
-    def _post(self, frame: bytes, size: int) -> None:
-        """Put one reply in the outbox, for ``_reply`` to send."""
-        self._outbox.append((frame, size))
+        self._outbox.append((self._frame(reply), size))
         self._wake.set()
 
     def _settle(self, size: int) -> None:
