@@ -251,26 +251,12 @@ class Connection:
         Until then this connection is not read: a client that pipelines without reading its
         replies waits on its own socket, and the others are served (``flow``).
         """
-        shared = self.daemon.flow.in_flight
-        held = not (self.in_flight.fits(size) and shared.fits(size))
-        if held:
-            self._hold(1)
+        await self.in_flight.acquire(size)
         try:
-            await self.in_flight.acquire(size)
-            try:
-                await shared.acquire(size)
-            except BaseException:
-                self.in_flight.release(size)
-                raise
-        finally:
-            if held:
-                self._hold(-1)
-
-    def _hold(self, delta: int) -> None:
-        """Count this connection as held back (not read) or no longer; ``status`` shows the total."""
-        shared = self.daemon.flow
-        shared.held_back += delta
-        self.daemon.extra_status["held_back"] = shared.held_back
+            await self.daemon.flow.in_flight.acquire(size)
+        except BaseException:
+            self.in_flight.release(size)
+            raise
 
     async def _start(self, requests: TaskGroup, size: int, handler: Callable[..., Awaitable[None]],
                      *args: Any) -> None:

@@ -43,11 +43,11 @@ class Allowance:
         self._changed = anyio.Event()
         self._waiting = 0  # acquirers waiting: a release wakes them, and makes a new Event, only then
 
-    def fits(self, size: int) -> bool:
+    def _fits(self, size: int) -> bool:
         return self.used_count == 0 or (self.used_count < self.count and self.used_size + size <= self.size)
 
     async def acquire(self, size: int) -> None:
-        while not self.fits(size):
+        while not self._fits(size):
             self._waiting += 1
             try:
                 await self._changed.wait()
@@ -107,4 +107,3 @@ class Shared:
         self.partial = PartialFrames()
         self.decoding = Decoding()
         self.in_flight = Allowance(1 << 30, 4 * MAX_IN_FLIGHT_BYTES)  # all connections' requests
-        self.held_back = 0  # connections not read now because a bound is reached (``status``)

@@ -35,7 +35,6 @@ class ConnectionHost(Protocol):
     committer: GroupCommitter
     reads: ReadService
     flow: Shared
-    extra_status: dict[str, Any]  # published in ``status`` replies
 
     async def status(self) -> dict[str, Any]: ...
 
