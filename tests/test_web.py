@@ -12,6 +12,7 @@ import re
 import sqlite3
 import sys
 from pathlib import Path
+from urllib.parse import quote
 
 import anyio
 import pytest
@@ -304,6 +305,23 @@ def test_histogram_and_scatter_counts_match_the_values_the_api_reads(survey: Pat
             source.histogram(state, "model.", "")
     finally:
         source.close()
+
+
+def test_values_near_the_largest_float_give_an_empty_plot_not_an_error(tmp_path: Path) -> None:
+    """1.0 and 1.7e308 (edges matplotlib cannot place ticks between) and a lone 1.7e308 (steps of 1
+    leave its edges equal): no bins, by index ranges, by the query's SQL and from the blocks."""
+    db = tmp_path / "big.sqlite"
+    _write(db, [("submit", {"record": record(i, info={"big": v, "lone": 1.7e308 if i == 0 else None})})
+                for i, v in enumerate([1.0, 1.7e308])])
+    with web_process(db) as web:
+        auth = {"Authorization": f"Bearer {web.token}"}
+        for x in ('info["big"]', 'info["lone"]'):
+            for q in ("", 'status == "completed"'):
+                wanted = f"x={quote(x)}&q={quote(q)}"
+                status, _, body = get(f"{web.base}/plot?{wanted}", auth)
+                assert status == 200 and b"no values to plot" in body, (x, q, status, body[-300:])
+                status, _, body = get(f"{web.base}/api/histogram?{wanted}", auth)
+                assert status == 200 and json.loads(body)["edges"] == [], (x, q)
 
 
 def test_a_real_pyautofit_fit_shows_its_posterior_files_and_output_images(tmp_path: Path) -> None:

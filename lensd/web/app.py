@@ -185,7 +185,11 @@ def make_app(source: LocalSource, token: str, secure_cookie: bool = False) -> To
             return _html(pages.plot_page(p, exc.pointed(), "", 0, keys, reads.label), 400)
         except QueryError as exc:
             return _html(pages.plot_page(p, str(exc), "", 0, keys, reads.label), 400)
-        svg = await reads.plot(plots.histogram, result) if result["series"] else "<p>no values to plot</p>"
+        try:
+            svg = await reads.plot(plots.histogram, result) if result["series"] else "<p>no values to plot</p>"
+        except (ValueError, ArithmeticError) as exc:  # values matplotlib cannot draw: say so, not a 500
+            message = f"cannot draw this plot: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+            return _html(pages.plot_page(p, message, "", 0, keys, reads.label), 400)
         return _html(pages.plot_page(p, None, svg, result["total"], keys, reads.label))
 
     async def histogram_json(request: Request) -> Response:

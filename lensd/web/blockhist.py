@@ -16,6 +16,7 @@ returns None, and the SQL statement counts it.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -73,14 +74,21 @@ def _labels(rows: Rows, colour: str) -> tuple[list[tuple[str, str]], str | None]
     return [(value, blocks.text_name(*address, value)) for value in texts], blocks.number_name(*address)
 
 
+MAX_PLOTTED: Final = 1e300  # past this magnitude matplotlib cannot place ticks (nor lensd distinct edges)
+
+
 def edges_between(low: float, high: float, bins: int) -> list[float] | None:
     """The edges of every plot, counted here or in SQL (aggregate.py): ``bins`` equal steps from
-    ``low`` to ``high`` (one step of 1 when they are equal); None when an end or the span is not
-    finite (-1.5e308 to 1.5e308 has no bins)."""
-    if not math.isfinite(high - low):
+    ``low`` to ``high`` (one step of 1 when they are equal); None (no bins: an empty plot) when an
+    end is not finite or past ``MAX_PLOTTED`` in size (-1.5e308 to 1.5e308, or 1.0 and 1.7e308), or
+    when the steps are too small for distinct edges (a single value of 1e17: 1e17 + 1 == 1e17)."""
+    if not (math.isfinite(low) and math.isfinite(high)) or max(abs(low), abs(high)) > MAX_PLOTTED:
         return None
     width = (high - low) / bins if high > low else 1.0
-    return [low + i * width for i in range(bins + 1)]
+    edges = [low + i * width for i in range(bins + 1)]
+    if any(a >= b for a, b in itertools.pairwise(edges)):
+        return None
+    return edges
 
 
 def step(edges: list[float], bins: int) -> float:
