@@ -7,6 +7,7 @@ refreshes itself, and a test waits until the page shows what the database holds.
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import sqlite3
@@ -322,6 +323,24 @@ def test_values_near_the_largest_float_give_an_empty_plot_not_an_error(tmp_path:
                 assert status == 200 and b"no values to plot" in body, (x, q, status, body[-300:])
                 status, _, body = get(f"{web.base}/api/histogram?{wanted}", auth)
                 assert status == 200 and json.loads(body)["edges"] == [], (x, q)
+
+
+def test_a_dollar_in_stored_data_or_the_axes_is_drawn_as_text_not_mathtext(tmp_path: Path) -> None:
+    """Legend entries, axis labels and the legend's title show ``$`` as typed: none is mathtext
+    (an unmatched ``$\\frac$`` used to raise in matplotlib, an error 500)."""
+    db = tmp_path / "dollar.sqlite"
+    _write(db, [("submit", {"record": record(i, info={"v$": float(i), "survey$": s})})
+                for i, s in enumerate(["$\\frac$", "SLACS", "$x$"])])
+    x, colour = 'info["v$"]', 'info["survey$"]'
+    with web_process(db) as web:
+        auth = {"Authorization": f"Bearer {web.token}"}
+        for y in ("", x):
+            wanted = f"x={quote(x)}&colour={quote(colour)}&y={quote(y)}"
+            status, _, body = get(f"{web.base}/plot?{wanted}", auth)
+            assert status == 200, (y, status, body[-300:])
+            svg = body.decode()
+            for shown in ("$\\frac$ (1)", "$x$ (1)", 'info["survey$"]', 'info["v$"]'):
+                assert html.escape(shown, quote=False) in svg, (y, shown)
 
 
 def test_a_real_pyautofit_fit_shows_its_posterior_files_and_output_images(tmp_path: Path) -> None:

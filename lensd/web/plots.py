@@ -45,6 +45,12 @@ def _svg(figure: Any) -> str:
     return text[text.index("<svg"):]
 
 
+def plain(value: str) -> str:
+    """``value`` drawn as it reads: each ``$`` escaped, so stored data or a query is never parsed
+    as mathtext (an unmatched ``$\\frac$`` raised ValueError: an error 500)."""
+    return value.replace("$", r"\$")
+
+
 def short(path: str) -> str:
     """The last two parts of a parameter path, for axis labels."""
     return ".".join(path.split(".")[-2:])
@@ -78,11 +84,11 @@ def corner(paths: Sequence[str], parameters: np.ndarray, weight: np.ndarray, bin
                           extent=(xe[0], xe[-1], ye[0], ye[-1]))
                 ax.set_gid(f"pair-{column}-{row}")
             if row == k - 1:
-                ax.set_xlabel(short(paths[column]))
+                ax.set_xlabel(plain(short(paths[column])))
             else:
                 ax.set_xticklabels([])
             if column == 0 and row > 0:
-                ax.set_ylabel(short(paths[row]))
+                ax.set_ylabel(plain(short(paths[row])))
             elif row != column:
                 ax.set_yticklabels([])
             ax.tick_params(labelsize=6)
@@ -124,7 +130,7 @@ def histogram(result: dict[str, Any]) -> str:
         bottom = np.zeros(len(edges[0]) - 1)
         for colour, (label, counts) in zip(itertools.cycle(COLOURS), series.items(), strict=False):
             ax.stairs(np.asarray(counts) + bottom, edges[0], baseline=bottom, fill=True, alpha=0.8,
-                      color=colour, label=f"{label} ({sum(counts)})", gid=f"series-{label}")
+                      color=colour, label=plain(f"{label} ({sum(counts)})"), gid=f"series-{label}")
             bottom = bottom + np.asarray(counts)
         ax.set_ylabel("fits")
     elif len(edges) == 2:
@@ -134,9 +140,9 @@ def histogram(result: dict[str, Any]) -> str:
             keys = [tuple(int(v) for v in key.split(",")) for key in cells]
             counts = np.asarray(list(cells.values()), dtype=float)
             ax.scatter([xc[i] for i, _ in keys], [yc[j] for _, j in keys], s=4 + 60 * np.sqrt(counts / biggest),
-                       color=colour, alpha=0.6, label=f"{label} ({int(counts.sum())})", gid=f"series-{label}")
-        ax.set_ylabel(result["y"])
-    ax.set_xlabel(result["x"])
+                       color=colour, alpha=0.6, label=plain(f"{label} ({int(counts.sum())})"), gid=f"series-{label}")
+        ax.set_ylabel(plain(result["y"]))
+    ax.set_xlabel(plain(result["x"]))
     if series and (result.get("colour") or len(series) > 1):
-        ax.legend(fontsize=7, title=result.get("colour") or None)
+        ax.legend(fontsize=7, title=plain(result.get("colour") or "") or None)
     return _svg(figure)
