@@ -343,6 +343,28 @@ def test_a_dollar_in_stored_data_or_the_axes_is_drawn_as_text_not_mathtext(tmp_p
                 assert html.escape(shown, quote=False) in svg, (y, shown)
 
 
+def test_a_fits_link_opens_its_own_page_whatever_slashes_and_dots_its_id_holds(tmp_path: Path) -> None:
+    """Each link of the fits table, resolved as a browser does (dot segments removed), serves the
+    fit it names: ids with ``/`` and ``..`` segments, and ``..`` itself."""
+    from urllib.parse import urljoin
+
+    ids = ["a/b", "../../etc", "..", "fit-1"]
+    db = tmp_path / "odd-ids.sqlite"
+    _write(db, [("submit", {"record": record(i, n_samples=5, id=fit_id)}) for i, fit_id in enumerate(ids)])
+    with web_process(db) as web:
+        auth = {"Authorization": f"Bearer {web.token}"}
+        status, _, body = get(f"{web.base}/fits", auth)
+        assert status == 200
+        hrefs = [html.unescape(h) for h in re.findall(r'<a href="(/fit[/?][^"]*)">', body.decode())]
+        assert len(hrefs) == len(ids), hrefs
+        shown = []
+        for href in hrefs:
+            status, _, page = get(urljoin(f"{web.base}/fits", href), auth)
+            assert status == 200, (href, status)
+            shown.append(html.unescape(re.findall(r"<h1>Fit <code>([^<]*)</code>", page.decode())[0]))
+        assert sorted(shown) == sorted(ids), (hrefs, shown)
+
+
 def test_a_real_pyautofit_fit_shows_its_posterior_files_and_output_images(tmp_path: Path) -> None:
     import shutil
 

@@ -147,7 +147,7 @@ def make_app(source: LocalSource, token: str, secure_cookie: bool = False) -> To
         return StreamingResponse(chunks(), media_type=kind, headers={**HEADERS, **disposition})
 
     async def fit(request: Request) -> Response:
-        fit_id = request.path_params["fit_id"]
+        fit_id = request.path_params.get("fit_id", request.query_params.get("id", ""))
         found = await reads.run(source.fit, fit_id)
         if found is None:
             return _html(pages.error_page(404, f"no fit {fit_id!r}", reads.label), 404)
@@ -212,7 +212,8 @@ def make_app(source: LocalSource, token: str, secure_cookie: bool = False) -> To
         Route("/", overview), Route("/partial/overview", overview_partial), Route("/api/overview", overview_json),
         Route("/fits", fits), Route("/api/fits", fits_json),
         Route("/export.{fmt:str}", _only_formats(export)),
-        Route("/fit/{fit_id:path}", fit), Route("/fitfile", fit_file), Route("/fitimage", fit_image),
+        Route("/fit/{fit_id:path}", fit), Route("/fit", fit),  # /fit?id=: the ids "." and ".."
+        Route("/fitfile", fit_file), Route("/fitimage", fit_image),
         Route("/plot", plot), Route("/api/histogram", histogram_json),
         Mount("/static", StaticFiles(directory=STATIC)),
     ]

@@ -38,8 +38,17 @@ def age(seconds: float | None, now: float | None = None) -> str:
     return f"{delta:.0f}s"
 
 
+def fit_href(fit_id: str) -> str:
+    """The page of a fit: ``/fit/`` and its id with every ``/`` escaped, so no ``..`` in an id moves
+    the link; an id that is itself a dot segment (``.``, ``..``: a browser drops it from a path,
+    escaped or not) goes in the query, ``/fit?id=``."""
+    if fit_id in (".", ".."):
+        return "/fit?" + urlencode({"id": fit_id})
+    return "/fit/" + quote(fit_id, safe="")
+
+
 def fit_link(fit_id: str) -> str:
-    return f'<a href="/fit/{quote(fit_id, safe="/")}">{e(fit_id)}</a>'
+    return f'<a href="{e(fit_href(fit_id))}">{e(fit_id)}</a>'
 
 
 def layout(title: str, body: str, source: str, active: str = "") -> str:
