@@ -207,6 +207,20 @@ def test_a_killed_migrate_resumes_and_ends_identical(engine: str, source: Path, 
     assert_same(source, target)
 
 
+def test_a_folder_as_the_target_or_db_is_one_line_and_leaves_no_lock_file(source: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "afolder"
+    folder.mkdir()
+    refused = _migrate("--from", str(source), "--to", str(folder))
+    assert refused.returncode == 1, refused.stderr
+    assert refused.stderr.count("\n") == 1 and "Traceback" not in refused.stderr
+    assert "Is a directory" in refused.stderr
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("afolder")) == ["afolder"]
+    started = lensd_cli("start", "--foreground", "--db", str(folder), "--socket", str(tmp_path / "s"),
+                        "--backup-every", "0", timeout=120)
+    assert started.returncode == 1 and "Traceback" not in started.stderr and "Is a directory" in started.stderr
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("afolder")) == ["afolder"]
+
+
 def test_a_target_holding_other_data_is_refused_in_one_line(source: Path, pg_url: str, tmp_path: Path) -> None:
     small = tmp_path / "small.sqlite"
     async def one() -> None:

@@ -179,6 +179,7 @@ def acquire(db: Path, socket: Path | None = None, shared_group: bool = False) ->
     """
     check_db_folder(db)
     created = not real_database(db).exists()
+    new_lock = not lock_path(db).exists()
     try:
         fd = _lock_file(db, safefiles.PRIVATE_FILE)
     except (AlreadyRunning, safefiles.UnsafeFile):
@@ -188,10 +189,14 @@ def acquire(db: Path, socket: Path | None = None, shared_group: bool = False) ->
     handle = os.fdopen(fd, "r+", encoding="utf-8")
     try:
         database_fd = _lock_database(db, safefiles.file_mode(shared_group))
-    except BaseException:
+    except BaseException as exc:
+        if new_lock and not isinstance(exc, AlreadyRunning):
+            lock_path(db).unlink(missing_ok=True)  # still held: no other writer took it
         handle.close()
         if created:
             _remove_empty(db)
+        if isinstance(exc, OSError):  # a folder, an unreadable file: one line, not a traceback
+            raise os_error(exc, f"cannot open {db} as a database") from None
         raise
     handle.seek(0)
     handle.truncate()
