@@ -221,6 +221,20 @@ def test_a_folder_as_the_target_or_db_is_one_line_and_leaves_no_lock_file(source
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("afolder")) == ["afolder"]
 
 
+def test_a_databases_wal_shm_or_journal_as_the_target_or_db_is_refused(source: Path, tmp_path: Path) -> None:
+    """sqlite deletes or replays a database's sidecars: a copy written there would be lost."""
+    for suffix in ("-wal", "-shm", "-journal"):
+        sidecar = source.with_name(source.name + suffix)
+        before = sidecar.read_bytes() if sidecar.exists() else None
+        refused = _migrate("--from", str(source), "--to", str(sidecar))
+        assert refused.returncode == 1 and refused.stderr.count("\n") == 1, (suffix, refused.stderr)
+        assert f"{suffix[1:]} file of the database" in refused.stderr
+        assert (sidecar.read_bytes() if sidecar.exists() else None) == before
+    started = lensd_cli("start", "--foreground", "--db", f"{source}-journal", "--socket", str(tmp_path / "s"),
+                        "--backup-every", "0", timeout=120)
+    assert started.returncode == 1 and "journal file of the database" in started.stderr
+
+
 def test_a_target_holding_other_data_is_refused_in_one_line(source: Path, pg_url: str, tmp_path: Path) -> None:
     small = tmp_path / "small.sqlite"
     async def one() -> None:

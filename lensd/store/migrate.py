@@ -88,6 +88,8 @@ def migrate(source_name: str | os.PathLike[str], target_name: str | os.PathLike[
     source_text, target_text = os.fspath(source_name), os.fspath(target_name)
     if _same_file(source_text, target_text):
         raise LensdError(f"{source_text}: the source and the target are the same file")
+    if not is_postgres(target_text):
+        writerlock.refuse_sidecar(Path(target_text))  # before the source is read: none of its files change
     source = copyends.source_of(source_text)
     try:
         fingerprint = source.fingerprint()

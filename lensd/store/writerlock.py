@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import IO
 
 from lensd import safefiles
-from lensd.errors import AlreadyRunning
+from lensd.errors import AlreadyRunning, StorageError
 from lensd.mounts import is_network_file_system
 from lensd.store.sqlite_errors import check_db_folder, os_error
 
@@ -172,12 +172,27 @@ class Lock:
         self.handle.close()
 
 
+SIDECARS = ("-wal", "-shm", "-journal")  # the files sqlite keeps beside a database, and deletes
+
+
+def refuse_sidecar(db: Path) -> None:
+    """Raise StorageError when ``db`` is an existing database's ``-wal``, ``-shm`` or ``-journal``:
+    sqlite would discard (or replay) whatever lensd wrote there."""
+    for suffix in SIDECARS:
+        if db.name.endswith(suffix) and len(db.name) > len(suffix):
+            owner = db.with_name(db.name[:-len(suffix)])
+            if owner.is_file():
+                raise StorageError(f"{db} is the {suffix[1:]} file of the database {owner}, which sqlite "
+                                   "deletes or replays: choose another --db or --to")
+
+
 def acquire(db: Path, socket: Path | None = None, shared_group: bool = False) -> Lock:
     """Take the writer's locks or raise AlreadyRunning naming the holder; keep the result open.
 
     The database's folder must exist (a typo in --db creates nothing) and be writable.
     """
     check_db_folder(db)
+    refuse_sidecar(db)
     created = not real_database(db).exists()
     new_lock = not lock_path(db).exists()
     try:
