@@ -337,3 +337,22 @@ def publish_contact(path: Path, contact: Contact) -> None:
         contacts.write(path, contact)
     except OSError as exc:
         log.warning("cannot write the contact file %s: %s", path, exc)
+
+
+async def turn_away(stream: ByteStream, gate: Gate | None, limit: int, handshake_timeout: float) -> None:
+    """Tell a connection past ``--max-connections`` (``limit``) that the daemon is busy, then close
+    it (over TLS after the TLS handshake: ``Gate.refusal_stream``)."""
+    refusal = protocol.encode_frame(protocol.error(
+        None, "busy", f"the daemon is at its connection limit ({limit} connections, "
+                      f"lensd start --max-connections); try again later"))
+    told: ByteStream | None = stream
+    try:
+        if gate is not None:
+            told = await gate.refusal_stream(stream, seconds=handshake_timeout)
+        if told is not None:
+            with anyio.move_on_after(1.0):  # a refused peer that never reads cannot hold us
+                await told.send(refusal)
+    except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+        pass
+    finally:
+        await (told or stream).aclose()

@@ -31,7 +31,7 @@ from lensd.client.connection import socket_answers
 from lensd.daemon import flow, network
 from lensd.daemon.committer import GroupCommitter
 from lensd.daemon.connection import Connection
-from lensd.daemon.network import Gate
+from lensd.daemon.network import Gate, turn_away
 from lensd.daemon.reads import Reads, ReadService
 from lensd.errors import AlreadyRunning, LensdError, innermost
 from lensd.mounts import NETWORK_FILE_SYSTEMS, file_system_type, is_network_file_system  # noqa: F401 - re-exported
@@ -145,7 +145,7 @@ class Daemon:
 
     async def _handle(self, stream: ByteStream, gate: Gate | None = None) -> None:
         if self.connections >= self.settings.max_connections:
-            await self._turn_away(stream, gate)
+            await turn_away(stream, gate, self.settings.max_connections, self.settings.handshake_timeout)
             return
         self.connections += 1
         log.info("connection opened (%d open)", self.connections)
@@ -160,27 +160,6 @@ class Daemon:
         finally:
             self.connections -= 1
             log.info("connection closed (%d open)", self.connections)
-
-    async def _turn_away(self, stream: ByteStream, gate: Gate | None) -> None:
-        """Tell a connection past ``--max-connections`` that the daemon is busy, then close it
-        (over TLS after the TLS handshake: ``Gate.refusal_stream``)."""
-        from lensd.wire import protocol
-
-        limit = self.settings.max_connections
-        refusal = protocol.encode_frame(protocol.error(
-            None, "busy", f"the daemon is at its connection limit ({limit} connections, "
-                          f"lensd start --max-connections); try again later"))
-        told: ByteStream | None = stream
-        try:
-            if gate is not None:
-                told = await gate.refusal_stream(stream, seconds=self.settings.handshake_timeout)
-            if told is not None:
-                with anyio.move_on_after(1.0):  # a refused peer that never reads cannot hold us
-                    await told.send(refusal)
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-            pass
-        finally:
-            await (told or stream).aclose()
 
     async def _serve_connection(self, connection: Connection) -> None:
         self.live.add(connection)
