@@ -52,6 +52,7 @@ class DaemonProcess:
     process: subprocess.Popen[str] | None = None
     url: str | None = None  # a postgresql:// URL: the daemon's database instead of ``db``
     stderr_lines: list[str] = field(default_factory=list)
+    _logged: threading.Condition = field(default_factory=threading.Condition)
 
     def interpreter(self) -> list[str]:
         """The command that runs Python for the daemon (another user's, in the attack tests)."""
@@ -73,7 +74,22 @@ class DaemonProcess:
     def _drain(self) -> None:
         assert self.process is not None and self.process.stderr is not None
         for line in self.process.stderr:
-            self.stderr_lines.append(line)
+            with self._logged:
+                self.stderr_lines.append(line)
+                self._logged.notify_all()
+
+    def wait_for_log(self, text: str, after: int = 0, timeout: float = 60.0) -> str:
+        """The first stderr line from index ``after`` on that holds ``text``: how a test learns the
+        daemon has done something it only logs (a connection's slot freed), without sleeping."""
+        def found() -> str | None:
+            return next((line for line in self.stderr_lines[after:] if text in line), None)
+
+        with self._logged:
+            if not self._logged.wait_for(lambda: found() is not None, timeout):
+                raise AssertionError(f"the daemon did not log {text!r} within {timeout:.0f}s")
+            line = found()
+            assert line is not None
+            return line
 
     def stop(self, timeout: float = 60.0) -> int:
         """SIGTERM (graceful) and wait; returns the exit code."""

@@ -400,7 +400,9 @@ def test_a_tls_client_at_the_connection_cap_is_told_busy_and_a_job_spools(
     with lensd.connect_sync(address=address, spool=spool) as job:  # busy: the job spools
         assert job.submit(record(1, n_samples=5)) == "spooled"
     assert len(spoolfile.pending(spool)) == 1
+    logged = len(tls.process.stderr_lines)
     holder.close()
+    tls.process.wait_for_log("connection closed (0 open)", after=logged)  # the daemon has freed the slot
     with lensd.connect_sync(address=address) as client:  # the slot is free again
         assert client.submit(record(2)) == "applied"
     assert tls.process.stop() == 0
