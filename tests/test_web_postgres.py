@@ -94,14 +94,74 @@ BLOCK_PLOTS = [  # (query, x, colour, y): what the fit-key blocks count (lensd/w
 ]
 
 
+# Values on the edges floating point gets wrong: 0.2 to 0.9 in 7 bins puts 0.3 on edge 1, where
+# floor((0.3 - 0.2) / step) is 0, and 0.2 + 7 * step is below 0.9; 0.4 to 1.1 in 7 bins has 0.5 and
+# 1.0 on edges, floored to the bin below; 0.0 to 0.8 in 40 bins has 0.7 just below edge 35
+# (0.7000000000000001), in bin 34, where 0.7 / step is 35.0.
+EDGE_INFOS: list[dict[str, Any]] = [
+    {"a": (i % 9) / 10, "b": (i % 8 + 2) / 10, "d": (i * 5 % 8 + 4) / 10, "c": f"t{i % 3}"} for i in range(36)]
+EDGE_PLOTS = [  # (query, x, colour, y, bins)
+    *((query, x, colour, "", bins) for query in ("", 'info["c"] != "t1"') for x in ('info["a"]', 'info["b"]')
+      for colour in ("", 'info["c"]') for bins in (7, 8, 40)),
+    *(("", x, colour, y, 7) for x, y in (('info["a"]', 'info["b"]'), ('info["b"]', 'info["d"]'))
+      for colour in ("", 'info["c"]')),
+    ('info["c"] != "t1"', 'info["d"]', 'info["c"]', 'info["b"]', 8),
+]
+
+
+def _by_the_edges(plot: dict[str, Any], query: str, x: str, colour: str, y: str, bins: int) -> dict[str, Any]:
+    """``plot``'s series as the rule counts them from ``EDGE_INFOS`` (bin i holds edges[i] <= v <
+    edges[i + 1], the last also v == high), with ``plot``'s edges, which must end at the values'
+    minimum and maximum."""
+    infos = [info for info in EDGE_INFOS if not query or info["c"] != "t1"]
+    keys = [key[len('info["'):-2] for key in (x, y) if key]
+    series: dict[str, Any] = {}
+    for axis, key in enumerate(keys):
+        edges = plot["edges"][axis]
+        assert len(edges) == bins + 1
+        assert (edges[0], edges[-1]) == (min(i[key] for i in infos), max(i[key] for i in infos))
+    for info in infos:
+        cut = [max(b for b in range(bins) if plot["edges"][axis][b] <= info[key]) for axis, key in enumerate(keys)]
+        name = info["c"] if colour else "all"
+        if y:
+            cells = series.setdefault(name, {})
+            cells[f"{cut[0]},{cut[1]}"] = cells.get(f"{cut[0]},{cut[1]}", 0) + 1
+        else:
+            series.setdefault(name, [0] * bins)[cut[0]] += 1
+    return series
+
+
+@pytest.fixture
+def on_edges(tmp_path: Path, pg_server: Any) -> Any:
+    """``EDGE_INFOS`` as a sqlite file and in a PostgreSQL database of its own (``both`` has pg_url)."""
+    name = pg_server.create_database()
+    sources = _odd_survey(tmp_path, pg_server.url(name), EDGE_INFOS)
+    try:
+        yield sources
+    finally:
+        for source in sources:
+            source.close()
+        pg_server.drop_database(name)
+
+
 def test_histograms_from_the_blocks_are_the_sql_histograms(both: tuple[LocalSource, LocalSource],
+                                                            on_edges: list[LocalSource],
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """Counted from the blocks (served: not None) and by the SQL statement (blockhist off), the
     same edges and the same counts per bin (or cell) and class, on both engines; what the blocks do
-    not hold (a colour by a number or a column, a column on an axis) is left to SQL."""
+    not hold (a colour by a number or a column, a column on an axis) is left to SQL. Values on the
+    bins' edges (``EDGE_INFOS``) fall in the same bins on every path, the rule's."""
     from lensd.query import text
     from lensd.web import blockhist
 
+    edge_cases = []
+    for source in on_edges:
+        for query, x, colour, y, bins in EDGE_PLOTS:
+            state = parse_query(query).state
+            assert blockhist.histogram(source.rows, source.dialect, state, text.parse_operand(x), colour, bins,
+                                       text.parse_operand(y) if y else None) is not None, (query, x, colour, y)
+            edge_cases.append((source, state, (query, x, colour, y, bins),
+                               source.histogram(state, x, colour, y, bins=bins)))
     cases = []
     for source in both:
         for expression, x, colour, y in BLOCK_PLOTS:
@@ -118,6 +178,10 @@ def test_histograms_from_the_blocks_are_the_sql_histograms(both: tuple[LocalSour
     monkeypatch.setattr(blockhist, "histogram", lambda *args: None)
     for source, state, x, colour, y, from_blocks in cases:
         assert from_blocks == source.histogram(state, x, colour, y, bins=7), (source.dialect.name, x, colour, y)
+    for source, state, (query, x, colour, y, bins), from_blocks in edge_cases:
+        plot = (source.dialect.name, query, x, colour, y, bins)
+        assert from_blocks == source.histogram(state, x, colour, y, bins=bins), plot
+        assert from_blocks["series"] == _by_the_edges(from_blocks, query, x, colour, y, bins), plot
     assert [case[-1]["total"] for case in cases[:len(BLOCK_PLOTS)]] == \
         [case[-1]["total"] for case in cases[len(BLOCK_PLOTS):]]
     totals = {plot: case[-1]["total"] for plot, case in zip(BLOCK_PLOTS, cases, strict=False)}

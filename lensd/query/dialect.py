@@ -32,11 +32,6 @@ class Dialect:
     fact_order: str
     placeholder: str
     truth: str = "({})"  # a condition as the number 1 or 0 (sqlite's booleans are those numbers)
-    # The whole part of a number that is never negative (a bin's index): sqlite's CAST truncates,
-    # PostgreSQL's rounds, so PostgreSQL floors first. "{}" holds the number.
-    whole: str = "CAST({} AS INTEGER)"
-    greatest: str = "max"  # the larger of two values (sqlite's max() with two arguments)
-    least: str = "min"
     # What ends a probe's subquery (``EXISTS (SELECT 1 ... WHERE fit_key = f.fit_key ...)``) so that
     # the engine runs it as one index seek per fit, stopping with the page. PostgreSQL otherwise
     # turns it into a hashed subplan that reads every match of the leaf before the first row (26 ms
@@ -69,7 +64,7 @@ POSTGRESQL: Final = Dialect(
     subquery_alias=" AS sub",
     fact_order=("(SELECT ROW(num IS NULL, num, txt) FROM facts WHERE fit_key = f.fit_key AND {} "
                 "AND (num IS NOT NULL OR txt IS NOT NULL))"),
-    placeholder="%s", truth="({})::integer", whole="floor({})::bigint", greatest="greatest", least="least",
+    placeholder="%s", truth="({})::integer",
     probe_fence=" OFFSET 0",
     bounded_blob="CASE WHEN length({0}) > ? THEN NULL ELSE {0} END",
 )

@@ -100,6 +100,22 @@ def _range_counts(rows: Rows, table: str, where: str, expr: str, params: list[An
     return found
 
 
+def bin_sql(expr: str, edges: list[float], first: int = 0, last: int | None = None) -> tuple[str, list[float]]:
+    """(SQL, params) of the bin of ``expr`` by ``blockhist.bin_of``'s rule -- bin i holds ``edges[i]
+    <= v < edges[i + 1]``, the last also ``v == edges[-1]`` -- as nested CASEs that halve the bins
+    ``first..last`` at each level: log2(bins) comparisons a row, each with an edge value passed as a
+    parameter. Compared with the very floats the blocks compare with, so sqlite, PostgreSQL and
+    numpy agree to the bit, where ``floor((v - low) / step)`` rounds across an edge."""
+    last = len(edges) - 2 if last is None else last
+    if first == last:
+        return str(first), []
+    middle = (first + last + 1) // 2  # the first bin of the upper half
+    below, below_params = bin_sql(expr, edges, first, middle - 1)
+    above, above_params = bin_sql(expr, edges, middle, last)
+    return (f"CASE WHEN {expr} < ? THEN {below} ELSE {above} END",
+            [edges[middle], *below_params, *above_params])
+
+
 def histogram(rows: Rows, dialect: Dialect, state: QueryState, x: str, colour: str = "", y: str = "",
               bins: int = 40) -> dict[str, Any]:
     """Counts of the fits of ``state`` per bin of ``x`` (and ``y``) and per colour label, in
@@ -136,9 +152,9 @@ def histogram(rows: Rows, dialect: Dialect, state: QueryState, x: str, colour: s
     if not y and not colour and not selection:
         return _series(_range_counts(rows, x_table, where, x_expr, params, edges[0]), x, y, colour, edges, bins)
     colour_join, (text_label, number_label), label_params = _label(rows, colour)
-    whole = [dialect.whole.format(f"({e} - ?) / ?") for e in exprs]
-    bin_exprs = [f"{dialect.greatest}(0, {dialect.least}({w}, {bins - 1}))" for w in whole]
-    bin_params = [p for e in edges for p in (e[0], blockhist.step(e, bins))]
+    cut = [bin_sql(expr, axis_edges) for expr, axis_edges in zip(exprs, edges, strict=True)]
+    bin_exprs = [sql for sql, _ in cut]
+    bin_params = [p for _, cut_params in cut for p in cut_params]
     groups = ", ".join(f"b{i}" for i in range(len(exprs)))
     selected = ", ".join(f"{b} AS b{i}" for i, b in enumerate(bin_exprs))
     sql = (f"SELECT {selected}, {text_label} AS lt, {number_label} AS ln, count(*) "  # noqa: S608

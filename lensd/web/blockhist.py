@@ -5,9 +5,10 @@ every fit of that range to the query's set and to its class: 3.5 s at 10^6 fits
 (docs/performance.md). When the blocks hold all of it (lensd.store.blocks: the fact's numbers per
 block, each class's fits as a bitmap, and a query ``lensd.query.blockcount`` answers), the same
 counts are a few hundred rows read by primary key and numpy. The bins are aggregate.py's, to the
-bit: the same edges from the same minimum and maximum, and the same ``(x - low) / step`` cut to
-``[0, bins - 1]``. Colours the blocks hold: the class at a model path, a text fact (an
-info key), ``unique_tag``; a fit with none of their values is "none", as SQL's left join gives.
+bit: the same edges from the same minimum and maximum, and the same rule against them (``bin_of``:
+bin i holds ``edges[i] <= x < edges[i + 1]``, the last also ``x == high``). Colours the blocks
+hold: the class at a model path, a text fact (an info key), ``unique_tag``; a fit with none of
+their values is "none", as SQL's left join gives.
 A binned scatter (a y fact as well) is counted the same way, one cell number a fit.
 Anything else (a column on either axis, a colour by a number or another column, more than
 ``MAX_LABELS_READ`` values, a query the blocks cannot answer, a block row lensd never writes)
@@ -79,21 +80,18 @@ MAX_PLOTTED: Final = 1e300  # past this magnitude matplotlib cannot place ticks 
 
 def edges_between(low: float, high: float, bins: int) -> list[float] | None:
     """The edges of every plot, counted here or in SQL (aggregate.py): ``bins`` equal steps from
-    ``low`` to ``high`` (one step of 1 when they are equal); None (no bins: an empty plot) when an
-    end is not finite or past ``MAX_PLOTTED`` in size (-1.5e308 to 1.5e308, or 1.0 and 1.7e308), or
-    when the steps are too small for distinct edges (a single value of 1e17: 1e17 + 1 == 1e17)."""
+    ``low`` to ``high`` (one step of 1 when they are equal), the last edge ``high`` itself: ``low +
+    bins * step`` may round below it (0.2 to 0.9 in 7 steps ends at 0.8999999999999999), and the
+    largest value would fall outside every bin. None (no bins: an empty plot) when an end is not
+    finite or past ``MAX_PLOTTED`` in size (-1.5e308 to 1.5e308, or 1.0 and 1.7e308), or when the
+    steps are too small for distinct edges (a single value of 1e17: 1e17 + 1 == 1e17)."""
     if not (math.isfinite(low) and math.isfinite(high)) or max(abs(low), abs(high)) > MAX_PLOTTED:
         return None
     width = (high - low) / bins if high > low else 1.0
-    edges = [low + i * width for i in range(bins + 1)]
+    edges = [low + i * width for i in range(bins)] + [high if high > low else low + bins * width]
     if any(a >= b for a, b in itertools.pairwise(edges)):
         return None
     return edges
-
-
-def step(edges: list[float], bins: int) -> float:
-    """The width a value's bin is cut by: ``(v - edges[0]) / step``, floored, clipped to the bins."""
-    return (edges[-1] - edges[0]) / bins or 1.0
 
 
 def _edges(values: Any, bins: int) -> list[float] | None:
@@ -101,11 +99,15 @@ def _edges(values: Any, bins: int) -> list[float] | None:
     return edges_between(float(values.min()), float(values.max()), bins) if len(values) else None
 
 
-def _bin(values: Any, edges: list[float], bins: int) -> Any:
-    """The bin of each value: SQL's ``greatest(0, least(floor((v - low) / step), bins - 1))``."""
+def bin_of(values: Any, edges: list[float]) -> Any:
+    """The bin of each value by the one rule of every plot: bin i holds ``edges[i] <= v < edges[i +
+    1]``, and the last bin also ``v == edges[-1]``. Compared with the edges themselves, never by
+    ``floor((v - low) / step)``: that quotient rounds across an edge (0.2 to 0.9 in 7 bins: 0.3 is
+    edge 1, but (0.3 - 0.2) / step is 0.9999999999999999, bin 0). SQL's bins (``aggregate.bin_sql``)
+    are these."""
     import numpy as np
 
-    return np.clip(np.floor((values - edges[0]) / step(edges, bins)), 0, bins - 1).astype(np.intp)
+    return np.minimum(np.searchsorted(edges, values, side="right") - 1, len(edges) - 2).astype(np.intp)
 
 
 def histogram(rows: Rows, dialect: Dialect, state: QueryState, x: Operand, colour: str,
@@ -153,13 +155,13 @@ def histogram(rows: Rows, dialect: Dialect, state: QueryState, x: Operand, colou
     if x_edges is None:
         return [], []
     edges = [x_edges]
-    index = _bin(numbers[selected], x_edges, bins)
+    index = bin_of(numbers[selected], x_edges)
     if y_name is not None:
         y_edges = _edges(y_numbers[selected], bins)
         if y_edges is None:
             return [], []
         edges.append(y_edges)
-        index = index * bins + _bin(y_numbers[selected], y_edges, bins)  # one cell number a (x, y)
+        index = index * bins + bin_of(y_numbers[selected], y_edges)  # one cell number a (x, y)
     cells = bins ** len(edges)
     found: list[tuple[Any, ...]] = []
 
