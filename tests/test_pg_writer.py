@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +109,42 @@ async def run_sqlite(db: Path) -> list[list[str | LensdError]]:
 
 async def run_pg(url: str, mode: str) -> list[list[str | LensdError]]:
     return await run(await PgBatchWriter.open(url, mode=mode), script())
+
+
+def test_one_batchs_new_fits_are_in_arrival_order_on_both_engines(pg_url: str, tmp_path: Path) -> None:
+    """One batch of ids out of id order (fit-12 sorts before fit-2), a stored fit among them and a
+    fit first made by an event: its new fits take keys in the order they arrived on both engines,
+    so the default order of fits, ``agg[-1]`` and ``lensd export`` are the same."""
+    import json
+
+    from conftest import lensd_cli
+
+    import lensd
+
+    batches: list[list[Op | AdminOp]] = [
+        [upsert(3)],
+        [upsert(5), upsert(2), op_from_request("progress", {"id": "fit-9", "seq": 1, "progress": 0.5}),
+         upsert(3), upsert(0), upsert(12)],
+    ]
+    db = tmp_path / "arrival.sqlite"
+
+    async def write(writer: Awaitable[Writer]) -> list[list[str | LensdError]]:
+        return await run(await writer, batches)
+
+    on_sqlite = anyio.run(write, BatchWriter.open(db))
+    on_pg = anyio.run(write, PgBatchWriter.open(pg_url))
+    assert on_pg == on_sqlite == [["applied"], ["applied"] * 6]
+    arrived = ["fit-3", "fit-5", "fit-2", "fit-9", "fit-0", "fit-12"]
+    for where in (str(db), pg_url):
+        agg = lensd.Aggregator.from_database(where, top_level_only=False)
+        try:
+            assert [fit.id for fit in agg.fits()] == arrived, where
+            assert agg[-1].id == "fit-12", where
+        finally:
+            agg.close()
+        exported = lensd_cli("export", "--format", "json", "--db", where)
+        assert exported.returncode == 0, exported.stderr
+        assert [fit["id"] for fit in json.loads(exported.stdout)] == arrived, where
 
 
 def test_a_nul_character_refuses_its_op_in_one_line_and_the_rest_is_stored(pg_url: str) -> None:

@@ -7,8 +7,8 @@ database here:
 
 - **Keys.** A new fit's ``fit_key`` comes from the table's identity, never from a counter in
   memory: ``INSERT ... ON CONFLICT (id) DO NOTHING RETURNING`` reserves a row for each id the
-  batch does not find (in id order), and whoever inserts an id second waits for the first's
-  COMMIT and then finds the fit stored.
+  batch does not find, keyed in arrival order as sqlite's are (``RESERVE_SQL``) but inserted in id
+  order, and whoever inserts an id second waits for the first's COMMIT and then finds the fit stored.
 - **Order.** The batch's fits (new and stored) are then locked ``FOR UPDATE`` in id order and read
   under that lock, so their ``seq`` (event idempotency), ``created_at`` and folder signature are
   the committed ones, and two daemons touching the same fits queue instead of deadlocking. A
@@ -60,8 +60,19 @@ MODES: Final = ("executemany", "pipeline", "copy")
 DEFAULT_MODE: Final = "copy"  # fastest in bench/pg_writer.py (docs/performance.md)
 RETRIES: Final = 8
 NOW_SQL: Final = "SELECT extract(epoch FROM now())::double precision"
-RESERVE_SQL: Final = ("INSERT INTO fits (id, status) SELECT id, 'running' FROM unnest(%s::text[]) AS new(id) "
-                      "ORDER BY id COLLATE \"C\" ON CONFLICT (id) DO NOTHING RETURNING id, fit_key")
+# The batch's ids in arrival order, each with a key drawn from the identity's sequence: the n-th
+# smallest key drawn goes to the n-th id to arrive (whatever order nextval ran in), so new fits take
+# keys in arrival order as sqlite's writer hands them out, and the default order of fits (by key) is
+# the same on both engines. The rows are still inserted in id order: two writers reserving the same
+# new ids wait for one another in one order instead of deadlocking. An id already stored (or stored
+# meanwhile by another writer) wastes its key, as an identity's conflicting default always did.
+RESERVE_SQL: Final = (
+    "WITH arrived AS (SELECT id, n FROM unnest(%s::text[]) WITH ORDINALITY AS a(id, n)), "
+    "drawn AS (SELECT key, row_number() OVER (ORDER BY key) AS n "
+    "FROM (SELECT nextval(pg_get_serial_sequence('fits', 'fit_key')) AS key FROM arrived) AS d) "
+    "INSERT INTO fits (fit_key, id, status) SELECT drawn.key, arrived.id, 'running' "
+    "FROM arrived JOIN drawn USING (n) ORDER BY arrived.id COLLATE \"C\" "
+    "ON CONFLICT (id) DO NOTHING RETURNING id, fit_key")
 LOCK_SQL: Final = ("SELECT id, fit_key, seq, created_at, source_sig, updated_at FROM fits "
                    "WHERE id = ANY(%s::text[]) ORDER BY id FOR UPDATE")
 # The insert-only statements COPY can carry, and the table and columns each fills.
@@ -154,7 +165,7 @@ class PgBatchWriter(Writer):
                      prepared: Sequence[Prepared | None] | None) -> list[str | LensdError]:
         planned = [i for i, op in enumerate(ops) if not isinstance(op, ADMIN_OPS)]
         regular: list[Op] = [ops[i] for i in planned]  # type: ignore[misc]
-        ids = sorted({i for op in regular for i in op.ids})
+        ids = list(dict.fromkeys(i for op in regular for i in op.ids))  # in arrival order: RESERVE_SQL
         touched = {i for op in regular if isinstance(op, Touch) for i in op.fit_ids}
         with self._conn.transaction(), self._conn.cursor() as cursor:
             now = float(cursor.execute(NOW_SQL).fetchone()[0])  # type: ignore[index]
