@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 import anyio
+import numpy as np
 import pytest
 from conftest import DIR_OUTPUT, lensd_cli
 from records_factory import record
@@ -78,6 +79,23 @@ def test_sync_and_async_agree(filled, name: str) -> None:  # type: ignore[no-unt
     if name == "everything":
         assert from_file[0] == 40 + 10  # 9 PyAutoFit fits and one grid search at the top level
 
+
+
+def test_numpy_scalars_select_what_plain_values_select_from_the_file_and_over_the_socket(filled) -> None:  # type: ignore[no-untyped-def]
+    """What a notebook holds: ``np.bool_`` (msgpack refuses it as is), numpy ints and floats."""
+    def with_numpy(agg: Any) -> Any:
+        return agg.query((agg.is_complete == np.bool_(True)) & (agg.is_grid_search != np.True_)
+                         & (agg.info["index"] < np.int32(20)) & agg.info["index"].in_([np.int64(4), np.float64(5)])
+                         | (agg.model.galaxies.lens.mass.einstein_radius > np.float32(2.4)))
+
+    def plain(agg: Any) -> Any:
+        return agg.query((agg.is_complete == True) & (agg.is_grid_search != True)  # noqa: E712
+                         & (agg.info["index"] < 20) & agg.info["index"].in_([4, 5.0])
+                         | (agg.model.galaxies.lens.mass.einstein_radius > float(np.float32(2.4))))
+
+    from_file = sync_answers(filled.db, with_numpy)
+    assert from_file == sync_answers(filled.db, plain) == async_answers(filled.socket, with_numpy)
+    assert {"fit-4", "fit-5"} <= set(from_file[1])
 
 def test_children_agree(filled) -> None:  # type: ignore[no-untyped-def]
     cells = sorted(f.id for f in lensd.Aggregator.from_database(filled.db).grid_searches().children().fits())

@@ -73,6 +73,34 @@ def test_comparisons_build_nodes() -> None:
     assert (agg.is_complete == True) == Compare(Column("is_complete"), "==", True)  # noqa: E712
 
 
+def test_numpy_scalars_become_the_plain_values_the_wire_and_the_grammar_carry() -> None:
+    """A notebook compares with what numpy hands it: ``np.bool_`` from a comparison, a float32, an
+    element of a string array. Each is the plain Python value in the tree (msgpack would refuse
+    ``np.bool_``, and ``np.str_('a')`` is no text ``lensd query`` reads)."""
+    built = [
+        agg.is_complete == np.bool_(True), agg.is_grid_search != np.False_, agg.model.x.fixed == np.bool_(False),
+        agg.info["flag"].in_([np.True_, np.int8(3), np.str_("a")]), agg.model.x > np.float32(0.5),
+        agg.model.x <= np.uint64(2**64 - 1), agg.info[np.str_("k")] == np.str_("SLACS"),
+        agg.name.contains(np.str_("lens")), agg.model[np.str_("a")] == 1,
+    ]
+    plain = [
+        agg.is_complete == True, agg.is_grid_search != False, agg.model.x.fixed == False,  # noqa: E712
+        agg.info["flag"].in_([True, 3, "a"]), agg.model.x > 0.5, agg.model.x <= float(2**64 - 1),
+        agg.info["k"] == "SLACS", agg.name.contains("lens"), agg.model["a"] == 1,
+    ]
+    assert built == plain
+    assert repr(built) == repr(plain)
+
+    def leaves(wire: Any) -> list[Any]:
+        if isinstance(wire, dict):
+            return [leaf for value in wire.values() for leaf in leaves(value)]
+        return [leaf for value in wire for leaf in leaves(value)] if isinstance(wire, list) else [wire]
+
+    found = [leaf for predicate in built for leaf in leaves(predicate.to_wire())]
+    assert {type(leaf) for leaf in found} == {bool, int, float, str}  # what msgpack and JSON carry as is
+    assert [leaf for leaf in found if isinstance(leaf, bool)] == [True, False, False, True]
+
+
 def test_junctions_flatten_and_negation_simplifies() -> None:
     a, b, c, d = (agg.model[n] > 0 for n in "abcd")
     assert (a & b & c) == And((a, b, c))

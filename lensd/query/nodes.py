@@ -149,7 +149,7 @@ class _Path(_Fact):
     _field = "path"
 
     def __post_init__(self) -> None:
-        check_text(self.path, "a model path")
+        set_field(self, "path", check_text(self.path, "a model path"))
 
     def _ident(self) -> tuple[str, str]:
         return self._tag, self.path
@@ -206,7 +206,7 @@ class _Key(_Fact):
     _field = "key"
 
     def __post_init__(self) -> None:
-        check_text(self.key, f"a {self._tag} key")
+        set_field(self, "key", check_text(self.key, f"a {self._tag} key"))
 
     def _ident(self) -> tuple[str, str]:
         return self._tag, self.key
@@ -325,7 +325,7 @@ class Contains(Predicate):
     _wire = {"operand": "operand", "value": "text"}
 
     def __post_init__(self) -> None:
-        check_text(self.value, f"{check_operand(self.operand)!r}.contains() argument")
+        set_field(self, "value", check_text(self.value, f"{check_operand(self.operand)!r}.contains() argument"))
         self.operand._check("contains", self.value)
 
     def __repr__(self) -> str:
@@ -379,8 +379,8 @@ class ClassIs(Predicate):
     _wire = {"path": "text", "by": "text", "name": "text"}
 
     def __post_init__(self) -> None:
-        check_text(self.path, "a model path")
-        check_text(self.name, "a class name")
+        set_field(self, "path", check_text(self.path, "a model path"))
+        set_field(self, "name", check_text(self.name, "a class name"))
         if self.by not in ("class_path", "class_name"):
             raise QueryError(f"a class test is by class_path or class_name, not {self.by!r}")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import sys
 from typing import Final, Literal, NoReturn, TypeAlias
 
 from lensd.errors import QueryError
@@ -35,19 +36,27 @@ def no_bool(self: object) -> NoReturn:
 
 
 def check_text(value: object, what: str) -> str:
-    """A string sqlite can bind (no lone surrogates); anything else is a QueryError."""
+    """A string sqlite can bind (no lone surrogates); anything else is a QueryError.
+
+    A str subclass (numpy's ``np.str_``) comes back as a plain str, whose repr the text grammar reads.
+    """
     if not isinstance(value, str):
         raise QueryError(f"{what} must be a string, not {type(value).__name__}")
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
         raise QueryError(f"{what}: not valid unicode (a lone surrogate?): {value!r}") from None
-    return value
+    return str(value)
 
 
 def check_scalar(value: object, what: str = "a query value") -> Scalar:
     """A value fits can be compared with, normalised to bool, int, float or str (numpy too).
 
+    numpy's scalars are what a notebook has at hand (``samples.max_log_likelihood()``, an element
+    of an array, ``np.bool_`` from a comparison): each becomes the plain Python value, so the wire
+    to the daemon carries a msgpack bool or number and ``repr`` stays text the grammar reads.
+    ``np.bool_`` is not a ``numbers.Real``, so it is recognised by type; numpy is never imported
+    here (a value cannot be numpy's unless numpy is loaded already).
     NaN is refused: it equals nothing and orders with nothing, so a query holding it is a mistake.
     A whole number outside 64 bits becomes a float: the compiler compares every number as REAL
     anyway, and msgpack (the wire to the daemon) cannot carry it, so file and socket agree.
@@ -56,6 +65,9 @@ def check_scalar(value: object, what: str = "a query value") -> Scalar:
         return check_text(value, what)
     if isinstance(value, bool):
         return value
+    numpy = sys.modules.get("numpy")
+    if numpy is not None and isinstance(value, numpy.bool_):
+        return bool(value)
     if isinstance(value, numbers.Real):
         result: int | float = int(value) if isinstance(value, numbers.Integral) else float(value)
         try:
