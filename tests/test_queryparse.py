@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lensd.errors import QueryError, QuerySyntaxError
-from lensd.query.nodes import ClassIs
-from lensd.query.state import QueryFields
+from lensd.query.nodes import And, ClassIs, InfoKey, MedianPath, ModelPath, Not, Or, Predicate
+from lensd.query.state import QueryFields, QueryState
 from lensd.query.text import parse, parse_operand, tokenize
 
 agg = QueryFields()
@@ -67,6 +67,11 @@ CASES: list[tuple[str, Any]] = [
     ('id == "x\' OR \'1\'=\'1"', agg.id == "x' OR '1'='1"),
     (r'name == "a\"b\\c\n\t\u00e9\x41\U0001F600"', agg.name == 'a"b\\c\n\té\x41\U0001F600'),
     (r"name == 'it\'s'", agg.name == "it's"),
+    ("model.galaxies.lens.mass == <class_path 'my-pkg.mass.Iso Thermal'>",
+     ClassIs("galaxies.lens.mass", "class_path", "my-pkg.mass.Iso Thermal")),
+    ('model.x != <class_name "a.b">', ~ClassIs("x", "class_name", "a.b")),
+    ("model.x == <class_path 'Iso'> | model.y == <class_name 'true'>",
+     ClassIs("x", "class_path", "Iso") | ClassIs("y", "class_name", "true")),
     ('name == "un \' mixed"', agg.name == "un ' mixed"),
 ]
 
@@ -99,6 +104,10 @@ def test_text_builds_the_python_tree(text: str, python: Any) -> None:
     ("info.survey == 1", 4, 'expected ["key"]'),
     ("search.bogus == 'a'", 7, "search has"),
     ("model.x == 1 " + "9" * 5000, 13, "expected & or |"),
+    ("model.x == <class_path Iso>", 23, "takes a quoted class path"),
+    ("model.x == <class_name 'Iso'", 28, "expected > to close"),
+    ("unique_tag == <class_name 'Iso'>", 14, "compared with == or != on model nodes"),
+    ("model.x > <class_path 'a.Iso'>", 10, "compared with == or != on model nodes"),
 ])
 def test_syntax_errors_point_at_the_problem(text: str, position: int, message: str) -> None:
     with pytest.raises(QuerySyntaxError, match=re.escape(message)) as info:
@@ -142,6 +151,54 @@ def test_tokens_carry_positions() -> None:
 @given(predicates)
 def test_repr_parses_back_to_the_same_tree(predicate: Any) -> None:
     assert parse(repr(predicate)) == predicate
+
+
+# Class paths are data (model.json), not Python: a '-' or a space, '<locals>', a name a bare word
+# would misread; and paths and keys of any text. Junctions are also built by hand and read from
+# the wire (an And inside an And, a double negation), as a client may send them.
+ODD_NAMES = ["my-pkg.mass.Iso", "a b.C", "Iso", "a.b", "true", "true.x", "none.Iso", "not", "a·b", "m.℘",
+             "__main__.f.<locals>.Iso", "x.'\"\n", "autogalaxy.profiles.mass.total.isothermal.Isothermal",
+             "a..b", ".a", "a.", "", "Ⅸ", "ﬁ.x"]
+odd_text = st.text(st.characters(blacklist_categories=["Cs"]), max_size=6)
+odd_names = st.sampled_from(ODD_NAMES) | odd_text | st.lists(odd_text, min_size=2, max_size=3).map(".".join)
+odd_leaves = st.one_of(
+    st.builds(ClassIs, st.sampled_from(["galaxies.lens.mass", ""]) | odd_text,
+              st.sampled_from(["class_path", "class_name"]), odd_names),
+    st.builds(lambda cls, value: cls(value) == 1, st.sampled_from([ModelPath, MedianPath, InfoKey]),
+              st.sampled_from(["a·b", "℘", "x.1", "_x", "in_", "a..b", "Ⅸ"]) | odd_text.filter(bool)),
+)
+
+
+def _from_wire(predicate: Predicate) -> Predicate:
+    read = QueryState.from_wire(QueryState(predicate=predicate).to_wire()).predicate
+    assert read is not None
+    return read
+
+
+any_predicates: st.SearchStrategy[Predicate] = st.recursive(
+    predicates | odd_leaves,
+    lambda children: st.one_of(
+        st.lists(children, min_size=2, max_size=3).map(lambda items: And(tuple(items))),
+        st.lists(children, min_size=2, max_size=3).map(lambda items: Or(tuple(items))),
+        children.map(Not), children.map(lambda p: ~p),
+    ),
+    max_leaves=4,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(any_predicates)
+def test_repr_of_any_query_from_python_or_the_wire_parses_back_to_an_equal_query(predicate: Predicate) -> None:
+    read = _from_wire(predicate)  # equal, but for a Not(Not(p)) built by hand: that is read as p
+    assert parse(repr(read)) == read
+    assert parse(repr(predicate)) == read
+
+
+def test_nested_junctions_and_double_negations_have_one_shape() -> None:
+    a, b, c = (agg.model[n] == 1 for n in "abc")
+    assert And((And((a, b)), c)) == a & b & c and Or((a, Or((b, c)))) == a | b | c
+    assert And((Or((a, b)), c)).items == (a | b, c)
+    assert _from_wire(Not(Not(a))) == a and _from_wire(Not(Not(Not(a)))) == ~a
 
 
 _pieces = st.sampled_from([

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Final, NoReturn
+from typing import Any, ClassVar, NoReturn
 
 from lensd.errors import QueryError
 from lensd.query.predicates import And, Not, Or, Predicate, set_field
@@ -44,6 +44,7 @@ from lensd.query.values import (
     Scalar,
     check_scalar,
     check_text,
+    class_repr,
     no_bool,
     path_repr,
 )
@@ -384,17 +385,8 @@ class ClassIs(Predicate):
         if self.by not in ("class_path", "class_name"):
             raise QueryError(f"a class test is by class_path or class_name, not {self.by!r}")
 
-    def _target(self) -> str:
-        """The bare name the text grammar reads as a class, when the name can be written so."""
-        parts = self.name.split(".")
-        bare = all(p.isidentifier() for p in parts) and (len(parts) > 1) == (self.by == "class_path")
-        return self.name if bare and self.name not in _LITERAL_NAMES else f"<{self.by} {self.name!r}>"
-
     def __repr__(self) -> str:
-        return f"{ModelPath(self.path)!r} == {self._target()}"
+        return f"{ModelPath(self.path)!r} == {class_repr(self.by, self.name)}"
 
     def _negated_repr(self) -> str:
-        return f"{ModelPath(self.path)!r} != {self._target()}"
-
-
-_LITERAL_NAMES: Final = frozenset({"true", "false", "none", "null", "True", "False", "None", "inf", "nan"})
+        return f"{ModelPath(self.path)!r} != {class_repr(self.by, self.name)}"

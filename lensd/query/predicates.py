@@ -103,9 +103,12 @@ class _Junction(Predicate):
     def __post_init__(self) -> None:
         if not isinstance(self.items, (tuple, list)) or len(self.items) < 2:
             raise QueryError(f"'{self._tag}' joins at least two predicates")
-        set_field(self, "items", tuple(self.items))
         if not all(isinstance(item, Predicate) for item in self.items):
             raise QueryError(f"'{self._tag}' joins predicates only")
+        # one shape per meaning, as ``&`` and ``|`` build (and the text grammar reads back): an And
+        # built from the wire holding an And holds its items instead
+        flat = (item for p in self.items for item in (p.items if type(p) is type(self) else (p,)))
+        set_field(self, "items", tuple(flat))
 
     def __repr__(self) -> str:
         return self._joiner.join(f"({item!r})" for item in self.items)

@@ -111,6 +111,8 @@ class _WireReader:
             elif how == "text":
                 value = check_text(value, name)
             fields[name] = value  # "scalar": checked by the constructor
+        if cls is Not:  # ``~`` as Python and the text grammar build it: a double negation is its item
+            return ~fields["item"]  # type: ignore[no-any-return]
         return cls(**fields)
 
     def state(self, data: object, depth: int) -> QueryState:

@@ -15,6 +15,7 @@ tighter than ``&`` and ``|`` (unlike Python), so ``a > 1 & b == "x"`` needs no p
                 | "search" "." COLUMN | COLUMN )
     path     := ("." NAME | "[" STRING "]")*        a NAME starting with "_" is refused
     value    := literal | NAME ("." NAME)*          a bare name is a class (model nodes only)
+                | "<" ("class_path" | "class_name") STRING ">"     any class path or name, as repr writes it
     literal  := STRING | ["-" | "+"] (NUMBER | "inf") | true | false | none   (or True, None, ...)
     list     := "[" [literal ("," literal)* [","]] "]"        parentheses work too
 
@@ -48,11 +49,12 @@ from lensd.query.nodes import (
     Scalar,
     as_predicate,
 )
+from lensd.query.values import NAME
 
 T = TypeVar("T")
 MAX_TEXT: Final = 100_000
 _TOKEN: Final = re.compile(
-    r"(?P<space>\s+)|(?P<number>(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)|(?P<name>[^\W\d]\w*)"
+    rf"(?P<space>\s+)|(?P<number>(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)|(?P<name>{NAME})"
     r"|(?P<string>[\"'])|(?P<op>==|!=|<=|>=|[<>&|~()\[\],.+-])"
 )
 _ESCAPES: Final = {"\\": "\\", "'": "'", '"': '"', "n": "\n", "t": "\t", "r": "\r", "0": "\0"}
@@ -233,6 +235,8 @@ class _Parser:
         value_token = self.peek()
         if value_token.kind == "name" and value_token.text not in _CONSTANTS:
             return self.build(value_token, self.class_test, operand, op.text)
+        if self.at("<") and self.peek(1).kind == "name" and self.peek(1).text in ("class_path", "class_name"):
+            return self.build(value_token, self.quoted_class_test, operand, op.text)
         return self.build(value_token, _COMPARE[op.text], operand, self.literal())
 
     def comparison(self) -> Token:
@@ -251,6 +255,22 @@ class _Parser:
             raise QueryError(f"unquoted {name}: put text in quotes (\"{name}\"); "
                              "a bare name is a class, compared with == or != on model nodes")
         test = ClassIs(operand.path, "class_path" if "." in name else "class_name", name)
+        return test if op == "==" else ~test
+
+    def quoted_class_test(self, operand: Operand, op: str) -> Predicate:
+        """``<class_path 'my-pkg.Iso'>``: a class path or name that is not a dotted NAME (class paths
+        are data: a ``-``, a space, ``<locals>``), or one a bare name would misread (``Iso`` as a
+        class path, ``a.b`` as a class name, ``true``)."""
+        self.take()
+        by = self.take().text
+        name = self.peek()
+        if name.kind != "string":
+            self.fail(f"<{by} ...> takes a quoted class {by[6:]}")
+        self.take()
+        self.expect(">", f"expected > to close <{by} ...>")
+        if not isinstance(operand, ModelPath) or op not in ("==", "!="):
+            raise QueryError(f"<{by} ...> is a class, compared with == or != on model nodes")
+        test = ClassIs(operand.path, "class_path" if by == "class_path" else "class_name", name.value)
         return test if op == "==" else ~test
 
     def method(self, operand: Operand) -> Predicate:

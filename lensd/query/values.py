@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import re
 import sys
 from typing import Final, Literal, NoReturn, TypeAlias
 
@@ -25,6 +26,8 @@ MAX_DEPTH: Final = 64  # the deepest query tree, in any form (wire, text, SQL)
 MAX_NODES: Final = 10_000  # the most nodes a query sent over the wire may have
 INT64: Final = range(-(2**63), 2**63)  # the whole numbers a query keeps as int (msgpack, sqlite)
 METHODS: Final = frozenset({"contains", "in_", "is_none", "path"})  # names attribute access cannot reach
+NAME: Final = r"[^\W\d]\w*"  # a bare name in the text grammar: text.py's tokenizer reads exactly these
+LITERAL_NAMES: Final = frozenset({"true", "false", "none", "null", "True", "False", "None", "inf", "nan"})
 _BOOL_MESSAGE: Final = (
     "a query cannot be used as a bool: use & | ~ (with parentheses) instead of and/or/not, "
     "and (a < x) & (x < b) instead of a < x < b"
@@ -81,9 +84,23 @@ def check_scalar(value: object, what: str = "a query value") -> Scalar:
     raise QueryError(f"{what}: cannot compare with {type(value).__name__} {value!r}")
 
 
+def is_name(text: str) -> bool:
+    """Can ``text`` be written bare in the text grammar? (``str.isidentifier`` is not the same test:
+    it takes ``a·b`` and ``℘``, which the tokenizer does not, so a repr built on it did not parse.)"""
+    return re.fullmatch(NAME, text) is not None
+
+
 def path_repr(root: str, path: str) -> str:
     """``root.a.b`` when every segment can be written as an attribute, else ``root['a.b']``."""
     parts = path.split(".")
-    if path and not all(p.isidentifier() and not p.startswith("_") and p not in METHODS for p in parts):
+    if path and not all(is_name(p) and not p.startswith("_") and p not in METHODS for p in parts):
         return f"{root}[{path!r}]"
     return root + "".join(f".{p}" for p in parts if path)
+
+
+def class_repr(by: ClassField, name: str) -> str:
+    """A class test's target as text: the bare (dotted) name where the grammar reads it back as that
+    test, else ``<class_path 'my-pkg.Iso'>``: class paths come from data and need not be names."""
+    parts = name.split(".")
+    bare = all(map(is_name, parts)) and parts[0] not in LITERAL_NAMES and (len(parts) > 1) == (by == "class_path")
+    return name if bare else f"<{by} {name!r}>"
