@@ -8,6 +8,7 @@ after the node died would.
 from __future__ import annotations
 
 import os
+import sqlite3
 import stat
 import threading
 import time
@@ -101,3 +102,41 @@ def test_a_backup_folder_others_may_write_to_is_refused_and_nothing_is_written(s
     with pytest.raises(LensdError, match="every user"):
         backup.back_up(db, open_folder)
     assert list(open_folder.iterdir()) == []
+
+
+def _backed_up(path: Path) -> int:
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as copy:
+        return int(copy.execute("SELECT max(n) FROM t").fetchone()[0])
+
+
+def test_backups_made_within_one_second_are_each_kept_under_their_own_name(short_tmp: Path) -> None:
+    """The older backups are named by their UTC second: with ``--backup-every`` under a minute, or a
+    file system whose times are whole seconds, the next backup's name was taken, and the backup it
+    replaced was dropped without a word. Here every backup is pinned to one second (the second
+    could turn between two backups made back to back), as the daemon's timer makes them."""
+    db, folder = short_tmp / "lensd.sqlite", short_tmp / "backups"
+    newest = folder / db.name
+    with sqlite3.connect(db) as live:
+        live.execute("PRAGMA journal_mode=WAL")
+        live.execute("CREATE TABLE t(n INTEGER)")
+    second = time.time_ns() // 10**9 * 10**9
+
+    def backup_number(n: int, keep: int) -> None:
+        with sqlite3.connect(db) as live:
+            live.execute("INSERT INTO t VALUES (?)", (n,))
+        backup.back_up(db, folder, keep=keep)
+        os.utime(newest, ns=(second, second))  # this backup was made in the same second as the others
+
+    for n in range(1, 5):
+        backup_number(n, keep=4)
+    def older() -> dict[str, int]:
+        return {p.name: _backed_up(p) for p in folder.iterdir() if p != newest}
+
+    stamp = time.strftime(backup.STAMP, time.gmtime(second // 10**9))
+    assert older() == {f"lensd-{stamp}.sqlite": 1, f"lensd-{stamp}-2.sqlite": 2, f"lensd-{stamp}-3.sqlite": 3}
+    assert _backed_up(newest) == 4
+    backup._keep_previous(newest)  # as the next backup starts; then it is cut short, and one more runs:
+    backup._keep_previous(newest)  # the newest is kept once, not again under -5
+    assert older()[f"lensd-{stamp}-4.sqlite"] == 4 and len(older()) == 4
+    backup_number(5, keep=3)  # --backup-keep 3: the newest and the two before it, by time then number
+    assert older() == {f"lensd-{stamp}-3.sqlite": 3, f"lensd-{stamp}-4.sqlite": 4} and _backed_up(newest) == 5

@@ -13,7 +13,9 @@ The copy is written to ``<name>.partial`` (created ``O_EXCL | O_NOFOLLOW``, mode
 ``--shared-group``), switched to a rollback journal (one file, readable on a shared file system
 without ``-wal``/``-shm``), flushed, and renamed over ``<folder>/<database name>``: that name is
 always the newest whole backup. The one it replaces stays as ``<stem>-<UTC time><suffix>`` (a hard
-link, made before the rename), and only the newest ``keep`` are kept.
+link, made before the rename), or ``<stem>-<UTC time>-2<suffix>``, ``-3``, ... when that second's
+name is taken (``--backup-every`` under a minute; a file system with whole-second times), and only
+the newest ``keep`` are kept, ordered by time and then that number.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -126,38 +129,60 @@ def _copy(db: Path, partial: Path, stop: threading.Event) -> None:
 
 
 def _keep_previous(target: Path) -> None:
-    """Keep the backup about to be replaced under its time's name (a hard link: no copy)."""
+    """Keep the backup about to be replaced under its time's name (a hard link: no copy).
+
+    Two backups can share a second (their names are whole UTC seconds), so a taken name is not
+    the end: unless it is this very file (kept by a backup cut short after this step), the next
+    free ``-2``, ``-3``, ... is used; skipping it lost the backup the new one replaced.
+    """
     try:
-        made = os.stat(target, follow_symlinks=False).st_mtime
+        kept = os.stat(target, follow_symlinks=False)
     except FileNotFoundError:
         return
-    stamped = target.with_name(f"{target.stem}-{time.strftime(STAMP, time.gmtime(made))}{target.suffix}")
-    try:
-        os.link(target, stamped, follow_symlinks=False)
-    except FileExistsError:
-        pass
-    except OSError as exc:
-        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
-            raise  # a file system without hard links keeps only the newest backup
+    stamp = time.strftime(STAMP, time.gmtime(kept.st_mtime))
+    number = 1
+    while True:
+        stamped = target.with_name(f"{target.stem}-{stamp}{f'-{number}' if number > 1 else ''}{target.suffix}")
+        try:
+            os.link(target, stamped, follow_symlinks=False)
+            return
+        except FileExistsError:
+            with contextlib.suppress(FileNotFoundError):
+                there = os.stat(stamped, follow_symlinks=False)
+                if (there.st_dev, there.st_ino) == (kept.st_dev, kept.st_ino):
+                    return
+            number += 1
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+                raise  # a file system without hard links keeps only the newest backup
+            return
 
 
 def _prune(folder: Path, db: Path, keep: int) -> None:
     """Remove the oldest time-named backups of ``db`` past ``keep`` in all (the newest counts)."""
     prefix, suffix = f"{db.stem}-", db.suffix
-    older = sorted(p for p in folder.iterdir()
-                   if p.name.startswith(prefix) and p.name.endswith(suffix) and _stamped(p.name, prefix, suffix))
-    for path in older[:max(0, len(older) - (keep - 1))]:
+    older = sorted((key, p) for p in folder.iterdir()
+                   if p.name.startswith(prefix) and p.name.endswith(suffix)
+                   and (key := _stamped(p.name, prefix, suffix)) is not None)
+    for _, path in older[:max(0, len(older) - (keep - 1))]:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
 
 
-def _stamped(name: str, prefix: str, suffix: str) -> bool:
+_STAMPED = re.compile(r"(\d{8}T\d{6}Z)(?:-([1-9][0-9]*))?")
+
+
+def _stamped(name: str, prefix: str, suffix: str) -> tuple[str, int] | None:
+    """``(UTC time, number)`` of a kept backup's name, which orders them (``-10`` after ``-9``)."""
     middle = name[len(prefix):len(name) - len(suffix)] if suffix else name[len(prefix):]
+    match = _STAMPED.fullmatch(middle)
+    if match is None:
+        return None
     try:
-        time.strptime(middle, STAMP)
+        time.strptime(match[1], STAMP)
     except ValueError:
-        return False
-    return True
+        return None
+    return match[1], int(match[2] or 1)
 
 
 def _sync_folder(folder: Path) -> None:
