@@ -9,6 +9,7 @@ run at ``--lost-after 1`` so that takes about a second.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
@@ -450,3 +451,71 @@ def test_progress_is_a_fraction_and_heartbeats_for_unknown_fits_are_harmless(dae
     anyio.run(run)
     assert daemon_request(daemon.socket, "heartbeat", ids=["no-such-fit", "fraction"])["ok"] is True
     assert ids_where(daemon.db) == ["fraction"]
+
+
+
+def _open_sockets() -> int:
+    """Sockets this process holds open (the client's own view of its connections)."""
+    return sum(os.readlink(f"/proc/self/fd/{fd}").startswith("socket:") for fd in os.listdir("/proc/self/fd")
+               if os.path.exists(f"/proc/self/fd/{fd}"))
+
+
+def test_a_heartbeat_that_times_out_closes_the_connection_it_gives_up(daemon, short_tmp) -> None:  # type: ignore[no-untyped-def]
+    """A heartbeat waits at most half a period (at least 1 s) for its reply. When the daemon does not
+    answer (stopped here with SIGSTOP: a hung node), the beat gives the connection up and the next
+    op reconnects; the connection given up must be closed then, not left open until garbage
+    collection: the daemon counts it against --max-connections, and a late reply on it would meet
+    the next request. A reconnect cut short by the beat's deadline must close its socket too."""
+    from anyio.abc import SocketAttribute
+    from test_watch import until
+
+    from lensd.cli import render
+
+    async def run() -> None:
+        async with lensd.connect(socket=daemon.socket, heartbeat=600.0) as client:
+            client._heartbeat = 2.0  # a beat waits 1 s; the heartbeat task sleeps its 600 s: the beats are ours
+            fit = await client.start(id="fit-stalled", name="stalled")
+            stalled = client._client
+            assert stalled is not None and not stalled.closed
+            raw = stalled._stream.extra(SocketAttribute.raw_socket)
+            held = _open_sockets()
+            os.kill(daemon.pid, signal.SIGSTOP)
+            try:
+                await client._beat([fit.id])  # as the heartbeat task does once a period
+                assert stalled.closed and raw.fileno() == -1 and client._client is not stalled
+                await client._beat([fit.id])  # it reconnects: the handshake gets no answer in time
+                assert _open_sockets() == held - 1
+            finally:
+                os.kill(daemon.pid, signal.SIGCONT)
+            assert await fit.complete() == "applied"  # over a new connection
+
+    gc.disable()  # a socket left open is seen as open, not closed by a collection at some point
+    try:
+        anyio.run(run)
+    finally:
+        gc.enable()
+    until(lambda: render.daemon_status(daemon.socket)["connections"] == 1, short_tmp, timeout=60,
+          what="every connection of the job closed, leaving this status request's")
+    assert ids_where(daemon.db, lambda agg: agg.status == "completed") == ["fit-stalled"]
+
+
+def test_an_op_and_a_heartbeat_that_both_reconnect_open_one_connection(daemon) -> None:  # type: ignore[no-untyped-def]
+    """With the connection gone, the job's next call and the heartbeat task may both reconnect at
+    once: each opened its own and the one assigned first was dropped, open."""
+    async def run() -> None:
+        async with lensd.connect(socket=daemon.socket, heartbeat=60.0) as client:
+            fit = await client.start(id="fit-both", name="both")
+            assert client._client is not None
+            await client._client.aclose()  # as a lost connection leaves it
+            held = _open_sockets()
+            async with anyio.create_task_group() as group:
+                group.start_soon(fit.progress, None, None, 0.5)
+                group.start_soon(client._beat, [fit.id])
+            assert _open_sockets() == held + 1
+            assert await fit.complete() == "applied"
+
+    gc.disable()  # a socket left open is seen as open, not closed by a collection at some point
+    try:
+        anyio.run(run)
+    finally:
+        gc.enable()

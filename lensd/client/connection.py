@@ -6,6 +6,7 @@ serialised by a lock (one in flight), which keeps replies in order without a rea
 
 from __future__ import annotations
 
+import math
 import os
 import socket as _socket
 from collections.abc import AsyncIterator
@@ -56,7 +57,11 @@ class Client:
                 failures.append((endpoint, exc))
                 continue
             client = cls(stream, endpoint, {}, route)
-            await client._greet(seconds=connect_timeout)
+            try:
+                await client._greet(seconds=connect_timeout)
+            except BaseException:  # also a caller's timeout cutting the handshake short: close what it opened
+                await client._abandon()
+                raise
             return client
         raise address.unreachable(route, failures)
 
@@ -105,17 +110,34 @@ class Client:
             if message.get("rid") is None and message.get("ok") is False:
                 protocol.raise_for_reply(message)  # the daemon refused our framing
 
-    async def request(self, op: str, **fields: Any) -> dict[str, Any]:
-        """Send one request and return its reply (``ok``/``done``); raises the daemon's error."""
-        async with self._lock:
+    async def request(self, op: str, *, give_up_after: float | None = None, **fields: Any) -> dict[str, Any]:
+        """Send one request and return its reply (``ok``/``done``); raises the daemon's error.
+
+        ``give_up_after`` bounds, in seconds, the wait for the connection's turn (TimeoutError: the
+        request holding it keeps it), then the wait for the reply: a reply not had in time closes
+        the connection, as a lost one is (a reply arriving late, or a frame half sent, would meet the
+        next request), and is DaemonUnavailable. Whoever gives a connection up finds it closed. (An
+        ``anyio.fail_after`` around the call could not tell a turn not had from a reply still due.)
+        """
+        deadline = math.inf if give_up_after is None else anyio.current_time() + give_up_after
+        with anyio.CancelScope(deadline=deadline) as turn:
+            await self._lock.acquire()
+        if turn.cancelled_caught:
+            raise TimeoutError(f"another request held the connection to {self.path} for {give_up_after:g}s")
+        try:
             rid = self._next_rid()
-            try:
-                await self._send(protocol.request(op, rid, **fields))
-                return protocol.raise_for_reply(await self._reply_for(rid))
-            except (OSError, anyio.BrokenResourceError, anyio.EndOfStream,
-                    anyio.ClosedResourceError) as exc:
-                self.closed = True
-                raise DaemonUnavailable(f"lost the connection to the daemon at {self.path}: {exc}") from None
+            with anyio.CancelScope(deadline=deadline):
+                try:
+                    await self._send(protocol.request(op, rid, **fields))
+                    return protocol.raise_for_reply(await self._reply_for(rid))
+                except (OSError, anyio.BrokenResourceError, anyio.EndOfStream,
+                        anyio.ClosedResourceError) as exc:
+                    await self._abandon()
+                    raise DaemonUnavailable(f"lost the connection to the daemon at {self.path}: {exc}") from None
+            await self._abandon()  # only the deadline leaves the scope without a reply
+            raise DaemonUnavailable(f"the daemon at {self.path} did not answer {op} within {give_up_after:g}s")
+        finally:
+            self._lock.release()
 
     async def stream(self, op: str, **fields: Any) -> AsyncIterator[Any]:
         """Items of a paged read; the next page is asked for only when this one is consumed."""
@@ -129,7 +151,7 @@ class Client:
                         yield item
             except (OSError, anyio.BrokenResourceError, anyio.EndOfStream,
                     anyio.ClosedResourceError) as exc:
-                self.closed = True
+                await self._abandon()
                 raise DaemonUnavailable(f"lost the connection to the daemon at {self.path}: {exc}") from None
             except LensdError:  # the daemon refused the connection's framing: nothing to cancel
                 reader.ended = True
@@ -146,7 +168,13 @@ class Client:
                 pass
         except (OSError, anyio.BrokenResourceError, anyio.EndOfStream, anyio.ClosedResourceError,
                 LensdError):
-            self.closed = True
+            await self._abandon()
+
+    async def _abandon(self) -> None:
+        """Close a connection that cannot be used again (lost, or a reply still due), even from a
+        cancelled task: marked closed and left for the next one to replace, its socket stayed open."""
+        with anyio.CancelScope(shield=True):
+            await self.aclose()
 
     async def aclose(self) -> None:
         self.closed = True

@@ -95,6 +95,7 @@ class JobClient:
         self._spool = spool
         self._heartbeat = heartbeat
         self._client: Client | None = None
+        self._connecting = anyio.Lock()  # the op and the heartbeat that both find no connection open one
         self._reached = False  # a daemon answered once: when it goes away, wait for its return
         self._open: dict[str, FitHandle] = {}  # fits started and not yet completed or failed
         self._job = job_facts()
@@ -103,10 +104,17 @@ class JobClient:
     async def _connection(self) -> Client:
         if self._closed:
             raise ClientClosed(CLOSED)
-        if self._client is None or self._client.closed:
-            self._client = await Client.open(self._target)
-            self._reached = True
-        return self._client
+        async with self._connecting:
+            if self._client is None or self._client.closed:
+                self._client = await Client.open(self._target)
+                self._reached = True
+            return self._client
+
+    def _forget_closed(self) -> None:
+        """After a failed op: let go of the connection if it is closed (the client closes what it
+        gives up); an open one is never dropped, which left its socket open until garbage collection."""
+        if self._client is not None and self._client.closed:
+            self._client = None
 
     async def _send(self, op: str, fields: dict[str, Any]) -> str:
         """Deliver one write op; "applied"/"duplicate" from the daemon, or "spooled"."""
@@ -122,7 +130,7 @@ class JobClient:
                 last = exc
                 if self._spool is not None and not self._reached:
                     break  # no daemon here (another node's job): spool at once
-                self._client = None
+                self._forget_closed()
         if self._spool is not None:
             return save_to_spool(self._spool, op, fields)
         assert last is not None
@@ -158,13 +166,19 @@ class JobClient:
                 await self._beat(sorted(self._open))
 
     async def _beat(self, ids: list[str]) -> None:
+        """One heartbeat, waiting at most half a period (at least 1 s) to connect and as long for the
+        connection's turn and the reply: a reply not had in time closes that connection (the next
+        op reconnects); a turn not had leaves it to the op holding it (a long upload is no fault)."""
+        timeout = max(1.0, (self._heartbeat or HEARTBEAT_MAX) / 2)
         try:
-            with anyio.fail_after(max(1.0, (self._heartbeat or HEARTBEAT_MAX) / 2)):
+            with anyio.fail_after(timeout):  # a connect cut short closes its socket (Client.open)
                 client = await self._connection()
-                await client.request("heartbeat", ids=ids)
+            await client.request("heartbeat", ids=ids, give_up_after=timeout)
             return
-        except (DaemonUnavailable, TimeoutError):
-            self._client = None
+        except DaemonUnavailable:
+            self._forget_closed()
+        except TimeoutError:
+            pass
         except LensdError as exc:
             log.warning("a heartbeat was refused: %s", exc)
             return
