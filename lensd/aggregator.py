@@ -172,17 +172,16 @@ class Aggregator(_Base):
             self._explain_nothing()
 
     def values(self, name: str) -> Iterator[Any]:
-        """One value per fit that has ``name``: "samples", "info", "model", "instance", a file...
+        """``name``'s value of each selected fit, in order: "model", "search", "instance", "info", ...
 
-        ``info`` is ``{}`` for a fit run without one, so ``zip(agg.fits(), agg.values("info"))``
-        lines up."""
+        A record field gives one item per fit, None where the fit lacks it (``{}`` for ``info``),
+        so ``zip(agg.fits(), agg.values(name))`` lines up as PyAutoFit users expect; samples and
+        files are payloads, given for the fits that have them (readplan.values)."""
         read = self._read(readplan.values(self._state, name, self._source.dialect))
         found = False
         for row in self._source.stream(read.sql, read.params, page=32):
-            value = read.decode(row)
-            if value is not None:
-                found = True
-                yield value
+            found = True
+            yield read.decode(row)
         if not found:
             self._explain_nothing(name)
 
@@ -310,12 +309,11 @@ class AsyncAggregator(_Base):
             await self._explain_nothing()
 
     async def values(self, name: str) -> AsyncIterator[Any]:
+        """As ``Aggregator.values``: one item per fit for a record field (None where it lacks it)."""
         found = False
         async for item in self._client.stream("values", name=name, query=self._state.to_wire()):
-            value = reader.decode_value(name, item)  # the daemon streams readplan.values rows
-            if value is not None:
-                found = True
-                yield value
+            found = True
+            yield reader.decode_value(name, item)  # the daemon streams readplan.values rows
         if not found:
             await self._explain_nothing(name)
 

@@ -180,3 +180,45 @@ def test_the_command_line_takes_the_same_habits(filled: DaemonProcess) -> None:
                        "--db", str(filled.db), "--format", "json")
     assert result.returncode == 0, result.stderr
     assert [row["id"] for row in json.loads(result.stdout)] == ["fit-1"]
+
+
+RECORD_FIELDS = ("model", "search", "instance", "summary", "job", "info")
+
+
+def test_values_of_a_record_field_line_up_with_the_fits(daemon: DaemonProcess) -> None:
+    """One item per selected fit, in order, for every record field, from the file and over the
+    socket: None where a fit lacks the field (``{}`` for info), so each zips with ``fits()``."""
+    with lensd.connect_sync(socket=daemon.socket) as client:
+        client.submit(record(0, job={"SLURM_JOB_ID": "7"}))  # has every field
+        client.submit({"id": "fit-bare", "status": "running"})  # none of them
+        client.submit(record(2, status="running", search=None, info=None, samples=None))
+        client.submit(record(3, status="failed", model=None, search=None, job={"host": "n1"}))
+    ids = ["fit-0", "fit-2", "fit-3", "fit-bare"]
+    agg = lensd.Aggregator.from_database(daemon.db)
+    try:
+        chosen = agg.order_by(agg.id)
+        assert [fit.id for fit in chosen.fits()] == ids
+        expected = {name: [fit.value(name) for fit in chosen.fits()] for name in RECORD_FIELDS}
+        expected["info"] = [info or {} for info in expected["info"]]  # values("info") says {}, fit.info None
+        local = {name: list(chosen.values(name)) for name in RECORD_FIELDS}
+        samples = [fit_samples.paths for fit_samples in chosen.values("samples")]
+    finally:
+        agg.close()
+
+    async def remote() -> dict[str, list[Any]]:
+        async with await lensd.AsyncAggregator.connect(socket=daemon.socket) as far:
+            ordered = far.order_by(far.id)
+            return {name: [value async for value in ordered.values(name)] for name in RECORD_FIELDS}
+
+    over_socket = anyio.run(remote)
+    assert [value is None for value in expected["search"]] == [False, True, True, True]
+    assert [value is None for value in expected["job"]] == [False, True, False, True]
+    assert [value is None for value in expected["model"]] == [False, False, True, True]
+    assert [value is None for value in expected["instance"]] == [False, False, False, True]
+    assert [value is None for value in expected["summary"]] == [False, True, True, True]
+    assert [info == {} for info in expected["info"]] == [False, True, False, True]
+    for name in RECORD_FIELDS:
+        assert len(local[name]) == len(ids), name
+        assert [repr(v) for v in local[name]] == [repr(v) for v in expected[name]], name
+        assert [repr(v) for v in over_socket[name]] == [repr(v) for v in expected[name]], name
+    assert len(samples) == 2  # samples are a payload: only fit-0 and fit-3 have them (docs/query.md)

@@ -189,7 +189,8 @@ def decode_value(name: str, row: Sequence[Any]) -> Any:
 def values_plan(state: QueryState, name: str, access: compiler.Access | None = None) -> tuple[str, list[Any]]:
     """The statement behind ``values(name)``; its rows go through ``decode_value``.
 
-    Fits that lack ``name`` give no row (payloads) or a None value that callers skip.
+    A record field (``JSON_VALUES``, ``instance``) has a row for every selected fit, decoded to None
+    where the fit lacks it; a payload (samples, a file) has rows only for the fits that have it.
     """
     if not isinstance(name, str) or not name:
         raise QueryError("values() takes the name of a field or file")

@@ -89,7 +89,9 @@ def fits(state: QueryState, dialect: Dialect) -> Planner:
 
 
 def values(state: QueryState, name: str, dialect: Dialect) -> Planner:
-    """``values(name)``: one row per selected fit that has it; ``decode`` may give None (skip it)."""
+    """``values(name)``: a row per selected fit for a record field (``decode`` gives None where the
+    fit lacks it, and callers yield that None, so the values line up with the fits), a row per fit
+    that has it for a payload (samples, a file)."""
     if not isinstance(name, str) or not name:
         raise QueryError("values() takes the name of a field or file")
     state = yield from resolve(state, dialect)
