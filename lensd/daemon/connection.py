@@ -362,8 +362,8 @@ class Connection:
         reader: Stream | None = None
         stalled = False
         try:
-            reader = await self.daemon.reads.open_stream(op, fields)
-            idle = self.daemon.settings.stream_timeout
+            max_frame, idle = self.daemon.settings.max_frame, self.daemon.settings.stream_timeout
+            reader = await self.daemon.reads.open_stream(op, fields, max_frame)
             while True:
                 with anyio.move_on_after(idle):
                     while credit.account.waiting:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 from typing import TYPE_CHECKING, Any
 
-from lensd.daemon.reads import ReadService, page_of
+from lensd.daemon.reads import PAGE_BYTES, Pager, ReadService
 from lensd.errors import StorageError
 from lensd.query.dialect import POSTGRESQL
 from lensd.store import pgstore
@@ -40,26 +40,30 @@ class PgStream:
 
     _names = itertools.count(1)
 
-    def __init__(self, conn: psycopg.AsyncConnection[Any], size: int, shape: str, release: Any) -> None:
+    def __init__(self, conn: psycopg.AsyncConnection[Any], size: int, shape: str, release: Any,
+                 budget: int = PAGE_BYTES) -> None:
         self._conn = conn
         self._cursor = conn.cursor(name=f"lensd_stream_{next(self._names)}")
         self._size = size
-        self._shape = shape
+        self._pager = Pager(self._fetch, size, shape, budget)  # pages of rows and of bytes, as sqlite's
         self._release = release
-        self.exhausted = False
+
+    @property
+    def exhausted(self) -> bool:
+        return self._pager.exhausted
 
     async def start(self, sql: str, params: list[Any]) -> None:
         self._cursor.itersize = self._size
         await self._cursor.execute(POSTGRESQL.sql(sql), params)
 
-    async def next_page(self) -> list[Any]:
+    async def _fetch(self, n: int) -> list[Any]:
         try:
-            rows = list(await self._cursor.fetchmany(self._size))
+            return list(await self._cursor.fetchmany(n))
         except pgstore._psycopg().Error as exc:
             raise StorageError(f"query failed: {pgstore.storage_error(exc)}") from None
-        if len(rows) < self._size:
-            self.exhausted = True
-        return page_of(self._shape, rows)
+
+    async def next_page(self) -> list[Any]:
+        return await self._pager.next_page()
 
     async def aclose(self) -> None:
         error = pgstore._psycopg().Error
@@ -90,11 +94,12 @@ class PgReads(ReadService):
     async def open(cls, url: str) -> PgReads:
         return cls(await _connect(url, read_only=False), url)
 
-    async def _stream(self, sql: str, params: list[Any], size: int, shape: str) -> PgStream:
+    async def _stream(self, sql: str, params: list[Any], size: int, shape: str, budget: int) -> PgStream:
         """A cursor on a connection of its own; at most ``MAX_OPEN_STREAMS`` at once (others wait)."""
         await self._streams.acquire()
         try:
-            stream = PgStream(await _connect(self._url, read_only=True), size, shape, self._streams.release)
+            stream = PgStream(await _connect(self._url, read_only=True), size, shape, self._streams.release,
+                              budget)
         except BaseException:
             self._streams.release()
             raise

@@ -5,7 +5,10 @@ this module only executes them: ``Reads`` on aiosqlite connections, ``lensd.daem
 on PostgreSQL's; ``ReadService`` holds what the two share.
 
 Streams are pulled, not pushed: ``ReadStream.next_page`` fetches one page from an open cursor when
-the client has asked for it, so a slow reader costs the daemon one page of memory.
+the client has asked for it, so a slow reader costs the daemon one page of memory. A page stops at
+its rows (``page_size``) or at ``page_budget`` bytes, whichever comes first, and holds one row at
+least: a few fits of 50,000 samples x 50 parameters are past the frame limit together, each alone
+is not.
 
 ``jobs`` pages hold one map per fit, keyed by ``JOB_FIELDS`` (``job`` already parsed), newest
 change first, so ``lensd jobs`` needs no knowledge of the column order.
@@ -15,7 +18,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Final, Protocol
 
@@ -27,10 +31,12 @@ from lensd.query.dialect import SQLITE, Dialect
 from lensd.query.state import QueryState
 from lensd.store import reader, readplan, schema
 from lensd.store.sqlite_errors import readonly_uri, storage_error
+from lensd.wire import protocol
 
 DEFAULT_PAGE: Final = 256
 MAX_PAGE: Final = 10_000
-VALUES_PAGE: Final = 16  # samples pages are large: keep a page near a few MB
+VALUES_PAGE: Final = 16  # most rows in a values page; its bytes are held to page_budget
+PAGE_BYTES: Final = 8 * 2**20  # a page's byte budget, at most an eighth of the frame limit
 JOB_FIELDS: Final = ("id", "unique_tag", "name", "status", "progress", "n_samples", "max_log_likelihood",
                       "error", "created_at", "updated_at", "completed_at", "last_event_at", "job")
 MAX_OPEN_STREAMS: Final = 64  # read connections the daemon holds for streams; more wait their turn
@@ -75,10 +81,83 @@ def page_of(shape: str, rows: list[Any]) -> list[Any]:
     return [[bytes(v) if isinstance(v, memoryview) else v for v in row] for row in rows]
 
 
+def page_budget(max_frame: int) -> int:
+    """How many bytes a page may hold past its first row: well under ``max_frame``, so that the
+    page's envelope and ``wire_size``'s rounding never take a page of several rows over it."""
+    return max(1, min(PAGE_BYTES, max_frame // 8))
+
+
+def wire_size(item: Any) -> int:
+    """An upper bound on the msgpack size of one page item (a row's values, a fit or job map):
+    strings and blobs by their length plus a header, anything else 9 bytes. Iterative: a stored
+    job map nests as deep as it likes."""
+    total, pending = 0, [item]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, (bytes, bytearray)):
+            total += len(value) + 5
+        elif isinstance(value, str):
+            total += (len(value) if value.isascii() else len(value.encode("utf-8", "surrogatepass"))) + 5
+        elif isinstance(value, dict):
+            total += 5
+            pending.extend(value)
+            pending.extend(value.values())
+        elif isinstance(value, (list, tuple)):
+            total += 5
+            pending.extend(value)
+        else:
+            total += 9
+    return total
+
+
+class Pager:
+    """Pages of at most ``size`` rows and, past the first row, at most ``budget`` bytes (``wire_size``).
+
+    Rows are fetched about as many as the budget has room for, judged by the rows seen so far
+    (one, at first), so the daemon holds a page and few more rows, however large each row is.
+    """
+
+    def __init__(self, fetch: Callable[[int], Awaitable[list[Any]]], size: int, shape: str, budget: int) -> None:
+        self._fetch = fetch
+        self._size = size
+        self._shape = shape
+        self._budget = budget
+        self._held: deque[tuple[Any, int]] = deque()  # fetched, not yet sent: (item, wire size)
+        self._row_bytes = 0  # the mean size of the rows of the last fetch; 0 before any
+        self._drained = False  # the cursor has given its last row
+        self.exhausted = False
+
+    async def next_page(self) -> list[Any]:
+        page: list[Any] = []
+        used = 0
+        while len(page) < self._size and used < self._budget:
+            if not self._held:
+                if self._drained:
+                    break
+                want = self._size - len(page)
+                want = min(want, max(1, (self._budget - used) // self._row_bytes)) if self._row_bytes else 1
+                rows = await self._fetch(want)
+                self._drained = len(rows) < want
+                costs = [(item, wire_size(item)) for item in page_of(self._shape, rows)]
+                self._held.extend(costs)
+                if costs:
+                    self._row_bytes = max(1, sum(cost for _, cost in costs) // len(costs))
+                continue
+            item, cost = self._held[0]
+            if page and used + cost > self._budget:
+                break
+            self._held.popleft()
+            page.append(item)
+            used += cost
+        self.exhausted = self._drained and not self._held
+        return page
+
+
 class Stream(Protocol):
     """One open read of one client request, a page at a time (sqlite's or PostgreSQL's)."""
 
-    exhausted: bool
+    @property
+    def exhausted(self) -> bool: ...
 
     async def next_page(self) -> list[Any]: ...
 
@@ -95,22 +174,25 @@ class ReadStream:
     """
 
     def __init__(self, cursor: aiosqlite.Cursor, size: int, shape: str,
-                 conn: aiosqlite.Connection | None = None, release: Callable[[], None] | None = None) -> None:
+                 conn: aiosqlite.Connection | None = None, release: Callable[[], None] | None = None,
+                 budget: int = PAGE_BYTES) -> None:
         self._cursor = cursor
-        self._size = size
-        self._shape = shape
+        self._pager = Pager(self._fetch, size, shape, budget)
         self._conn = conn
         self._release = release
-        self.exhausted = False
 
-    async def next_page(self) -> list[Any]:
+    @property
+    def exhausted(self) -> bool:
+        return self._pager.exhausted
+
+    async def _fetch(self, n: int) -> list[Any]:
         try:
-            rows = list(await self._cursor.fetchmany(self._size))
+            return list(await self._cursor.fetchmany(n))
         except sqlite3.Error as exc:
             raise storage_error(exc, "query failed") from None
-        if len(rows) < self._size:
-            self.exhausted = True
-        return page_of(self._shape, rows)
+
+    async def next_page(self) -> list[Any]:
+        return await self._pager.next_page()
 
     async def aclose(self) -> None:
         try:
@@ -140,7 +222,7 @@ class ReadService:
     def __init__(self) -> None:
         self._streams = anyio.Semaphore(MAX_OPEN_STREAMS)
 
-    async def _stream(self, sql: str, params: list[Any], size: int, shape: str) -> Stream:
+    async def _stream(self, sql: str, params: list[Any], size: int, shape: str, budget: int) -> Stream:
         raise NotImplementedError
 
     async def _rows(self, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
@@ -153,20 +235,22 @@ class ReadService:
     async def aclose(self) -> None:
         raise NotImplementedError
 
-    async def open_stream(self, op: str, fields: dict[str, Any]) -> Stream:
-        """A paged stream for ``query``, ``values`` or ``jobs``."""
+    async def open_stream(self, op: str, fields: dict[str, Any],
+                          max_frame: int = protocol.DEFAULT_MAX_FRAME) -> Stream:
+        """A paged stream for ``query``, ``values`` or ``jobs``, its pages sized for ``max_frame``."""
+        budget = page_budget(max_frame)
         if op == "jobs":
             sql, params = jobs_sql(fields)
-            return await self._stream(sql, params, page_size(fields, DEFAULT_PAGE), "job")
+            return await self._stream(sql, params, page_size(fields, DEFAULT_PAGE), "job", budget)
         state = QueryState.from_wire(fields.get("query"))
         if op == "query":
             read = await readplan.run_async(readplan.fits(state, self.dialect), self._scalar)
-            return await self._stream(read.sql, read.params, page_size(fields, DEFAULT_PAGE), "fit")
+            return await self._stream(read.sql, read.params, page_size(fields, DEFAULT_PAGE), "fit", budget)
         name = fields.get("name")
         if not isinstance(name, str):
             raise QueryError("values needs a name")
         read = await readplan.run_async(readplan.values(state, name, self.dialect), self._scalar)
-        return await self._stream(read.sql, read.params, page_size(fields, VALUES_PAGE), "row")
+        return await self._stream(read.sql, read.params, page_size(fields, VALUES_PAGE), "row", budget)
 
     async def count(self, fields: dict[str, Any]) -> int:
         state = QueryState.from_wire(fields.get("query"))
@@ -203,7 +287,7 @@ class Reads(ReadService):
         """Open ``target`` (an absolute path) read-only."""
         return cls(await _connect(target), target)
 
-    async def _stream(self, sql: str, params: list[Any], size: int, shape: str) -> ReadStream:
+    async def _stream(self, sql: str, params: list[Any], size: int, shape: str, budget: int) -> ReadStream:
         """A cursor on a connection of its own; at most ``MAX_OPEN_STREAMS`` at once (others wait)."""
         await self._streams.acquire()
         try:
@@ -219,7 +303,7 @@ class Reads(ReadService):
             if isinstance(exc, sqlite3.Error):
                 raise storage_error(exc, "query failed") from None
             raise
-        return ReadStream(cursor, size, shape, conn, self._streams.release)
+        return ReadStream(cursor, size, shape, conn, self._streams.release, budget)
 
     async def aclose(self) -> None:
         await self._conn.close()
