@@ -1,22 +1,29 @@
 """The paged-stream rules (wire/paging.py), without sockets: one credit per request and per
 ``next``, cancel answered at once, and what a client does with each frame; then the same rules
 kept by a real daemon whose rows are large: pages stop at a byte budget (always one row at
-least)."""
+least), a row over the frame limit is one error naming its fit, and that error is the stream's
+only terminal frame."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import socket as socketlib
+from pathlib import Path
 from typing import Any
 
 import anyio
 import numpy as np
 import pytest
 from conftest import DaemonProcess
+from wire import frame, hello, raw_connection, read_frame
 
 import lensd
 from lensd.domain.samples import Samples
-from lensd.errors import LensdError, ProtocolError
+from lensd.errors import FrameTooLarge, LensdError, ProtocolError
+from lensd.query.state import QueryState
+from lensd.store.writeops import op_from_request
+from lensd.store.writer import BatchWriter
 from lensd.wire import protocol
 from lensd.wire.paging import Credit, PageReader
 
@@ -101,3 +108,73 @@ def test_big_samples_come_back_whole_over_the_daemon(daemon: DaemonProcess) -> N
 
     assert len(local) == len(ids) and all(item.startswith("(50000, 48):") for item in local)
     assert anyio.run(remote) == local
+
+
+@pytest.fixture(scope="module")
+def huge_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Fits a-small, b-huge (samples of ~74 MB, written here directly: no frame could carry them
+    to a daemon, a folder ingest could) and c-small, in that order."""
+    db = tmp_path_factory.mktemp("huge") / "huge.sqlite"
+    records = [big_record("a-small", 100, 4), big_record("b-huge", 50_000, 184), big_record("c-small", 100, 4)]
+
+    async def write() -> list[Any]:
+        writer = await BatchWriter.open(db)
+        try:
+            return await writer.apply([op_from_request("submit", {"record": item}) for item in records])
+        finally:
+            await writer.close()
+
+    assert anyio.run(write) == ["applied"] * 3
+    return db
+
+
+def test_a_value_over_the_frame_limit_is_one_line_naming_its_fit(make_daemon: Any, huge_db: Path) -> None:
+    daemon = make_daemon(db=huge_db)
+
+    async def remote() -> tuple[list[tuple[int, ...]], str, int, list[str]]:
+        async with await lensd.AsyncAggregator.connect(socket=daemon.socket) as agg:
+            shapes: list[tuple[int, ...]] = []
+            with pytest.raises(FrameTooLarge) as caught:
+                async for samples in agg.values("samples"):
+                    shapes.append(samples.parameters.shape)
+            others = agg.query(agg.id != "b-huge")  # the same connection still answers
+            return (shapes, str(caught.value), await agg.count(),
+                    [digest(samples) async for samples in others.values("samples")])
+
+    shapes, message, count, others = anyio.run(remote)
+    assert shapes == [(100, 4)]  # the page before it came whole
+    assert "\n" not in message and "'b-huge'" in message and "samples" in message, message
+    assert "from_database" in message, message
+    assert count == 3 and len(others) == 2
+    daemon.stop()
+
+
+def test_a_failing_stream_sends_exactly_one_terminal_frame(make_daemon: Any, huge_db: Path) -> None:
+    """Raw frames: the stream of values("samples") fails at b-huge; nothing more for its rid
+    follows the error, not even once the client has said all it will (EOF ends open streams,
+    and the daemon sends what they still say before it closes)."""
+    daemon = make_daemon(db=huge_db)
+    sock = raw_connection(daemon.socket, timeout=120)
+    try:
+        hello(sock)
+        sock.sendall(frame({"op": "values", "rid": 1, "name": "samples", "query": QueryState().to_wire()}))
+        frames: list[dict[str, Any]] = []
+        while not frames or "page" in frames[-1]:
+            reply = read_frame(sock)
+            assert reply is not None, "the daemon closed the connection mid-stream"
+            frames.append(reply)
+            if "page" in reply:
+                sock.sendall(frame({"op": "next", "rid": 1}))
+        sock.sendall(frame({"op": "next", "rid": 1}))  # as a client that missed the error would
+        sock.shutdown(socketlib.SHUT_WR)
+        while (reply := read_frame(sock)) is not None:
+            frames.append(reply)
+    finally:
+        sock.close()
+    assert all(item.get("rid") == 1 for item in frames), frames
+    ends = [item for item in frames if "page" not in item]
+    assert len(ends) == 1, ends
+    assert ends[0]["ok"] is False and ends[0]["error"]["code"] == "too_large"
+    assert "'b-huge'" in ends[0]["error"]["message"]
+    assert [len(item["page"]) for item in frames if "page" in item] == [1]  # a-small, then the error
+    daemon.stop()

@@ -26,7 +26,7 @@ from anyio.abc import ByteStream, SocketAttribute, TaskGroup
 from lensd._version import __version__
 from lensd.client.streamio import StreamIO
 from lensd.daemon import flow
-from lensd.daemon.reads import Stream
+from lensd.daemon.reads import Stream, page_frame
 from lensd.daemon.services import ConnectionHost
 from lensd.errors import Busy, InvalidRecord, LensdError, ProtocolError, StorageError
 from lensd.store.writeops import admin_from_request, op_from_request
@@ -379,9 +379,10 @@ class Connection:
                     await self.send(protocol.done(rid, cancelled=True))
                     return
                 items = await reader.next_page()
-                if items:
+                if items:  # a page past the frame limit raises: its error is the stream's one end
+                    frame = page_frame(rid, op, fields, items, max_frame)
                     credit.account.spend()
-                    await self.send(protocol.page(rid, items))
+                    await self._send_bytes(frame)
                 if reader.exhausted:
                     await self.send(protocol.done(rid))
                     return

@@ -8,7 +8,7 @@ Streams are pulled, not pushed: ``ReadStream.next_page`` fetches one page from a
 the client has asked for it, so a slow reader costs the daemon one page of memory. A page stops at
 its rows (``page_size``) or at ``page_budget`` bytes, whichever comes first, and holds one row at
 least: a few fits of 50,000 samples x 50 parameters are past the frame limit together, each alone
-is not.
+is not. A row alone past the limit is one error naming its fit (``page_frame``).
 
 ``jobs`` pages hold one map per fit, keyed by ``JOB_FIELDS`` (``job`` already parsed), newest
 change first, so ``lensd jobs`` needs no knowledge of the column order.
@@ -26,7 +26,7 @@ from typing import Any, Final, Protocol
 import aiosqlite
 import anyio
 
-from lensd.errors import QueryError
+from lensd.errors import FrameTooLarge, QueryError
 from lensd.query.dialect import SQLITE, Dialect
 from lensd.query.state import QueryState
 from lensd.store import reader, readplan, schema
@@ -108,6 +108,19 @@ def wire_size(item: Any) -> int:
         else:
             total += 9
     return total
+
+
+def page_frame(rid: int, op: str, fields: dict[str, Any], items: list[Any], max_frame: int) -> bytes:
+    """The frame of one page. Pages stop at ``page_budget``, so only a page of one row can be past
+    ``max_frame``: that is one error naming the fit (and the way round it), not a broken stream."""
+    try:
+        return protocol.encode_frame(protocol.page(rid, items), max_frame)
+    except FrameTooLarge as exc:
+        first = items[0]
+        fit = first.get("id") if isinstance(first, dict) else first[0]
+        what = f"values({protocol.shown(fields.get('name'))})" if op == "values" else f"the {op} row"
+        raise FrameTooLarge(f"{what} of fit {protocol.shown(fit)} is too large for one reply ({exc}); "
+                            "read it from the database file with lensd.Aggregator.from_database") from None
 
 
 class Pager:
