@@ -176,12 +176,17 @@ class Aggregator(_Base):
 
         A record field gives one item per fit, None where the fit lacks it (``{}`` for ``info``),
         so ``zip(agg.fits(), agg.values(name))`` lines up as PyAutoFit users expect; samples and
-        files are payloads, given for the fits that have them (readplan.values)."""
+        files are payloads, given for the fits that have them (readplan.values), and so is a field
+        asked for by PyAutoFit's file name (``samples_summary``: reader.skips_missing)."""
         read = self._read(readplan.values(self._state, name, self._source.dialect))
         found = False
+        skips = reader.skips_missing(name)
         for row in self._source.stream(read.sql, read.params, page=32):
+            value = read.decode(row)
+            if value is None and skips:
+                continue
             found = True
-            yield read.decode(row)
+            yield value
         if not found:
             self._explain_nothing(name)
 
@@ -311,9 +316,13 @@ class AsyncAggregator(_Base):
     async def values(self, name: str) -> AsyncIterator[Any]:
         """As ``Aggregator.values``: one item per fit for a record field (None where it lacks it)."""
         found = False
+        skips = reader.skips_missing(name)
         async for item in self._client.stream("values", name=name, query=self._state.to_wire()):
+            value = reader.decode_value(name, item)  # the daemon streams readplan.values rows
+            if value is None and skips:
+                continue
             found = True
-            yield reader.decode_value(name, item)  # the daemon streams readplan.values rows
+            yield value
         if not found:
             await self._explain_nothing(name)
 

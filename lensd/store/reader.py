@@ -29,6 +29,16 @@ from lensd.wire import codec
 PAGE_SIZE: Final = 256
 JSON_VALUES: Final = frozenset({"info", "model", "search", "summary", "job"})
 ALIASES: Final = {"samples_summary": "summary"}  # PyAutoFit's names for lensd's fields
+
+
+def skips_missing(name: str) -> bool:
+    """Whether ``values(name)`` leaves out a fit that lacks the value instead of giving None.
+
+    A record field under lensd's own name lines up with the fits (None where a fit lacks it); under
+    PyAutoFit's file name (``samples_summary``, samples_summary.json) it is read as PyAutoFit reads
+    a file: a fit without one gives nothing, so a tutorial's ``summary["arguments"]`` never meets a
+    None (a grid search's parent has no samples summary)."""
+    return name in ALIASES
 FIT_ROW_COLUMNS: Final = ("fit_key", *schema.FIT_COLUMNS)
 # What a reader decodes of a stored value. No lensd writer makes larger ones (a frame is at most
 # 64 MiB, a fit's files together 256 MiB), so past these a file was crafted: it is refused before
