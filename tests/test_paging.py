@@ -178,3 +178,68 @@ def test_a_failing_stream_sends_exactly_one_terminal_frame(make_daemon: Any, hug
     assert "'b-huge'" in ends[0]["error"]["message"]
     assert [len(item["page"]) for item in frames if "page" in item] == [1]  # a-small, then the error
     daemon.stop()
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
+def test_values_from_the_file_hold_a_page_budget_of_rows_not_32(engine: str, tmp_path: Path,
+                                                                request: pytest.FixtureRequest) -> None:
+    """``Aggregator.values`` read its rows 32 at a time whatever their size: with samples of 20 MB a
+    fit that held 640 MB. It reads them within the daemon's page budget (8 MiB), one at least, so
+    here, 40 fits of 1 MB samples, it holds a few MB however many fits there are (tracemalloc sees
+    every row's bytes, from sqlite3 and from psycopg alike)."""
+    import tracemalloc
+
+    from lensd.store.pgwriter import PgBatchWriter
+
+    target: Any = request.getfixturevalue("pg_url") if engine == "postgresql" else tmp_path / "big.sqlite"
+    records = [big_record(f"fit-{i:02d}", 8_000, 16) for i in range(40)]  # 1 MB of parameters each
+
+    async def write() -> list[Any]:
+        writer: Any = await (PgBatchWriter.open(target) if engine == "postgresql" else BatchWriter.open(target))
+        try:
+            return [outcome for chunk in range(0, 40, 8) for outcome in
+                    await writer.apply([op_from_request("submit", {"record": item})
+                                        for item in records[chunk:chunk + 8]])]
+        finally:
+            await writer.close()
+
+    assert anyio.run(write) == ["applied"] * 40
+    agg = lensd.Aggregator.from_database(target if engine == "postgresql" else str(target))
+    try:
+        tracemalloc.start()
+        try:
+            shapes = [samples.parameters.shape for samples in agg.values("samples")]
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    finally:
+        agg.close()
+    assert shapes == [(8_000, 16)] * 40
+    assert peak < 24 * 2**20, f"values('samples') held {peak / 2**20:.0f} MB at once"
+
+
+def test_a_daemon_page_fetches_by_its_largest_row_not_the_mean() -> None:
+    """The Pager sized its next fetch by the mean row of the last: 14 small rows and one of 8 MiB
+    made room for 16 more rows, which, all of 8 MiB, were 128 MiB fetched (and held) at once."""
+    from lensd.daemon.reads import Pager
+
+    big = 8 * 2**20
+    rows = [(i, b"x" * (big if i >= 15 else 10)) for i in range(56)]
+    fetched: list[int] = []  # the bytes of each fetch
+    taken = 0
+
+    async def fetch(n: int) -> list[Any]:
+        nonlocal taken
+        batch = rows[taken:taken + n]
+        taken += len(batch)
+        fetched.append(sum(len(blob) for _, blob in batch))
+        return batch
+
+    async def read() -> list[int]:
+        pager, seen = Pager(fetch, 16, "row", big), list[int]()
+        while not pager.exhausted:
+            seen.extend(item[0] for item in await pager.next_page())
+        return seen
+
+    assert anyio.run(read) == list(range(56))
+    assert max(fetched) <= 2 * big, f"fetches of {[n // 2**20 for n in fetched]} MiB"

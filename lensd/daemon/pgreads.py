@@ -11,10 +11,11 @@ from __future__ import annotations
 import itertools
 from typing import TYPE_CHECKING, Any
 
-from lensd.daemon.reads import PAGE_BYTES, Pager, ReadService
+from lensd.daemon.reads import Pager, ReadService
 from lensd.errors import StorageError
 from lensd.query.dialect import POSTGRESQL
 from lensd.store import pgstore
+from lensd.store.budget import PAGE_BYTES
 
 if TYPE_CHECKING:
     import psycopg

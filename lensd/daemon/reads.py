@@ -30,13 +30,13 @@ from lensd.errors import FrameTooLarge, QueryError
 from lensd.query.dialect import SQLITE, Dialect
 from lensd.query.state import QueryState
 from lensd.store import reader, readplan, schema
+from lensd.store.budget import PAGE_BYTES, next_batch, wire_size
 from lensd.store.sqlite_errors import readonly_uri, storage_error
 from lensd.wire import protocol
 
 DEFAULT_PAGE: Final = 256
 MAX_PAGE: Final = 10_000
 VALUES_PAGE: Final = 16  # most rows in a values page; its bytes are held to page_budget
-PAGE_BYTES: Final = 8 * 2**20  # a page's byte budget, at most an eighth of the frame limit
 JOB_FIELDS: Final = ("id", "unique_tag", "name", "status", "progress", "n_samples", "max_log_likelihood",
                       "error", "created_at", "updated_at", "completed_at", "last_event_at", "job")
 MAX_OPEN_STREAMS: Final = 64  # read connections the daemon holds for streams; more wait their turn
@@ -87,29 +87,6 @@ def page_budget(max_frame: int) -> int:
     return max(1, min(PAGE_BYTES, max_frame // 8))
 
 
-def wire_size(item: Any) -> int:
-    """An upper bound on the msgpack size of one page item (a row's values, a fit or job map):
-    strings and blobs by their length plus a header, anything else 9 bytes. Iterative: a stored
-    job map nests as deep as it likes."""
-    total, pending = 0, [item]
-    while pending:
-        value = pending.pop()
-        if isinstance(value, (bytes, bytearray)):
-            total += len(value) + 5
-        elif isinstance(value, str):
-            total += (len(value) if value.isascii() else len(value.encode("utf-8", "surrogatepass"))) + 5
-        elif isinstance(value, dict):
-            total += 5
-            pending.extend(value)
-            pending.extend(value.values())
-        elif isinstance(value, (list, tuple)):
-            total += 5
-            pending.extend(value)
-        else:
-            total += 9
-    return total
-
-
 def page_frame(rid: int, op: str, fields: dict[str, Any], items: list[Any], max_frame: int) -> bytes:
     """The frame of one page. Pages stop at ``page_budget``, so only a page of one row can be past
     ``max_frame``: that is one error naming the fit (and the way round it), not a broken stream."""
@@ -126,8 +103,9 @@ def page_frame(rid: int, op: str, fields: dict[str, Any], items: list[Any], max_
 class Pager:
     """Pages of at most ``size`` rows and, past the first row, at most ``budget`` bytes (``wire_size``).
 
-    Rows are fetched about as many as the budget has room for, judged by the rows seen so far
-    (one, at first), so the daemon holds a page and few more rows, however large each row is.
+    Rows are fetched as many as the budget has room for at the largest row of the last fetch (one,
+    at first: ``lensd.store.budget.next_batch``, the sync reader's rule too), so the daemon holds a
+    page and few more rows, however large each row is.
     """
 
     def __init__(self, fetch: Callable[[int], Awaitable[list[Any]]], size: int, shape: str, budget: int) -> None:
@@ -136,7 +114,7 @@ class Pager:
         self._shape = shape
         self._budget = budget
         self._held: deque[tuple[Any, int]] = deque()  # fetched, not yet sent: (item, wire size)
-        self._row_bytes = 0  # the mean size of the rows of the last fetch; 0 before any
+        self._row_bytes = 0  # the largest row of the last fetch; 0 before any
         self._drained = False  # the cursor has given its last row
         self.exhausted = False
 
@@ -147,14 +125,13 @@ class Pager:
             if not self._held:
                 if self._drained:
                     break
-                want = self._size - len(page)
-                want = min(want, max(1, (self._budget - used) // self._row_bytes)) if self._row_bytes else 1
+                want = next_batch(self._size - len(page), self._budget - used, self._row_bytes)
                 rows = await self._fetch(want)
                 self._drained = len(rows) < want
                 costs = [(item, wire_size(item)) for item in page_of(self._shape, rows)]
                 self._held.extend(costs)
                 if costs:
-                    self._row_bytes = max(1, sum(cost for _, cost in costs) // len(costs))
+                    self._row_bytes = max(1, max(cost for _, cost in costs))
                 continue
             item, cost = self._held[0]
             if page and used + cost > self._budget:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Final
 from lensd.errors import LensdError, StorageError, UnsupportedDatabase
 from lensd.query.dialect import POSTGRESQL
 from lensd.settings import redact as redact  # lensd's one masking rule (settings prints databases too)
-from lensd.store import reader, schema
+from lensd.store import budget, reader, schema
 
 if TYPE_CHECKING:
     import psycopg
@@ -207,8 +207,7 @@ class PgSource:
             with self._conn.cursor(name=f"lensd_read_{next(self._names)}") as cursor:
                 cursor.itersize = page
                 cursor.execute(POSTGRESQL.sql(sql), params)
-                while rows := cursor.fetchmany(page):
-                    yield from rows
+                yield from budget.paced(cursor.fetchmany, page)  # rows within a byte budget
         except self._error as exc:
             failed = True
             raise StorageError(f"query failed: {storage_error(exc)}") from None

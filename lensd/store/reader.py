@@ -89,12 +89,15 @@ def open_readonly(path: str | os.PathLike[str]) -> sqlite3.Connection:
 
 def stream(conn: sqlite3.Connection, sql: str, params: list[Any],
            page: int = PAGE_SIZE) -> Iterator[tuple[Any, ...]]:
-    """Rows of a statement, fetched a page at a time so memory stays flat."""
+    """Rows of a statement, one at a time, so memory stays flat however large the rows (samples)
+    are: sqlite3 steps the statement a row at a time whatever is asked of it, so a batch of
+    ``page`` rows (``fetchmany``) saved nothing and held ``page`` rows at once, 640 MB for 32 fits
+    of 20 MB samples. ``page`` stays for the sources' one signature (PostgreSQL's round trips
+    fetch ``budget.paced`` batches)."""
     try:
         cursor = conn.execute(sql, params)
         try:
-            while rows := cursor.fetchmany(page):
-                yield from rows
+            yield from cursor
         finally:
             cursor.close()
     except sqlite3.Error as exc:
