@@ -29,6 +29,7 @@ from records_factory import record
 
 import lensd
 from lensd.client.connection import Client
+from lensd.query.state import QueryState
 from lensd.store.reader import Fit
 
 WORKERS = Path(__file__).parent / "workers.py"
@@ -519,3 +520,63 @@ def test_an_op_and_a_heartbeat_that_both_reconnect_open_one_connection(daemon) -
         anyio.run(run)
     finally:
         gc.enable()
+
+
+
+_BIG = 40_000  # samples of 16 parameters: 5 MB, far past what a stopped daemon's socket holds
+
+
+async def _cut(daemon: Any, call: Any) -> None:
+    """Run ``call`` until it is blocked sending to the daemon, stopped with SIGSTOP, then cancel it."""
+    os.kill(daemon.pid, signal.SIGSTOP)
+    try:
+        async with anyio.create_task_group() as group:
+            group.start_soon(call)
+            await anyio.wait_all_tasks_blocked()  # the send waits for room in the socket
+            group.cancel_scope.cancel()
+    finally:
+        os.kill(daemon.pid, signal.SIGCONT)
+
+
+def test_a_request_cut_short_mid_frame_closes_its_connection(daemon) -> None:  # type: ignore[no-untyped-def]
+    """A caller's cancel scope (``move_on_after`` around ``fit.progress``, the job's own task group)
+    can cut a large frame short with part of it already in the socket. The next request on that
+    connection followed half a frame: the daemon read its bytes as the rest of the first and waited
+    for more until --frame-timeout (30 s) ended the connection. A connection whose frame was cut is
+    closed, so the next op reconnects at once."""
+    rng = np.random.default_rng(7)
+    samples = {"paths": [f"p{j}" for j in range(16)], "parameters": rng.normal(size=(_BIG, 16)),
+               "log_likelihood": rng.normal(size=_BIG), "log_prior": np.zeros(_BIG), "weight": np.ones(_BIG)}
+
+    async def run() -> None:
+        async with lensd.connect(socket=daemon.socket, heartbeat=600.0) as client:
+            fit = await client.start(id="fit-cut", name="cut")
+            first = client._client
+            assert first is not None
+            await _cut(daemon, lambda: fit.progress(samples=samples))
+            assert first.closed
+            assert await fit.complete() == "applied"  # over a new connection
+            assert client._client is not first
+
+    anyio.run(run)
+    assert ids_where(daemon.db, lambda agg: agg.status == "completed") == ["fit-cut"]
+
+
+def test_a_paged_read_cut_short_mid_frame_is_closed_not_cancelled(daemon) -> None:  # type: ignore[no-untyped-def]
+    """A paged read cut while its request is half sent sent its cancel after the half frame, under a
+    shield, and waited for the answer: on a hung daemon its caller could not be cancelled at all
+    (here: the cancel scope never ended while the daemon was stopped). It closes the connection."""
+    async def run() -> None:
+        reading = await Client.open(daemon.socket)
+        try:
+            async def read() -> None:
+                async for _ in reading.stream("values", name="x" * 6_000_000, query=QueryState().to_wire()):
+                    pass
+
+            await _cut(daemon, read)
+            assert reading.closed
+        finally:
+            await reading.aclose()
+        assert (await Client.open(daemon.socket)).server  # the daemon serves on
+
+    anyio.run(run)

@@ -90,7 +90,15 @@ class Client:
             raise
 
     async def _send(self, message: dict[str, Any]) -> None:
-        await self._io.send(protocol.encode_frame(message))
+        """One whole frame. A send cut short by a caller's cancel scope closes the connection: part
+        of the frame may be in the socket, and whatever followed it would be read as its rest. (A
+        peer gone is the caller's to handle: a daemon that refused the hello has a reason to read.)"""
+        frame = protocol.encode_frame(message)
+        try:
+            await self._io.send(frame)
+        except anyio.get_cancelled_exc_class():
+            await self._abandon()
+            raise
 
     async def _receive(self) -> dict[str, Any]:
         while not self._inbox:
@@ -173,6 +181,8 @@ class Client:
     async def _abandon(self) -> None:
         """Close a connection that cannot be used again (lost, or a reply still due), even from a
         cancelled task: marked closed and left for the next one to replace, its socket stayed open."""
+        if self.closed:
+            return
         with anyio.CancelScope(shield=True):
             await self.aclose()
 
