@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import operator
 import os
-from collections.abc import AsyncIterator, Coroutine, Generator, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Generator, Iterator, Sequence
+from contextlib import aclosing
 from copy import copy
 from typing import TYPE_CHECKING, Any, Self, overload
 
@@ -297,32 +298,35 @@ class AsyncAggregator(_Base):
         return self._fit_at(*self._one(item))
 
     async def _fit_at(self, index: int, one: AsyncAggregator) -> Fit:
-        async for fit in one.fits():
-            return fit
+        async with aclosing(one.fits()) as fits:  # closed here, in this task: it holds the connection
+            async for fit in fits:
+                return fit
         raise IndexError(f"aggregator index {index} out of range: it selects {await self.count()} fit(s)")
 
     async def count(self) -> int:
         reply = await self._client.request("count", query=self._state.to_wire())
         return int(reply["count"])
 
-    async def fits(self) -> AsyncIterator[Fit]:
+    async def fits(self) -> AsyncGenerator[Fit, None]:
         found = False
-        async for row in self._client.stream("query", query=self._state.to_wire()):
-            found = True
-            yield Fit(row)
+        async with aclosing(self._client.stream("query", query=self._state.to_wire())) as rows:
+            async for row in rows:  # closed with this generator, in the task that closes it
+                found = True
+                yield Fit(row)
         if not found:
             await self._explain_nothing()
 
-    async def values(self, name: str) -> AsyncIterator[Any]:
+    async def values(self, name: str) -> AsyncGenerator[Any, None]:
         """As ``Aggregator.values``: one item per fit for a record field (None where it lacks it)."""
         found = False
         skips = reader.skips_missing(name)
-        async for item in self._client.stream("values", name=name, query=self._state.to_wire()):
-            value = reader.decode_value(name, item)  # the daemon streams readplan.values rows
-            if value is None and skips:
-                continue
-            found = True
-            yield value
+        async with aclosing(self._client.stream("values", name=name, query=self._state.to_wire())) as items:
+            async for item in items:
+                value = reader.decode_value(name, item)  # the daemon streams readplan.values rows
+                if value is None and skips:
+                    continue
+                found = True
+                yield value
         if not found:
             await self._explain_nothing(name)
 

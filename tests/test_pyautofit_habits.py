@@ -222,3 +222,19 @@ def test_values_of_a_record_field_line_up_with_the_fits(daemon: DaemonProcess) -
         assert [repr(v) for v in local[name]] == [repr(v) for v in expected[name]], name
         assert [repr(v) for v in over_socket[name]] == [repr(v) for v in expected[name]], name
     assert len(samples) == 2  # samples are a payload: only fit-0 and fit-3 have them (docs/query.md)
+
+
+def test_a_fit_by_index_leaves_the_connection_to_the_next_request(filled: DaemonProcess) -> None:
+    """``await agg[0]`` returned from inside its ``async for`` and left the stream's generator to the
+    garbage collector: its cleanup ran in another task, whose release of the connection's lock
+    failed ("The current task is not holding this lock"), so every later request of that
+    AsyncAggregator raised "Attempted to acquire an already held Lock"."""
+    ids = [fit[0] for fit in every_fit(Side("file", filled))]
+
+    async def remote() -> tuple[str, str, int, list[str]]:
+        async with await lensd.AsyncAggregator.connect(socket=filled.socket) as agg:
+            by_id = agg.order_by(agg.id)
+            first, last = (await by_id[0]).id, (await by_id[-1]).id
+            return first, last, await by_id.count(), [fit.id async for fit in by_id.fits()]
+
+    assert anyio.run(remote) == (ids[0], ids[-1], len(ids), ids)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import os
 import socket as _socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import anyio
@@ -147,7 +147,7 @@ class Client:
         finally:
             self._lock.release()
 
-    async def stream(self, op: str, **fields: Any) -> AsyncIterator[Any]:
+    async def stream(self, op: str, **fields: Any) -> AsyncGenerator[Any, None]:
         """Items of a paged read; the next page is asked for only when this one is consumed."""
         async with self._lock:
             reader = PageReader(self._next_rid())
