@@ -238,3 +238,30 @@ def test_a_fit_by_index_leaves_the_connection_to_the_next_request(filled: Daemon
             return first, last, await by_id.count(), [fit.id async for fit in by_id.fits()]
 
     assert anyio.run(remote) == (ids[0], ids[-1], len(ids), ids)
+
+
+def test_reads_of_one_async_aggregator_may_nest_and_stop_early(filled: DaemonProcess) -> None:
+    """The connection's lock was held by a stream from its first page to its end, across every
+    ``yield``: ``await agg.count()`` inside ``async for fit in agg.fits()`` raised "Attempted to
+    acquire an already held Lock", and a loop left with ``break`` (its generator closed later, from
+    asyncio's finaliser task, which cannot release another task's lock) left the aggregator
+    unusable for good. The lock is held only while frames move, so both work."""
+    ids = [fit[0] for fit in every_fit(Side("file", filled))]
+
+    async def remote() -> tuple[list[tuple[str, int]], list[tuple[str, Any]], str, int, list[str]]:
+        async with await lensd.AsyncAggregator.connect(socket=filled.socket) as agg:
+            by_id = agg.order_by(agg.id)
+            counted = [(fit.id, await by_id.count()) async for fit in by_id.fits()]
+            paired: list[tuple[str, Any]] = []
+            async for fit in by_id.fits():
+                async for info in by_id[:1].values("info"):
+                    paired.append((fit.id, info))
+            async for fit in by_id.fits():
+                first = fit.id
+                break
+            return counted, paired, first, await by_id.count(), [fit.id async for fit in by_id.fits()]
+
+    counted, paired, first, count, again = anyio.run(remote)
+    assert counted == [(fit_id, len(ids)) for fit_id in ids]
+    assert [fit_id for fit_id, _ in paired] == ids and len({repr(info) for _, info in paired}) == 1
+    assert (first, count, again) == (ids[0], len(ids), ids)

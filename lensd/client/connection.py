@@ -1,7 +1,11 @@
 """The client: one connection to the daemon (Unix socket or TCP), requests and paged streams over it.
 
-Used by jobs (``lensd.connect``) and by ``AsyncAggregator``. Requests on one connection are
-serialised by a lock (one in flight), which keeps replies in order without a reader task.
+Used by jobs (``lensd.connect``) and by ``AsyncAggregator``. Frames on one connection move under a
+lock, without a reader task: whoever holds it sends, then reads until its own rid's frame comes,
+keeping the frames of the other rids still waited for (a request's reply, an open stream's page)
+for them and dropping the rest (a late reply nobody waits for). A stream holds the lock only while
+its frames move, never while its caller consumes a page, so reads may nest (``await agg.count()``
+inside ``async for fit in agg.fits()``) and a stream left unfinished is closed from any task.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ class Client:
         self._io = WatchedIO(stream)  # straight on the socket when it is a plain one, watched between replies
         self._decoder = protocol.FrameDecoder()
         self._inbox: list[dict[str, Any]] = []
+        self._waited: set[int] = set()  # rids whose frames are kept: replies due, streams open
         self._lock = anyio.Lock(fast_acquire=True)
         self._rid = 0
         self.endpoint = endpoint
@@ -111,12 +116,18 @@ class Client:
         return self._rid
 
     async def _reply_for(self, rid: int) -> dict[str, Any]:
+        """The next frame for ``rid`` (called with the lock held); frames of the other waited rids
+        are kept for them, others dropped (each stream has at most a page and its end in flight)."""
         while True:
-            message = await self._receive()
-            if message.get("rid") == rid:
-                return message
-            if message.get("rid") is None and message.get("ok") is False:
-                protocol.raise_for_reply(message)  # the daemon refused our framing
+            for index, message in enumerate(self._inbox):
+                if message.get("rid") == rid:
+                    return self._inbox.pop(index)
+                if message.get("rid") is None and message.get("ok") is False:
+                    protocol.raise_for_reply(message)  # the daemon refused our framing
+            data = await self._io.receive(_READ_CHUNK)
+            self._inbox.extend(message for message in self._decoder.feed(data)
+                               if message.get("rid") in self._waited or message.get("rid") == rid
+                               or (message.get("rid") is None and message.get("ok") is False))
 
     async def request(self, op: str, *, give_up_after: float | None = None, **fields: Any) -> dict[str, Any]:
         """Send one request and return its reply (``ok``/``done``); raises the daemon's error.
@@ -132,8 +143,9 @@ class Client:
             await self._lock.acquire()
         if turn.cancelled_caught:
             raise TimeoutError(f"another request held the connection to {self.path} for {give_up_after:g}s")
+        rid = self._next_rid()
+        self._waited.add(rid)
         try:
-            rid = self._next_rid()
             with anyio.CancelScope(deadline=deadline):
                 try:
                     await self._send(protocol.request(op, rid, **fields))
@@ -145,29 +157,37 @@ class Client:
             await self._abandon()  # only the deadline leaves the scope without a reply
             raise DaemonUnavailable(f"the daemon at {self.path} did not answer {op} within {give_up_after:g}s")
         finally:
+            self._waited.discard(rid)  # a reply that comes after all is dropped
             self._lock.release()
 
     async def stream(self, op: str, **fields: Any) -> AsyncGenerator[Any, None]:
-        """Items of a paged read; the next page is asked for only when this one is consumed."""
-        async with self._lock:
-            reader = PageReader(self._next_rid())
-            try:
+        """Items of a paged read; the next page is asked for as each page is handed on (one in
+        flight). The lock is held while frames move, not while the caller consumes items."""
+        reader = PageReader(self._next_rid())
+        self._waited.add(reader.rid)
+        try:
+            async with self._lock:
                 await self._send(protocol.request(op, reader.rid, **fields))
-                while (items := reader.read(await self._reply_for(reader.rid))) is not None:
+            while True:
+                async with self._lock:
+                    if (items := reader.read(await self._reply_for(reader.rid))) is None:
+                        return
                     await self._send(reader.next_request())
-                    for item in items:
-                        yield item
-            except (OSError, anyio.BrokenResourceError, anyio.EndOfStream,
-                    anyio.ClosedResourceError) as exc:
-                await self._abandon()
-                raise DaemonUnavailable(f"lost the connection to the daemon at {self.path}: {exc}") from None
-            except LensdError:  # the daemon refused the connection's framing: nothing to cancel
-                reader.ended = True
-                raise
-            finally:
-                if not reader.ended and not self.closed:  # the caller stopped early: end the stream
-                    with anyio.CancelScope(shield=True):
+                for item in items:
+                    yield item
+        except (OSError, anyio.BrokenResourceError, anyio.EndOfStream,
+                anyio.ClosedResourceError) as exc:
+            await self._abandon()
+            raise DaemonUnavailable(f"lost the connection to the daemon at {self.path}: {exc}") from None
+        except LensdError:  # the daemon refused the connection's framing: nothing to cancel
+            reader.ended = True
+            raise
+        finally:
+            if not reader.ended and not self.closed:  # the caller stopped early: end the stream
+                with anyio.CancelScope(shield=True):
+                    async with self._lock:  # in whichever task closes the generator
                         await self._cancel(reader)
+            self._waited.discard(reader.rid)
 
     async def _cancel(self, reader: PageReader) -> None:
         try:
