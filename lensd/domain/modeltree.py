@@ -2,12 +2,20 @@
 
 The model is data from an untrusted file, so it is walked, never instantiated: class paths are
 kept as strings and nothing named in them is imported.
+
+The jobs of one campaign send the same model with every fit. A model decoded from the wire keeps
+the bytes it came as (``codec.Received``), and what a walk of it says (``Shape``) is remembered by
+those bytes: each record asked for its constants and free paths three times, a tenth of
+validating it (docs/performance.md, "Round 2, seventh pass").
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Final
+
+from lensd.wire.codec import Received
 
 STRUCTURAL_TYPES = frozenset({"model", "collection", "instance", "tuple_prior", "dict", "list"})
 # Keys of a prior node that describe the prior rather than name a child parameter.
@@ -59,19 +67,60 @@ def _fixed_tuple(values: Any, prefix: str, nodes: list[tuple[str, str, Any]]) ->
             nodes.append((f"{prefix}.{key}_{i}", "constant", value))
 
 
+@dataclass(frozen=True, eq=False)
+class Shape:
+    """What one walk of a model says; callers get copies (``class_nodes``, ...), never these."""
+
+    class_nodes: dict[str, str]
+    constants: dict[str, Any]
+    prior_paths: tuple[str, ...]
+
+    @classmethod
+    def of(cls, model: Any) -> Shape:
+        classes: dict[str, str] = {}
+        fixed: dict[str, Any] = {}
+        priors: list[str] = []  # a path twice stays twice, as the walk lists it
+        for path, kind, payload in walk(model):
+            if kind == "class":
+                classes[path] = payload
+            elif kind == "constant":
+                fixed[path] = payload
+            else:
+                priors.append(path)
+        return cls(classes, fixed, tuple(priors))
+
+
+_SHAPES_KEPT: Final = 256  # distinct models remembered; a campaign sends a handful
+_SHAPES: dict[bytes, Shape] = {}  # a received model's bytes -> its shape
+
+
+def shape(model: Any) -> Shape:
+    """``Shape.of(model)``, remembered by the bytes a received model came as (the same bytes are
+    the same model); any other model is walked each time."""
+    if not isinstance(model, Received):
+        return Shape.of(model)
+    known = _SHAPES.get(model.packed)
+    if known is None:
+        known = Shape.of(model)
+        if len(_SHAPES) >= _SHAPES_KEPT:
+            _SHAPES.clear()
+        _SHAPES[model.packed] = known
+    return known
+
+
 def class_nodes(model: Any) -> dict[str, str]:
     """Path → class path of every node that names a class (``""`` is the root)."""
-    return {path: payload for path, kind, payload in walk(model) if kind == "class"}
+    return dict(shape(model).class_nodes)
 
 
 def constants(model: Any) -> dict[str, Any]:
     """Path → fixed value, for parameters the search did not vary."""
-    return {path: payload for path, kind, payload in walk(model) if kind == "constant"}
+    return dict(shape(model).constants)
 
 
 def prior_paths(model: Any) -> list[str]:
     """Paths of the free parameters, in the model's own order."""
-    return [path for path, kind, _ in walk(model) if kind == "prior"]
+    return list(shape(model).prior_paths)
 
 
 def class_name(class_path: str) -> str:

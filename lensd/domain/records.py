@@ -146,6 +146,25 @@ def _mapping(data: Mapping[str, Any], key: str) -> dict[str, Any] | None:
     return checked
 
 
+_CHECKED_KEPT: Final = 256
+_CHECKED_MODELS: set[bytes] = set()  # bytes of received models that passed ``_mapping``
+
+
+def _model(data: Mapping[str, Any]) -> dict[str, Any] | None:
+    """``_mapping(data, "model")``; a model received as the bytes of one that passed before is the
+    same value and passes again unwalked. A received model is kept as it came (``codec.Received``:
+    the value ``_mapping`` would build), so that its walks are remembered (``modeltree.shape``)."""
+    value = data.get("model")
+    if not isinstance(value, codec.Received):
+        return _mapping(data, "model")
+    if value.packed not in _CHECKED_MODELS:
+        _mapping(data, "model")
+        if len(_CHECKED_MODELS) >= _CHECKED_KEPT:
+            _CHECKED_MODELS.clear()
+        _CHECKED_MODELS.add(value.packed)
+    return value
+
+
 def _files(value: Any) -> dict[str, Any]:
     if value is None:
         return {}
@@ -257,7 +276,7 @@ def validate_record(data: Any) -> Record:
     if not isinstance(status, str) or status not in STATUSES:
         raise InvalidRecord(f"status must be one of {sorted(STATUSES)}, not {status!r}")
     text = {key: _text(data, key) for key in _TEXT_FIELDS}
-    trees = {key: _mapping(data, key) for key in (*_TREE_FIELDS, *_MAP_FIELDS)}
+    trees = {key: _model(data) if key == "model" else _mapping(data, key) for key in (*_TREE_FIELDS, *_MAP_FIELDS)}
     numbers = {key: _number(data, key) for key in _FLOAT_FIELDS}
     model = trees["model"]
     samples = None if data.get("samples") is None else Samples.from_wire(data["samples"], model)

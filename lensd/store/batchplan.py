@@ -151,10 +151,24 @@ def _json(value: Any) -> str | None:
     return None if value is None else json.dumps(value, sort_keys=True, default=str)
 
 
+_MODEL_TEXT: dict[bytes, str] = {}  # a received model's bytes -> its JSON
+
+
 def _model_json(value: Any) -> str | None:
     """A model in its own key order: PyAutoFit's parameter order (``model.paths``) is the order
-    model.json lists its priors in, which sorting the keys would lose."""
-    return None if value is None else json.dumps(value, default=str)
+    model.json lists its priors in, which sorting the keys would lose. A received model's text is
+    remembered by its bytes (a campaign sends one model with every fit)."""
+    if value is None:
+        return None
+    if not isinstance(value, codec.Received):
+        return json.dumps(value, default=str)
+    text = _MODEL_TEXT.get(value.packed)
+    if text is None:
+        text = json.dumps(value, default=str)
+        if len(_MODEL_TEXT) >= _CLASS_NODES_CACHE:
+            _MODEL_TEXT.clear()
+        _MODEL_TEXT[value.packed] = text
+    return text
 
 
 def _class_nodes(model_json: str | None, model: Any, cache: dict[str | None, dict[str, str]]) -> dict[str, str]:

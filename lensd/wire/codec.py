@@ -14,7 +14,7 @@ import math
 import re
 import sys
 from array import array
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 import msgpack
@@ -161,7 +161,9 @@ def unpack(data: bytes) -> Any:
 
 class Received(dict[str, Any]):
     """A map decoded from received bytes, with those bytes (``packed``): a value that is stored as
-    msgpack can be stored as it arrived, without being packed again (``Samples.from_wire``)."""
+    msgpack can be stored as it arrived, without being packed again (``Samples.from_wire``), and
+    what is worked out from a value can be remembered by its bytes (``modeltree.shape``). Never
+    changed after decoding: equal bytes are an equal value."""
 
     __slots__ = ("packed",)
 
@@ -177,36 +179,48 @@ def span(body: bytes, path: Sequence[str]) -> tuple[int, int] | None:
     one of the two, and the bytes must be those of the value it kept. One pass, nothing built but
     the keys.
     """
+    return spans(body, path[:-1], (path[-1],)).get(path[-1])
+
+
+def spans(body: bytes, path: Sequence[str], names: Collection[str]) -> dict[str, tuple[int, int]]:
+    """``span`` of each of ``names`` in the map at ``path``, in one pass: a name missing or there
+    twice is left out; all are, when a map on the way is missing, malformed, or holds its key twice."""
     unpacker = msgpack.Unpacker(raw=False, max_buffer_size=0)
     unpacker.feed(body)
     try:
-        found = _seek(unpacker, path)
+        return _seek(unpacker, path, names) or {}
     except Exception:  # malformed, or a key twice: the full decode says what it says
-        return None
-    return found if isinstance(found, tuple) else None
+        return {}
 
 
-_ABSENT = object()  # the key was there, but what it leads to was not
-
-
-def _seek(unpacker: msgpack.Unpacker, path: Sequence[str]) -> object:
-    """Read one map from ``unpacker`` whole; the span at ``path`` inside it, ``_ABSENT`` or None."""
-    found: object = None
+def _seek(unpacker: msgpack.Unpacker, path: Sequence[str],
+          names: Collection[str]) -> dict[str, tuple[int, int]] | None:
+    """Read one map from ``unpacker`` whole; the spans of ``names`` in the map at ``path`` inside it."""
+    if not path:
+        found: dict[str, tuple[int, int]] = {}
+        twice = set()
+        for _ in range(unpacker.read_map_header()):
+            key = unpacker.unpack()
+            start = unpacker.tell()
+            unpacker.skip()
+            if key in names:
+                if key in found:
+                    twice.add(key)
+                found[key] = (start, unpacker.tell())
+        for key in twice:
+            del found[key]
+        return found
+    inner: dict[str, tuple[int, int]] | None = None
+    seen = False
     for _ in range(unpacker.read_map_header()):
         if unpacker.unpack() != path[0]:
             unpacker.skip()
             continue
-        if found is not None:
+        if seen:
             raise ValueError(f"the key {path[0]!r} is there twice")
-        if len(path) == 1:
-            start = unpacker.tell()
-            unpacker.skip()
-            found = (start, unpacker.tell())
-        else:
-            found = _seek(unpacker, path[1:])
-            if found is None:
-                found = _ABSENT
-    return found
+        seen = True
+        inner = _seek(unpacker, path[1:], names)
+    return inner
 
 # Bytes after the type byte that say a length (str/bin/ext) or hold a fixed-size scalar.
 _FIXED = {0xca: 4, 0xcb: 8, 0xcc: 1, 0xcd: 2, 0xce: 4, 0xcf: 8, 0xd0: 1, 0xd1: 2, 0xd2: 4, 0xd3: 8,

@@ -41,7 +41,7 @@ from typing import Any, Final
 
 from lensd.errors import FrameTooLarge, LensdError, ProtocolError, from_wire
 from lensd.safefiles import log_name
-from lensd.wire.codec import Received, pack, span, unpack
+from lensd.wire.codec import Received, pack, spans, unpack
 
 PROTOCOL_VERSION = 1
 DEFAULT_MAX_FRAME = 64 * 1024 * 1024
@@ -51,8 +51,9 @@ _SHOWN: Final = 60  # characters of a peer's value an error message quotes
 
 WRITE_OPS = frozenset({"submit", "start", "progress", "complete", "fail", "heartbeat"})
 RECORD_OPS = frozenset({"submit", "start", "complete"})  # write ops that carry a whole record
-_SAMPLES_AT = {"submit": ("record", "samples"), "start": ("record", "samples"),  # where a write op
-               "complete": ("record", "samples"), "progress": ("samples",)}  # carries samples
+_RECORD_PARTS = (("record",), ("samples", "model"))
+_KEPT_AT = {"submit": _RECORD_PARTS, "start": _RECORD_PARTS, "complete": _RECORD_PARTS,  # where a write
+            "progress": ((), ("samples",))}  # op carries samples or a model: kept with their bytes
 READ_OPS = frozenset({"query", "values", "count", "status", "jobs"})
 CONTROL_OPS = frozenset({"hello", "auth", "next", "cancel", "stop"})
 ADMIN_OPS = frozenset({"delete", "tag"})  # lensd delete / lensd tag: writes a person asks for, never spooled
@@ -87,24 +88,25 @@ def decode_body(body: bytes) -> dict[str, Any]:
     if not all(isinstance(key, str) for key in message):
         raise ProtocolError("message keys must be strings")
     op = message.get("op")
-    path = _SAMPLES_AT.get(op) if isinstance(op, str) else None
-    if path is not None:
-        _keep_samples_bytes(message, path, body)
+    kept = _KEPT_AT.get(op) if isinstance(op, str) else None
+    if kept is not None:
+        _keep_bytes(message, *kept, body)
     return message
 
 
-def _keep_samples_bytes(message: dict[str, Any], path: tuple[str, ...], body: bytes) -> None:
-    """Samples in a write op become a ``Received`` map holding their bytes, so that samples already
-    in the stored form are stored as they arrived (``Samples.from_wire``), not packed again."""
+def _keep_bytes(message: dict[str, Any], path: tuple[str, ...], names: tuple[str, ...], body: bytes) -> None:
+    """Samples and a model in a write op become ``Received`` maps holding their bytes: samples
+    already in the stored form are stored as they arrived (``Samples.from_wire``), not packed again,
+    and a model sent before is not checked and walked again (``modeltree.shape``)."""
     holder: Any = message
-    for key in path[:-1]:
+    for key in path:
         holder = holder.get(key)
         if not isinstance(holder, dict):
             return
-    if type(holder.get(path[-1])) is dict:
-        where = span(body, path)
-        if where is not None:
-            holder[path[-1]] = Received(holder[path[-1]], body[where[0]:where[1]])
+    wanted = tuple(name for name in names if type(holder.get(name)) is dict)
+    if wanted:
+        for name, (start, end) in spans(body, path, wanted).items():
+            holder[name] = Received(holder[name], body[start:end])
 
 
 class FrameDecoder:
