@@ -5,10 +5,9 @@ errors in one request become an error reply for that request. Writes are answere
 group committer reports their commit.
 
 A write request has no task of its own: the reading task checks it and queues it for the
-committer, which, once it is committed, hands its reply to this connection's outbox; one task per
-connection sends what the outbox holds, every reply ready in one ``send``, and only then gives
-back the request's share of the in-flight allowances (``flow``). Reads, counts and status keep a
-task each: they wait on the read side, not on the committer.
+committer, which, once it is committed, hands its reply to this connection's ``Outbox``. Reads,
+counts and status keep a task each: they wait on the read side, not on the committer. Bytes
+become messages in ``framing.FrameReader``.
 """
 
 from __future__ import annotations
@@ -26,6 +25,8 @@ from anyio.abc import ByteStream, SocketAttribute, TaskGroup
 from lensd._version import __version__
 from lensd.client.streamio import StreamIO
 from lensd.daemon import flow
+from lensd.daemon.framing import FrameReader
+from lensd.daemon.outbox import Outbox
 from lensd.daemon.reads import Stream, page_frame
 from lensd.daemon.services import ConnectionHost
 from lensd.errors import Busy, InvalidRecord, LensdError, ProtocolError, StorageError
@@ -37,7 +38,6 @@ if TYPE_CHECKING:
     from lensd.daemon.network import Gate
 
 log = logging.getLogger("lensd.connection")
-_READ_CHUNK = 1 << 16
 
 
 @dataclass
@@ -63,18 +63,12 @@ class Connection:
         self.gate = gate
         self.peer = peer
         self.io = StreamIO(stream)
-        self.decoder = protocol.FrameDecoder(daemon.settings.max_frame)
+        self.frames = FrameReader(self.io, daemon.settings, daemon.flow)
         self.send_lock = anyio.Lock(fast_acquire=True)
         self.credits: dict[int, _Credit] = {}
         self.reading = anyio.CancelScope()
         self.in_flight = flow.Allowance(flow.MAX_IN_FLIGHT, flow.MAX_IN_FLIGHT_BYTES)
-        self._partial = 0  # bytes of an unfinished frame, counted in the daemon's budget
-        self._sizes: dict[int, int] = {}  # id(message) -> its frame's size, until it is dispatched
-        self._outbox: list[tuple[bytes, int]] = []  # replies of answered writes, with their sizes
-        self._wake = anyio.Event()  # set when the outbox fills or reading ends
-        self._unanswered = 0  # writes read whose reply is not sent yet
-        self._reading_done = False
-        self._gone = False  # serve() has ended: an answer only gives its allowances back
+        self.outbox = Outbox(self._send_bytes, self._release)
 
     def finish(self) -> None:
         """Stop reading requests and end open read streams; pending writes still get answers.
@@ -110,40 +104,6 @@ class Connection:
             except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
                 self.reading.cancel()  # the peer is gone: stop reading too
 
-    async def _messages(self) -> list[dict[str, Any]]:
-        """The messages the next bytes complete; a frame left unfinished too long ends the connection.
-
-        Large bodies are decoded off the event loop (``flow.Decoding``); the bytes of an unfinished
-        frame count in the daemon's budget, and past it this connection waits to be read.
-        """
-        timeout = self.daemon.settings.frame_timeout
-        if self.decoder.buffered > 0:
-            try:
-                with anyio.fail_after(timeout):
-                    data = await self.io.receive(_READ_CHUNK)
-            except TimeoutError:
-                raise ProtocolError(f"a frame was left unfinished for {timeout:g}s "
-                                    "(lensd start --frame-timeout)") from None
-        else:  # between frames a connection may idle for ever: no deadline to set up
-            data = await self.io.receive(_READ_CHUNK)
-        bodies = self.decoder.split(data)
-        shared = self.daemon.flow
-        shared.partial.change(self.decoder.buffered - self._partial)
-        self._partial = self.decoder.buffered
-        messages = []
-        for body in bodies:
-            try:
-                message = await shared.decoding.decode(body)
-            except ProtocolError:
-                self.decoder.failed()
-                raise
-            self._sizes[id(message)] = len(body)
-            messages.append(message)
-        self.decoder.check()
-        if self._partial and shared.partial.held > shared.partial.budget:
-            await shared.partial.wait_for_room(timeout)
-        return messages
-
     async def _handshake(self) -> bool:
         if self.gate is None:
             return await self._hello()
@@ -160,7 +120,7 @@ class Connection:
         pending: list[dict[str, Any]] = []
         with anyio.move_on_after(self.daemon.settings.handshake_timeout):
             while not pending:
-                pending = await self._messages()
+                pending = await self.frames.messages()
         return pending
 
     async def _hello(self) -> bool:
@@ -184,7 +144,7 @@ class Connection:
 
     async def read_frames(self) -> list[dict[str, Any]]:
         """The frames the next chunk of bytes completes (the gate reads the handshake with it)."""
-        return await self._messages()
+        return await self.frames.messages()
 
     def queue(self, messages: list[dict[str, Any]]) -> None:
         """Frames that came with the handshake, to dispatch once it has succeeded."""
@@ -200,19 +160,14 @@ class Connection:
         self._backlog: list[dict[str, Any]] = []
         try:
             async with anyio.create_task_group() as requests:
-                requests.start_soon(self._reply)
+                requests.start_soon(self.outbox.run)
                 with self.reading:
                     await self._read_requests(requests)
                 self._end_streams()  # no more "next" can come: a stream waiting for one would hang
-                self._reading_done = True
-                self._wake.set()
+                self.outbox.end()
         finally:
-            self._gone = True
-            for _, size in self._outbox:  # cut off (the daemon's drain timeout): nobody sends these
-                self._settle(size)
-            self._outbox.clear()
-            self.daemon.flow.partial.change(-self._partial)
-            self._partial = 0
+            self.outbox.close()  # cut off (the daemon's drain timeout): nobody sends what is left
+            self.frames.close()
             with anyio.CancelScope(shield=True):
                 await self.stream.aclose()
 
@@ -221,11 +176,12 @@ class Connection:
         try:
             if not await self._handshake():
                 return
-            self._sizes = {id(m): self._sizes.get(id(m), 0) for m in self._backlog}  # not the hello's
+            sizes = self.frames.sizes
+            self.frames.sizes = {id(m): sizes.get(id(m), 0) for m in self._backlog}  # not the hello's
             for message in self._backlog:
                 await self._dispatch(message, requests)
             while True:
-                for message in await self._messages():
+                for message in await self.frames.messages():
                     await self._dispatch(message, requests)
         except ProtocolError as exc:
             log.warning("closing a connection: %s", exc)
@@ -265,7 +221,7 @@ class Connection:
         requests.start_soon(self._handled, size, handler, *args)
 
     async def _dispatch(self, message: dict[str, Any], requests: TaskGroup) -> None:
-        size = self._sizes.pop(id(message), 0)
+        size = self.frames.sizes.pop(id(message), 0)
         try:
             op, rid, fields = protocol.parse_request(message)
         except ProtocolError as exc:
@@ -300,7 +256,7 @@ class Connection:
     async def _write(self, op: str, rid: int, fields: dict[str, Any], size: int) -> None:
         """Check one write and queue it; its reply goes to the outbox once it is committed (or at
         once, refused). ``size`` was admitted (``_admit``) and is given back when the reply is sent."""
-        self._unanswered += 1
+        self.outbox.expect()
         try:
             write = admin_from_request(op, fields) if op in protocol.ADMIN_OPS else op_from_request(op, fields)
         except LensdError as exc:
@@ -315,34 +271,13 @@ class Connection:
         try:
             await self.daemon.committer.queue([write], lambda outcomes: self._answer(rid, size, outcomes[0]))
         except BaseException:
-            self._settle(size)  # never queued: nothing will answer it
+            self.outbox.settle(size)  # never queued: nothing will answer it
             raise
 
     def _answer(self, rid: int, size: int, outcome: str | LensdError) -> None:
         """A write's outcome: its reply joins the outbox (called by the committer once committed)."""
-        if self._gone:
-            self._settle(size)
-            return
         reply = protocol.error(rid, outcome) if isinstance(outcome, LensdError) else protocol.ok(rid, outcome=outcome)
-        self._outbox.append((self._frame(reply), size))
-        self._wake.set()
-
-    def _settle(self, size: int) -> None:
-        self._unanswered -= 1
-        self._release(size)
-
-    async def _reply(self) -> None:
-        """Send the outbox, every reply ready in one ``send``, then give back their allowances;
-        return once reading has ended and every write read has been answered."""
-        while self._outbox or self._unanswered or not self._reading_done:
-            if not self._outbox:
-                await self._wake.wait()
-                self._wake = anyio.Event()
-                continue
-            ready, self._outbox = self._outbox, []
-            await self._send_bytes(ready[0][0] if len(ready) == 1 else b"".join(frame for frame, _ in ready))
-            for _, size in ready:
-                self._settle(size)
+        self.outbox.post(self._frame(reply), size)
 
     async def _single(self, op: str, rid: int, fields: dict[str, Any]) -> None:
         try:
