@@ -18,17 +18,21 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import msgpack
 import pytest
 from conftest import DIR_OUTPUT, integrity_ok
 from records_factory import record
 from test_watch import stored, until
-from wire import frame, framed, hello, raw_connection, read_frame
+from wire import frame, framed, hello, raw_connection, read_frame, request, wait_for
 
 import lensd
+from lensd.daemon import flow
+from lensd.daemon.outbox import Outbox
 from lensd.domain.records import validate_record
 from lensd.errors import IngestError, InvalidRecord
 from lensd.ingest import folders
+from lensd.query.state import QueryState
 from lensd.store.writeops import Upsert
 from lensd.store.writer import BatchWriter
 from lensd.wire import spoolfile
@@ -164,6 +168,106 @@ def test_a_client_pipelining_without_reading_replies_is_held_back(make_daemon, s
     assert sent.is_set()
     served(daemon.socket, 200)
     assert daemon.stop() == 0
+
+
+def held_back(socket: Path) -> int:
+    """How many connections the daemon is not reading now because a flow bound is reached."""
+    sock = raw_connection(socket, timeout=60)
+    try:
+        hello(sock)
+        return int(request(sock, "status", 1)["status"]["held_back"])
+    finally:
+        sock.close()
+
+
+def _jam(sock: socketlib.socket, requests: list[bytes]) -> None:
+    """Open a read stream whose first page (a ~1.2 MB fit) fills the socket, so no reply after it
+    can be sent, then pipeline ``requests`` without ever reading (until the daemon stops reading)."""
+    try:
+        sock.sendall(frame({"op": "query", "rid": 1, "query": QueryState().to_wire()}))
+        for data in requests:
+            sock.sendall(data)
+    except OSError:
+        pass  # the socket's timeout, or its close at the test's end
+
+
+def _big_fit(socket: Path, i: int, info_bytes: int) -> None:
+    """Store a fit of about ``info_bytes``; a reply that does not come within 60 s fails the test."""
+    fields = record(i, n_samples=5)
+    fields["info"] = {f"k{k}": "n" * 50_000 for k in range(info_bytes // 50_000)}
+    sock = raw_connection(socket, timeout=60)
+    try:
+        hello(sock)
+        assert request(sock, "submit", 1, record=fields)["outcome"] == "applied"
+    finally:
+        sock.close()
+
+
+def test_clients_that_never_read_their_replies_do_not_hold_back_other_writers(make_daemon, short_tmp) -> None:  # type: ignore[no-untyped-def]
+    """Four clients pipelining ~1 MiB writes and never reading took the daemon-wide 256 MiB for good
+    (a request's share came back only once its reply was sent): no other client's write was taken.
+    Now it comes back once the reply is queued; only each client's own 64 requests wait on it."""
+    daemon = make_daemon()
+    _big_fit(daemon.socket, 0, 1_200_000)  # the stream's first page, too big for a socket's buffer
+    pad = b"x" * (2**20 - 200)
+    refused = [frame({"op": "submit", "rid": 100 + i, "record": {"bad": 1}, "pad": pad}) for i in range(66)]
+    stuck = [raw_connection(daemon.socket, timeout=90) for _ in range(4)]
+    for sock in stuck:
+        hello(sock)
+        threading.Thread(target=_jam, args=(sock, refused), daemon=True).start()
+    wait_for(lambda: held_back(daemon.socket) == len(stuck), timeout=60, interval=0.1,
+             what="the four clients to be held back")
+    _big_fit(daemon.socket, 1, 200_000)  # more than what the four leave of the 256 MiB
+    for sock in stuck:
+        sock.shutdown(socketlib.SHUT_RDWR)  # now, though its sender thread still waits on it
+        sock.close()
+    wait_for(lambda: held_back(daemon.socket) == 0, timeout=60, interval=0.1, what="the stuck clients to go")
+    served(daemon.socket, 2)
+    assert set(stored(daemon.db)) == {f"fit-{i}" for i in range(7)}
+    assert peak_rss_kb(daemon.pid) < RSS_BOUND_KB
+    assert daemon.stop() == 0
+
+
+def test_a_connection_past_its_bound_of_unsent_replies_waits_until_they_are_sent() -> None:
+    """The outbox's bound, in process: replies past ``limit`` bytes unsent make ``room()`` wait (the
+    connection is then not read), and each request's daemon-wide share is back as soon as its reply
+    is queued, its connection's share once the reply is sent."""
+    async def run() -> list[int]:
+        sent: list[int] = []
+        unblock = anyio.Event()
+
+        async def send(data: bytes) -> None:
+            await unblock.wait()  # a peer that does not read, until it does
+            sent.append(len(data))
+
+        own, shared = flow.Allowance(64, 2**20), flow.Allowance(64, 2**20)
+        outbox = Outbox(send, own, shared, limit=1000)
+        async with anyio.create_task_group() as group:
+            group.start_soon(outbox.run)
+            for _ in range(3):
+                await own.acquire(10)
+                await shared.acquire(10)
+                outbox.expect()
+                outbox.post(b"r" * 600, 10)
+                await anyio.lowlevel.checkpoint()
+            assert outbox.full and (own.used_count, shared.used_count) == (3, 0)
+            roomy = anyio.Event()
+
+            async def wait_for_room() -> None:
+                await outbox.room()
+                roomy.set()
+
+            group.start_soon(wait_for_room)
+            for _ in range(10):  # every task has run as far as it can
+                await anyio.lowlevel.checkpoint()
+            assert not roomy.is_set()
+            unblock.set()
+            await roomy.wait()
+            outbox.end()
+        assert (own.used_count, outbox.unsent) == (0, 0)
+        return sent
+
+    assert sum(anyio.run(run)) == 1800
 
 
 def test_unfinished_frames_are_bounded_and_cut_off(make_daemon, short_tmp) -> None:  # type: ignore[no-untyped-def]

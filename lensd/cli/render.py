@@ -51,7 +51,9 @@ def format_status(report: dict[str, Any]) -> str:
         f"lensd {report.get('version', '')} up {_duration(report.get('uptime'))}, pid {report.get('pid')}",
         f"database   {report.get('database')} ({_size(float(report.get('database_bytes') or 0))}, "
         f"durability {report.get('durability')})",
-        f"socket     {report.get('socket')} ({report.get('connections')} connections)",
+        f"socket     {report.get('socket')} ({report.get('connections')} connections"
+        + (f", {report['held_back']} held back by flow control)" if report.get("held_back")
+           else ")"),
         *([f"tcp        {', '.join(report['tcp'])}{' (TLS)' if report.get('tls') else ''}"]
           if report.get("tcp") else []),
         f"queue      {report.get('queue_depth')} waiting, mean batch {report.get('mean_batch', 0):.1f}, "

@@ -5,8 +5,9 @@ errors in one request become an error reply for that request. Writes are answere
 group committer reports their commit.
 
 A write request has no task of its own: the reading task checks it and queues it for the
-committer, which, once it is committed, hands its reply to this connection's ``Outbox``. Reads,
-counts and status keep a task each: they wait on the read side, not on the committer. Bytes
+committer, which, once it is committed, hands its reply to this connection's ``Outbox``. Counts
+and status keep a task each (they wait on the read side, not on the committer) and post their
+reply to the outbox too; read streams send their pages themselves, paced by the client. Bytes
 become messages in ``framing.FrameReader``.
 """
 
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -68,7 +68,7 @@ class Connection:
         self.credits: dict[int, _Credit] = {}
         self.reading = anyio.CancelScope()
         self.in_flight = flow.Allowance(flow.MAX_IN_FLIGHT, flow.MAX_IN_FLIGHT_BYTES)
-        self.outbox = Outbox(self._send_bytes, self._release)
+        self.outbox = Outbox(self._send_bytes, self.in_flight, daemon.flow.in_flight)
 
     def finish(self) -> None:
         """Stop reading requests and end open read streams; pending writes still get answers.
@@ -190,35 +190,24 @@ class Connection:
                 ConnectionError):
             pass
 
-    def _release(self, size: int) -> None:
-        self.in_flight.release(size)
-        self.daemon.flow.in_flight.release(size)
-
-    async def _handled(self, size: int, handler: Callable[..., Awaitable[None]], *args: Any) -> None:
-        """Run one request's handler, then give back its share of the in-flight allowances."""
-        try:
-            await handler(*args)
-        finally:
-            self._release(size)
-
     async def _admit(self, size: int) -> None:
-        """Return once this connection (and the daemon) may take one more request.
+        """Return once this connection (and the daemon) may take one more request; the request
+        will post one reply to the outbox (or ``drop``), which gives back what it took.
 
-        Until then this connection is not read: a client that pipelines without reading its
-        replies waits on its own socket, and the others are served (``flow``).
+        Until then this connection is not read, and counts in ``held_back``: a client that
+        pipelines without reading its replies waits on its own socket, and the others are served
+        (``flow``, ``outbox``).
         """
-        await self.in_flight.acquire(size)
-        try:
-            await self.daemon.flow.in_flight.acquire(size)
-        except BaseException:
-            self.in_flight.release(size)
-            raise
-
-    async def _start(self, requests: TaskGroup, size: int, handler: Callable[..., Awaitable[None]],
-                     *args: Any) -> None:
-        """Start a handler once this connection (and the daemon) may take one more request."""
-        await self._admit(size)
-        requests.start_soon(self._handled, size, handler, *args)
+        shared = self.daemon.flow
+        with shared.holding(self.outbox.full or not (self.in_flight.fits(size) and shared.in_flight.fits(size))):
+            await self.outbox.room()
+            await self.in_flight.acquire(size)
+            try:
+                await shared.in_flight.acquire(size)
+            except BaseException:
+                self.in_flight.release(size)
+                raise
+        self.outbox.expect()
 
     async def _dispatch(self, message: dict[str, Any], requests: TaskGroup) -> None:
         size = self.frames.sizes.pop(id(message), 0)
@@ -239,7 +228,8 @@ class Connection:
             await self._admit(size)
             await self._write(op, rid, fields, size)
         elif op in ("count", "status"):
-            await self._start(requests, size, self._single, op, rid, fields)
+            await self._admit(size)
+            requests.start_soon(self._single, op, rid, fields, size)
         elif rid in self.credits:
             requests.start_soon(self.send, protocol.error(rid, ProtocolError(f"rid {rid} is in use")))
         elif len(self.credits) >= flow.MAX_STREAMS:
@@ -255,8 +245,7 @@ class Connection:
 
     async def _write(self, op: str, rid: int, fields: dict[str, Any], size: int) -> None:
         """Check one write and queue it; its reply goes to the outbox once it is committed (or at
-        once, refused). ``size`` was admitted (``_admit``) and is given back when the reply is sent."""
-        self.outbox.expect()
+        once, refused). ``size`` was admitted (``_admit``)."""
         try:
             write = admin_from_request(op, fields) if op in protocol.ADMIN_OPS else op_from_request(op, fields)
         except LensdError as exc:
@@ -271,7 +260,7 @@ class Connection:
         try:
             await self.daemon.committer.queue([write], lambda outcomes: self._answer(rid, size, outcomes[0]))
         except BaseException:
-            self.outbox.settle(size)  # never queued: nothing will answer it
+            self.outbox.drop(size)  # never queued: nothing will answer it
             raise
 
     def _answer(self, rid: int, size: int, outcome: str | LensdError) -> None:
@@ -279,7 +268,16 @@ class Connection:
         reply = protocol.error(rid, outcome) if isinstance(outcome, LensdError) else protocol.ok(rid, outcome=outcome)
         self.outbox.post(self._frame(reply), size)
 
-    async def _single(self, op: str, rid: int, fields: dict[str, Any]) -> None:
+    async def _single(self, op: str, rid: int, fields: dict[str, Any], size: int) -> None:
+        """Answer a count or status into the outbox; ``size`` was admitted (``_admit``)."""
+        try:
+            reply = await self._single_reply(op, rid, fields)
+        except BaseException:  # cancelled: nothing will answer it
+            self.outbox.drop(size)
+            raise
+        self.outbox.post(self._frame(reply), size)
+
+    async def _single_reply(self, op: str, rid: int, fields: dict[str, Any]) -> dict[str, Any]:
         try:
             if op == "count":
                 reply = protocol.done(rid, count=await self.daemon.reads.count(fields))
@@ -290,7 +288,7 @@ class Connection:
         except Exception as exc:  # a bug must not end the connection
             log.exception("%s failed", op)
             reply = protocol.error(rid, StorageError(f"{op} failed: {exc}"))
-        await self.send(reply)
+        return reply
 
     async def _stream(self, op: str, rid: int, fields: dict[str, Any]) -> None:
         credit = self.credits[rid]

@@ -5,9 +5,14 @@ reading the replies (200,000 of them grew it to 1.33 GB), or opening frames and 
 them (ten connections held 600 MB). So:
 
 - per connection, at most ``MAX_IN_FLIGHT`` requests (and ``MAX_IN_FLIGHT_BYTES`` of their
-  frames) are being handled at once; past that the connection is simply not read until one
-  finishes, so the client waits on its own socket and every other client is served. Its unsent
-  replies are bounded by the same count;
+  frames) are being handled or have a reply not sent yet, and at most ``MAX_UNSENT_BYTES`` of
+  replies wait unsent; past that the connection is simply not read until its peer reads, so the
+  client waits on its own socket and every other client is served;
+- all connections together have at most ``4 * MAX_IN_FLIGHT_BYTES`` of requests being handled; a
+  request's share of it is given back once its reply is queued (``outbox``), so clients that never
+  read their replies hold none of it;
+- ``Shared.held_back`` counts the connections not read now because one of these bounds is
+  reached (``lensd status`` shows it);
 - all connections together hold at most ``PARTIAL_BUDGET`` bytes of unfinished frames; a
   connection whose bytes would pass it stops being read until others finish or are cut off, and
   a frame left unfinished for ``--frame-timeout`` closes its connection;
@@ -19,6 +24,8 @@ A connection may always have one request in flight, whatever its size (up to the
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Final
 
 import anyio
@@ -29,6 +36,7 @@ from lensd.wire import codec, protocol
 
 MAX_IN_FLIGHT: Final = 64
 MAX_IN_FLIGHT_BYTES: Final = 64 * 2**20
+MAX_UNSENT_BYTES: Final = 8 * 2**20  # replies a connection's peer has not read: past it, it is not read
 MAX_STREAMS: Final = 32  # read streams one connection may hold open
 PARTIAL_BUDGET: Final = 128 * 2**20
 HEAVY_DECODES: Final = 2
@@ -43,11 +51,12 @@ class Allowance:
         self._changed = anyio.Event()
         self._waiting = 0  # acquirers waiting: a release wakes them, and makes a new Event, only then
 
-    def _fits(self, size: int) -> bool:
+    def fits(self, size: int) -> bool:
+        """Whether ``acquire(size)`` would return at once."""
         return self.used_count == 0 or (self.used_count < self.count and self.used_size + size <= self.size)
 
     async def acquire(self, size: int) -> None:
-        while not self._fits(size):
+        while not self.fits(size):
             self._waiting += 1
             try:
                 await self._changed.wait()
@@ -107,3 +116,16 @@ class Shared:
         self.partial = PartialFrames()
         self.decoding = Decoding()
         self.in_flight = Allowance(1 << 30, 4 * MAX_IN_FLIGHT_BYTES)  # all connections' requests
+        self.held_back = 0  # connections not read now because a bound is reached (``status``)
+
+    @contextmanager
+    def holding(self, held: bool) -> Iterator[None]:
+        """Count a connection in ``held_back`` while it waits for a bound (when ``held``)."""
+        if not held:
+            yield
+            return
+        self.held_back += 1
+        try:
+            yield
+        finally:
+            self.held_back -= 1

@@ -139,7 +139,7 @@ class Daemon:
             "spool": str(self.settings.spool) if self.settings.spool else None,
             "lost_after": self.settings.lost_after, "durability": self.settings.durability,
             "tcp": [f"{h}:{p}" for _, (h, p) in self.tcp], "tls": bool(self.gate and self.gate.tls),
-            "failed_handshakes": self.gate.failures if self.gate else 0,
+            "failed_handshakes": self.gate.failures if self.gate else 0, "held_back": self.flow.held_back,
             **self.committer.stats(), **self.extra_status,
         }
 
