@@ -228,6 +228,32 @@ def test_clients_that_never_read_their_replies_do_not_hold_back_other_writers(ma
     assert daemon.stop() == 0
 
 
+def test_a_client_flooding_bad_requests_without_reading_the_errors_is_held_back(make_daemon, short_tmp) -> None:  # type: ignore[no-untyped-def]
+    """Error replies to bad requests (a repeated hello, an unknown op, no rid, a rid in use) each got
+    a task of its own, outside every bound: a client that never read them was read for ever, and
+    the daemon grew by a task and a reply per frame. Now they are admitted and sent like any reply."""
+    daemon = make_daemon()
+    _big_fit(daemon.socket, 0, 1_200_000)  # the stream's first page, too big for a socket's buffer
+    bad = [frame({"op": "hello", "v": 1, "rid": 2}), frame({"op": "nope", "rid": 3}), frame({"op": "count"}),
+           frame({"op": "query", "rid": 1, "query": QueryState().to_wire()})]  # rid 1: the open stream
+    flood = [b"".join(bad * 5_000)]  # 20,000 requests, ~1.2 MB: far more than one connection may have
+    sock = raw_connection(daemon.socket, timeout=90)
+    hello(sock)
+    sender = threading.Thread(target=_jam, args=(sock, flood), daemon=True)
+    sender.start()
+    wait_for(lambda: held_back(daemon.socket) == 1, timeout=60, interval=0.1,
+             what="the flooding client to be held back")
+    assert sender.is_alive()  # still sending: the daemon stopped reading it
+    served(daemon.socket, 1)
+    sock.shutdown(socketlib.SHUT_RDWR)
+    sock.close()
+    sender.join(60)
+    wait_for(lambda: held_back(daemon.socket) == 0, timeout=60, interval=0.1, what="the flooding client to go")
+    served(daemon.socket, 10)
+    assert peak_rss_kb(daemon.pid) < RSS_BOUND_KB
+    assert daemon.stop() == 0
+
+
 def test_a_connection_past_its_bound_of_unsent_replies_waits_until_they_are_sent() -> None:
     """The outbox's bound, in process: replies past ``limit`` bytes unsent make ``room()`` wait (the
     connection is then not read), and each request's daemon-wide share is back as soon as its reply

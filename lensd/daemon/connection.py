@@ -214,16 +214,17 @@ class Connection:
         try:
             op, rid, fields = protocol.parse_request(message)
         except ProtocolError as exc:
-            requests.start_soon(self.send, protocol.error(protocol.reply_rid(message), exc))
+            await self._reply_now(protocol.error(protocol.reply_rid(message), exc), size)
             return
         if op in ("next", "cancel"):
             credit = self.credits.get(rid)
             if credit is not None:  # none: it crossed the stream's final frame
                 credit.control(op)
         elif op in ("hello", "auth"):
-            requests.start_soon(self.send, protocol.error(rid, ProtocolError(f"{op} was already said")))
+            await self._reply_now(protocol.error(rid, ProtocolError(f"{op} was already said")), size)
         elif op == "stop":
-            requests.start_soon(self._stop, rid)
+            await self._reply_now(protocol.ok(rid, stopping=True), size)
+            self.daemon.request_stop()
         elif op in protocol.WRITE_OPS or op in protocol.ADMIN_OPS:
             await self._admit(size)
             await self._write(op, rid, fields, size)
@@ -231,17 +232,23 @@ class Connection:
             await self._admit(size)
             requests.start_soon(self._single, op, rid, fields, size)
         elif rid in self.credits:
-            requests.start_soon(self.send, protocol.error(rid, ProtocolError(f"rid {rid} is in use")))
+            await self._reply_now(protocol.error(rid, ProtocolError(f"rid {rid} is in use")), size)
         elif len(self.credits) >= flow.MAX_STREAMS:
-            requests.start_soon(self.send, protocol.error(rid, Busy(
-                f"this connection has {flow.MAX_STREAMS} read streams open: finish or cancel one first")))
+            await self._reply_now(protocol.error(rid, Busy(
+                f"this connection has {flow.MAX_STREAMS} read streams open: finish or cancel one first")), size)
         else:
             self.credits[rid] = _Credit()
             requests.start_soon(self._stream, op, rid, fields)
 
-    async def _stop(self, rid: int) -> None:
-        await self.send(protocol.ok(rid, stopping=True))
-        self.daemon.request_stop()
+    async def _reply_now(self, reply: dict[str, Any], size: int) -> None:
+        """Answer a request that needs no handler (a refused envelope, a repeated hello, ``stop``).
+
+        It is admitted like any request and its reply goes through the outbox, so a client sending
+        such requests without reading the replies is held back like any other; each used to get a
+        task of its own outside every bound.
+        """
+        await self._admit(size)
+        self.outbox.post(self._frame(reply), size)
 
     async def _write(self, op: str, rid: int, fields: dict[str, Any], size: int) -> None:
         """Check one write and queue it; its reply goes to the outbox once it is committed (or at
