@@ -151,6 +151,9 @@ class Settings:
     frame_timeout: float = field(default=30.0, metadata=cli(
         "float", "Seconds a started frame may wait for its next bytes before the connection is closed.",
         low=0.01))
+    frame_deadline: float = field(default=120.0, metadata=cli(
+        "float", "Seconds a started frame has to arrive whole, once the daemon has room for it, before "
+                 "the connection is closed.", low=0.01))
     max_db_mb: int | None = field(default=None, metadata=cli(  # a quota: writes past it fail
         "int", "Quota guard: writes that would grow the database past this many MiB fail "
                "with a 'full' error (no limit by default).", low=1))

@@ -327,6 +327,107 @@ def test_unfinished_frames_are_bounded_and_cut_off(make_daemon, short_tmp) -> No
     assert daemon.stop() == 0
 
 
+def _status(socket: Path) -> dict[str, Any]:
+    sock = raw_connection(socket, timeout=60)
+    try:
+        hello(sock)
+        status: dict[str, Any] = request(sock, "status", 1)["status"]
+        return status
+    finally:
+        sock.close()
+
+
+def _trickle(sock: socketlib.socket, replies: list[dict[str, Any] | None]) -> None:
+    """Send a byte of a begun frame every 0.2 s (the attack's pace) until the daemon answers; its
+    reply (or None) goes to ``replies``."""
+    try:
+        while not select.select([sock], [], [], 0.2)[0]:
+            sock.sendall(b"\xa1")
+    except OSError:
+        pass
+    replies.append(read_frame(sock))
+
+
+def test_a_frame_reserves_its_whole_size_and_must_come_whole_within_its_deadline(make_daemon, short_tmp) -> None:  # type: ignore[no-untyped-def]
+    """Two peers declare 64 MiB frames and trickle a byte at a time, never --frame-timeout apart:
+    each held what it had sent for ever, and the budget counted only the bytes that came. Now a
+    frame's whole size is reserved before more of it is read, first come first served (the second
+    waits in line), and a frame not whole --frame-deadline after its room was reserved closes its
+    connection with an error, its room given back at once (then the second's turn comes)."""
+    daemon = make_daemon("--frame-timeout", "60", "--frame-deadline", "3")
+    socks = [raw_connection(daemon.socket, timeout=90) for _ in range(2)]
+    for sock in socks:
+        hello(sock)
+    for sock in socks:  # together: 128 MiB and 8 bytes, past the budget by 8 bytes
+        sock.sendall(struct.pack(">I", 64 * 2**20) + b"\x81")  # a map's first byte: a body well begun
+    replies: list[dict[str, Any] | None] = []
+    threads = [threading.Thread(target=_trickle, args=(sock, replies), daemon=True) for sock in socks]
+    for thread in threads:
+        thread.start()
+    daemon.wait_for_log("a frame of 67108868 bytes waits for room: 67108868 of the 134217728", timeout=60)
+    for thread in threads:
+        thread.join(90)
+    assert len(replies) == 2
+    for reply in replies:
+        assert reply is not None and reply["ok"] is False, reply
+        assert reply["error"]["message"] == ("a frame of 67108868 bytes did not arrive whole within 3s "
+                                             "(lensd start --frame-deadline)")
+    assert [read_frame(sock) for sock in socks] == [None, None]  # and the connections are closed
+    daemon.wait_for_log("closing a connection: a frame of 67108868 bytes did not arrive whole", timeout=60)
+    status = _status(daemon.socket)
+    assert (status["reserved_frame_bytes"], status["held_back"]) == (0, 0)
+    for sock in socks:
+        sock.close()
+    served(daemon.socket, 0)
+    assert peak_rss_kb(daemon.pid) < RSS_BOUND_KB
+    assert daemon.stop() == 0
+
+
+def test_a_frame_before_the_handshake_reserves_only_what_came_of_it(make_daemon, short_tmp) -> None:  # type: ignore[no-untyped-def]
+    """Before its hello (over TCP, before it has authenticated) a peer's header alone must not
+    reserve the 64 MiB it declares: its frame holds what came of it and one more read."""
+    daemon = make_daemon("--handshake-timeout", "90")
+    sock = raw_connection(daemon.socket, timeout=60)
+    sock.sendall(struct.pack(">I", 64 * 2**20) + b"\x81")  # a header, and the first byte of a map
+    wait_for(lambda: _status(daemon.socket)["reserved_frame_bytes"] > 0, timeout=60, interval=0.1,
+             what="the frame's first bytes to be read")
+    assert _status(daemon.socket)["reserved_frame_bytes"] <= 5 + 2**16
+    sock.shutdown(socketlib.SHUT_RDWR)
+    sock.close()
+    wait_for(lambda: _status(daemon.socket)["reserved_frame_bytes"] == 0, timeout=60, interval=0.1,
+             what="the room to be given back")
+    assert daemon.stop() == 0
+
+
+def test_unfinished_frames_wait_for_room_in_the_order_they_came() -> None:
+    """``flow.PartialFrames`` in process: a frame that fits while others wait still waits its turn,
+    a frame let in whatever its size when nothing is held, and one that gives up makes room for
+    the next in line."""
+    async def run() -> list[str]:
+        partial = flow.PartialFrames(budget=100)
+        order: list[str] = []
+
+        async def take(name: str, size: int) -> None:
+            await partial.reserve(size, patience=60)
+            order.append(name)
+
+        await partial.reserve(150, patience=60)  # nothing held: any size is let in
+        async with anyio.create_task_group() as group:
+            group.start_soon(take, "big", 90)
+            group.start_soon(take, "small", 5)  # fits beside the big one, but came after it
+            for _ in range(10):
+                await anyio.lowlevel.checkpoint()
+            assert order == [] and not partial.may_take(1)
+            partial.release(150)
+        assert order == ["big", "small"] and partial.held == 95
+        with pytest.raises(Exception, match="no room was made within"):
+            await partial.reserve(10, patience=0.01)
+        partial.release(95)
+        return order
+
+    anyio.run(run)
+
+
 def test_frames_of_millions_of_tiny_values_are_refused_before_they_are_built(make_daemon, short_tmp) -> None:  # type: ignore[no-untyped-def]
     daemon = make_daemon()
     bodies = [msgpack.packb({"op": "submit", "rid": 1, "record": {"info": {"x": [0] * (8 * 2**20)}}}),

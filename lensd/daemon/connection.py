@@ -161,21 +161,26 @@ class Connection:
         try:
             async with anyio.create_task_group() as requests:
                 requests.start_soon(self.outbox.run)
+                broken = False
                 with self.reading:
-                    await self._read_requests(requests)
+                    broken = await self._read_requests(requests)
                 self._end_streams()  # no more "next" can come: a stream waiting for one would hang
                 self.outbox.end()
+                if broken:  # its replies get --frame-timeout to go out, then the connection closes
+                    requests.cancel_scope.deadline = anyio.current_time() + self.daemon.settings.frame_timeout
         finally:
             self.outbox.close()  # cut off (the daemon's drain timeout): nobody sends what is left
             self.frames.close()
             with anyio.CancelScope(shield=True):
                 await self.stream.aclose()
 
-    async def _read_requests(self, requests: TaskGroup) -> None:
-        """Read and dispatch until EOF; a framing error is answered, then ends the connection."""
+    async def _read_requests(self, requests: TaskGroup) -> bool:
+        """Read and dispatch until EOF; True: a framing error (or a frame past its deadline) was
+        answered and ends the connection."""
         try:
             if not await self._handshake():
-                return
+                return False
+            self.frames.welcomed = True
             sizes = self.frames.sizes
             self.frames.sizes = {id(m): sizes.get(id(m), 0) for m in self._backlog}  # not the hello's
             for message in self._backlog:
@@ -185,10 +190,14 @@ class Connection:
                     await self._dispatch(message, requests)
         except ProtocolError as exc:
             log.warning("closing a connection: %s", exc)
-            await self.send(protocol.error(None, exc))
+            self.frames.close()  # its room goes to others now, whether or not the error is read
+            with anyio.move_on_after(self.daemon.settings.frame_timeout):  # a peer that never reads
+                await self.send(protocol.error(None, exc))
+            return True
         except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError,
                 ConnectionError):
             pass
+        return False
 
     async def _admit(self, size: int) -> None:
         """Return once this connection (and the daemon) may take one more request; the request

@@ -13,9 +13,14 @@ them (ten connections held 600 MB). So:
   read their replies hold none of it;
 - ``Shared.held_back`` counts the connections not read now because one of these bounds is
   reached (``lensd status`` shows it);
-- all connections together hold at most ``PARTIAL_BUDGET`` bytes of unfinished frames; a
-  connection whose bytes would pass it stops being read until others finish or are cut off, and
-  a frame left unfinished for ``--frame-timeout`` closes its connection;
+- all connections together hold at most ``PARTIAL_BUDGET`` bytes of unfinished frames: a frame's
+  whole declared size is reserved before more of it is read, first come first served, so a frame
+  let in always may complete; a connection whose frame does not fit is not read (it holds one read
+  chunk) until others finish or are cut off. A frame that gets no byte for ``--frame-timeout``, or
+  no room for as long, or is not whole ``--frame-deadline`` after its room was reserved, closes its
+  connection (``framing``): trickling bytes cannot hold room for ever. Before the handshake a
+  frame reserves only the bytes that came and one more read, so an unauthenticated peer cannot
+  reserve the budget with a header alone;
 - bodies over ``codec.SCAN_ABOVE`` bytes are decoded in a worker thread, ``HEAVY_DECODES`` at a
   time, after ``codec.check_shape`` has bounded what they may allocate.
 
@@ -24,6 +29,7 @@ A connection may always have one request in flight, whatever its size (up to the
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Final
@@ -74,27 +80,58 @@ class Allowance:
 
 
 class PartialFrames:
-    """Bytes of unfinished frames held for all connections of the daemon."""
+    """The daemon-wide budget for unfinished frames, reserved a whole frame at a time.
+
+    A frame's whole declared size is reserved before more of it is read, first come first served:
+    a frame let in may always complete, and a connection whose frame does not fit waits in line
+    (once, every connection holding part of a frame stopped being read past the budget, so none
+    could finish and all were cut off). A frame is let in whatever its size when nothing is held.
+    """
 
     def __init__(self, budget: int = PARTIAL_BUDGET) -> None:
         self.budget = budget
         self.held = 0
-        self._freed = anyio.Event()
+        self._queue: deque[tuple[int, anyio.Event]] = deque()  # waiting, in order of arrival
 
-    def change(self, delta: int) -> None:
-        self.held += delta
-        if delta < 0:
-            self._freed.set()
-            self._freed = anyio.Event()
+    def may_take(self, size: int) -> bool:
+        """Whether ``reserve(size)`` would return at once."""
+        return not self._queue and self._fits(size)
 
-    async def wait_for_room(self, patience: float) -> None:
-        """Return once the total is within budget; ProtocolError after ``patience`` seconds."""
-        with anyio.move_on_after(patience):
-            while self.held > self.budget:
-                await self._freed.wait()
+    def _fits(self, size: int) -> bool:
+        return self.held == 0 or self.held + size <= self.budget
+
+    def release(self, size: int) -> None:
+        self.held -= size
+        while self._queue and self._fits(self._queue[0][0]):
+            first, granted = self._queue.popleft()
+            self.held += first
+            granted.set()
+
+    async def reserve(self, size: int, patience: float) -> None:
+        """Return once ``size`` bytes are reserved; ProtocolError after ``patience`` seconds."""
+        if self.may_take(size):
+            self.held += size
             return
-        raise ProtocolError(f"the daemon holds {self.held} bytes of unfinished frames, over its budget of "
-                            f"{self.budget}, and none finished within {patience:g}s: try again later")
+        entry = (size, anyio.Event())
+        self._queue.append(entry)
+        try:
+            with anyio.move_on_after(patience):
+                await entry[1].wait()
+        except BaseException:
+            self._withdraw(entry)
+            raise
+        if not entry[1].is_set():
+            self._withdraw(entry)
+            raise ProtocolError(f"the daemon holds {self.held} bytes of unfinished frames; a frame of "
+                                f"{size} bytes would pass its budget of {self.budget}, and no room was "
+                                f"made within {patience:g}s: try again later")
+
+    def _withdraw(self, entry: tuple[int, anyio.Event]) -> None:
+        if entry[1].is_set():  # granted, but the caller will not take it
+            self.release(entry[0])
+        else:
+            self._queue.remove(entry)
+            self.release(0)  # the next in line may fit now
 
 
 class Decoding:

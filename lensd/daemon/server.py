@@ -140,6 +140,7 @@ class Daemon:
             "lost_after": self.settings.lost_after, "durability": self.settings.durability,
             "tcp": [f"{h}:{p}" for _, (h, p) in self.tcp], "tls": bool(self.gate and self.gate.tls),
             "failed_handshakes": self.gate.failures if self.gate else 0, "held_back": self.flow.held_back,
+            "reserved_frame_bytes": self.flow.partial.held,
             **self.committer.stats(), **self.extra_status,
         }
 

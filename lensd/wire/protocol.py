@@ -128,6 +128,14 @@ class FrameDecoder:
         """Bytes received that do not yet make a whole frame."""
         return len(self._buffer)
 
+    @property
+    def pending(self) -> int:
+        """The whole size, header included, of the frame begun and not finished, once its header
+        has arrived (0 between frames, and while the header is incomplete)."""
+        if len(self._buffer) < HEADER.size:
+            return 0
+        return HEADER.size + int(HEADER.unpack_from(self._buffer)[0])
+
     def feed(self, data: bytes) -> list[dict[str, Any]]:
         """Add received bytes; return the messages they complete, in order."""
         bodies = self.split(data)
