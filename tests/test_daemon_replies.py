@@ -8,11 +8,15 @@ but the protocol allows), against a real daemon and its sqlite file.
 
 from __future__ import annotations
 
+import dataclasses
+import socket
 from typing import Any
 
 from records_factory import record
 from test_watch import stored
 from wire import frame, hello, raw_connection, read_frame
+
+from lensd.query.state import QueryState
 
 BURST = 40
 BAD = (3, 17, 31)  # refused at validation: a status no record may have
@@ -77,3 +81,36 @@ def test_replies_to_writes_and_reads_pipelined_together_each_reach_their_rid(dae
     sock.close()
     assert daemon.stop() == 0
     assert len(stored(daemon.db)) == 12
+
+
+def test_after_a_half_close_every_request_is_answered_and_streams_send_the_pages_asked_for(daemon) -> None:  # type: ignore[no-untyped-def]
+    """A client that sends its requests, then shuts its side (SHUT_WR), still gets a reply to each:
+    its writes and count are answered, and each stream sends the pages it has credit for, then
+    ``done`` if that was all, else an error that says why it ends. Its streams used to be ended
+    ``done, cancelled`` though it cancelled none, which reads as "no more fits"."""
+    sock = raw_connection(daemon.socket, timeout=60)
+    hello(sock)
+    sock.sendall(b"".join(frame({"op": "submit", "rid": 10 + i, "record": record(i, 20)}) for i in range(3)))
+    _replies(sock, {10, 11, 12})
+    completed = dataclasses.replace(QueryState(), completed_only=True).to_wire()  # not the writes below
+    sock.sendall(frame({"op": "submit", "rid": 20, "record": record(20, 20, status="failed")})
+                 + frame({"op": "count", "rid": 1, "query": completed})
+                 + frame({"op": "query", "rid": 2, "query": completed})  # one page holds all three
+                 + frame({"op": "query", "rid": 3, "query": completed, "page_size": 1})  # needs a next
+                 + frame({"op": "submit", "rid": 21, "record": record(21, 20, status="failed")}))
+    sock.shutdown(socket.SHUT_WR)
+    seen: dict[int, list[dict[str, Any]]] = {}
+    while (reply := read_frame(sock)) is not None:  # until the daemon closes the connection
+        seen.setdefault(reply["rid"], []).append(reply)
+    sock.close()
+    assert set(seen) == {1, 2, 3, 20, 21}
+    assert seen[20] == [{"rid": 20, "ok": True, "outcome": "applied"}] and seen[21] == [
+        {"rid": 21, "ok": True, "outcome": "applied"}]
+    assert seen[1] == [{"rid": 1, "ok": True, "done": True, "count": 3}]
+    assert [len(f["page"]) if "page" in f else f for f in seen[2]] == [3, {"rid": 2, "ok": True, "done": True}]
+    *pages, last = seen[3]
+    assert [len(f["page"]) for f in pages] == [1]
+    assert last["ok"] is False and last["error"]["code"] == "protocol", last
+    assert "half-closed" in last["error"]["message"]
+    assert daemon.stop() == 0
+    assert len(stored(daemon.db)) == 5

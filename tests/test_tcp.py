@@ -22,6 +22,7 @@ import lensd
 from lensd.client.contact import Contact
 from lensd.client.contact import read as read_contact
 from lensd.errors import AuthenticationFailed, Busy
+from lensd.query.state import QueryState
 from lensd.wire import auth, spoolfile
 
 WORKERS = Path(__file__).parent / "workers.py"
@@ -225,6 +226,30 @@ def test_requests_pipelined_after_the_auth_frame_are_each_applied_and_answered(t
     assert all(r is not None and r["outcome"] == "applied" for r in replies), replies
     sock.close()
     assert sorted(stored_ids(tcp.process.db)) == ["fit-1", "fit-2"]
+
+
+def test_a_tcp_client_that_half_closes_gets_every_reply_before_the_daemon_closes(tcp: TcpDaemon) -> None:
+    """SHUT_WR after its requests: over TCP too, each write is answered and a stream sends the page
+    it has credit for, then says the connection was half-closed (not ``done, cancelled``)."""
+    with lensd.connect_sync(address=tcp.address) as client:
+        assert client.submit(record(1, 20)) == client.submit(record(2, 20)) == "applied"
+    sock = tcp_socket(tcp.port)
+    genuine_handshake(sock, tcp.secret_file.read_bytes())
+    sock.sendall(frame({"op": "submit", "rid": 5, "record": record(3, 20, status="failed")})
+                 + frame({"op": "query", "rid": 6, "query": QueryState(completed_only=True).to_wire(),
+                          "page_size": 1})
+                 + frame({"op": "submit", "rid": 7, "record": record(4, 20, status="failed")}))
+    sock.shutdown(socketlib.SHUT_WR)
+    seen: dict[int, list[dict[str, Any]]] = {}
+    while (reply := read_frame(sock)) is not None:  # until the daemon closes the connection
+        seen.setdefault(reply["rid"], []).append(reply)
+    sock.close()
+    assert seen[5] == [{"rid": 5, "ok": True, "outcome": "applied"}]
+    assert seen[7] == [{"rid": 7, "ok": True, "outcome": "applied"}]
+    page, last = seen[6]
+    assert len(page["page"]) == 1 and last["ok"] is False and "half-closed" in last["error"]["message"], seen[6]
+    assert sorted(stored_ids(tcp.process.db)) == ["fit-1", "fit-2", "fit-3", "fit-4"]
+    assert tcp.process.stop() == 0
 
 
 def test_a_huge_value_from_an_unauthenticated_peer_is_neither_logged_nor_echoed_whole(tcp: TcpDaemon) -> None:

@@ -46,9 +46,18 @@ class _Credit:
 
     account: Credit = field(default_factory=Credit)
     wake: anyio.Event = field(default_factory=anyio.Event)
+    deaf: bool = False  # the client's side is closed: no "next" or "cancel" can come
 
     def control(self, op: str) -> None:
         self.account.control(op)
+        self._wake()
+
+    def close_ear(self) -> None:
+        """The client will send nothing more: send what the credit allows, then end."""
+        self.deaf = True
+        self._wake()
+
+    def _wake(self) -> None:
         self.wake.set()
         self.wake = anyio.Event()
 
@@ -164,7 +173,8 @@ class Connection:
                 broken = False
                 with self.reading:
                     broken = await self._read_requests(requests)
-                self._end_streams()  # no more "next" can come: a stream waiting for one would hang
+                for credit in self.credits.values():  # no more "next" can come (see _stream)
+                    credit.close_ear()
                 self.outbox.end()
                 if broken:  # its replies get --frame-timeout to go out, then the connection closes
                     requests.cancel_scope.deadline = anyio.current_time() + self.daemon.settings.frame_timeout
@@ -315,8 +325,13 @@ class Connection:
             reader = await self.daemon.reads.open_stream(op, fields, max_frame)
             while True:
                 with anyio.move_on_after(idle):
-                    while credit.account.waiting:
+                    while credit.account.waiting and not credit.deaf:
                         await credit.wake.wait()
+                if credit.account.waiting and credit.deaf:  # it sent the pages it had credit for
+                    await self.send(protocol.error(rid, ProtocolError(
+                        f"the connection was half-closed: no 'next' can come for this {op} stream, "
+                        "so it ends here after the pages asked for")))
+                    return
                 if credit.account.waiting:  # its snapshot must not be held for ever
                     log.info("closing a %s stream nobody asked a page of for %gs", op, idle)
                     await self.send(protocol.error(rid, ProtocolError(
