@@ -11,8 +11,6 @@ them (ten connections held 600 MB). So:
 - all connections together have at most ``4 * MAX_IN_FLIGHT_BYTES`` of requests being handled; a
   request's share of it is given back once its reply is queued (``outbox``), so clients that never
   read their replies hold none of it;
-- ``Shared.held_back`` counts the connections not read now because one of these bounds is
-  reached (``lensd status`` shows it);
 - all connections together hold at most ``PARTIAL_BUDGET`` bytes of unfinished frames: a frame's
   whole declared size is reserved before more of it is read, first come first served, so a frame
   let in always may complete; a connection whose frame does not fit is not read (it holds one read
@@ -21,6 +19,8 @@ them (ten connections held 600 MB). So:
   connection (``framing``): trickling bytes cannot hold room for ever. Before the handshake a
   frame reserves only the bytes that came and one more read, so an unauthenticated peer cannot
   reserve the budget with a header alone;
+- ``Shared.held_back`` counts the connections not read now because one of these bounds is
+  reached (``lensd status`` shows it);
 - bodies over ``codec.SCAN_ABOVE`` bytes are decoded in a worker thread, ``HEAVY_DECODES`` at a
   time, after ``codec.check_shape`` has bounded what they may allocate.
 
