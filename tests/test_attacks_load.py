@@ -348,36 +348,53 @@ def _trickle(sock: socketlib.socket, replies: list[dict[str, Any] | None]) -> No
     replies.append(read_frame(sock))
 
 
-def test_a_frame_reserves_its_whole_size_and_must_come_whole_within_its_deadline(make_daemon, short_tmp) -> None:  # type: ignore[no-untyped-def]
-    """Two peers declare 64 MiB frames and trickle a byte at a time, never --frame-timeout apart:
-    each held what it had sent for ever, and the budget counted only the bytes that came. Now a
-    frame's whole size is reserved before more of it is read, first come first served (the second
-    waits in line), and a frame not whole --frame-deadline after its room was reserved closes its
-    connection with an error, its room given back at once (then the second's turn comes)."""
-    daemon = make_daemon("--frame-timeout", "60", "--frame-deadline", "3")
+def test_a_frame_reserves_its_whole_size_when_its_header_comes_first_come_first_served(make_daemon) -> None:  # type: ignore[no-untyped-def]
+    """Two peers declare 64 MiB frames and send no more: each held only what it had sent, and the
+    budget counted only the bytes that came. Now a frame's whole size is reserved before more of it
+    is read, so the second (whichever the daemon read second) waits in line, held back, until the
+    first's room is given back when its peer goes."""
+    daemon = make_daemon("--frame-timeout", "90")  # the default --frame-deadline: neither expires here
     socks = [raw_connection(daemon.socket, timeout=90) for _ in range(2)]
     for sock in socks:
         hello(sock)
     for sock in socks:  # together: 128 MiB and 8 bytes, past the budget by 8 bytes
         sock.sendall(struct.pack(">I", 64 * 2**20) + b"\x81")  # a map's first byte: a body well begun
-    replies: list[dict[str, Any] | None] = []
-    threads = [threading.Thread(target=_trickle, args=(sock, replies), daemon=True) for sock in socks]
-    for thread in threads:
-        thread.start()
     daemon.wait_for_log("a frame of 67108868 bytes waits for room: 67108868 of the 134217728", timeout=60)
-    for thread in threads:
-        thread.join(90)
-    assert len(replies) == 2
-    for reply in replies:
-        assert reply is not None and reply["ok"] is False, reply
-        assert reply["error"]["message"] == ("a frame of 67108868 bytes did not arrive whole within 3s "
-                                             "(lensd start --frame-deadline)")
-    assert [read_frame(sock) for sock in socks] == [None, None]  # and the connections are closed
+    status = _status(daemon.socket)
+    assert (status["reserved_frame_bytes"], status["held_back"]) == (67108868, 1)
+    socks[0].close()  # the holder or the one in line: either way one frame is left, with its room
+    wait_for(lambda: _status(daemon.socket)["held_back"] == 0, timeout=60, interval=0.1,
+             what="the frame in line to be given its room")
+    assert _status(daemon.socket)["reserved_frame_bytes"] == 67108868
+    socks[1].close()
+    wait_for(lambda: _status(daemon.socket)["reserved_frame_bytes"] == 0, timeout=60, interval=0.1,
+             what="the last frame's room to be given back")
+    served(daemon.socket, 0)
+    assert daemon.stop() == 0
+
+
+def test_a_frame_must_come_whole_within_its_deadline(make_daemon) -> None:  # type: ignore[no-untyped-def]
+    """A peer that trickles a declared 64 MiB frame a byte at a time, never --frame-timeout apart,
+    held its room for ever; a frame not whole --frame-deadline after its room was reserved now
+    closes its connection with a one-line error, its room given back at once."""
+    daemon = make_daemon("--frame-timeout", "60", "--frame-deadline", "3")
+    sock = raw_connection(daemon.socket, timeout=90)
+    hello(sock)
+    sock.sendall(struct.pack(">I", 64 * 2**20) + b"\x81")
+    replies: list[dict[str, Any] | None] = []
+    trickler = threading.Thread(target=_trickle, args=(sock, replies), daemon=True)
+    trickler.start()
+    trickler.join(90)
+    assert len(replies) == 1
+    (reply,) = replies
+    assert reply is not None and reply["ok"] is False, reply
+    assert reply["error"]["message"] == ("a frame of 67108868 bytes did not arrive whole within 3s "
+                                         "(lensd start --frame-deadline)")
+    assert read_frame(sock) is None  # and the connection is closed
     daemon.wait_for_log("closing a connection: a frame of 67108868 bytes did not arrive whole", timeout=60)
     status = _status(daemon.socket)
     assert (status["reserved_frame_bytes"], status["held_back"]) == (0, 0)
-    for sock in socks:
-        sock.close()
+    sock.close()
     served(daemon.socket, 0)
     assert peak_rss_kb(daemon.pid) < RSS_BOUND_KB
     assert daemon.stop() == 0
