@@ -185,6 +185,11 @@ def _jam(sock: socketlib.socket, requests: list[bytes]) -> None:
     can be sent, then pipeline ``requests`` without ever reading (until the daemon stops reading)."""
     try:
         sock.sendall(frame({"op": "query", "rid": 1, "query": QueryState().to_wire()}))
+        # the page has begun to come (and, far larger than the socket's buffer, cannot all be sent)
+        # before any request is pipelined: otherwise, with the stream slow to open on a loaded
+        # machine, the replies could go first and the connection never fill
+        if not select.select([sock], [], [], 60)[0]:
+            return
         for data in requests:
             sock.sendall(data)
     except OSError:
@@ -351,18 +356,21 @@ def _trickle(sock: socketlib.socket, replies: list[dict[str, Any] | None]) -> No
 def test_a_frame_reserves_its_whole_size_when_its_header_comes_first_come_first_served(make_daemon) -> None:  # type: ignore[no-untyped-def]
     """Two peers declare 64 MiB frames and send no more: each held only what it had sent, and the
     budget counted only the bytes that came. Now a frame's whole size is reserved before more of it
-    is read, so the second (whichever the daemon read second) waits in line, held back, until the
-    first's room is given back when its peer goes."""
+    is read, so the second waits in line, held back, until the first's room is given back when its
+    peer goes."""
     daemon = make_daemon("--frame-timeout", "90")  # the default --frame-deadline: neither expires here
     socks = [raw_connection(daemon.socket, timeout=90) for _ in range(2)]
     for sock in socks:
         hello(sock)
-    for sock in socks:  # together: 128 MiB and 8 bytes, past the budget by 8 bytes
-        sock.sendall(struct.pack(">I", 64 * 2**20) + b"\x81")  # a map's first byte: a body well begun
+    header = struct.pack(">I", 64 * 2**20) + b"\x81"  # and a map's first byte: a body well begun
+    socks[0].sendall(header)
+    wait_for(lambda: _status(daemon.socket)["reserved_frame_bytes"] == 67108868, timeout=60, interval=0.1,
+             what="the first frame's room to be reserved")
+    socks[1].sendall(header)  # together: 128 MiB and 8 bytes, past the budget by 8 bytes
     daemon.wait_for_log("a frame of 67108868 bytes waits for room: 67108868 of the 134217728", timeout=60)
     status = _status(daemon.socket)
     assert (status["reserved_frame_bytes"], status["held_back"]) == (67108868, 1)
-    socks[0].close()  # the holder or the one in line: either way one frame is left, with its room
+    socks[0].close()  # the holder goes: the frame in line (not read while it waits) takes its room
     wait_for(lambda: _status(daemon.socket)["held_back"] == 0, timeout=60, interval=0.1,
              what="the frame in line to be given its room")
     assert _status(daemon.socket)["reserved_frame_bytes"] == 67108868
