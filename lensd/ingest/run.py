@@ -37,6 +37,7 @@ if TYPE_CHECKING:  # anyio (and asyncio) are imported after the readers fork: th
     from anyio.streams.memory import MemoryObjectReceiveStream
 
 BATCH = 256
+FIRST_BATCH = 32  # the direct writer's smallest batch: see ``batch_size``
 DAEMON_CONNECTIONS = 4
 T = TypeVar("T")
 
@@ -195,6 +196,19 @@ def _records(kind: str, value: Any, report: IngestReport) -> list[tuple[Record, 
             for fit_id, status, source, sig, completed, created, columns, facts, nodes, payloads in value]
 
 
+def batch_size(done: int, total: int) -> int:
+    """Folders in the next batch, ``done`` of ``total`` read: ``FIRST_BATCH`` doubling up to ``BATCH``,
+    then halving again towards the end.
+
+    The direct writer writes a batch while the readers read the next. Whatever batch is read last
+    is written with both cores' readers finished, one core idle: a last batch of 256 kept the
+    writer alone for ~80 ms of a ~1 s ingest of 1,000 folders (docs/performance.md, "Round 2,
+    seventh pass"). Small batches at the start let the writer begin sooner, those at the end
+    shorten that tail; the ones between stay large, each commit's fixed cost spread over many.
+    """
+    return max(FIRST_BATCH, min(BATCH, done, (total - done) // 2))
+
+
 def _loaded(folders: list[tuple[Path, Path]], known: dict[str, str], load: Callable[..., tuple[str, Any]],
             workers: Readers | None) -> Iterator[tuple[str, Any]]:
     """``load`` of every folder in order, by the reader processes when there are some."""
@@ -326,13 +340,15 @@ def ingest(dirs: Iterable[str | os.PathLike[str]], db: Database, socket: TargetL
 
     def batches(records_of: Callable[[str, Any, IngestReport], list[T]]) -> Iterable[list[T]]:
         batch: list[T] = []
-        for loaded in _loaded(folders, known, load, pool):
+        size = batch_size(0, len(folders))
+        for done, loaded in enumerate(_loaded(folders, known, load, pool), start=1):
             batch += records_of(*loaded, report)
             if progress is not None:
                 progress(1)
-            if len(batch) >= BATCH:
+            if len(batch) >= size:
                 yield batch
                 batch = []
+                size = batch_size(done, len(folders))
         if batch:
             yield batch
 
