@@ -52,11 +52,6 @@ def _json() -> ModuleType | None:
     return _orjson if isinstance(_orjson, ModuleType) else None
 
 
-def fast_json() -> ModuleType | None:
-    """orjson when installed (``lensd[fast]``), else None: ``pyautofit`` reads JSON files with it."""
-    return _json()
-
-
 def available() -> bool:
     """Whether the fast parser is installed (``pip install 'lensd[fast]'``)."""
     return _json() is not None

@@ -39,7 +39,6 @@ import csv
 import io
 import json
 import os
-import re
 from array import array
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -48,7 +47,7 @@ from typing import Any
 
 from lensd.domain.fitsdata import FITS_MAGIC
 from lensd.errors import IngestError
-from lensd.ingest.csvnumbers import check_width, fast_json, plain_rows, plain_samples, read_samples
+from lensd.ingest.csvnumbers import check_width, plain_rows, plain_samples, read_samples
 from lensd.ingest.folders import (
     PICKLE_SUFFIXES,
     Source,
@@ -65,11 +64,6 @@ __all__ = ["FolderFailure", "discover", "fit_records", "folder_signature", "read
 
 _OWN_JSON = frozenset({"model", "search", "info", "samples_summary"})  # fields, not ``files`` entries
 SKIPPED = "lensd.skipped"  # the files entry listing what was not read, and why
-# orjson reads an integer of 19 digits or more unlike json (past 64 bits it becomes a float), and json
-# stops nesting sooner (~1,000 levels, orjson 1,024): such files are left to json, whose answer stands.
-# Digits after a point are a fraction (0.0026595034472919167), which both read alike.
-_LONG_NUMBER = re.compile(rb"(?<![.0-9])[0-9]{19}")
-_FAST_JSON_OPENS = 512
 
 
 @dataclass(frozen=True)
@@ -236,13 +230,6 @@ def _json(src: Source, name: str) -> Any:
     data = src.read(name)
     if data is None:
         return None
-    fast = fast_json()  # ~4 times json's speed; whatever it refuses, json reads or explains
-    if (fast is not None and data.count(b"{") + data.count(b"[") < _FAST_JSON_OPENS
-            and _LONG_NUMBER.search(data) is None):
-        try:
-            return fast.loads(data)
-        except fast.JSONDecodeError:
-            pass  # NaN, a byte order mark, a lone surrogate escape, an error: json's answer is the one given
     try:
         return json.loads(data)
     except json.JSONDecodeError as exc:
