@@ -115,6 +115,55 @@ def parsers(tree: Path) -> list[Row]:
             for name, seconds in found.items()]
 
 
+def steps(tree: Path, count: int = 200) -> list[Row]:
+    """CPU a folder of each step of ``lensd ingest``, in this process over ``count`` folders (the
+    least of three passes): what the reader processes and the writing process each spend on one."""
+    import asyncio
+    import tempfile
+
+    from lensd.domain.records import validate_record
+    from lensd.ingest import folders, pyautofit, run
+    from lensd.ingest.csvnumbers import read_samples
+    from lensd.store import batchplan
+    from lensd.store.writeops import Upsert
+    from lensd.store.writers import open_writer
+    from lensd.wire import codec
+
+    jobs = run.discover_all([tree])[:count]
+    found: dict[str, float] = {}
+
+    def step(name: str, work: Callable[[], Any]) -> Any:
+        laps = []
+        for _ in range(3):
+            began = time.process_time()
+            value = work()
+            laps.append(time.process_time() - began)
+        found[name] = min(laps) / len(jobs)
+        return value
+
+    csvs = [(folder / "files" / "samples.csv").read_bytes() for folder, _ in jobs]
+    step("signature and listing (signed_listing)", lambda: [folders.signed_listing(f) for f, _ in jobs])
+    read = step("reading a fit (read_in_scan)", lambda: [pyautofit.read_in_scan(f, r, {}, str(f)) for f, r in jobs])
+    step("  of which samples.csv to arrays (read_samples)", lambda: [read_samples(data) for data in csvs])
+    records = step("validate_record", lambda: [validate_record(dict(data)) for data in read])
+    step("row preparation (batchplan.prepare)", lambda: [batchplan.prepare(Upsert(r)) for r in records])
+    loaded = step("a reader, all of it (_load_ready)", lambda: [run._load_ready(f, r, {}, {}) for f, r in jobs])
+    step("msgpack to the pipe and back", lambda: [codec.unpack(codec.pack(list(item))) for item in loaded])
+    ready = [pair for kind, value in loaded for pair in run._records(kind, value, run.IngestReport())]
+
+    async def write() -> float:
+        writer = await open_writer(Path(tempfile.mkdtemp(dir=tree.parent)) / "steps.sqlite")
+        began = time.process_time()
+        for start in range(0, len(ready), run.BATCH):
+            batch = ready[start:start + run.BATCH]
+            await writer.apply([Upsert(record) for record, _ in batch], [rows for _, rows in batch])
+        await writer.close()
+        return time.process_time() - began
+
+    found["the writer: batches of 256 and the close (sqlite)"] = asyncio.run(write()) / len(jobs)
+    return [Row(SECTION, f"a folder's step, CPU: {name}", ms(seconds)) for name, seconds in found.items()]
+
+
 def read_everything(tree: Path) -> float:
     """Seconds to read every file under ``tree`` once (the floor any ingest pays)."""
     began = time.perf_counter()
@@ -144,7 +193,7 @@ def run(options: Options) -> list[Row]:
                 f"read files: {rate(floor, 'folders')}", f"{times(lensd_rate / floor)} file reading",
                 target=f">= {TARGET_RATE:.0f}/s: {verdict(lensd_rate >= TARGET_RATE)}"),
             Row(SECTION, f"the same {n} folders again (unchanged: skipped)", rate(n / again, "folders")),
-            *parsers(tree)]
+            *steps(tree), *parsers(tree)]
     small = folder_tree(options.work, m)
     ours = m / lensd_ingest(small, options.work / f"ingest{m}.sqlite")
     version = pyautofit.available()
