@@ -75,10 +75,11 @@ def _plain_json(value: Any, depth: int = 0) -> bool:
     """Whether ``value`` is already what ``_json_value`` would return (dicts, lists, str, int, float,
     bool, None, exactly those types, within every limit): then it is kept as it is.
 
-    A tree just parsed from JSON or msgpack always is, and checking it costs a third of copying it
-    (~0.025 ms of a folder's ingest: docs/performance.md, "Round 2, seventh pass"). Anything else
-    (a tuple, a numpy scalar, a Mapping that is not a dict, a level past ``MAX_DEPTH``) is False,
-    and ``_json_value`` converts it or says what is wrong, as before.
+    A tree just parsed from JSON or msgpack always is, and checking it costs a third of copying
+    it (~0.025 ms of a folder's ingest: docs/performance.md, "Round 2, seventh pass: folder
+    ingest"). Anything else (a tuple, a numpy scalar, a Mapping that is not a dict such as
+    ``codec.Received``, a level past ``MAX_DEPTH``) is False, and ``_json_value`` converts it or
+    says what is wrong, as before.
     """
     kind = type(value)
     if kind is str:

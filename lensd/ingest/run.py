@@ -201,10 +201,11 @@ def batch_size(done: int, total: int) -> int:
     then halving again towards the end.
 
     The direct writer writes a batch while the readers read the next. Whatever batch is read last
-    is written with both cores' readers finished, one core idle: a last batch of 256 kept the
-    writer alone for ~80 ms of a ~1 s ingest of 1,000 folders (docs/performance.md, "Round 2,
-    seventh pass"). Small batches at the start let the writer begin sooner, those at the end
-    shorten that tail; the ones between stay large, each commit's fixed cost spread over many.
+    is written with both cores' readers finished, one core idle: a last batch of 232 kept the
+    writer alone for ~70 ms of a ~1.1 s ingest of 1,000 folders (docs/performance.md, "Round 2,
+    seventh pass: folder ingest"). Small batches at the start let the writer begin sooner, those
+    at the end shorten that tail; the ones between stay large, each commit's fixed cost spread
+    over many.
     """
     return max(FIRST_BATCH, min(BATCH, done, (total - done) // 2))
 
