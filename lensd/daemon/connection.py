@@ -173,6 +173,8 @@ class Connection:
                 broken = False
                 with self.reading:
                     broken = await self._read_requests(requests)
+                self.frames.close()  # read no more: an unfinished frame's room goes back now, not
+                # once every reply is out (a stream may wait for ever on a peer that does not read)
                 for credit in self.credits.values():  # no more "next" can come (see _stream)
                     credit.close_ear()
                 self.outbox.end()
