@@ -9,6 +9,7 @@ import struct
 from pathlib import Path
 from typing import Any
 
+import anyio
 from records_factory import record
 from wire import frame, hello, raw_connection, request, wait_for
 
@@ -62,3 +63,50 @@ def test_a_half_closed_connection_gives_back_its_unfinished_frames_room_while_it
     status = _status(daemon.socket)
     assert (status["reserved_frame_bytes"], status["held_back"]) == (0, 0)
     assert daemon.stop() == 0
+
+
+def test_a_write_dropped_and_then_answered_gives_its_allowances_back_once() -> None:
+    """anyio's memory stream raises a cancel at a sender whose item a receiver has already taken:
+    a write cancelled while the committer's queue was full is then both dropped by its connection
+    and answered by the committer. Its allowances must come back once, and the outbox owe nothing
+    (it owed -1 and never returned)."""
+    from lensd.daemon import flow
+    from lensd.daemon.outbox import Outbox
+
+    async def run() -> tuple[Any, ...]:
+        send, receive = anyio.create_memory_object_stream[int](0)
+        taken: list[int] = []
+
+        async def sender(scope: anyio.CancelScope) -> None:
+            with scope:
+                try:
+                    await send.send(1)
+                except anyio.get_cancelled_exc_class():
+                    taken.append(-1)  # the cancel came, though the item was taken
+                    raise
+
+        async with anyio.create_task_group() as tasks:
+            scope = anyio.CancelScope()
+            tasks.start_soon(sender, scope)
+            await anyio.wait_all_tasks_blocked()
+            scope.cancel()  # the connection's reading is cancelled (its peer went) ...
+            taken.append(receive.receive_nowait())  # ... as the committer takes the write
+        own, shared = flow.Allowance(4, 100), flow.Allowance(4, 100)
+        sent: list[bytes] = []
+
+        async def deliver(data: bytes) -> None:
+            sent.append(data)
+
+        outbox = Outbox(deliver, own, shared)
+        for allowance in (own, shared):
+            await allowance.acquire(10)
+        outbox.expect()
+        reply = outbox.once(10)
+        reply.drop()  # the connection's except: the cancel
+        reply.post(b"late")  # the committer's answer
+        outbox.end()
+        with anyio.fail_after(30):
+            await outbox.run()  # returns: nothing is owed
+        return taken, own.used_count, own.used_size, shared.used_count, shared.used_size, sent
+
+    assert anyio.run(run) == ([1, -1], 0, 0, 0, 0, [])

@@ -285,16 +285,21 @@ class Connection:
             self._answer(rid, size, InvalidRecord(f"{op}: the request could not be checked "
                                                   f"({type(exc).__name__}: {exc})"))
             return
+        reply = self.outbox.once(size)
         try:
-            await self.daemon.committer.queue([write], lambda outcomes: self._answer(rid, size, outcomes[0]))
+            await self.daemon.committer.queue([write], lambda outcomes: reply.post(self._outcome(rid, outcomes[0])))
         except BaseException:
-            self.outbox.drop(size)  # never queued: nothing will answer it
+            reply.drop()  # not queued (or taken as the cancel came: then its answer is ignored)
             raise
 
     def _answer(self, rid: int, size: int, outcome: str | LensdError) -> None:
-        """A write's outcome: its reply joins the outbox (called by the committer once committed)."""
+        """A write refused before it was queued: its reply joins the outbox."""
+        self.outbox.post(self._outcome(rid, outcome), size)
+
+    def _outcome(self, rid: int, outcome: str | LensdError) -> bytes:
+        """A write's reply frame (the committer's answer once committed, or a refusal)."""
         reply = protocol.error(rid, outcome) if isinstance(outcome, LensdError) else protocol.ok(rid, outcome=outcome)
-        self.outbox.post(self._frame(reply), size)
+        return self._frame(reply)
 
     async def _single(self, op: str, rid: int, fields: dict[str, Any], size: int) -> None:
         """Answer a count or status into the outbox; ``size`` was admitted (``_admit``)."""

@@ -66,6 +66,10 @@ class Outbox:
         self._shared.release(size)
         self._settle(size)
 
+    def once(self, size: int) -> OneReply:
+        """The way out of a request that may be both dropped and answered (a queued write)."""
+        return OneReply(self, size)
+
     def _settle(self, size: int) -> None:
         self._owed -= 1
         self._own.release(size)
@@ -98,3 +102,27 @@ class Outbox:
             self.unsent -= len(frame)
             self._settle(size)
         self._ready.clear()
+
+
+class OneReply:
+    """One request's reply: posted or dropped, whichever comes first; the other is ignored.
+
+    A write cancelled while it waits for room in the committer's queue may have been taken all the
+    same (anyio's ``MemoryObjectSendStream.send`` raises the cancel after a receiver took the item):
+    its drop comes then, and its committed answer later. Giving its allowances back twice would
+    stretch the daemon's bound and leave the outbox owing -1 replies, so ``run`` never returned.
+    """
+
+    def __init__(self, outbox: Outbox, size: int) -> None:
+        self._outbox, self._size = outbox, size
+        self.done = False
+
+    def post(self, frame: bytes) -> None:
+        if not self.done:
+            self.done = True
+            self._outbox.post(frame, self._size)
+
+    def drop(self) -> None:
+        if not self.done:
+            self.done = True
+            self._outbox.drop(self._size)
