@@ -6,6 +6,7 @@ from __future__ import annotations
 import select
 import socket as socketlib
 import struct
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import anyio
 from records_factory import record
 from wire import frame, hello, raw_connection, request, wait_for
 
+import lensd
 from lensd.query.state import QueryState
 
 WHOLE = 4 + 64 * 2**20  # a 64 MiB frame and its header
@@ -110,3 +112,46 @@ def test_a_write_dropped_and_then_answered_gives_its_allowances_back_once() -> N
         return taken, own.used_count, own.used_size, shared.used_count, shared.used_size, sent
 
     assert anyio.run(run) == ([1, -1], 0, 0, 0, 0, [])
+
+
+def _keep_alive(sock: socketlib.socket, stop: threading.Event) -> None:
+    """A byte of a begun frame every 0.2 s, well inside --frame-timeout, until ``stop``."""
+    try:
+        while not stop.wait(0.2):
+            sock.sendall(b"\xa1")
+    except OSError:
+        pass
+
+
+def test_a_tcp_peer_the_daemon_has_no_room_for_is_told_busy_and_not_throttled(make_daemon, short_tmp) -> None:  # type: ignore[no-untyped-def]
+    """Before its handshake a TCP peer's frame waits for room like any other; when none came within
+    --frame-timeout its refusal was a protocol error counted as a failed handshake, so a daemon
+    short of memory slowed the next handshakes of an honest node. Now it is ``busy``: try again."""
+    from test_tcp import TcpDaemon, refused, tcp_socket
+
+    tcp = TcpDaemon(make_daemon, short_tmp, "--frame-timeout", "5", "--handshake-timeout", "60")
+    holders = [raw_connection(tcp.process.socket, timeout=90) for _ in range(2)]
+    stop = threading.Event()
+    for sock in holders:  # two frames of 64 MiB with their headers: the whole 128 MiB budget
+        hello(sock)
+        sock.sendall(struct.pack(">I", 64 * 2**20 - 4) + b"\x81")
+        wait_for(lambda: _status(tcp.process.socket)["held_back"] == 0, timeout=60, interval=0.1,
+                 what="the frame's room")
+    wait_for(lambda: _status(tcp.process.socket)["reserved_frame_bytes"] == 2 * 64 * 2**20, timeout=60,
+             interval=0.1, what="both frames' room to be reserved")
+    keepers = [threading.Thread(target=_keep_alive, args=(sock, stop), daemon=True) for sock in holders]
+    for keeper in keepers:
+        keeper.start()
+    peer = tcp_socket(tcp.port)
+    peer.settimeout(90)
+    peer.sendall(struct.pack(">I", 1000) + b"\x81")  # a hello begun: its first bytes need room
+    assert refused(peer) == "busy"
+    assert _status(tcp.process.socket)["failed_handshakes"] == 0
+    stop.set()
+    for keeper in keepers:
+        keeper.join(30)
+    for sock in holders:
+        sock.close()
+    with lensd.connect_sync(address=tcp.address, secret_file=tcp.secret_file) as client:
+        assert client.submit(record(1)) == "applied"
+    assert tcp.process.stop() == 0

@@ -200,7 +200,7 @@ class Connection:
             while True:
                 for message in await self.frames.messages():
                     await self._dispatch(message, requests)
-        except ProtocolError as exc:
+        except (ProtocolError, Busy) as exc:  # Busy: no room for its frame came in time
             log.warning("closing a connection: %s", exc)
             self.frames.close()  # its room goes to others now, whether or not the error is read
             with anyio.move_on_after(self.daemon.settings.frame_timeout):  # a peer that never reads

@@ -37,7 +37,7 @@ from typing import Final
 import anyio
 import anyio.to_thread
 
-from lensd.errors import ProtocolError
+from lensd.errors import Busy
 from lensd.wire import codec, protocol
 
 MAX_IN_FLIGHT: Final = 64
@@ -108,7 +108,9 @@ class PartialFrames:
             granted.set()
 
     async def reserve(self, size: int, patience: float) -> None:
-        """Return once ``size`` bytes are reserved; ProtocolError after ``patience`` seconds."""
+        """Return once ``size`` bytes are reserved; Busy after ``patience`` seconds (the daemon's
+        budget stayed full: not the peer's fault, so it is told to try again, and over TCP before
+        its handshake this is no failed handshake for the throttle to count)."""
         if self.may_take(size):
             self.held += size
             return
@@ -122,7 +124,7 @@ class PartialFrames:
             raise
         if not entry[1].is_set():
             self._withdraw(entry)
-            raise ProtocolError(f"the daemon holds {self.held} bytes of unfinished frames; a frame of "
+            raise Busy(f"the daemon holds {self.held} bytes of unfinished frames; a frame of "
                                 f"{size} bytes would pass its budget of {self.budget}, and no room was "
                                 f"made within {patience:g}s: try again later")
 

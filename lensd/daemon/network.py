@@ -166,6 +166,10 @@ class Gate:
                 rid = side.verify(message)
             except (ProtocolError, AuthenticationFailed) as exc:
                 failure = exc
+            except Busy as exc:  # the daemon had no room for its frame: told to retry, not throttled
+                log.warning("TCP connection from %s closed before its handshake: %s", connection.peer, exc)
+                await connection.send(protocol.error(rid, exc))
+                return False
             else:
                 self.throttle.succeeded(connection.peer)
                 hello = protocol.hello_reply(rid, __version__)
