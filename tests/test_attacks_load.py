@@ -24,7 +24,7 @@ import pytest
 from conftest import DIR_OUTPUT, integrity_ok
 from records_factory import record
 from test_watch import stored, until
-from wire import frame, framed, hello, raw_connection, read_frame, request, wait_for
+from wire import daemon_status, frame, framed, hello, raw_connection, read_frame, request, wait_for
 
 import lensd
 from lensd.daemon import flow
@@ -172,12 +172,7 @@ def test_a_client_pipelining_without_reading_replies_is_held_back(make_daemon, s
 
 def held_back(socket: Path) -> int:
     """How many connections the daemon is not reading now because a flow bound is reached."""
-    sock = raw_connection(socket, timeout=60)
-    try:
-        hello(sock)
-        return int(request(sock, "status", 1)["status"]["held_back"])
-    finally:
-        sock.close()
+    return int(daemon_status(socket)["held_back"])
 
 
 def _jam(sock: socketlib.socket, requests: list[bytes]) -> None:
@@ -196,7 +191,7 @@ def _jam(sock: socketlib.socket, requests: list[bytes]) -> None:
         pass  # the socket's timeout, or its close at the test's end
 
 
-def _big_fit(socket: Path, i: int, info_bytes: int) -> None:
+def big_fit(socket: Path, i: int, info_bytes: int) -> None:
     """Store a fit of about ``info_bytes``; a reply that does not come within 60 s fails the test."""
     fields = record(i, n_samples=5)
     fields["info"] = {f"k{k}": "n" * 50_000 for k in range(info_bytes // 50_000)}
@@ -213,7 +208,7 @@ def test_clients_that_never_read_their_replies_do_not_hold_back_other_writers(ma
     (a request's share came back only once its reply was sent): no other client's write was taken.
     Now it comes back once the reply is queued; only each client's own 64 requests wait on it."""
     daemon = make_daemon()
-    _big_fit(daemon.socket, 0, 1_200_000)  # the stream's first page, too big for a socket's buffer
+    big_fit(daemon.socket, 0, 1_200_000)  # the stream's first page, too big for a socket's buffer
     pad = b"x" * (2**20 - 200)
     refused = [frame({"op": "submit", "rid": 100 + i, "record": {"bad": 1}, "pad": pad}) for i in range(66)]
     stuck = [raw_connection(daemon.socket, timeout=90) for _ in range(4)]
@@ -222,7 +217,7 @@ def test_clients_that_never_read_their_replies_do_not_hold_back_other_writers(ma
         threading.Thread(target=_jam, args=(sock, refused), daemon=True).start()
     wait_for(lambda: held_back(daemon.socket) == len(stuck), timeout=60, interval=0.1,
              what="the four clients to be held back")
-    _big_fit(daemon.socket, 1, 200_000)  # more than what the four leave of the 256 MiB
+    big_fit(daemon.socket, 1, 200_000)  # more than what the four leave of the 256 MiB
     for sock in stuck:
         sock.shutdown(socketlib.SHUT_RDWR)  # now, though its sender thread still waits on it
         sock.close()
@@ -238,7 +233,7 @@ def test_a_client_flooding_bad_requests_without_reading_the_errors_is_held_back(
     a task of its own, outside every bound: a client that never read them was read for ever, and
     the daemon grew by a task and a reply per frame. Now they are admitted and sent like any reply."""
     daemon = make_daemon()
-    _big_fit(daemon.socket, 0, 1_200_000)  # the stream's first page, too big for a socket's buffer
+    big_fit(daemon.socket, 0, 1_200_000)  # the stream's first page, too big for a socket's buffer
     bad = [frame({"op": "hello", "v": 1, "rid": 2}), frame({"op": "nope", "rid": 3}), frame({"op": "count"}),
            frame({"op": "query", "rid": 1, "query": QueryState().to_wire()})]  # rid 1: the open stream
     flood = [b"".join(bad * 5_000)]  # 20,000 requests, ~1.2 MB: far more than one connection may have
@@ -332,16 +327,6 @@ def test_unfinished_frames_are_bounded_and_cut_off(make_daemon, short_tmp) -> No
     assert daemon.stop() == 0
 
 
-def _status(socket: Path) -> dict[str, Any]:
-    sock = raw_connection(socket, timeout=60)
-    try:
-        hello(sock)
-        status: dict[str, Any] = request(sock, "status", 1)["status"]
-        return status
-    finally:
-        sock.close()
-
-
 def _trickle(sock: socketlib.socket, replies: list[dict[str, Any] | None]) -> None:
     """Send a byte of a begun frame every 0.2 s (the attack's pace) until the daemon answers; its
     reply (or None) goes to ``replies``."""
@@ -364,18 +349,18 @@ def test_a_frame_reserves_its_whole_size_when_its_header_comes_first_come_first_
         hello(sock)
     header = struct.pack(">I", 64 * 2**20) + b"\x81"  # and a map's first byte: a body well begun
     socks[0].sendall(header)
-    wait_for(lambda: _status(daemon.socket)["reserved_frame_bytes"] == 67108868, timeout=60, interval=0.1,
+    wait_for(lambda: daemon_status(daemon.socket)["reserved_frame_bytes"] == 67108868, timeout=60, interval=0.1,
              what="the first frame's room to be reserved")
     socks[1].sendall(header)  # together: 128 MiB and 8 bytes, past the budget by 8 bytes
     daemon.wait_for_log("a frame of 67108868 bytes waits for room: 67108868 of the 134217728", timeout=60)
-    status = _status(daemon.socket)
+    status = daemon_status(daemon.socket)
     assert (status["reserved_frame_bytes"], status["held_back"]) == (67108868, 1)
     socks[0].close()  # the holder goes: the frame in line (not read while it waits) takes its room
-    wait_for(lambda: _status(daemon.socket)["held_back"] == 0, timeout=60, interval=0.1,
+    wait_for(lambda: daemon_status(daemon.socket)["held_back"] == 0, timeout=60, interval=0.1,
              what="the frame in line to be given its room")
-    assert _status(daemon.socket)["reserved_frame_bytes"] == 67108868
+    assert daemon_status(daemon.socket)["reserved_frame_bytes"] == 67108868
     socks[1].close()
-    wait_for(lambda: _status(daemon.socket)["reserved_frame_bytes"] == 0, timeout=60, interval=0.1,
+    wait_for(lambda: daemon_status(daemon.socket)["reserved_frame_bytes"] == 0, timeout=60, interval=0.1,
              what="the last frame's room to be given back")
     served(daemon.socket, 0)
     assert daemon.stop() == 0
@@ -400,7 +385,7 @@ def test_a_frame_must_come_whole_within_its_deadline(make_daemon) -> None:  # ty
                                          "(lensd start --frame-deadline)")
     assert read_frame(sock) is None  # and the connection is closed
     daemon.wait_for_log("closing a connection: a frame of 67108868 bytes did not arrive whole", timeout=60)
-    status = _status(daemon.socket)
+    status = daemon_status(daemon.socket)
     assert (status["reserved_frame_bytes"], status["held_back"]) == (0, 0)
     sock.close()
     served(daemon.socket, 0)
@@ -414,12 +399,12 @@ def test_a_frame_before_the_handshake_reserves_only_what_came_of_it(make_daemon,
     daemon = make_daemon("--handshake-timeout", "90")
     sock = raw_connection(daemon.socket, timeout=60)
     sock.sendall(struct.pack(">I", 64 * 2**20) + b"\x81")  # a header, and the first byte of a map
-    wait_for(lambda: _status(daemon.socket)["reserved_frame_bytes"] > 0, timeout=60, interval=0.1,
+    wait_for(lambda: daemon_status(daemon.socket)["reserved_frame_bytes"] > 0, timeout=60, interval=0.1,
              what="the frame's first bytes to be read")
-    assert _status(daemon.socket)["reserved_frame_bytes"] <= 5 + 2**16
+    assert daemon_status(daemon.socket)["reserved_frame_bytes"] <= 5 + 2**16
     sock.shutdown(socketlib.SHUT_RDWR)
     sock.close()
-    wait_for(lambda: _status(daemon.socket)["reserved_frame_bytes"] == 0, timeout=60, interval=0.1,
+    wait_for(lambda: daemon_status(daemon.socket)["reserved_frame_bytes"] == 0, timeout=60, interval=0.1,
              what="the room to be given back")
     assert daemon.stop() == 0
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from records_factory import record
 from test_watch import stored
-from wire import frame, hello, raw_connection, read_frame
+from wire import frame, hello, raw_connection, read_frame, replies_until_closed
 
 from lensd.query.state import QueryState
 
@@ -99,10 +99,7 @@ def test_after_a_half_close_every_request_is_answered_and_streams_send_the_pages
                  + frame({"op": "query", "rid": 3, "query": completed, "page_size": 1})  # needs a next
                  + frame({"op": "submit", "rid": 21, "record": record(21, 20, status="failed")}))
     sock.shutdown(socket.SHUT_WR)
-    seen: dict[int, list[dict[str, Any]]] = {}
-    while (reply := read_frame(sock)) is not None:  # until the daemon closes the connection
-        seen.setdefault(reply["rid"], []).append(reply)
-    sock.close()
+    seen = replies_until_closed(sock)  # until the daemon closes the connection
     assert set(seen) == {1, 2, 3, 20, 21}
     assert seen[20] == [{"rid": 20, "ok": True, "outcome": "applied"}] and seen[21] == [
         {"rid": 21, "ok": True, "outcome": "applied"}]

@@ -7,12 +7,12 @@ import select
 import socket as socketlib
 import struct
 import threading
-from pathlib import Path
 from typing import Any
 
 import anyio
 from records_factory import record
-from wire import frame, hello, raw_connection, request, wait_for
+from test_attacks_load import big_fit
+from wire import daemon_status, frame, hello, raw_connection, wait_for
 
 import lensd
 from lensd.query.state import QueryState
@@ -20,49 +20,27 @@ from lensd.query.state import QueryState
 WHOLE = 4 + 64 * 2**20  # a 64 MiB frame and its header
 
 
-def _status(socket: Path) -> dict[str, Any]:
-    sock = raw_connection(socket, timeout=60)
-    try:
-        hello(sock)
-        status: dict[str, Any] = request(sock, "status", 1)["status"]
-        return status
-    finally:
-        sock.close()
-
-
-def _big_fit(socket: Path) -> None:
-    """A fit of ~1.2 MB: a stream's page of it cannot all go into a socket's buffer."""
-    fields = record(0, n_samples=5)
-    fields["info"] = {f"k{k}": "n" * 50_000 for k in range(24)}
-    sock = raw_connection(socket, timeout=60)
-    try:
-        hello(sock)
-        assert request(sock, "submit", 1, record=fields)["outcome"] == "applied"
-    finally:
-        sock.close()
-
-
 def test_a_half_closed_connection_gives_back_its_unfinished_frames_room_while_its_replies_wait(make_daemon) -> None:  # type: ignore[no-untyped-def]
     """A peer half-closed in the middle of a frame: the frame can never come whole, but its 64 MiB
     of room came back only once the connection had sent every reply and closed, so a reader that
     never read its stream's page held half the daemon's budget for unfinished frames for ever."""
     daemon = make_daemon("--frame-timeout", "90")  # no cut-off for silence while the test runs
-    _big_fit(daemon.socket)
+    big_fit(daemon.socket, 0, 1_200_000)
     sock = raw_connection(daemon.socket, timeout=90)
     hello(sock)
     sock.sendall(frame({"op": "query", "rid": 1, "query": QueryState().to_wire()}))
     assert select.select([sock], [], [], 60)[0], "the stream's page did not begin to come"
     # the page is far larger than the socket's buffer: its stream waits for this peer to read
     sock.sendall(struct.pack(">I", WHOLE - 4) + b"\x81")  # a header and a map's first byte
-    wait_for(lambda: _status(daemon.socket)["reserved_frame_bytes"] == WHOLE, timeout=60, interval=0.1,
+    wait_for(lambda: daemon_status(daemon.socket)["reserved_frame_bytes"] == WHOLE, timeout=60, interval=0.1,
              what="the frame's room to be reserved")
     sock.shutdown(socketlib.SHUT_WR)  # the frame can never be finished now
-    wait_for(lambda: _status(daemon.socket)["reserved_frame_bytes"] == 0, timeout=60, interval=0.1,
+    wait_for(lambda: daemon_status(daemon.socket)["reserved_frame_bytes"] == 0, timeout=60, interval=0.1,
              what="the half-closed connection's room to be given back")
     sock.close()  # the stream's send fails: the connection ends
-    wait_for(lambda: _status(daemon.socket)["connections"] == 1, timeout=60, interval=0.1,
+    wait_for(lambda: daemon_status(daemon.socket)["connections"] == 1, timeout=60, interval=0.1,
              what="the connection to close")  # 1: the status request's own
-    status = _status(daemon.socket)
+    status = daemon_status(daemon.socket)
     assert (status["reserved_frame_bytes"], status["held_back"]) == (0, 0)
     assert daemon.stop() == 0
 
@@ -135,9 +113,9 @@ def test_a_tcp_peer_the_daemon_has_no_room_for_is_told_busy_and_not_throttled(ma
     for sock in holders:  # two frames of 64 MiB with their headers: the whole 128 MiB budget
         hello(sock)
         sock.sendall(struct.pack(">I", 64 * 2**20 - 4) + b"\x81")
-        wait_for(lambda: _status(tcp.process.socket)["held_back"] == 0, timeout=60, interval=0.1,
+        wait_for(lambda: daemon_status(tcp.process.socket)["held_back"] == 0, timeout=60, interval=0.1,
                  what="the frame's room")
-    wait_for(lambda: _status(tcp.process.socket)["reserved_frame_bytes"] == 2 * 64 * 2**20, timeout=60,
+    wait_for(lambda: daemon_status(tcp.process.socket)["reserved_frame_bytes"] == 2 * 64 * 2**20, timeout=60,
              interval=0.1, what="both frames' room to be reserved")
     keepers = [threading.Thread(target=_keep_alive, args=(sock, stop), daemon=True) for sock in holders]
     for keeper in keepers:
@@ -146,7 +124,7 @@ def test_a_tcp_peer_the_daemon_has_no_room_for_is_told_busy_and_not_throttled(ma
     peer.settimeout(90)
     peer.sendall(struct.pack(">I", 1000) + b"\x81")  # a hello begun: its first bytes need room
     assert refused(peer) == "busy"
-    assert _status(tcp.process.socket)["failed_handshakes"] == 0
+    assert daemon_status(tcp.process.socket)["failed_handshakes"] == 0
     stop.set()
     for keeper in keepers:
         keeper.join(30)

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from conftest import DaemonProcess, integrity_ok, lensd_cli
 from records_factory import record
-from wire import frame, read_frame
+from wire import frame, read_frame, replies_until_closed
 
 import lensd
 from lensd.client.contact import Contact
@@ -240,10 +240,7 @@ def test_a_tcp_client_that_half_closes_gets_every_reply_before_the_daemon_closes
                           "page_size": 1})
                  + frame({"op": "submit", "rid": 7, "record": record(4, 20, status="failed")}))
     sock.shutdown(socketlib.SHUT_WR)
-    seen: dict[int, list[dict[str, Any]]] = {}
-    while (reply := read_frame(sock)) is not None:  # until the daemon closes the connection
-        seen.setdefault(reply["rid"], []).append(reply)
-    sock.close()
+    seen = replies_until_closed(sock)  # until the daemon closes the connection
     assert seen[5] == [{"rid": 5, "ok": True, "outcome": "applied"}]
     assert seen[7] == [{"rid": 7, "ok": True, "outcome": "applied"}]
     page, last = seen[6]

@@ -99,6 +99,26 @@ def request(sock: socketlib.socket, op: str, rid: int, **fields: Any) -> dict[st
             return reply
 
 
+def daemon_status(path: Path) -> dict[str, Any]:
+    """The daemon's ``status`` map, over a connection of its own (a witness that holds no slot after)."""
+    sock = raw_connection(path, timeout=60)
+    try:
+        hello(sock)
+        found: dict[str, Any] = request(sock, "status", 1)["status"]
+        return found
+    finally:
+        sock.close()
+
+
+def replies_until_closed(sock: socketlib.socket) -> dict[int, list[dict[str, Any]]]:
+    """Every frame the daemon sends until it closes the connection, by rid (then the socket is closed)."""
+    seen: dict[int, list[dict[str, Any]]] = {}
+    while (reply := read_frame(sock)) is not None:
+        seen.setdefault(reply["rid"], []).append(reply)
+    sock.close()
+    return seen
+
+
 def wait_for(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.02) -> None:
     """Poll ``condition`` until it holds; fail naming ``what`` after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
