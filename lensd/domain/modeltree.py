@@ -15,6 +15,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from lensd.memo import Memo
 from lensd.wire.codec import Received
 
 STRUCTURAL_TYPES = frozenset({"model", "collection", "instance", "tuple_prior", "dict", "list"})
@@ -90,8 +91,7 @@ class Shape:
         return cls(classes, fixed, tuple(priors))
 
 
-_SHAPES_KEPT: Final = 256  # distinct models remembered; a campaign sends a handful
-_SHAPES: dict[bytes, Shape] = {}  # a received model's bytes -> its shape
+_SHAPES: Final[Memo[bytes, Shape]] = Memo()  # a received model's bytes -> its shape
 
 
 def shape(model: Any) -> Shape:
@@ -99,13 +99,7 @@ def shape(model: Any) -> Shape:
     the same model); any other model is walked each time."""
     if not isinstance(model, Received):
         return Shape.of(model)
-    known = _SHAPES.get(model.packed)
-    if known is None:
-        known = Shape.of(model)
-        if len(_SHAPES) >= _SHAPES_KEPT:
-            _SHAPES.clear()
-        _SHAPES[model.packed] = known
-    return known
+    return _SHAPES.get(model.packed, lambda: Shape.of(model))
 
 
 def class_nodes(model: Any) -> dict[str, str]:

@@ -19,6 +19,7 @@ import numpy as np
 from lensd.domain import fitsdata, modeltree
 from lensd.domain.samples import Samples
 from lensd.errors import InvalidRecord
+from lensd.memo import Memo
 from lensd.safefiles import log_name
 from lensd.wire import codec
 
@@ -178,8 +179,7 @@ def _mapping(data: Mapping[str, Any], key: str) -> dict[str, Any] | None:
     return checked
 
 
-_CHECKED_KEPT: Final = 256
-_CHECKED_MODELS: set[bytes] = set()  # bytes of received models that passed ``_mapping``
+_CHECKED_MODELS: Final[Memo[bytes, None]] = Memo()  # bytes of received models that passed ``_mapping``
 
 
 def _model(data: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -189,12 +189,12 @@ def _model(data: Mapping[str, Any]) -> dict[str, Any] | None:
     value = data.get("model")
     if not isinstance(value, codec.Received):
         return _mapping(data, "model")
-    if value.packed not in _CHECKED_MODELS:
-        _mapping(data, "model")
-        if len(_CHECKED_MODELS) >= _CHECKED_KEPT:
-            _CHECKED_MODELS.clear()
-        _CHECKED_MODELS.add(value.packed)
+    _CHECKED_MODELS.get(value.packed, lambda: _checked(data))  # raises for a bad model: not remembered
     return value
+
+
+def _checked(data: Mapping[str, Any]) -> None:
+    _mapping(data, "model")
 
 
 def _files(value: Any) -> dict[str, Any]:

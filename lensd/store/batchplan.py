@@ -34,6 +34,7 @@ from typing import Any, Final
 from lensd.domain import modeltree
 from lensd.domain.records import Record
 from lensd.domain.samples import Samples
+from lensd.memo import Memo
 from lensd.store.schema import FIT_COLUMNS, KIND_INFO, KIND_JOB, KIND_MEDIAN, KIND_VALUE, encode_fact
 from lensd.store.writeops import MarkLost, Op, Touch, Upsert
 from lensd.wire import codec
@@ -143,15 +144,14 @@ class Plan:
             self.statements.append((sql, rows))
 
 
-_CLASS_NODES_CACHE = 256  # distinct models remembered; a survey has few
-_NODES: dict[str | None, dict[str, str]] = {}  # model JSON -> its class nodes (read-only dicts)
+_NODES: Final[Memo[str | None, dict[str, str]]] = Memo()  # model JSON -> its class nodes (read-only dicts)
 
 
 def _json(value: Any) -> str | None:
     return None if value is None else json.dumps(value, sort_keys=True, default=str)
 
 
-_MODEL_TEXT: dict[bytes, str] = {}  # a received model's bytes -> its JSON
+_MODEL_TEXT: Final[Memo[bytes, str]] = Memo()  # a received model's bytes -> its JSON
 
 
 def _model_json(value: Any) -> str | None:
@@ -162,25 +162,13 @@ def _model_json(value: Any) -> str | None:
         return None
     if not isinstance(value, codec.Received):
         return json.dumps(value, default=str)
-    text = _MODEL_TEXT.get(value.packed)
-    if text is None:
-        text = json.dumps(value, default=str)
-        if len(_MODEL_TEXT) >= _CLASS_NODES_CACHE:
-            _MODEL_TEXT.clear()
-        _MODEL_TEXT[value.packed] = text
-    return text
+    return _MODEL_TEXT.get(value.packed, lambda: json.dumps(value, default=str))
 
 
-def _class_nodes(model_json: str | None, model: Any, cache: dict[str | None, dict[str, str]]) -> dict[str, str]:
+def _class_nodes(model_json: str | None, model: Any) -> dict[str, str]:
     """``modeltree.class_nodes(model)``, remembered by the model's JSON text: the fits of one
     survey share a handful of models, and walking each one again is a tenth of planning a fit."""
-    nodes = cache.get(model_json)
-    if nodes is None:
-        nodes = modeltree.class_nodes(model or {})
-        if len(cache) >= _CLASS_NODES_CACHE:
-            cache.clear()
-        cache[model_json] = nodes
-    return nodes
+    return _NODES.get(model_json, lambda: modeltree.class_nodes(model or {}))
 
 
 def _record_columns(record: Record) -> dict[str, Any]:
@@ -225,7 +213,7 @@ def _prepare_record(record: Record) -> Prepared:
              KIND_MEDIAN: _fact_rows(KIND_MEDIAN, record.median),
              KIND_INFO: _fact_rows(KIND_INFO, record.info or {}),
              KIND_JOB: _fact_rows(KIND_JOB, record.job or {})}
-    return Prepared(columns, facts, _class_nodes(columns["model"], record.model, _NODES),
+    return Prepared(columns, facts, _class_nodes(columns["model"], record.model),
                     record_payloads(record))
 
 
