@@ -17,6 +17,7 @@
     ├── MissingExtra                code "extra",        exit 1   an optional dependency is not installed
     ├── AuthenticationFailed        code "auth",         exit 1   a TCP handshake failed (secret, TLS)
     ├── ClientClosed                code "closed",       exit 1   a job client used after it was closed
+    ├── ConnectionBusy              code "conn_busy",    exit 1   another request held the connection too long
     └── DaemonUnavailable           code "unavailable",  exit 3   nothing answers on the socket
 
     LensdWarning (a UserWarning, not an error)                       something is likely a mistake
@@ -135,6 +136,15 @@ class ClientClosed(LensdError):
     code = "closed"
 
 
+class ConnectionBusy(LensdError, TimeoutError):
+    """A request's ``give_up_after`` passed while another request on the same connection still held
+    it (a long upload, a paged read). Nothing was sent and the connection stays open for the request
+    holding it: unlike DaemonUnavailable, the daemon is not known to be away, so do not reconnect.
+    Also a ``TimeoutError``, so code that caught the built-in one still catches it."""
+
+    code = "conn_busy"
+
+
 class DaemonUnavailable(LensdError):
     code = "unavailable"
     exit_code = 3
@@ -178,8 +188,8 @@ def from_wire(code: str, message: str) -> LensdError:
 
 
 __all__ = [
-    "AlreadyRunning", "AuthenticationFailed", "Busy", "DaemonError", "DaemonUnavailable", "DatabaseLocked",
-    "FrameTooLarge", "IngestError", "InvalidRecord", "LensdError", "LensdWarning", "MissingExtra", "NoSuchName",
-    "ProtocolError", "QueryError", "QuerySyntaxError", "StorageError", "StorageFull",
-    "UnsupportedDatabase", "from_wire",
+    "AlreadyRunning", "AuthenticationFailed", "Busy", "ClientClosed", "ConnectionBusy", "DaemonError",
+    "DaemonUnavailable", "DatabaseLocked", "FrameTooLarge", "IngestError", "InvalidRecord", "LensdError",
+    "LensdWarning", "MissingExtra", "NoSuchName", "ProtocolError", "QueryError", "QuerySyntaxError", "StorageError",
+    "StorageFull", "UnsupportedDatabase", "from_wire",
 ]

@@ -580,3 +580,47 @@ def test_a_paged_read_cut_short_mid_frame_is_closed_not_cancelled(daemon) -> Non
         assert (await Client.open(daemon.socket)).server  # the daemon serves on
 
     anyio.run(run)
+
+
+def test_a_request_not_given_the_connection_in_time_raises_a_lensd_error(  # type: ignore[no-untyped-def]
+        daemon, tmp_path: Path) -> None:
+    """``give_up_after`` bounds the wait for the connection's turn. With the daemon stopped (SIGSTOP)
+    while one request waits for its reply, a second request on that connection gave up with the
+    built-in TimeoutError, outside the LensdError tree. It is ConnectionBusy: a LensdError, still a
+    TimeoutError, with nothing sent and the connection left open to the request holding it, which
+    has its reply once the daemon runs again. A heartbeat that finds the connection held goes to the
+    spool and keeps the connection, as before."""
+    from lensd.client.jobs import JobClient
+    from lensd.errors import ConnectionBusy, LensdError
+    from lensd.wire import spoolfile
+
+    spool = tmp_path / "spool"
+
+    async def run() -> None:
+        jobs = JobClient(daemon.socket, spool, heartbeat=2.0)  # a beat waits max(1 s, half a period)
+        held = await jobs._connection()
+        replies: list[dict[str, Any]] = []
+
+        async def first() -> None:
+            replies.append(await held.request("status"))
+
+        os.kill(daemon.pid, signal.SIGSTOP)
+        try:
+            async with anyio.create_task_group() as group:
+                group.start_soon(first)
+                await anyio.wait_all_tasks_blocked()  # the first request holds the connection, waiting
+                with pytest.raises(ConnectionBusy, match="another request held the connection") as raised:
+                    await held.request("status", give_up_after=0.05)
+                assert isinstance(raised.value, LensdError) and isinstance(raised.value, TimeoutError)
+                await jobs._beat(["fit-held"])
+                assert not held.closed and jobs._client is held
+                os.kill(daemon.pid, signal.SIGCONT)
+        finally:
+            os.kill(daemon.pid, signal.SIGCONT)
+        assert [reply["ok"] for reply in replies] == [True]
+        assert (await held.request("status", give_up_after=30.0))["ok"]  # the same connection serves on
+        await jobs.aclose()
+
+    anyio.run(run)
+    spooled = [spoolfile.read(path) for path in spoolfile.pending(spool)]
+    assert spooled == [("heartbeat", {"ids": ["fit-held"]})]

@@ -23,7 +23,7 @@ from lensd.client import address, transport
 from lensd.client.address import Endpoint, Route, TargetLike
 from lensd.client.secret import read_secret, resolve_secret_file
 from lensd.client.streamio import WatchedIO
-from lensd.errors import DaemonUnavailable, LensdError, ProtocolError
+from lensd.errors import ConnectionBusy, DaemonUnavailable, LensdError, ProtocolError
 from lensd.wire import auth, protocol
 from lensd.wire.paging import PageReader
 
@@ -132,17 +132,18 @@ class Client:
     async def request(self, op: str, *, give_up_after: float | None = None, **fields: Any) -> dict[str, Any]:
         """Send one request and return its reply (``ok``/``done``); raises the daemon's error.
 
-        ``give_up_after`` bounds, in seconds, the wait for the connection's turn (TimeoutError: the
-        request holding it keeps it), then the wait for the reply: a reply not had in time closes
-        the connection, as a lost one is (a reply arriving late, or a frame half sent, would meet the
-        next request), and is DaemonUnavailable. Whoever gives a connection up finds it closed. (An
+        ``give_up_after`` bounds, in seconds, the wait for the connection's turn (ConnectionBusy, a
+        lensd error that is also a TimeoutError: nothing was sent, the request holding it keeps it),
+        then the wait for the reply: a reply not had in time closes the connection, as a lost one is
+        (a reply arriving late, or a frame half sent, would meet the next request), and is
+        DaemonUnavailable. Whoever gives a connection up finds it closed. (An
         ``anyio.fail_after`` around the call could not tell a turn not had from a reply still due.)
         """
         deadline = math.inf if give_up_after is None else anyio.current_time() + give_up_after
         with anyio.CancelScope(deadline=deadline) as turn:
             await self._lock.acquire()
         if turn.cancelled_caught:
-            raise TimeoutError(f"another request held the connection to {self.path} for {give_up_after:g}s")
+            raise ConnectionBusy(f"another request held the connection to {self.path} for {give_up_after:g}s")
         rid = self._next_rid()
         self._waited.add(rid)
         try:

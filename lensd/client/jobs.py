@@ -39,7 +39,7 @@ from lensd.client.fits import (
     submit_fields,
     target_of,
 )
-from lensd.errors import Busy, ClientClosed, DaemonUnavailable, InvalidRecord, LensdError
+from lensd.errors import Busy, ClientClosed, ConnectionBusy, DaemonUnavailable, InvalidRecord, LensdError
 from lensd.wire import spoolfile as spooling
 
 log = logging.getLogger("lensd.client.jobs")
@@ -177,8 +177,10 @@ class JobClient:
             return
         except DaemonUnavailable:
             self._forget_closed()
+        except ConnectionBusy:
+            pass  # the op holding the connection keeps it, open; the beat goes to the spool, if any
         except TimeoutError:
-            pass
+            pass  # no connection within the timeout (Client.open closed what it opened)
         except LensdError as exc:
             log.warning("a heartbeat was refused: %s", exc)
             return
