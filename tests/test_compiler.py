@@ -269,6 +269,29 @@ def test_missing_none_and_nan(conn: Any) -> None:
     assert _ids(conn, QueryState().ordered(x, reverse=True)) == ["fit0", "fit5", "fit1", "fit2", "fit3", "fit4"]
 
 
+def test_a_double_negation_built_by_hand_is_its_item(conn: Any) -> None:
+    """``Not(Not(p))`` built by hand (a client's own tree) was a tree of its own: not equal to ``p``,
+    compiled to ``NOT (NOT (...))`` and counted without the indexes' fast path. It is ``p``, as
+    ``~~p`` is, so it compiles, selects and counts as ``p`` does; three are one."""
+    from lensd.query import counting
+    from lensd.query.nodes import Not
+
+    fits = [_fit(i, values={"x": float(i)} if i % 3 else {}, unique_tag=f"t{i % 2}") for i in range(9)]
+    load(conn, fits)
+    x = agg.model.x
+    for p in (x > 2, (x > 2) & (agg.unique_tag == "t1"), (x < 2) | x.is_none(), ~(x == 4)):
+        state = QueryState(predicate=p)
+        for twice in (Not(Not(p)), ~~p, Not(~p), ~Not(p)):
+            assert twice == p and hash(twice) == hash(p) and repr(twice) == repr(p), twice
+            assert where(twice) == where(p)
+            chosen = QueryState(predicate=twice)
+            assert _ids(conn, chosen) == _ids(conn, state) == select(fits, state)
+            count = counting.select_count(chosen, on(conn))
+            assert count == counting.select_count(state, on(conn))
+            assert conn.execute(*count).fetchone()[0] == len(select(fits, state))
+        assert Not(Not(Not(p))) == ~p and where(Not(Not(Not(p)))) == where(~p)
+
+
 def test_windows_are_chosen_before_payloads_and_facts(conn: Any) -> None:
     fits = [_fit(i, max_log_likelihood=float(i), values={"x": i}) for i in range(6)]  # odd fit_keys have samples
     load(conn, fits)

@@ -189,7 +189,7 @@ any_predicates: st.SearchStrategy[Predicate] = st.recursive(
 @settings(max_examples=300, deadline=None)
 @given(any_predicates)
 def test_repr_of_any_query_from_python_or_the_wire_parses_back_to_an_equal_query(predicate: Predicate) -> None:
-    read = _from_wire(predicate)  # equal, but for a Not(Not(p)) built by hand: that is read as p
+    read = _from_wire(predicate)  # equal: a Not(Not(p)) built by hand is p, as it is read
     assert parse(repr(read)) == read
     assert parse(repr(predicate)) == read
 
@@ -199,6 +199,7 @@ def test_nested_junctions_and_double_negations_have_one_shape() -> None:
     assert And((And((a, b)), c)) == a & b & c and Or((a, Or((b, c)))) == a | b | c
     assert And((Or((a, b)), c)).items == (a | b, c)
     assert _from_wire(Not(Not(a))) == a and _from_wire(Not(Not(Not(a)))) == ~a
+    assert Not(Not(a)) is a and Not(Not(Not(a))) == ~a
 
 
 _pieces = st.sampled_from([

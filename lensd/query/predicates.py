@@ -134,6 +134,17 @@ class Not(Predicate):
     _tag = "not"
     _wire = {"item": "predicate"}
 
+    def __new__(cls, item: Predicate) -> Not:
+        """``Not(Not(p))`` is ``p`` itself, as ``~~p`` and the wire reader make it: one shape per
+        meaning, so the two are equal and compile to the same SQL (never ``NOT (NOT (...))``). A
+        Not therefore never holds a Not."""
+        if isinstance(item, Not):
+            return item.item  # type: ignore[return-value]  # not a Not, so __init__ is not run on it
+        return super().__new__(cls)
+
+    def __getnewargs__(self) -> tuple[Predicate]:
+        return (self.item,)  # for copy and pickle, which call __new__ before restoring the fields
+
     def __post_init__(self) -> None:
         if not isinstance(self.item, Predicate):
             raise QueryError(f"~ negates predicates only, not {self.item!r}")

@@ -111,9 +111,7 @@ class _WireReader:
             elif how == "text":
                 value = check_text(value, name)
             fields[name] = value  # "scalar": checked by the constructor
-        if cls is Not:  # ``~`` as Python and the text grammar build it: a double negation is its item
-            return ~fields["item"]  # type: ignore[no-any-return]
-        return cls(**fields)
+        return cls(**fields)  # a Not of a Not is its item (predicates.Not): one shape, however sent
 
     def state(self, data: object, depth: int) -> QueryState:
         """A whole state; its ``parent`` (the state whose children it selects) nests one level down."""
