@@ -226,3 +226,14 @@ def test_values_samples_memory_stays_flat(tmp_path: Path) -> None:
         peaks[count] = int(out[1])  # KiB
     # 3,000 fits × 1,000 samples × 4 parameters is ~100 MB of arrays; streaming keeps it out of memory.
     assert peaks[3000] < peaks[100] + 20_000, peaks
+
+
+def test_a_zero_dimensional_array_queries_as_its_element(agg: lensd.Aggregator) -> None:
+    """What numpy hands a notebook (``np.asarray`` of a median: a 0-d array) selects as the number."""
+    import numpy as np
+
+    middle = np.asarray(np.median([fit.max_log_likelihood for fit in agg.fits()]))
+    assert middle.ndim == 0
+    chosen, plain = agg.query(agg.max_log_likelihood > middle), agg.query(agg.max_log_likelihood > float(middle))
+    assert [fit.id for fit in chosen.fits()] == [fit.id for fit in plain.fits()]
+    assert 0 < len(chosen) < len(agg)

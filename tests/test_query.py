@@ -101,6 +101,30 @@ def test_numpy_scalars_become_the_plain_values_the_wire_and_the_grammar_carry() 
     assert [leaf for leaf in found if isinstance(leaf, bool)] == [True, False, False, True]
 
 
+def test_zero_dimensional_arrays_are_their_element_and_other_arrays_are_refused() -> None:
+    """``np.array(1.0)`` (a reduction, ``arr[..., 0]``, ``np.asarray`` of a number) is a value,
+    not a collection: each 0-d numeric, bool or str array is its ``.item()``, also with the array
+    on the left, where numpy compared element by element and asked the query for a bool. An array
+    of any other shape is refused, naming it."""
+    x = agg.model.x
+    built = [x > np.array(1.0), np.array(1.0) < x, x == np.array(3), agg.is_complete == np.array(True),
+             agg.info["k"] == np.array("SLACS"), x.contains(np.array("a")), x.in_([np.array(2.5), np.array("b")]),
+             agg.max_log_likelihood >= np.array(np.float32(0.5)), np.array(2) == x, x > np.arange(3.0)[..., 1]]
+    plain = [x > 1.0, x > 1.0, x == 3, agg.is_complete == True, agg.info["k"] == "SLACS",  # noqa: E712
+             x.contains("a"), x.in_([2.5, "b"]), agg.max_log_likelihood >= 0.5, x == 2, x > 1.0]
+    assert built == plain and repr(built) == repr(plain)
+    assert [type(p.to_wire()["value"]) for p in built[:4]] == [float, float, int, bool]
+    for shaped in (np.array([1.0]), np.array([[1.0, 2.0]]), np.zeros((0,))):
+        with pytest.raises(QueryError, match="cannot compare with ndarray"):
+            x > shaped  # noqa: B015
+        with pytest.raises(QueryError, match="cannot compare with ndarray"):
+            shaped < x  # noqa: B015
+    for refused, message in ((np.array(math.nan), "NaN equals nothing"), (np.array(1 + 2j), "complex"),
+                             (np.array(b"a"), "bytes")):
+        with pytest.raises(QueryError, match=message):
+            x == refused  # noqa: B015
+
+
 def test_junctions_flatten_and_negation_simplifies() -> None:
     a, b, c, d = (agg.model[n] > 0 for n in "abcd")
     assert (a & b & c) == And((a, b, c))

@@ -68,6 +68,9 @@ class Operand:
 
     __slots__ = ()
     __bool__ = no_bool
+    # numpy on the left (``np.array(1.0) < agg.model.x``) hands the comparison to the operand, as a
+    # number does, instead of comparing element by element and asking the Predicate for a bool
+    __array_ufunc__ = None
     _tag: ClassVar[str]
     _field: ClassVar[str]  # the name of its one field, in the wire form too
 

@@ -38,11 +38,23 @@ def no_bool(self: object) -> NoReturn:
     raise QueryError(_BOOL_MESSAGE)
 
 
+def _unwrapped(value: object) -> object:
+    """A 0-d numpy array as its one element (``np.array(1.0)``, ``np.asarray`` of a number,
+    ``arr[..., 0]`` of a 1-d array: a value, not a collection); anything else as it is, so an array
+    of any other shape is refused by the checks as before. numpy is never imported here."""
+    numpy = sys.modules.get("numpy")
+    if numpy is not None and isinstance(value, numpy.ndarray) and value.ndim == 0:
+        return value.item()
+    return value
+
+
 def check_text(value: object, what: str) -> str:
     """A string sqlite can bind (no lone surrogates); anything else is a QueryError.
 
-    A str subclass (numpy's ``np.str_``) comes back as a plain str, whose repr the text grammar reads.
+    A str subclass (numpy's ``np.str_``) or a 0-d str array comes back as a plain str, whose repr
+    the text grammar reads.
     """
+    value = _unwrapped(value)
     if not isinstance(value, str):
         raise QueryError(f"{what} must be a string, not {type(value).__name__}")
     try:
@@ -58,12 +70,14 @@ def check_scalar(value: object, what: str = "a query value") -> Scalar:
     numpy's scalars are what a notebook has at hand (``samples.max_log_likelihood()``, an element
     of an array, ``np.bool_`` from a comparison): each becomes the plain Python value, so the wire
     to the daemon carries a msgpack bool or number and ``repr`` stays text the grammar reads.
-    ``np.bool_`` is not a ``numbers.Real``, so it is recognised by type; numpy is never imported
-    here (a value cannot be numpy's unless numpy is loaded already).
+    ``np.bool_`` is not a ``numbers.Real``, so it is recognised by type; a 0-d array
+    (``np.array(1.0)``) is its element, any other array is refused; numpy is never imported here (a
+    value cannot be numpy's unless numpy is loaded already).
     NaN is refused: it equals nothing and orders with nothing, so a query holding it is a mistake.
     A whole number outside 64 bits becomes a float: the compiler compares every number as REAL
     anyway, and msgpack (the wire to the daemon) cannot carry it, so file and socket agree.
     """
+    value = _unwrapped(value)
     if isinstance(value, str):
         return check_text(value, what)
     if isinstance(value, bool):
