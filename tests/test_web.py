@@ -325,6 +325,24 @@ def test_values_near_the_largest_float_give_an_empty_plot_not_an_error(tmp_path:
                 assert status == 200 and json.loads(body)["edges"] == [], (x, q)
 
 
+def test_the_plot_page_says_how_many_fits_an_infinite_value_left_out(tmp_path: Path) -> None:
+    """A fit with an inf or -inf is left out of the bins (one used to empty the plot); the page says
+    how many beside the fits plotted, and /api/histogram gives the same count."""
+    db = tmp_path / "infinite.sqlite"
+    values = [1.0, 2.0, float("inf"), 3.0, float("-inf")]
+    _write(db, [("submit", {"record": record(i, info={"v": v})}) for i, v in enumerate(values)])
+    with web_process(db) as web:
+        auth, x = {"Authorization": f"Bearer {web.token}"}, quote('info["v"]')
+        status, _, body = get(f"{web.base}/plot?x={x}", auth)
+        assert status == 200, body[-300:]
+        page = body.decode()
+        assert '<span id="plotted">3</span>' in page and '<span id="left-out">2</span> left out' in page
+        status, _, body = get(f"{web.base}/api/histogram?x={x}", auth)
+        answer = json.loads(body)
+        edges = answer["edges"][0]
+        assert (answer["total"], answer["left_out"], edges[0], edges[-1]) == (3, 2, 1.0, 3.0)
+
+
 def test_a_dollar_in_stored_data_or_the_axes_is_drawn_as_text_not_mathtext(tmp_path: Path) -> None:
     """Legend entries, axis labels and the legend's title show ``$`` as typed: none is mathtext
     (an unmatched ``$\\frac$`` used to raise in matplotlib, an error 500)."""

@@ -6,6 +6,7 @@ serves it to a real browser."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -241,6 +242,61 @@ def test_scatters_of_facts_some_fits_lack_and_of_spans_too_wide_to_bin(
     # (the second selects the three fits at +1.5e308, a span of 0: steps of 1 leave its edges equal)
     assert [plot["total"] for plot in wide_sqlite] == [0, 0, 0, 0]
     assert [bool(plot["edges"]) for plot in wide_sqlite] == [False, False, False, False]
+
+
+INFINITE_INFOS: list[dict[str, Any]] = [  # fit 3 has a = inf, fit 7 a = -inf, fit 9 b = inf
+    {"a": {3: math.inf, 7: -math.inf}.get(i, float(i % 5)), "b": math.inf if i == 9 else i / 2, "c": f"t{i % 2}"}
+    for i in range(12)]
+INFINITE_PLOTS = [  # (query, x, colour, y, fits plotted, fits left out)
+    ("", 'info["a"]', "", "", 10, 2),
+    ('info["b"] >= 1', 'info["a"]', 'info["c"]', "", 8, 2),  # fits 2 to 11, of which 3 and 7 are infinite
+    ("", 'info["a"]', "", 'info["b"]', 9, 3),
+    ('info["c"] == "t1"', 'info["b"]', "", 'info["a"]', 3, 3),  # fits 1, 3, 5, 7, 9, 11
+    ("", "max_log_likelihood", "", "", 11, 1),  # a column: SQL alone
+    ("", "max_log_likelihood", 'info["c"]', "", 11, 1),
+]
+
+
+def test_an_infinite_value_is_left_out_of_the_bins_not_the_end_of_them(
+        tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """sqlite and PostgreSQL store inf and -inf (an info value, a log likelihood of inf). One of
+    them made an end of the edges infinite, so the plot was empty, from the blocks and in SQL. Only
+    the finite values are binned, with finite edges, and the fits left out are counted apart: the
+    same from the blocks as from SQL, on both engines."""
+    from records_factory import record
+    from test_web import _write
+
+    from lensd.query import text
+    from lensd.web import blockhist
+
+    db = tmp_path / "infinite.sqlite"
+    records = [record(i, n_samples=5, info=info) for i, info in enumerate(INFINITE_INFOS)]
+    records[5]["samples"]["log_likelihood"][2] = math.inf
+    _write(db, [("submit", {"record": r}) for r in records])
+    migrate(db, pg_url)
+    sources = [LocalSource(db), LocalSource(pg_url)]
+    try:
+        served = []
+        for source in sources:
+            for query, x, colour, y, _, _ in INFINITE_PLOTS:
+                state = parse_query(query).state
+                counted = blockhist.histogram(source.rows, source.dialect, state, text.parse_operand(x), colour, 7,
+                                              text.parse_operand(y) if y else None)
+                assert (counted is None) == (x == "max_log_likelihood"), (source.dialect.name, query, x, colour, y)
+                served.append(source.histogram(state, x, colour, y, bins=7))
+        monkeypatch.setattr(blockhist, "histogram", lambda *args: None)
+        by_sql = [source.histogram(parse_query(query).state, x, colour, y, bins=7)
+                  for source in sources for query, x, colour, y, _, _ in INFINITE_PLOTS]
+    finally:
+        for source in sources:
+            source.close()
+    assert served == by_sql
+    for plot, (query, x, colour, y, plotted, left_out) in zip(served, INFINITE_PLOTS * 2, strict=True):
+        assert plot["total"] == plotted, (query, x, colour, y)
+        assert plot["edges"] and all(map(math.isfinite, (e for axis in plot["edges"] for e in axis)))
+        counts = [n for series in plot["series"].values() for n in (series.values() if y else series)]
+        assert sum(counts) == plotted
+        assert plot["left_out"] == left_out, (query, x, colour, y)
 
 
 def test_a_histograms_labels_do_not_depend_on_the_order_of_its_rows() -> None:

@@ -7,6 +7,11 @@ The statement is driven from the facts index of the x value (``facts(kind, key, 
 so it reads one index range; the query's fits are a set it tests keys against
 (``fit_key IN (SELECT ...)``, built once), left out when the query selects every fit. The bin edges
 come from the value's minimum and maximum: two index seeks when every fit is selected.
+
+Only finite values are binned: sqlite and PostgreSQL store inf and -inf (a log likelihood of -inf,
+a median of an unbounded parameter), and one of them made an end of the edges infinite, so the
+whole plot was empty. The fits left out for one are counted (``left_out``, two index seeks) and
+reported beside the fits plotted.
 """
 
 from __future__ import annotations
@@ -40,9 +45,22 @@ def _axis(operand: Operand, alias: str) -> tuple[str, str, list[Any]]:
     return (f"facts AS {alias}", f"{alias}.num", list(address))
 
 
-def _condition(operand: Operand, alias: str, expr: str) -> str:
+def _condition(operand: Operand, alias: str, expr: str, params: list[Any],
+               finite: bool = True) -> tuple[str, list[Any]]:
+    """(condition, params) of a fit with a finite value of ``operand`` (``finite=False``: with any
+    number, inf too); ``params`` are ``_axis``'s."""
     fact = "" if isinstance(operand, Column) else f"{alias}.kind = ? AND {alias}.key = ? AND "
-    return f"{fact}{expr} IS NOT NULL"
+    if not finite:
+        return f"{fact}{expr} IS NOT NULL", list(params)
+    return f"{fact}{expr} > ? AND {expr} < ?", [*params, -math.inf, math.inf]
+
+
+def _left_out(rows: Rows, table: str, where: str, exprs: list[str], params: list[Any]) -> int:
+    """How many of the fits with a number on every axis have an inf or -inf on one, left out of
+    the bins: an index seek for each (NaN is stored as no number, so it is never one of them)."""
+    infinite = " OR ".join(f"{expr} IN (?, ?)" for expr in exprs)
+    sql = f"SELECT count(*) FROM {table} WHERE {where} AND ({infinite})"  # noqa: S608 - our fragments
+    return int(rows(sql, [*params, *[math.inf, -math.inf] * len(exprs)])[0][0])
 
 
 def _label(rows: Rows, colour: str) -> tuple[str, tuple[str, str], list[Any]]:
@@ -80,7 +98,7 @@ def _selection(rows: Rows, state: QueryState, dialect: Dialect) -> tuple[str, li
 def _range(rows: Rows, table: str, where: str, expr: str, params: list[Any]) -> tuple[float, float] | None:
     low = rows(f"SELECT min({expr}) FROM {table} WHERE {where}", params)[0][0]  # noqa: S608 - our fragments
     high = rows(f"SELECT max({expr}) FROM {table} WHERE {where}", params)[0][0]  # noqa: S608
-    if low is None or high is None or not (math.isfinite(low) and math.isfinite(high)):
+    if low is None or high is None:
         return None
     return float(low), float(high)
 
@@ -119,23 +137,33 @@ def bin_sql(expr: str, edges: list[float], first: int = 0, last: int | None = No
 def histogram(rows: Rows, dialect: Dialect, state: QueryState, x: str, colour: str = "", y: str = "",
               bins: int = 40) -> dict[str, Any]:
     """Counts of the fits of ``state`` per bin of ``x`` (and ``y``) and per colour label, in
-    statements ``rows`` runs on a database of ``dialect``."""
-    empty = {"x": x, "y": y, "colour": colour, "edges": [], "series": {}, "total": 0}
+    statements ``rows`` runs on a database of ``dialect``; ``left_out`` counts the fits with a
+    value that is not finite (inf, -inf), which no bin holds."""
+    empty = {"x": x, "y": y, "colour": colour, "edges": [], "series": {}, "total": 0, "left_out": 0}
     x_operand = text.parse_operand(x)
     y_operand = text.parse_operand(y) if y else None
     served = blockhist.histogram(rows, dialect, state, x_operand, colour, bins, y_operand)
     if served is not None:
-        edges, counted = served
-        return _series(counted, x, y, colour, edges, bins) if edges else empty
+        edges, counted, left_out = served
+        return _series(counted, x, y, colour, edges, bins, left_out) if edges else {**empty, "left_out": left_out}
     x_table, x_expr, x_params = _axis(x_operand, "vx")
-    where, params = _condition(x_operand, "vx", x_expr), list(x_params)
-    joins, join_params = "", []
+    where, params = _condition(x_operand, "vx", x_expr, x_params)
+    present, present_params = _condition(x_operand, "vx", x_expr, x_params, finite=False)
+    joins, present_joins = "", ""
+    join_params: list[Any] = []
+    present_join_params: list[Any] = []
     exprs = [x_expr]
     if y_operand is not None:
         y_table, y_expr, y_params = _axis(y_operand, "vy")
-        joins = f" JOIN {y_table} ON vy.fit_key = vx.fit_key AND {_condition(y_operand, 'vy', y_expr)}"
-        join_params, exprs = list(y_params), [x_expr, y_expr]
+        y_where, join_params = _condition(y_operand, "vy", y_expr, y_params)
+        y_present, present_join_params = _condition(y_operand, "vy", y_expr, y_params, finite=False)
+        joins = f" JOIN {y_table} ON vy.fit_key = vx.fit_key AND {y_where}"
+        present_joins = f" JOIN {y_table} ON vy.fit_key = vx.fit_key AND {y_present}"
+        exprs = [x_expr, y_expr]
     selection, selection_params = _selection(rows, state, dialect)
+    left_out = _left_out(rows, f"{x_table}{present_joins}", present + selection, exprs,
+                         [*present_join_params, *present_params, *selection_params])
+    empty["left_out"] = left_out
     edges = []
     for index, expr in enumerate(exprs):
         if index == 0:
@@ -150,7 +178,8 @@ def histogram(rows: Rows, dialect: Dialect, state: QueryState, x: str, colour: s
             return empty
         edges.append(axis)
     if not y and not colour and not selection:
-        return _series(_range_counts(rows, x_table, where, x_expr, params, edges[0]), x, y, colour, edges, bins)
+        counts = _range_counts(rows, x_table, where, x_expr, params, edges[0])
+        return _series(counts, x, y, colour, edges, bins, left_out)
     colour_join, (text_label, number_label), label_params = _label(rows, colour)
     cut = [bin_sql(expr, axis_edges) for expr, axis_edges in zip(exprs, edges, strict=True)]
     bin_exprs = [sql for sql, _ in cut]
@@ -160,11 +189,11 @@ def histogram(rows: Rows, dialect: Dialect, state: QueryState, x: str, colour: s
     sql = (f"SELECT {selected}, {text_label} AS lt, {number_label} AS ln, count(*) "  # noqa: S608
            f"FROM {x_table}{joins} {colour_join} WHERE {where}{selection} GROUP BY {groups}, lt, ln")
     found_rows = rows(sql, [*bin_params, *join_params, *label_params, *params, *selection_params])
-    return _series(found_rows, x, y, colour, edges, bins)
+    return _series(found_rows, x, y, colour, edges, bins, left_out)
 
 
 def _series(rows: list[tuple[Any, ...]], x: str, y: str, colour: str, edges: list[list[float]],
-            bins: int) -> dict[str, Any]:
+            bins: int, left_out: int = 0) -> dict[str, Any]:
     """Group the rows' counts by label, the largest labels first, the rest as "other"."""
     two = len(edges) == 2
     totals: dict[str, int] = {}
@@ -186,7 +215,8 @@ def _series(rows: list[tuple[Any, ...]], x: str, y: str, colour: str, edges: lis
             counts = series.setdefault(name, [0] * bins)
             counts[int(row[0])] += int(row[-1])
     ordered = {name: series[name] for name in [*kept, "other"] if name in series}
-    return {"x": x, "y": y, "colour": colour, "edges": edges, "series": ordered, "total": sum(totals.values())}
+    return {"x": x, "y": y, "colour": colour, "edges": edges, "series": ordered, "total": sum(totals.values()),
+            "left_out": left_out}
 
 
 def _name(row: tuple[Any, ...], colour: str) -> str:

@@ -190,7 +190,7 @@ def make_app(source: LocalSource, token: str, secure_cookie: bool = False) -> To
         except (ValueError, ArithmeticError) as exc:  # values matplotlib cannot draw: say so, not a 500
             message = f"cannot draw this plot: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
             return _html(pages.plot_page(p, message, "", 0, keys, reads.label), 400)
-        return _html(pages.plot_page(p, None, svg, result["total"], keys, reads.label))
+        return _html(pages.plot_page(p, None, svg, result["total"], keys, reads.label, result["left_out"]))
 
     async def histogram_json(request: Request) -> Response:
         query = _query(request)

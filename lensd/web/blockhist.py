@@ -6,7 +6,8 @@ every fit of that range to the query's set and to its class: 3.5 s at 10^6 fits
 block, each class's fits as a bitmap, and a query ``lensd.query.blockcount`` answers), the same
 counts are a few hundred rows read by primary key and numpy. The bins are aggregate.py's, to the
 bit: the same edges from the same minimum and maximum, and the same rule against them (``bin_of``:
-bin i holds ``edges[i] <= x < edges[i + 1]``, the last also ``x == high``). Colours the blocks
+bin i holds ``edges[i] <= x < edges[i + 1]``, the last also ``x == high``), and the same values left
+out of them: inf and -inf, counted as ``left_out``. Colours the blocks
 hold: the class at a model path, a text fact (an info key), ``unique_tag``; a fit with none of
 their values is "none", as SQL's left join gives.
 A binned scatter (a y fact as well) is counted the same way, one cell number a fit.
@@ -31,7 +32,8 @@ from lensd.store import blocks
 
 MAX_LABELS_READ: Final = 64  # values of a colour read as bitmaps; past that, SQL groups them
 Rows = Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]
-Counted = tuple[list[list[float]], list[tuple[Any, ...]]]  # (edges, (bin(s), label text, None, count) rows)
+# (edges, (bin(s), label text, None, count) rows, fits left out: a value not finite)
+Counted = tuple[list[list[float]], list[tuple[Any, ...]], int]
 
 
 def _distinct(rows: Rows, column: str, table: str, where: str, params: list[Any]) -> list[str] | None:
@@ -115,8 +117,10 @@ def histogram(rows: Rows, dialect: Dialect, state: QueryState, x: Operand, colou
     """The counted rows of ``x`` (and ``y``: a binned scatter) over ``state``'s fits by bin and by
     the value of ``colour``, for ``aggregate._series``; None when the blocks cannot answer.
 
-    As the SQL statement does, x's edges span every selected fit with an x, y's only the fits with
-    both, and only the fits with both are counted.
+    As the SQL statement does, x's edges span every selected fit with a finite x, y's only the fits
+    with both finite, and only the fits with both finite are counted. A fit with an inf or -inf
+    there is left out of the bins and counted apart: one such value used to make an end of the
+    edges infinite, so no fit was plotted at all.
     """
     import numpy as np
 
@@ -144,22 +148,26 @@ def histogram(rows: Rows, dialect: Dialect, state: QueryState, x: Operand, colou
     if chosen is None:
         return None
     arrays, selected = chosen
-    numbers = arrays.numbers(x_name)
-    selected = selected & ~np.isnan(numbers)
+    numbers = arrays.numbers(x_name)  # NaN where a fit has no number there
+    has_x = selected & ~np.isnan(numbers)
+    selected = has_x & np.isfinite(numbers)
     x_edges = _edges(numbers[selected], bins)
+    unplotted = has_x & ~selected
     if y_name is not None:
         y_numbers = arrays.numbers(y_name)
-        selected = selected & ~np.isnan(y_numbers)
+        unplotted = has_x & ~np.isnan(y_numbers) & ~(np.isfinite(numbers) & np.isfinite(y_numbers))
+        selected = selected & np.isfinite(y_numbers)
+    left_out = int(unplotted.sum())
     if unlabelled_numbers is not None and not np.isnan(arrays.numbers(unlabelled_numbers)[selected]).all():
         return None  # some fit is labelled by a number: SQL groups those
     if x_edges is None:
-        return [], []
+        return [], [], left_out
     edges = [x_edges]
     index = bin_of(numbers[selected], x_edges)
     if y_name is not None:
         y_edges = _edges(y_numbers[selected], bins)
         if y_edges is None:
-            return [], []
+            return [], [], left_out
         edges.append(y_edges)
         index = index * bins + bin_of(y_numbers[selected], y_edges)  # one cell number a (x, y)
     cells = bins ** len(edges)
@@ -173,11 +181,11 @@ def histogram(rows: Rows, dialect: Dialect, state: QueryState, x: Operand, colou
 
     if not labels:
         add(None, np.ones(len(index), dtype=bool))
-        return edges, found
+        return edges, found, left_out
     unlabelled = np.ones(len(index), dtype=bool)
     for label, name in labels:
         member = arrays.bits(name)[selected]
         add(label, member)
         unlabelled &= ~member
     add(None, unlabelled)
-    return edges, found
+    return edges, found, left_out

@@ -215,7 +215,7 @@ _SECTIONS = (("parameters", "Parameters"), ("corner", "Posterior (corner plot)")
 
 # --- across fits -----------------------------------------------------------------------------
 def plot_page(params: Mapping[str, str], error: str | None, svg: str, total: int, keys: Sequence[str],
-              source: str) -> str:
+              source: str, left_out: int = 0) -> str:
     options = "".join(f'<option value="{e(k)}">' for k in keys)
     fields = "".join(
         f'<label>{label} <input type="text" name="{name}" id="{name}" value="{e(params.get(name, ""))}" '
@@ -223,7 +223,9 @@ def plot_page(params: Mapping[str, str], error: str | None, svg: str, total: int
         for name, label in (("x", "x"), ("y", "y (optional: a binned scatter)"), ("colour", "colour by")))
     extra = f'<div class="axes">{fields}</div><datalist id="keys">{options}</datalist>'
     form = query_form("/plot", params.get("q", ""), error, extra)
-    shown = (f'<p><span id="plotted">{total}</span> fits plotted (counted in SQL)</p>'
+    unplotted = (f'; <span id="left-out">{left_out}</span> left out, a value not finite (inf or -inf)'
+                 if left_out else "")
+    shown = (f'<p><span id="plotted">{total}</span> fits plotted (counted in SQL){unplotted}</p>'
              f'<div class="plot" id="plot">{svg}</div>') if svg and not error else ""
     help_text = ("<p>x and y: a parameter path (<code>model.galaxies.lens.mass.einstein_radius</code>), an info key "
                  "(<code>info[\"redshift\"]</code>) or <code>max_log_likelihood</code>; colour by a model node (its "
