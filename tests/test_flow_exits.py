@@ -10,6 +10,7 @@ import threading
 from typing import Any
 
 import anyio
+import anyio.abc
 from records_factory import record
 from test_attacks_load import big_fit
 from wire import daemon_status, frame, hello, raw_connection, wait_for
@@ -133,3 +134,39 @@ def test_a_tcp_peer_the_daemon_has_no_room_for_is_told_busy_and_not_throttled(ma
     with lensd.connect_sync(address=tcp.address, secret_file=tcp.secret_file) as client:
         assert client.submit(record(1)) == "applied"
     assert tcp.process.stop() == 0
+
+
+def test_a_batch_of_replies_cut_off_in_the_middle_of_its_send_is_settled_once() -> None:
+    """The outbox's task cancelled while a batch was on its way out (its connection cut off at the
+    deadline after a framing error, or at the daemon's drain timeout) lost the batch: its bytes
+    stayed counted as unsent, its requests as owed, their share of the connection's allowance
+    taken, and ``close`` could not see them. ``run`` now settles the batch it was sending, once,
+    whether the send ended or was cut off; what was left of it is never sent."""
+    from lensd.client.streamio import StreamIO
+    from lensd.daemon import flow
+    from lensd.daemon.outbox import Outbox
+
+    async def run() -> None:
+        ours, theirs = socketlib.socketpair(socketlib.AF_UNIX)  # theirs is a peer that never reads
+        stream = await anyio.abc.UNIXSocketStream.from_socket(ours)
+        own, shared = flow.Allowance(4, 2**30), flow.Allowance(4, 2**30)
+        outbox = Outbox(StreamIO(stream).send, own, shared)
+        for _ in range(2):  # far more than the socket's buffer holds: the send waits for the peer
+            for allowance in (own, shared):
+                await allowance.acquire(10)
+            outbox.expect()
+            outbox.post(b"r" * 2**22, 10)
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(outbox.run)
+            await anyio.wait_all_tasks_blocked()  # in the middle of the batch's send
+            tasks.cancel_scope.cancel()
+        outbox.close()
+        assert (own.used_count, own.used_size, shared.used_count, outbox.unsent) == (0, 0, 0, 0)
+        outbox.end()
+        with anyio.fail_after(30):
+            await outbox.run()  # returns at once: no request is owed a reply any more
+        await stream.aclose()
+        theirs.close()
+
+    anyio.run(run)
+

@@ -88,15 +88,18 @@ class Outbox:
                 self._wake = anyio.Event()
                 continue
             ready, self._ready = self._ready, []
-            await self._send(ready[0][0] if len(ready) == 1 else b"".join(frame for frame, _ in ready))
-            for frame, size in ready:
-                self.unsent -= len(frame)
-                self._settle(size)
-            self._sent.set()
-            self._sent = anyio.Event()
+            try:
+                await self._send(ready[0][0] if len(ready) == 1 else b"".join(frame for frame, _ in ready))
+            finally:  # sent, or cut off in the middle (cancelled): settled here, once, and never sent again
+                for frame, size in ready:
+                    self.unsent -= len(frame)
+                    self._settle(size)
+                self._sent.set()
+                self._sent = anyio.Event()
 
     def close(self) -> None:
-        """The connection has ended (or was cut off): nobody sends what is left."""
+        """The connection has ended (or was cut off): nobody sends what is left. A batch whose
+        send was cut off was settled by ``run`` itself: it is no longer among the ready ones."""
         self._gone = True
         for frame, size in self._ready:
             self.unsent -= len(frame)
