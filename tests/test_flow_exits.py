@@ -11,9 +11,12 @@ from typing import Any
 
 import anyio
 import anyio.abc
+import msgpack
+import pytest
 from records_factory import record
 from test_attacks_load import big_fit
-from wire import daemon_status, frame, hello, raw_connection, wait_for
+from test_watch import stored
+from wire import daemon_status, frame, framed, hello, raw_connection, wait_for
 
 import lensd
 from lensd.query.state import QueryState
@@ -170,3 +173,41 @@ def test_a_batch_of_replies_cut_off_in_the_middle_of_its_send_is_settled_once() 
 
     anyio.run(run)
 
+
+def test_a_connection_cut_off_after_a_framing_error_sends_nothing_after_a_cut_frame(make_daemon) -> None:  # type: ignore[no-untyped-def]
+    """A framing error while the daemon is blocked sending a page to a peer that does not read: the
+    error reply waits its --frame-timeout, the replies owed (committed writes' answers, waiting in
+    the outbox's send) get one more, then the connection is cut off. The page cut in the middle is
+    the last thing on the wire, no counter keeps what the connection held, the writes stay stored."""
+    daemon = make_daemon()
+    big_fit(daemon.socket, 0, 1_200_000)  # sent under the default --frame-timeout
+    assert daemon.stop() == 0
+    daemon = make_daemon("--frame-timeout", "2")  # the same database
+    sock = raw_connection(daemon.socket, timeout=90)
+    hello(sock)
+    sock.sendall(frame({"op": "query", "rid": 1, "query": QueryState().to_wire()}))
+    assert select.select([sock], [], [], 60)[0], "the stream's page did not begin to come"
+    sock.sendall(b"".join(frame({"op": "submit", "rid": 10 + i, "record": record(10 + i, n_samples=5)})
+                          for i in range(3)))
+    wait_for(lambda: {"fit-10", "fit-11", "fit-12"} <= set(stored(daemon.db)), timeout=60, interval=0.1,
+             what="the writes to be committed")  # their answers wait behind the page
+    sock.sendall(framed(b"\xc1"))  # a byte msgpack never uses
+    daemon.wait_for_log("closing a connection: malformed msgpack")
+    wait_for(lambda: daemon_status(daemon.socket)["connections"] == 1, timeout=60, interval=0.1,
+             what="the connection to be cut off")  # 1: the status request's own
+    status = daemon_status(daemon.socket)
+    assert (status["reserved_frame_bytes"], status["held_back"]) == (0, 0)
+    received = b""
+    while chunk := sock.recv(1 << 20):
+        received += chunk
+    sock.close()
+    (length,) = struct.unpack(">I", received[:4])
+    assert 4 < len(received) < 4 + length  # the page, cut: nothing came after it
+    unpacker = msgpack.Unpacker()
+    unpacker.feed(received[4:])
+    with pytest.raises(msgpack.OutOfData):  # the beginning of a page, not garbage
+        unpacker.unpack()
+    with lensd.connect_sync(socket=daemon.socket) as client:
+        assert client.submit(record(13, n_samples=5)) == "applied"
+    assert {"fit-10", "fit-11", "fit-12", "fit-13"} <= set(stored(daemon.db))
+    assert daemon.stop() == 0

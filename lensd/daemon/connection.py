@@ -203,7 +203,11 @@ class Connection:
         except (ProtocolError, Busy) as exc:  # Busy: no room for its frame came in time
             log.warning("closing a connection: %s", exc)
             self.frames.close()  # its room goes to others now, whether or not the error is read
-            with anyio.move_on_after(self.daemon.settings.frame_timeout):  # a peer that never reads
+            # A peer that never reads: at the deadline this reply is out whole or not at all (a frame
+            # this small enters a Unix socket whole or not at all, a TCP transport's buffer whole, and
+            # a lost TLS record fails every later send). A page or batch cut off later, at the owed
+            # replies' deadline (``serve``), is followed only by the close.
+            with anyio.move_on_after(self.daemon.settings.frame_timeout):
                 await self.send(protocol.error(None, exc))
             return True
         except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError,
