@@ -116,8 +116,20 @@ def _spread(n: int, k: int) -> list[range]:
     return [range(a, b) for a, b in zip(bounds, bounds[1:], strict=False)]
 
 
-def _processes(target: Any, k: int, n: int, first: Any, seed: int, timeout: float) -> list[tuple[Any, ...]]:
-    """Fork ``k`` workers over ``n`` records, release them together, collect what each reports."""
+def _machine_ticks() -> tuple[int, int]:
+    """(busy, all) CPU ticks of the whole machine since boot: /proc/stat's first line, where idle
+    and iowait are the 4th and 5th numbers."""
+    with open("/proc/stat", encoding="ascii") as stat:
+        ticks = [int(field) for field in stat.readline().split()[1:]]
+    return sum(ticks) - ticks[3] - ticks[4], sum(ticks)
+
+
+def _processes(target: Any, k: int, n: int, first: Any, seed: int, timeout: float,
+               busy: list[float] | None = None) -> list[tuple[Any, ...]]:
+    """Fork ``k`` workers over ``n`` records, release them together, collect what each reports.
+
+    ``busy``, when given, gets the share of the machine's CPU time that was busy from the release
+    to the last report: under 1.0, the run waited on something other than the cores."""
     context = multiprocessing.get_context("fork")
     go, out = context.Event(), context.Queue()
     workers = [context.Process(target=target, args=(first, part, seed, go, out), daemon=True)
@@ -125,12 +137,16 @@ def _processes(target: Any, k: int, n: int, first: Any, seed: int, timeout: floa
     for worker in workers:
         worker.start()
     time.sleep(min(30.0, 1.0 + 0.15 * k))  # let every process make its records and connect
+    start = _machine_ticks()
     go.set()
     results = []
     deadline = time.monotonic() + timeout
     try:
         for _ in workers:
             results.append(out.get(timeout=max(1.0, deadline - time.monotonic())))
+        end = _machine_ticks()
+        if busy is not None:
+            busy.append((end[0] - start[0]) / max(1, end[1] - start[1]))
     finally:
         for worker in workers:
             worker.join(max(0.1, deadline - time.monotonic()))
@@ -291,8 +307,8 @@ def run(options: Options) -> list[Row]:
     for k in CLIENTS:
         db, socket = options.work / f"d{k}.sqlite", options.work / f"d{k}.s"
         with daemon(db, socket) as process:
-            before = cpu_seconds(process.pid)
-            reports = _processes(_client, k, n, str(socket), 0, timeout=600)
+            before, busy = cpu_seconds(process.pid), list[float]()
+            reports = _processes(_client, k, n, str(socket), 0, timeout=600, busy=busy)
             daemon_cpu = cpu_seconds(process.pid) - before  # includes accepting the K connections
         began = min(r[0] for r in reports)
         elapsed = max(r[1] for r in reports) - began
@@ -301,7 +317,8 @@ def run(options: Options) -> list[Row]:
         client_cpu = sum(r[4] for r in reports)
         ceiling = 2 * fits / (daemon_cpu + client_cpu)  # both cores busy on this run's work, no waiting
         cpu = (f"; CPU/fit: daemon {daemon_cpu / fits * 1000:.2f} ms, "
-               f"clients {client_cpu / fits * 1000:.2f} ms; 2 cores on that: <= {times(ceiling / raw)} raw")
+               f"clients {client_cpu / fits * 1000:.2f} ms; 2 cores on that: <= {times(ceiling / raw)} raw; "
+               f"machine busy {busy[0]:.0%}")
         target = f">= {TARGET}x raw: {verdict(per_second / raw >= TARGET)}" if k == CLIENTS[-1] else ""
         rows.append(Row(SECTION, f"K={k} client processes, {fits} fits, {megabytes / elapsed:,.0f} MB/s{cpu}",
                         rate(per_second, "fits"), rate(raw, "fits"), f"{times(per_second / raw)} raw", target=target))
