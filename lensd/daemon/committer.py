@@ -26,7 +26,6 @@ log = logging.getLogger("lensd.writer")
 
 
 Outcomes = list[str | LensdError]
-MAX_LINGER = 0.05  # seconds: the most a small batch waits for the senders of the batch before
 
 
 @dataclass
@@ -51,17 +50,14 @@ class GroupCommitter:
     """The queue in front of the writer: many senders, one batch per commit."""
 
     def __init__(self, writer: Writer, batch_max: int = 512, batch_ms: float = 0.0,
-                 queue_max: int = 4096, max_linger: float | None = None) -> None:
+                 queue_max: int = 4096) -> None:
         self.writer = writer
         self.batch_max = batch_max
         self.batch_ms = batch_ms
-        self.max_linger = max_linger  # None: half the last commit, at most MAX_LINGER (``_linger``)
         send, receive = anyio.create_memory_object_stream[_Submission](queue_max)
         self._send: MemoryObjectSendStream[_Submission] = send
         self._receive: MemoryObjectReceiveStream[_Submission] = receive
         self.batch_sizes: list[int] = []
-        self._last_batch = 0  # submissions in the batch before
-        self._last_commit_seconds = 0.0
         self.committed_at: list[tuple[float, int]] = []
 
     @property
@@ -106,46 +102,21 @@ class GroupCommitter:
         A batch is what waits when the writer is free (natural group commit): under load, what
         queued while the previous batch committed; alone, one request at once. ``batch_ms`` > 0
         also lingers that long after the first for more (a lone write then pays that wait).
-
-        Natural group commit alone falls into a lockstep when many jobs each keep one write in
-        flight: a batch of all but one of them commits, the one left commits alone (a commit and
-        its fsync for one fit) while the others' next writes arrive, then they all commit
-        together, and the loop that decodes them idles meanwhile (batches of 1, 63, 1, 63 … at
-        K = 64: docs/performance.md, "ninth pass"). So a batch under half the size of the one
-        before waits for more (``_linger``) until it is half that size: the senders just answered
-        are sending again. Two halves then alternate, one decoded while the other commits. A lone
-        job's batches are of one, and never wait.
         """
         async with self._receive:
             async for first in self._receive:
                 batch = [first]
+                size = len(first.ops)
                 deadline = anyio.current_time() + self.batch_ms / 1000 if self.batch_ms > 0 else None
-                await self._gather(batch, deadline)
-                half = (self._last_batch + 1) // 2
-                if len(batch) < half:
-                    await self._gather(batch, anyio.current_time() + self._linger(), until=half)
+                while size < self.batch_max:
+                    item = self._waiting()
+                    if item is None and deadline is not None:
+                        item = await self._next_before(deadline)
+                    if item is None:
+                        break
+                    batch.append(item)
+                    size += len(item.ops)
                 await self._commit(batch)
-
-    def _linger(self) -> float:
-        """Seconds a small batch may wait for more: half the last commit (a fraction of what one
-        commit fewer saves), at most ``MAX_LINGER``; or the fixed ``max_linger`` given."""
-        if self.max_linger is not None:
-            return self.max_linger
-        return min(MAX_LINGER, self._last_commit_seconds / 2)
-
-    async def _gather(self, batch: list[_Submission], deadline: float | None,
-                      until: int | None = None) -> None:
-        """Add to ``batch`` what is waiting, then what arrives before ``deadline``, until it holds
-        ``until`` submissions or ``batch_max`` ops."""
-        size = sum(len(item.ops) for item in batch)
-        while size < self.batch_max and (until is None or len(batch) < until):
-            item = self._waiting()
-            if item is None and deadline is not None:
-                item = await self._next_before(deadline)
-            if item is None:
-                break
-            batch.append(item)
-            size += len(item.ops)
 
     def _waiting(self) -> _Submission | None:
         """The next submission already queued, if any."""
@@ -166,7 +137,6 @@ class GroupCommitter:
     async def _commit(self, batch: list[_Submission]) -> None:
         ops = [op for item in batch for op in item.ops]
         prepared = [ready for item in batch for ready in item.prepared]
-        began = anyio.current_time()
         with anyio.CancelScope(shield=True):
             try:
                 outcomes = await self.writer.apply(ops, prepared)
@@ -185,7 +155,6 @@ class GroupCommitter:
                     item.answer(item.outcomes)
                 except Exception:  # one sender's failure must not leave the others unanswered
                     log.exception("answering a write failed")
-        self._last_batch, self._last_commit_seconds = len(batch), anyio.current_time() - began
         self.batch_sizes.append(len(ops))
         del self.batch_sizes[:-1000]
         self.committed_at.append((time.monotonic(), len(ops)))
