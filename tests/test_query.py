@@ -125,6 +125,19 @@ def test_zero_dimensional_arrays_are_their_element_and_other_arrays_are_refused(
             x == refused  # noqa: B015
 
 
+def test_in_takes_a_list_not_a_zero_dimensional_array() -> None:
+    """A 0-d array is one value, so ``x.in_(np.array(1.0))`` is refused as ``x.in_(1.0)`` is, with
+    a QueryError (numpy's own TypeError, iteration over a 0-d array, escaped the LensdError tree);
+    a 1-d array is a list of values."""
+    x = agg.model.x
+    for one in (np.array(1.0), np.array("a"), np.array(True)):
+        with pytest.raises(QueryError, match=r"in_\(\) takes a list of values, not a 0-d array"):
+            x.in_(one)
+    with pytest.raises(QueryError, match=r"in_\(\) takes a list of values, not float"):
+        x.in_(1.0)
+    assert x.in_(np.array([1.0, 2.5])) == x.in_([1.0, 2.5])
+
+
 def test_junctions_flatten_and_negation_simplifies() -> None:
     a, b, c, d = (agg.model[n] > 0 for n in "abcd")
     assert (a & b & c) == And((a, b, c))

@@ -42,6 +42,7 @@ from lensd.query.values import (
     TEXT_COLUMNS,
     ClassField,
     Scalar,
+    check_list,
     check_scalar,
     check_text,
     class_repr,
@@ -113,10 +114,8 @@ class Operand:
 
     def in_(self, values: Iterable[object]) -> Predicate:
         """True when the value equals any of ``values``: the same as ``(x == a) | (x == b)``."""
-        if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
-            raise QueryError(f"{self!r}.in_() takes a list of values, not {type(values).__name__}")
-        values = list(values)
         what = f"{self!r}.in_()"
+        values = check_list(values, what)
         scalars = tuple(check_scalar(v, what) for v in values if v is not None and not isinstance(v, type))
         parts: list[Predicate] = [In(self, scalars)] if scalars or not values else []
         parts += [self == v for v in values if isinstance(v, type)]

@@ -11,6 +11,7 @@ import math
 import numbers
 import re
 import sys
+from collections.abc import Iterable
 from typing import Final, Literal, NoReturn, TypeAlias
 
 from lensd.errors import QueryError
@@ -96,6 +97,17 @@ def check_scalar(value: object, what: str = "a query value") -> Scalar:
             raise QueryError(f"{what}: {value} is too large to compare") from None
         return result
     raise QueryError(f"{what}: cannot compare with {type(value).__name__} {value!r}")
+
+
+def check_list(values: object, what: str) -> list[object]:
+    """The values ``x.in_(values)`` is given, as a list: any iterable but a string, bytes or a 0-d
+    array. A 0-d array is one value, as a comparison takes it, so ``x.in_(np.array(1.0))`` is
+    refused as ``x.in_(1.0)`` is (numpy's own error, iteration over a 0-d array, is not a LensdError)."""
+    if _unwrapped(values) is not values:
+        raise QueryError(f"{what} takes a list of values, not a 0-d array (one value): use == or .in_([value])")
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+        raise QueryError(f"{what} takes a list of values, not {type(values).__name__}")
+    return list(values)
 
 
 def is_name(text: str) -> bool:
