@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 import re
 import sqlite3
 import sys
@@ -308,21 +309,37 @@ def test_histogram_and_scatter_counts_match_the_values_the_api_reads(survey: Pat
         source.close()
 
 
-def test_values_near_the_largest_float_give_an_empty_plot_not_an_error(tmp_path: Path) -> None:
-    """1.0 and 1.7e308 (edges matplotlib cannot place ticks between) and a lone 1.7e308 (steps of 1
-    leave its edges equal): no bins, by index ranges, by the query's SQL and from the blocks."""
+def test_values_near_the_largest_float_are_binned_and_drawn(tmp_path: Path) -> None:
+    """Any finite values have bins and a plot: 1.0 and 1.7e308 (matplotlib's tick arithmetic
+    overflowed on them), -1.5e308 and 1.5e308 (their span overflows) and a lone largest float (steps
+    of 1 left its edges equal, and stepping up from it overflows); they were an empty plot. By index
+    ranges, by the query's SQL and from the blocks, and as a binned scatter; each axis past 1e300 is
+    drawn in units of a power of ten that its label names."""
     db = tmp_path / "big.sqlite"
-    _write(db, [("submit", {"record": record(i, info={"big": v, "lone": 1.7e308 if i == 0 else None})})
-                for i, v in enumerate([1.0, 1.7e308])])
+    largest = sys.float_info.max
+    infos = [{"big": 1.0, "wide": -1.5e308, "lone": largest}, {"big": 1.7e308, "wide": 1.5e308}]
+    _write(db, [("submit", {"record": record(i, info=info)}) for i, info in enumerate(infos)])
+    ends = {'info["big"]': (1.0, 1.7e308), 'info["wide"]': (-1.5e308, 1.5e308), 'info["lone"]': (None, largest)}
     with web_process(db) as web:
         auth = {"Authorization": f"Bearer {web.token}"}
-        for x in ('info["big"]', 'info["lone"]'):
+        for x, (low, high) in ends.items():
             for q in ("", 'status == "completed"'):
                 wanted = f"x={quote(x)}&q={quote(q)}"
                 status, _, body = get(f"{web.base}/plot?{wanted}", auth)
-                assert status == 200 and b"no values to plot" in body, (x, q, status, body[-300:])
+                page = body.decode()
+                assert status == 200 and 'id="series-all"' in page, (x, q, status, body[-300:])
+                assert "(× 1e308)" in page and f'<span id="plotted">{1 if low is None else 2}</span>' in page
                 status, _, body = get(f"{web.base}/api/histogram?{wanted}", auth)
-                assert status == 200 and json.loads(body)["edges"] == [], (x, q)
+                answer = json.loads(body)
+                edges, counts = answer["edges"][0], answer["series"]["all"]
+                assert status == 200 and edges[-1] == high and len(edges) == 41, (x, q)
+                assert all(math.isfinite(e) for e in edges) and edges == sorted(set(edges)), (x, q)
+                assert (counts[0], counts[-1]) == ((0, 1) if low is None else (1, 1)) and sum(counts) == answer["total"]
+                assert low is None or edges[0] == low
+        scatter = "x=" + quote('info["big"]') + "&y=" + quote('info["wide"]')
+        for q in ("", 'status == "completed"'):
+            status, _, body = get(f"{web.base}/api/histogram?{scatter}&q={quote(q)}", auth)
+            assert status == 200 and json.loads(body)["series"] == {"all": {"0,0": 1, "39,39": 1}}, body
 
 
 def test_the_plot_page_says_how_many_fits_an_infinite_value_left_out(tmp_path: Path) -> None:

@@ -202,12 +202,12 @@ def _odd_survey(tmp_path: Path, pg_url: str, infos: list[dict[str, Any]]) -> lis
     return [LocalSource(db), LocalSource(pg_url)]
 
 
-def test_scatters_of_facts_some_fits_lack_and_of_spans_too_wide_to_bin(
+def test_scatters_of_facts_some_fits_lack_and_of_spans_that_overflow(
         tmp_path: Path, pg_url: str, pg_server: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """From the blocks and from SQL alike, on both engines: a scatter counts only the fits with both
     values, coloured by a text info key that is a number on some fits without a y (so the blocks
-    may count it); values whose span overflows (-1.5e308 to 1.5e308) give an empty plot, not an
-    error."""
+    may count it); values whose span overflows (-1.5e308 to 1.5e308) are binned too (they were an
+    empty plot), alone or with a y of a lone 1.5e308."""
     from lensd.query import text
     from lensd.web import blockhist
 
@@ -239,9 +239,11 @@ def test_scatters_of_facts_some_fits_lack_and_of_spans_too_wide_to_bin(
     partial_sqlite, wide_sqlite = served[:len(plots)], served[2 * len(plots):3 * len(plots)]
     assert partial_sqlite[0]["total"] == 18 and set(partial_sqlite[0]["series"]) == {"t0", "t1", "t2"}
     assert partial_sqlite[2]["total"] == 18 and partial_sqlite[3]["total"] == 24
-    # (the second selects the three fits at +1.5e308, a span of 0: steps of 1 leave its edges equal)
-    assert [plot["total"] for plot in wide_sqlite] == [0, 0, 0, 0]
-    assert [bool(plot["edges"]) for plot in wide_sqlite] == [False, False, False, False]
+    # (the second selects the three fits at +1.5e308: a lone y, its edges steps of 2**-40 of it)
+    assert [plot["total"] for plot in wide_sqlite] == [6, 3, 6, 6]
+    assert [plot["edges"][0][0] for plot in wide_sqlite] == [-1.5e308, 1.0, -1.5e308, -1.5e308]
+    assert [plot["edges"][0][-1] for plot in wide_sqlite] == [1.5e308, 5.0, 1.5e308, 1.5e308]
+    assert wide_sqlite[3]["series"] == {"all": [3, 0, 0, 0, 0, 0, 3]}
 
 
 INFINITE_INFOS: list[dict[str, Any]] = [  # fit 3 has a = inf, fit 7 a = -inf, fit 9 b = inf

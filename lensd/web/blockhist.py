@@ -77,20 +77,27 @@ def _labels(rows: Rows, colour: str) -> tuple[list[tuple[str, str]], str | None]
     return [(value, blocks.text_name(*address, value)) for value in texts], blocks.number_name(*address)
 
 
-MAX_PLOTTED: Final = 1e300  # past this magnitude matplotlib cannot place ticks (nor lensd distinct edges)
-
-
 def edges_between(low: float, high: float, bins: int) -> list[float] | None:
     """The edges of every plot, counted here or in SQL (aggregate.py): ``bins`` equal steps from
-    ``low`` to ``high`` (one step of 1 when they are equal), the last edge ``high`` itself: ``low +
-    bins * step`` may round below it (0.2 to 0.9 in 7 steps ends at 0.8999999999999999), and the
-    largest value would fall outside every bin. None (no bins: an empty plot) when an end is not
-    finite or past ``MAX_PLOTTED`` in size (-1.5e308 to 1.5e308, or 1.0 and 1.7e308), or when the
-    steps are too small for distinct edges (a single value of 1e17: 1e17 + 1 == 1e17)."""
-    if not (math.isfinite(low) and math.isfinite(high)) or max(abs(low), abs(high)) > MAX_PLOTTED:
+    ``low`` to ``high``, the last edge ``high`` itself: ``low + bins * step`` may round below it (0.2
+    to 0.9 in 7 steps ends at 0.8999999999999999), and the largest value would fall outside every bin.
+
+    Any finite ends have edges: a span that overflows (-1.5e308 to 1.5e308) is stepped at a quarter
+    of the scale, a power of two, so each edge is the one the unbounded arithmetic gives. A lone
+    value steps by 1, or by 2**-40 of its size where 1 is below its precision (a lone 1e17), and
+    ends the edges instead of starting them where stepping up would overflow (a lone 1.79e308).
+    None (no bins: an empty plot) when an end is not finite, or when the values are too close
+    together for distinct edges (1.0 and the next float up, in 40 bins)."""
+    if not (math.isfinite(low) and math.isfinite(high)):
         return None
-    width = (high - low) / bins if high > low else 1.0
-    edges = [low + i * width for i in range(bins)] + [high if high > low else low + bins * width]
+    if high > low:
+        scale = 1.0 if math.isfinite(high - low) else 0.25
+        step = (high * scale - low * scale) / bins
+        edges = [low, *((low * scale + i * step) / scale for i in range(1, bins)), high]
+    else:
+        step = 1.0 if abs(low) < 2.0**52 else abs(low) * 2.0**-40
+        up = math.isfinite(low + bins * step)
+        edges = [low + i * step if up else low - (bins - i) * step for i in range(bins + 1)]
     if any(a >= b for a, b in itertools.pairwise(edges)):
         return None
     return edges

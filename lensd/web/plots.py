@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import math
 from collections.abc import Sequence
 from typing import Any, Final
 
@@ -24,6 +25,7 @@ COLOURS: Final = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564
                   "#bcbd22")
 _RC: Final[dict[str, Any]] = {"svg.fonttype": "none", "font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8}
 _salt = itertools.count()
+MAX_UNSCALED: Final = 1e300  # past this size matplotlib's tick and margin arithmetic overflows (1.0 to 1.7e308)
 
 
 def _figure(width: float, height: float) -> Any:
@@ -121,11 +123,25 @@ def convergence(times: Sequence[float], max_log_likelihood: Sequence[float | Non
     return _svg(figure)
 
 
+def _axis(edges: list[float], label: str) -> tuple[Any, str]:
+    """An axis's edges as drawn, and its label: one with a value past ``MAX_UNSCALED`` in size is
+    drawn in units of a power of ten that the label names (``x (× 1e308)``); the counts and the
+    API's edges are the values' own."""
+    biggest = max(abs(edges[0]), abs(edges[-1]))
+    if biggest <= MAX_UNSCALED:
+        return np.asarray(edges), plain(label)
+    power = math.floor(math.log10(biggest))
+    return np.asarray(edges) / 10.0**power, plain(f"{label} (× 1e{power})")
+
+
 def histogram(result: dict[str, Any]) -> str:
     """The counts of ``LocalSource.histogram``: stacked bars, or a binned scatter for two axes."""
     figure = _figure(7.0, 3.6)
     ax = figure.add_subplot()
-    edges, series = result["edges"], result["series"]
+    series = result["series"]
+    labels = [result["x"], result["y"]]
+    drawn = [_axis(axis, label) for axis, label in zip(result["edges"], labels, strict=False)]
+    edges = [axis for axis, _ in drawn]
     if len(edges) == 1:
         bottom = np.zeros(len(edges[0]) - 1)
         for colour, (label, counts) in zip(itertools.cycle(COLOURS), series.items(), strict=False):
@@ -141,8 +157,8 @@ def histogram(result: dict[str, Any]) -> str:
             counts = np.asarray(list(cells.values()), dtype=float)
             ax.scatter([xc[i] for i, _ in keys], [yc[j] for _, j in keys], s=4 + 60 * np.sqrt(counts / biggest),
                        color=colour, alpha=0.6, label=plain(f"{label} ({int(counts.sum())})"), gid=f"series-{label}")
-        ax.set_ylabel(plain(result["y"]))
-    ax.set_xlabel(plain(result["x"]))
+        ax.set_ylabel(drawn[1][1])
+    ax.set_xlabel(drawn[0][1] if drawn else plain(result["x"]))
     if series and (result.get("colour") or len(series) > 1):
         ax.legend(fontsize=7, title=plain(result.get("colour") or "") or None)
     return _svg(figure)
