@@ -211,3 +211,29 @@ def test_a_connection_cut_off_after_a_framing_error_sends_nothing_after_a_cut_fr
         assert client.submit(record(13, n_samples=5)) == "applied"
     assert {"fit-10", "fit-11", "fit-12", "fit-13"} <= set(stored(daemon.db))
     assert daemon.stop() == 0
+
+
+def test_a_stream_whose_client_is_gone_produces_no_more_pages(make_daemon) -> None:  # type: ignore[no-untyped-def]
+    """A client asks for a stream of pages far larger than the socket's buffer, gives it credit
+    for three more, and closes its socket while the daemon is blocked sending the first: the
+    failed send stops the stream at once, and the daemon logs the three pages it did not produce
+    (it used to read and send each into the dead socket, up to the credit); nothing is held."""
+    daemon = make_daemon()
+    for i in range(4):
+        big_fit(daemon.socket, i, 1_200_000)  # each page, one fit, too big for a socket's buffer
+    sock = raw_connection(daemon.socket, timeout=90)
+    hello(sock)
+    sock.sendall(frame({"op": "query", "rid": 1, "query": QueryState().to_wire(), "page_size": 1}))
+    assert select.select([sock], [], [], 60)[0], "the stream's first page did not begin to come"
+    sock.sendall(b"".join(frame({"op": "next", "rid": 1}) for _ in range(3))
+                 + frame({"op": "submit", "rid": 10, "record": record(10, n_samples=5)}))
+    wait_for(lambda: "fit-10" in stored(daemon.db), timeout=60, interval=0.1,
+             what="the write after the credit to be committed")  # read after the three "next"s
+    logged = len(daemon.stderr_lines)
+    sock.close()  # the first page unread: the daemon's send fails
+    line = daemon.wait_for_log("a query stream stopped, its client gone", after=logged)
+    assert "3 pages it asked for were not sent" in line, line
+    daemon.wait_for_log("connection closed (0 open)", after=logged)
+    status = daemon_status(daemon.socket)
+    assert (status["connections"], status["reserved_frame_bytes"], status["held_back"]) == (1, 0, 0)
+    assert daemon.stop() == 0

@@ -78,6 +78,7 @@ class Connection:
         self.reading = anyio.CancelScope()
         self.in_flight = flow.Allowance(flow.MAX_IN_FLIGHT, flow.MAX_IN_FLIGHT_BYTES)
         self.outbox = Outbox(self._send_bytes, self.in_flight, daemon.flow.in_flight)
+        self.gone = False  # a send failed: nothing sent from now on reaches the peer
 
     def finish(self) -> None:
         """Stop reading requests and end open read streams; pending writes still get answers.
@@ -111,6 +112,7 @@ class Connection:
             try:
                 await self.io.send(data)
             except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+                self.gone = True  # streams produce no more pages (``_stream``)
                 self.reading.cancel()  # the peer is gone: stop reading too
 
     async def _handshake(self) -> bool:
@@ -338,6 +340,10 @@ class Connection:
                 with anyio.move_on_after(idle):
                     while credit.account.waiting and not credit.deaf:
                         await credit.wake.wait()
+                if self.gone:  # a send failed, this stream's or another's: no page would reach the peer
+                    log.info("a %s stream stopped, its client gone: %d pages it asked for were not sent",
+                             op, credit.account.pages)
+                    return
                 if credit.account.waiting and credit.deaf:  # it sent the pages it had credit for
                     await self.send(protocol.error(rid, ProtocolError(
                         f"the connection was half-closed: no 'next' can come for this {op} stream, "
