@@ -14,11 +14,12 @@ import anyio
 import pytest
 from conftest import integrity_ok, lensd_cli
 from records_factory import record
-from wire import frame, hello, raw_connection, read_frame, scaled, stressed
+from wire import frame, framed, hello, raw_connection, read_frame, scaled, stressed
 
 import lensd
-from lensd.errors import DaemonUnavailable, InvalidRecord
+from lensd.errors import DaemonUnavailable, InvalidRecord, ProtocolError
 from lensd.query.state import QueryState
+from lensd.wire import protocol
 
 WORKERS = Path(__file__).parent / "workers.py"
 
@@ -278,3 +279,27 @@ def test_systemd_notify_ready_and_stopping(short_tmp: Path) -> None:
         finally:
             if process.poll() is None:
                 process.kill()
+
+
+@pytest.mark.parametrize(("body", "fault"), [
+    (b"\xc1", "a byte that starts no msgpack value (0xc1, or a reserved type)"),
+    (b"\x91" * 3000 + b"\xc0", "nested deeper than msgpack can decode"),
+    (b"\x80\x80", "bytes after the end of the message"),
+])
+def test_a_malformed_frame_is_named_in_words_in_the_log_and_to_the_client(daemon, body: bytes, fault: str) -> None:  # type: ignore[no-untyped-def]
+    """msgpack's FormatError and StackError have no text: the daemon logged "malformed msgpack:
+    FormatError: " and the client's error ended the same way. Both now say what was wrong."""
+    sock = raw_connection(daemon.socket, timeout=60)
+    try:
+        hello(sock)
+        logged = len(daemon.stderr_lines)
+        sock.sendall(framed(body))
+        reply = read_frame(sock)
+    finally:
+        sock.close()
+    assert reply is not None and reply["error"]["code"] == "protocol", reply
+    with pytest.raises(ProtocolError) as raised:
+        protocol.raise_for_reply(reply)
+    assert str(raised.value) == f"malformed msgpack: {fault}"
+    line = daemon.wait_for_log("closing a connection: malformed msgpack", after=logged)
+    assert line.rstrip().endswith(f"closing a connection: malformed msgpack: {fault}"), line

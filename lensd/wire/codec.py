@@ -156,7 +156,20 @@ def unpack(data: bytes) -> Any:
     except ProtocolError:
         raise
     except Exception as exc:  # msgpack raises a zoo of types on bad input
-        raise ProtocolError(f"malformed msgpack: {type(exc).__name__}: {exc}") from None
+        raise ProtocolError(f"malformed msgpack: {_fault(exc)}") from None
+
+
+_FAULTS: Final = {  # msgpack's exceptions whose text is empty or names msgpack's own call
+    "FormatError": "a byte that starts no msgpack value (0xc1, or a reserved type)",
+    "StackError": "nested deeper than msgpack can decode",
+    "ExtraData": "bytes after the end of the message",
+}
+
+
+def _fault(exc: Exception) -> str:
+    """What was wrong with the bytes, in words: msgpack's FormatError has no text at all."""
+    kind = type(exc).__name__
+    return _FAULTS.get(kind) or (f"{kind}: {exc}" if str(exc) else kind)
 
 
 class Received(dict[str, Any]):
