@@ -14,7 +14,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -182,19 +181,23 @@ def test_a_closed_client_refuses_every_op_and_sends_nothing(daemon, tmp_path: Pa
 
 
 class _WatchedLock:
-    """A lock that says when it was taken: the test knows the heartbeat holds the connection."""
+    """A lock that says when it was taken, and keeps who took, waited in vain for and gave it back
+    in order: the test knows the heartbeat holds the connection, and what waited on it."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.taken = threading.Event()
+        self.events: list[tuple[str, str]] = []
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
         got = self._lock.acquire(blocking, timeout)
+        self.events.append((threading.current_thread().name, "took" if got else "gave up"))
         if got:
             self.taken.set()
         return got
 
     def release(self) -> None:
+        self.events.append((threading.current_thread().name, "released"))
         self._lock.release()
 
     def __enter__(self) -> bool:
@@ -208,8 +211,9 @@ def test_a_heartbeat_to_a_stalled_daemon_holds_neither_the_exits_fail_nor_close(
         daemon, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """connect_sync's heartbeat thread shares the job's connection. With the daemon stopped
     (SIGSTOP) while a beat waits for its reply (up to half a period: 60 s here), leaving the block
-    on an exception still fails the open fit within the exit's deadline (spooled: the connection is
-    busy), and closing shuts the beat's socket down instead of waiting for it."""
+    on an exception still fails the open fit: its send gives up waiting for the connection the beat
+    holds and spools the fail; and closing shuts the beat's socket down instead of waiting for it:
+    close gives up waiting too, the beat lets go only then, and close takes the connection after."""
     from lensd.client import sync
 
     monkeypatch.setattr(sync, "FAIL_ON_EXIT_TIMEOUT", 1.0)
@@ -217,23 +221,26 @@ def test_a_heartbeat_to_a_stalled_daemon_holds_neither_the_exits_fail_nor_close(
     client = lensd.connect_sync(socket=daemon.socket, spool=spool, heartbeat=120.0)
     lock = _WatchedLock()
     client._sender.lock = lock  # type: ignore[assignment]
-    beat = threading.Thread(target=client._beat, args=(["fit-held"],))
-    began = 0.0
+    beat = threading.Thread(target=client._beat, args=(["fit-held"],), name="beat")
     try:
         with pytest.raises(ValueError, match="boom"), client:
             client.start(id="fit-held", name="held")
             lock.taken.clear()
             os.kill(daemon.process.pid, signal.SIGSTOP)
+            lock.events.clear()
             beat.start()
             assert lock.taken.wait(30)
-            began = time.monotonic()
             raise ValueError("boom")
-        left_after = time.monotonic() - began
-        beat.join(30)
+        beat.join(60)
         assert not beat.is_alive()  # its socket was shut down under it
     finally:
         os.kill(daemon.process.pid, signal.SIGCONT)
-    assert left_after < 20  # the beat alone would have held it 60 s
+    main = threading.main_thread().name
+    assert lock.events == [("beat", "took"),
+                           (main, "gave up"),  # the fail's send, at the exit's deadline: spooled
+                           (main, "gave up"),  # close's patience: then it shuts the beat's socket down
+                           ("beat", "released"),  # its reply never came: the shut-down socket ended it
+                           (main, "took"), (main, "released")]  # close drops the connection
     spooled = [spoolfile.read(path) for path in spoolfile.pending(spool)]
     assert [(op, fields["id"], fields["error"]) for op, fields in spooled if op == "fail"] == \
         [("fail", "fit-held", "ValueError: boom")]
