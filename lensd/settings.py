@@ -154,6 +154,10 @@ class Settings:
     frame_deadline: float = field(default=120.0, metadata=cli(
         "float", "Seconds a started frame has to arrive whole, once the daemon has room for it, before "
                  "the connection is closed.", low=0.01))
+    drain_timeout: float = field(default=30.0, metadata=cli(
+        "float", "Seconds a stop waits for connections to send the replies they owe before it cuts "
+                 "them off (a write is acknowledged only once committed: a cut loses none that was).",
+        low=0.01))
     max_db_mb: int | None = field(default=None, metadata=cli(  # a quota: writes past it fail
         "int", "Quota guard: writes that would grow the database past this many MiB fail "
                "with a 'full' error (no limit by default).", low=1))
@@ -180,7 +184,6 @@ class Settings:
     backup_keep: int = field(default=2, metadata=cli(
         "int", "Backups kept in --backup-to: the newest under the database's name, older ones by time.",
         low=1))
-    drain_timeout: float = 30.0
     listen: tuple[str, ...] = field(default=(), metadata=cli(
         "text", "Also serve authenticated TCP at HOST:PORT (repeatable; port 0 picks a free one)."))
     secret_file: Path | None = field(default=None, metadata=cli(

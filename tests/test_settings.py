@@ -37,7 +37,8 @@ def test_settings_survive_the_start_argument_list(tmp_path: Path) -> None:
     changed = config.Settings(
         db=tmp_path / "a.sqlite", socket=tmp_path / "a.sock", watch=(tmp_path / "w1", tmp_path / "w2"),
         spool=tmp_path / "spool", poll=True, poll_interval=0.5, lost_after=42.0, durability="normal",
-        batch_max=7, batch_ms=0.25, max_connections=9, handshake_timeout=3.5, max_db_mb=11)
+        batch_max=7, batch_ms=0.25, max_connections=9, handshake_timeout=3.5, max_db_mb=11,
+        drain_timeout=2.5)
     assert parsed(config.start_arguments(changed)) == changed
 
 
