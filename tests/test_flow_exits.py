@@ -16,7 +16,7 @@ import pytest
 from records_factory import record
 from test_attacks_load import big_fit
 from test_watch import stored
-from wire import daemon_status, frame, framed, hello, raw_connection, wait_for
+from wire import daemon_status, frame, framed, hello, integrity, raw_connection, wait_for
 
 import lensd
 from lensd.query.state import QueryState
@@ -237,3 +237,43 @@ def test_a_stream_whose_client_is_gone_produces_no_more_pages(make_daemon) -> No
     status = daemon_status(daemon.socket)
     assert (status["connections"], status["reserved_frame_bytes"], status["held_back"]) == (1, 0, 0)
     assert daemon.stop() == 0
+
+
+@pytest.mark.timeout(600)  # a loaded machine: a 1.2 MB write, two writers, a stop
+def test_a_stop_cuts_off_a_jammed_connection_at_the_drain_timeout_losing_nothing_acknowledged(make_daemon) -> None:  # type: ignore[no-untyped-def]
+    """SIGTERM while a client never reads the page its stream is sending (the daemon is blocked on
+    that send, and the replies to its committed writes wait behind it) and two writers stream
+    acknowledged writes: the daemon stops reading, waits --drain-timeout for the jammed connection,
+    logs that it did not finish in time, cuts it off and exits 0; every acknowledged write is
+    stored, and the jammed client's committed writes too, answered or not."""
+    from test_daemon import worker
+
+    daemon = make_daemon("--drain-timeout", "1")
+    big_fit(daemon.socket, 0, 1_200_000)  # the stream's page, far larger than a socket's buffer
+    jammed = raw_connection(daemon.socket, timeout=90)
+    hello(jammed)
+    jammed.sendall(frame({"op": "query", "rid": 1, "query": QueryState().to_wire()}))
+    assert select.select([jammed], [], [], 60)[0], "the stream's page did not begin to come"
+    jammed.sendall(b"".join(frame({"op": "submit", "rid": 10 + i, "record": record(10 + i, n_samples=5)})
+                            for i in range(3)))
+    wait_for(lambda: {"fit-10", "fit-11", "fit-12"} <= set(stored(daemon.db)), timeout=60, interval=0.1,
+             what="the jammed client's writes to be committed")  # their answers wait behind the page
+    writers = [worker("submit", daemon.socket, 1000 * (k + 1), 1000) for k in range(2)]
+    assert writers[0].stdout is not None
+    acked = set()
+    for _ in range(20):  # real traffic when the stop comes: 20 acknowledgements from the first writer
+        line = writers[0].stdout.readline()
+        assert line.startswith("ack"), line
+        acked.add(line.split()[1])
+    logged = len(daemon.stderr_lines)
+    assert daemon.stop(timeout=300) == 0
+    daemon.wait_for_log("connections did not finish in time", after=logged)  # the jammed one, and a
+    # writer's too if its last commit took longer than the drain timeout on a loaded machine
+    jammed.close()
+    for writer in writers:
+        writer.kill()  # its acknowledgements are already on its stdout; spare it the reconnect backoff
+        out, _ = writer.communicate(timeout=120)
+        acked |= {line.split()[1] for line in out.splitlines() if line.startswith("ack")}
+    fits = {f.id for f in lensd.Aggregator.from_database(daemon.db, top_level_only=False).fits()}
+    assert acked | {"fit-0", "fit-10", "fit-11", "fit-12"} <= fits, sorted(acked - fits)
+    assert integrity(daemon.db) == "ok"
