@@ -175,6 +175,13 @@ def held_back(socket: Path) -> int:
     return int(daemon_status(socket)["held_back"])
 
 
+def in_flight(socket: Path) -> tuple[int, int]:
+    """The requests, and their frames' bytes, the daemon-wide allowance counts as being handled now
+    (the status request asking left out): 0 once every reply is queued, whoever reads them."""
+    status = daemon_status(socket)
+    return int(status["in_flight_requests"]), int(status["in_flight_bytes"])
+
+
 def _jam(sock: socketlib.socket, requests: list[bytes]) -> None:
     """Open a read stream whose first page (a ~1.2 MB fit) fills the socket, so no reply after it
     can be sent, then pipeline ``requests`` without ever reading (until the daemon stops reading)."""
@@ -217,12 +224,14 @@ def test_clients_that_never_read_their_replies_do_not_hold_back_other_writers(ma
         threading.Thread(target=_jam, args=(sock, refused), daemon=True).start()
     wait_for(lambda: held_back(daemon.socket) == len(stuck), timeout=60, interval=0.1,
              what="the four clients to be held back")
+    assert in_flight(daemon.socket) == (0, 0)  # their refusals are queued: none of the daemon's share held
     big_fit(daemon.socket, 1, 200_000)  # more than what the four leave of the 256 MiB
     for sock in stuck:
         sock.shutdown(socketlib.SHUT_RDWR)  # now, though its sender thread still waits on it
         sock.close()
     wait_for(lambda: held_back(daemon.socket) == 0, timeout=60, interval=0.1, what="the stuck clients to go")
     served(daemon.socket, 2)
+    assert in_flight(daemon.socket) == (0, 0)
     assert set(stored(daemon.db)) == {f"fit-{i}" for i in range(7)}
     assert peak_rss_kb(daemon.pid) < RSS_BOUND_KB
     assert daemon.stop() == 0
@@ -250,6 +259,7 @@ def test_a_client_flooding_bad_requests_without_reading_the_errors_is_held_back(
     sender.join(60)
     wait_for(lambda: held_back(daemon.socket) == 0, timeout=60, interval=0.1, what="the flooding client to go")
     served(daemon.socket, 10)
+    assert in_flight(daemon.socket) == (0, 0)
     assert peak_rss_kb(daemon.pid) < RSS_BOUND_KB
     assert daemon.stop() == 0
 

@@ -45,7 +45,8 @@ def test_a_half_closed_connection_gives_back_its_unfinished_frames_room_while_it
     wait_for(lambda: daemon_status(daemon.socket)["connections"] == 1, timeout=60, interval=0.1,
              what="the connection to close")  # 1: the status request's own
     status = daemon_status(daemon.socket)
-    assert (status["reserved_frame_bytes"], status["held_back"]) == (0, 0)
+    assert (status["reserved_frame_bytes"], status["held_back"], status["in_flight_requests"],
+            status["in_flight_bytes"]) == (0, 0, 0, 0)
     assert daemon.stop() == 0
 
 
@@ -196,7 +197,8 @@ def test_a_connection_cut_off_after_a_framing_error_sends_nothing_after_a_cut_fr
     wait_for(lambda: daemon_status(daemon.socket)["connections"] == 1, timeout=60, interval=0.1,
              what="the connection to be cut off")  # 1: the status request's own
     status = daemon_status(daemon.socket)
-    assert (status["reserved_frame_bytes"], status["held_back"]) == (0, 0)
+    assert (status["reserved_frame_bytes"], status["held_back"], status["in_flight_requests"],
+            status["in_flight_bytes"]) == (0, 0, 0, 0)
     received = b""
     while chunk := sock.recv(1 << 20):
         received += chunk
@@ -235,7 +237,8 @@ def test_a_stream_whose_client_is_gone_produces_no_more_pages(make_daemon) -> No
     assert "3 pages it asked for were not sent" in line, line
     daemon.wait_for_log("connection closed (0 open)", after=logged)
     status = daemon_status(daemon.socket)
-    assert (status["connections"], status["reserved_frame_bytes"], status["held_back"]) == (1, 0, 0)
+    assert (status["connections"], status["reserved_frame_bytes"], status["held_back"], status["in_flight_requests"],
+            status["in_flight_bytes"]) == (1, 0, 0, 0, 0)
     assert daemon.stop() == 0
 
 

@@ -310,18 +310,18 @@ class Connection:
     async def _single(self, op: str, rid: int, fields: dict[str, Any], size: int) -> None:
         """Answer a count or status into the outbox; ``size`` was admitted (``_admit``)."""
         try:
-            reply = await self._single_reply(op, rid, fields)
+            reply = await self._single_reply(op, rid, fields, size)
         except BaseException:  # cancelled: nothing will answer it
             self.outbox.drop(size)
             raise
         self.outbox.post(self._frame(reply), size)
 
-    async def _single_reply(self, op: str, rid: int, fields: dict[str, Any]) -> dict[str, Any]:
+    async def _single_reply(self, op: str, rid: int, fields: dict[str, Any], size: int) -> dict[str, Any]:
         try:
             if op == "count":
                 reply = protocol.done(rid, count=await self.daemon.reads.count(fields))
             else:
-                reply = protocol.done(rid, status=await self.daemon.status())
+                reply = protocol.done(rid, status=await self.daemon.status(own=size))  # its own share left out
         except LensdError as exc:
             reply = protocol.error(rid, exc)
         except Exception as exc:  # a bug must not end the connection

@@ -20,7 +20,8 @@ them (ten connections held 600 MB). So:
   frame reserves only the bytes that came and one more read, so an unauthenticated peer cannot
   reserve the budget with a header alone;
 - ``Shared.held_back`` counts the connections not read now because one of these bounds is
-  reached (``lensd status`` shows it);
+  reached, and ``Shared.in_flight`` what all connections' requests hold of theirs (``lensd status``
+  shows both: ``held_back``, ``in_flight_requests``, ``in_flight_bytes``);
 - bodies over ``codec.SCAN_ABOVE`` bytes are decoded in a worker thread, ``HEAVY_DECODES`` at a
   time, after ``codec.check_shape`` has bounded what they may allocate.
 

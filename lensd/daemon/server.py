@@ -129,7 +129,9 @@ class Daemon:
     def request_stop(self) -> None:
         self._stop.set()
 
-    async def status(self) -> dict[str, Any]:
+    async def status(self, own: int | None = None) -> dict[str, Any]:
+        """``own``: the frame size of the status request asking, left out of ``in_flight_*``."""
+        in_flight, mine = self.flow.in_flight, (0, 0) if own is None else (1, own)
         return {
             "pid": os.getpid(), "version": __version__, "uptime": time.time() - self.started,
             "database": shown(self.database_path), "database_bytes": await self.reads.size(),
@@ -140,7 +142,8 @@ class Daemon:
             "lost_after": self.settings.lost_after, "durability": self.settings.durability,
             "tcp": [f"{h}:{p}" for _, (h, p) in self.tcp], "tls": bool(self.gate and self.gate.tls),
             "failed_handshakes": self.gate.failures if self.gate else 0, "held_back": self.flow.held_back,
-            "reserved_frame_bytes": self.flow.partial.held,
+            "reserved_frame_bytes": self.flow.partial.held, "in_flight_requests": in_flight.used_count - mine[0],
+            "in_flight_bytes": in_flight.used_size - mine[1],
             **self.committer.stats(), **self.extra_status,
         }
 
