@@ -44,9 +44,7 @@ def test_a_half_closed_connection_gives_back_its_unfinished_frames_room_while_it
     sock.close()  # the stream's send fails: the connection ends
     wait_for(lambda: daemon_status(daemon.socket)["connections"] == 1, timeout=60, interval=0.1,
              what="the connection to close")  # 1: the status request's own
-    status = daemon_status(daemon.socket)
-    assert (status["reserved_frame_bytes"], status["held_back"], status["in_flight_requests"],
-            status["in_flight_bytes"]) == (0, 0, 0, 0)
+    assert _held(daemon_status(daemon.socket)) == (0, 0, 0, 0)
     assert daemon.stop() == 0
 
 
@@ -175,6 +173,27 @@ def test_a_batch_of_replies_cut_off_in_the_middle_of_its_send_is_settled_once() 
     anyio.run(run)
 
 
+def _held(status: dict[str, Any]) -> tuple[int, int, int, int]:
+    """What the daemon holds for connections: frame room, connections held back, in-flight share."""
+    return (status["reserved_frame_bytes"], status["held_back"], status["in_flight_requests"],
+            status["in_flight_bytes"])
+
+
+def _jammed_with_writes(daemon: Any) -> socketlib.socket:
+    """A raw connection whose stream page (a stored fit far larger than a socket's buffer) it never
+    reads, so the daemon is blocked sending it, and three writes (fit-10 to fit-12) sent after it,
+    committed, their answers waiting behind the page."""
+    sock = raw_connection(daemon.socket, timeout=90)
+    hello(sock)
+    sock.sendall(frame({"op": "query", "rid": 1, "query": QueryState().to_wire()}))
+    assert select.select([sock], [], [], 60)[0], "the stream's page did not begin to come"
+    sock.sendall(b"".join(frame({"op": "submit", "rid": 10 + i, "record": record(10 + i, n_samples=5)})
+                          for i in range(3)))
+    wait_for(lambda: {"fit-10", "fit-11", "fit-12"} <= set(stored(daemon.db)), timeout=60, interval=0.1,
+             what="the writes to be committed")  # their answers wait behind the page
+    return sock
+
+
 def test_a_connection_cut_off_after_a_framing_error_sends_nothing_after_a_cut_frame(make_daemon) -> None:  # type: ignore[no-untyped-def]
     """A framing error while the daemon is blocked sending a page to a peer that does not read: the
     error reply waits its --frame-timeout, the replies owed (committed writes' answers, waiting in
@@ -184,21 +203,12 @@ def test_a_connection_cut_off_after_a_framing_error_sends_nothing_after_a_cut_fr
     big_fit(daemon.socket, 0, 1_200_000)  # sent under the default --frame-timeout
     assert daemon.stop() == 0
     daemon = make_daemon("--frame-timeout", "2")  # the same database
-    sock = raw_connection(daemon.socket, timeout=90)
-    hello(sock)
-    sock.sendall(frame({"op": "query", "rid": 1, "query": QueryState().to_wire()}))
-    assert select.select([sock], [], [], 60)[0], "the stream's page did not begin to come"
-    sock.sendall(b"".join(frame({"op": "submit", "rid": 10 + i, "record": record(10 + i, n_samples=5)})
-                          for i in range(3)))
-    wait_for(lambda: {"fit-10", "fit-11", "fit-12"} <= set(stored(daemon.db)), timeout=60, interval=0.1,
-             what="the writes to be committed")  # their answers wait behind the page
+    sock = _jammed_with_writes(daemon)
     sock.sendall(framed(b"\xc1"))  # a byte msgpack never uses
     daemon.wait_for_log("closing a connection: malformed msgpack")
     wait_for(lambda: daemon_status(daemon.socket)["connections"] == 1, timeout=60, interval=0.1,
              what="the connection to be cut off")  # 1: the status request's own
-    status = daemon_status(daemon.socket)
-    assert (status["reserved_frame_bytes"], status["held_back"], status["in_flight_requests"],
-            status["in_flight_bytes"]) == (0, 0, 0, 0)
+    assert _held(daemon_status(daemon.socket)) == (0, 0, 0, 0)
     received = b""
     while chunk := sock.recv(1 << 20):
         received += chunk
@@ -237,8 +247,7 @@ def test_a_stream_whose_client_is_gone_produces_no_more_pages(make_daemon) -> No
     assert "3 pages it asked for were not sent" in line, line
     daemon.wait_for_log("connection closed (0 open)", after=logged)
     status = daemon_status(daemon.socket)
-    assert (status["connections"], status["reserved_frame_bytes"], status["held_back"], status["in_flight_requests"],
-            status["in_flight_bytes"]) == (1, 0, 0, 0, 0)
+    assert (status["connections"], *_held(status)) == (1, 0, 0, 0, 0)
     assert daemon.stop() == 0
 
 
@@ -253,14 +262,7 @@ def test_a_stop_cuts_off_a_jammed_connection_at_the_drain_timeout_losing_nothing
 
     daemon = make_daemon("--drain-timeout", "1")
     big_fit(daemon.socket, 0, 1_200_000)  # the stream's page, far larger than a socket's buffer
-    jammed = raw_connection(daemon.socket, timeout=90)
-    hello(jammed)
-    jammed.sendall(frame({"op": "query", "rid": 1, "query": QueryState().to_wire()}))
-    assert select.select([jammed], [], [], 60)[0], "the stream's page did not begin to come"
-    jammed.sendall(b"".join(frame({"op": "submit", "rid": 10 + i, "record": record(10 + i, n_samples=5)})
-                            for i in range(3)))
-    wait_for(lambda: {"fit-10", "fit-11", "fit-12"} <= set(stored(daemon.db)), timeout=60, interval=0.1,
-             what="the jammed client's writes to be committed")  # their answers wait behind the page
+    jammed = _jammed_with_writes(daemon)
     writers = [worker("submit", daemon.socket, 1000 * (k + 1), 1000) for k in range(2)]
     assert writers[0].stdout is not None
     acked = set()
